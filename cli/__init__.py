@@ -1,0 +1,1 @@
+"""The ``recsys`` command line (installed as the ``recsys_cli`` package)."""

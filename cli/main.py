@@ -1,0 +1,39 @@
+"""The ``recsys`` command: one Typer app composed of the command modules."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from recsys_cli import datasets, evaluate, split, train
+from recsys_cli.common import State
+
+app = typer.Typer(
+    name="recsys",
+    help="Recommender systems on learned embeddings: train, evaluate, recommend.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """Recommender systems on learned embeddings."""
+    State.debug = debug
+
+
+app.command("train")(train.train)
+app.command("evaluate")(evaluate.evaluate)
+app.command("split")(split.split)
+app.add_typer(datasets.app, name="datasets")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

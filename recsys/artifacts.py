@@ -1,0 +1,192 @@
+"""Safe, portable artifacts: atomic writes, output locks, pickle-free arrays, checked metadata.
+
+Every file or directory the toolkit produces is written under a temporary name in the
+same folder and renamed into place at the end, so a run killed at any point leaves the
+previous complete artifact or none. Two runs aiming at the same output path do not
+interleave: the second is refused with a clear message while the first holds the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.errors import ModelFormatError, RecsysError
+
+_TMP_MARK = ".recsys-tmp-"
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock for writing ``path``; refuse at once if another run holds it.
+
+    The lock is a ``.lock`` file beside the output, locked with ``flock`` so that it is
+    released by the kernel even if the holder is killed.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{target.name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise RecsysError(
+                    f"{target}: another recsys run is writing this output right now; "
+                    "wait for it to finish or choose another path"
+                ) from None
+            raise
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, *, lock: bool = True) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder; on success it replaces ``path`` atomically.
+
+    On any exception (or a kill) the temporary file is removed (or left under a hidden
+    temporary name) and ``path`` is untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ctx = output_lock(target) if lock else contextlib.nullcontext()
+    with ctx:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{_TMP_MARK}", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o644)
+            os.replace(tmp_path, target)
+            _fsync_dir(target.parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+            raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, *, lock: bool = True) -> Iterator[Path]:
+    """Yield a fresh temporary directory; on success it takes the place of ``path``.
+
+    An existing directory at ``path`` is replaced only after the new one is complete: the
+    old one is first renamed aside, the new one renamed in, then the old one deleted. A
+    kill between the two renames leaves the old directory under a hidden name beside it,
+    never a half-written one at ``path``.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise RecsysError(f"{target}: exists and is not a directory")
+    ctx = output_lock(target) if lock else contextlib.nullcontext()
+    with ctx:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_MARK}", dir=target.parent))
+        try:
+            yield tmp
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+            os.chmod(tmp, 0o755)
+            old = None
+            if target.exists():
+                old = target.parent / f".{target.name}{_TMP_MARK}old-{os.getpid()}"
+                os.replace(target, old)
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write arrays to an uncompressed ``.npz`` (no object arrays: pickle is never needed)."""
+    for name, arr in arrays.items():
+        if np.asarray(arr).dtype.hasobject:
+            raise TypeError(f"array {name!r} has dtype object; it cannot be saved without pickle")
+    with open(path, "wb") as fh:
+        np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` written by :func:`save_arrays`; never unpickles."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path}: missing") from None
+    except Exception as exc:  # zipfile, numpy format and decompression errors
+        raise ModelFormatError(f"{path}: not a readable array file ({exc})") from None
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
+        fh.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path}: missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def inside(base: str | os.PathLike, name: str) -> Path:
+    """``base / name``, refusing names that would escape ``base`` (absolute, ``..``, links)."""
+    base_path = Path(base).resolve()
+    candidate = (base_path / name).resolve()
+    if Path(name).is_absolute() or base_path not in (candidate, *candidate.parents):
+        raise ModelFormatError(f"{base}: metadata names a file outside the directory: {name!r}")
+    return candidate

@@ -1,0 +1,6 @@
+"""Offline evaluation: full-ranking metrics on held-out data."""
+
+from recsys.evaluation.evaluate import DEFAULT_KS, Evaluation, evaluate
+from recsys.evaluation.metrics import PER_USER_METRICS, user_metrics
+
+__all__ = ["DEFAULT_KS", "PER_USER_METRICS", "Evaluation", "evaluate", "user_metrics"]

@@ -1,0 +1,201 @@
+"""Full-ranking offline evaluation: every item is a candidate, training items excluded."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.data.interactions import Interactions
+from recsys.errors import ConfigError, InputError
+from recsys.evaluation.metrics import PER_USER_METRICS, user_metrics
+from recsys.progress import progress_bar
+
+if TYPE_CHECKING:
+    from recsys.models.base import Recommender
+
+Search = Callable[[np.ndarray, int, sp.csr_matrix], tuple[np.ndarray, np.ndarray]]
+"""(user indices, k, items to exclude per user) -> (item indices (B, k), scores (B, k))."""
+
+DEFAULT_KS: tuple[int, ...] = (10, 20, 50)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured.
+
+    ``metrics`` maps names such as ``"recall@20"`` to the mean over evaluated users
+    (``coverage@k``, ``rmse`` and ``mae`` are aggregates). ``per_user`` has one row per
+    evaluated user (in their external ids) when asked for.
+    """
+
+    metrics: dict[str, float]
+    ks: tuple[int, ...]
+    n_users: int
+    skipped_users: int = 0
+    dropped_entries: int = 0
+    retrieval: str = "exact"
+    seconds: float = 0.0
+    per_user: pd.DataFrame | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        """Metrics as a table: one row per metric, one column per k (recall first)."""
+        rows = {}
+        for name in (*PER_USER_METRICS, "coverage", *self.extra.get("table_metrics", ())):
+            values = {f"@{k}": self.metrics.get(f"{name}@{k}") for k in self.ks}
+            if any(v is not None for v in values.values()):
+                rows[name] = values
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _validate_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"k must be positive integers, got {ks}")
+    return tuple(sorted(set(ks)))
+
+
+def ranking_hits(top: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
+    """``hits[b, r]``: is ``top[b, r]`` among row ``b``'s stored items of ``relevant``.
+
+    Vectorized: one searchsorted over row-major keys (CSR rows are sorted).
+    """
+    n_items = relevant.shape[1]
+    b = top.shape[0]
+    row_of = np.repeat(np.arange(b, dtype=np.int64), np.diff(relevant.indptr))
+    keys = row_of * n_items + relevant.indices
+    valid = top >= 0
+    query = np.arange(b, dtype=np.int64)[:, None] * n_items + np.where(valid, top, 0)
+    pos = np.searchsorted(keys, query)
+    found = keys[np.minimum(pos, max(len(keys) - 1, 0))] == query if len(keys) else np.zeros_like(valid)
+    return found & valid
+
+
+def evaluate_search(
+    search: Search,
+    test: sp.csr_matrix,
+    exclude: sp.csr_matrix,
+    ks: Sequence[int],
+    *,
+    users: np.ndarray | None = None,
+    batch_users: int = 2048,
+    progress: bool = False,
+    with_lists: bool = False,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    """Per-user metrics of ``search`` for the users with test entries and training history.
+
+    Returns (per-user metric arrays, evaluated user indices, top-max(k) lists if asked).
+    """
+    ks = _validate_ks(ks)
+    max_k = max(ks)
+    n_test = np.diff(test.indptr)
+    n_train = np.diff(exclude.indptr)
+    if users is None:
+        users = np.flatnonzero((n_test > 0) & (n_train > 0))
+    parts: dict[str, list[np.ndarray]] = {}
+    lists = []
+    with progress_bar(len(users), "evaluating", enabled=progress) as bar:
+        for start in range(0, len(users), batch_users):
+            batch = users[start:start + batch_users]
+            top, _ = search(batch, max_k, exclude[batch])
+            hits = ranking_hits(top, test[batch])
+            for name, values in user_metrics(hits, n_test[batch], ks).items():
+                parts.setdefault(name, []).append(values)
+            if with_lists:
+                lists.append(top)
+            bar.advance(len(batch))
+    per_user = {name: np.concatenate(v) for name, v in parts.items()}
+    if not per_user:
+        per_user = {f"{m}@{k}": np.zeros(0) for m in PER_USER_METRICS for k in ks}
+    top_all = np.concatenate(lists) if lists else (np.zeros((0, max_k), np.int64) if with_lists else None)
+    return per_user, users, top_all
+
+
+def evaluate(
+    model: Recommender,
+    test: Interactions,
+    *,
+    train: Interactions | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    search: Search | None = None,
+    retrieval: str = "exact",
+    per_user: bool = False,
+    batch_users: int = 2048,
+    progress: bool = False,
+) -> Evaluation:
+    """Evaluate ``model`` on held-out ``test`` by ranking the full catalogue.
+
+    Each test user's items seen in training (``train``, or the model's own training data
+    when omitted) are excluded from their ranking; every held-out entry counts as
+    relevant. Users with test entries but no training entries are skipped and counted
+    (no history to rank from). Test entries whose user or item the model does not know
+    are dropped and counted; if none remain, :class:`InputError` is raised.
+
+    ``search`` replaces exact retrieval (e.g. an Annoy index); ``retrieval`` names it.
+    Rating models (``model.predicts_ratings``) on rating data also get RMSE and MAE over
+    the test entries.
+    """
+    model._check_fitted()
+    ks = _validate_ks(ks)
+    start = time.perf_counter()
+    test, dropped = test.reindex(model.users, model.items)
+    if test.nnz == 0:
+        raise InputError(
+            "no test entry has a user and an item known to the model "
+            f"({dropped} entries dropped); is this the right model and test file?",
+            path=test.source,
+        )
+    if train is None:
+        exclude = model.seen
+    else:
+        train, _ = train.reindex(model.users, model.items)
+        exclude = train.matrix
+    n_test = np.diff(test.matrix.indptr)
+    has_train = np.diff(exclude.indptr) > 0
+    skipped = int(((n_test > 0) & ~has_train).sum())
+
+    def exact(users: np.ndarray, k: int, excl: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        return model.recommend_indices(users, k, exclude=excl)
+
+    values, users, top = evaluate_search(
+        search or exact, test.matrix, exclude, ks,
+        batch_users=batch_users, progress=progress, with_lists=True,
+    )
+    metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in values.items()}
+    assert top is not None
+    for k in ks:
+        recommended = top[:, :k]
+        metrics[f"coverage@{k}"] = float(len(np.unique(recommended[recommended >= 0])) / model.items.__len__())
+    if model.predicts_ratings and test.feedback == "rating":
+        pred = model.score_pairs(test.row_indices, test.matrix.indices)
+        err = pred.astype(np.float64) - test.matrix.data
+        metrics["rmse"] = float(np.sqrt(np.mean(err**2)))
+        metrics["mae"] = float(np.mean(np.abs(err)))
+    table = None
+    if per_user:
+        table = pd.DataFrame({"user": model.users.ids[users], "n_relevant": n_test[users]})
+        for name, v in values.items():
+            table[name] = v
+    ordered = {name: metrics[name] for name in _report_order(metrics, ks)}
+    return Evaluation(
+        metrics=ordered,
+        ks=ks,
+        n_users=len(users),
+        skipped_users=skipped,
+        dropped_entries=dropped,
+        retrieval=retrieval,
+        seconds=time.perf_counter() - start,
+        per_user=table,
+    )
+
+
+def _report_order(metrics: dict[str, float], ks: Sequence[int]) -> list[str]:
+    names = [f"{m}@{k}" for m in (*PER_USER_METRICS, "coverage") for k in ks]
+    names = [n for n in names if n in metrics]
+    return names + [n for n in metrics if n not in names]

@@ -1,0 +1,123 @@
+"""Implicit-feedback ALS, by the `implicit` library (CPU, or CUDA when implicit has it)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from recsys.data.interactions import Interactions
+from recsys.errors import ConfigError
+from recsys.models.training import IterativeRecommender
+from recsys.seeding import derive_seed
+
+Weighting = Literal["auto", "binary", "linear", "log"]
+
+
+def confidence(matrix: sp.csr_matrix, feedback: str, weighting: Weighting, alpha: float) -> sp.csr_matrix:
+    """Confidence ``c_ui`` of each observed entry (Hu, Koren and Volinsky, 2008).
+
+    ``binary``: alpha; ``linear``: alpha * r; ``log``: alpha * log1p(r); ``auto`` is
+    ``binary`` for ratings (a rating says the user consumed the item; its value says how
+    they liked it, not how sure we are) and ``log`` for counts (play counts span orders of
+    magnitude; log keeps a heavy user from drowning the rest).
+    """
+    if weighting == "auto":
+        weighting = "binary" if feedback == "rating" else "log"
+    out = matrix.astype(np.float32, copy=True)
+    if weighting == "binary":
+        out.data[:] = alpha
+    elif weighting == "linear":
+        out.data *= alpha
+    elif weighting == "log":
+        out.data = (alpha * np.log1p(out.data)).astype(np.float32)
+    else:
+        raise ConfigError(f"unknown weighting {weighting!r}; use auto, binary, linear or log")
+    return out
+
+
+class ALS(IterativeRecommender):
+    """Alternating least squares for implicit feedback, wrapping ``implicit``.
+
+    Parameters
+    ----------
+    factors : int
+        Embedding dimension.
+    epochs : int
+        ALS sweeps (each solves users, then items).
+    regularization : float
+        L2 weight on the factors.
+    alpha : float
+        Confidence scale of observed entries (see :func:`confidence`).
+    weighting : {"auto", "binary", "linear", "log"}
+        How values become confidences.
+    use_gpu : {"auto", True, False}
+        ``auto`` uses implicit's CUDA build when it reports one.
+    random_state : int
+        Seed of the initial factors.
+    """
+
+    name = "als"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        epochs: int = 15,
+        regularization: float = 0.05,
+        alpha: float = 2.0,
+        weighting: Weighting = "auto",
+        use_gpu: bool | Literal["auto"] = "auto",
+        random_state: int = 0,
+    ) -> None:
+        self.factors = factors
+        self.epochs = epochs
+        self.regularization = regularization
+        self.alpha = alpha
+        self.weighting = weighting
+        self.use_gpu = use_gpu
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        if self.factors < 1 or self.epochs < 1:
+            raise ConfigError("factors and epochs must be at least 1")
+        if self.regularization < 0 or self.alpha <= 0:
+            raise ConfigError("regularization must be >= 0 and alpha > 0")
+
+    @property
+    def device(self) -> str:
+        import implicit.gpu
+
+        gpu = implicit.gpu.HAS_CUDA if self.use_gpu == "auto" else bool(self.use_gpu)
+        return "cuda" if gpu else "cpu"
+
+    def _init_training(self, data: Interactions) -> None:
+        from implicit.als import AlternatingLeastSquares
+
+        self._confidence = confidence(data.matrix, data.feedback, self.weighting, self.alpha)
+        with threadpool_limits(1, "blas"):
+            self._model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=1.0,  # already applied in the confidence
+                iterations=1,  # the shared loop runs the epochs
+                use_gpu=self.device == "cuda",
+                random_state=derive_seed(self.random_state),
+            )
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        # implicit parallelizes over users itself; a multi-threaded BLAS underneath
+        # oversubscribes the cores (implicit warns about exactly this).
+        with threadpool_limits(1, "blas"):
+            self._model.fit(self._confidence, show_progress=False)
+        return {}
+
+    def _export(self) -> None:
+        model = self._model.to_cpu() if self.device == "cuda" else self._model
+        self.user_factors = np.array(model.user_factors, dtype=np.float32)
+        self.item_factors = np.array(model.item_factors, dtype=np.float32)
+
+    def _end_training(self) -> None:
+        self._model = None
+        self._confidence = None

@@ -1,0 +1,456 @@
+"""The one small base every model shares: fit, recommend, similar_items, save, load.
+
+A model learns ``user_factors`` (n_users, d) and ``item_factors`` (n_items, d); the score
+of a (user, item) pair is their dot product, plus biases for models that have them. Biases
+fold into two extra dimensions (:meth:`Recommender.user_vectors`,
+:meth:`Recommender.item_vectors`), so exact search, Annoy and evaluation all rank by one
+dot product that equals the model's own score.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+import recsys
+from recsys.artifacts import (
+    atomic_directory,
+    load_arrays,
+    read_json,
+    save_arrays,
+    sha256_file,
+    write_json,
+)
+from recsys.data.interactions import Interactions
+from recsys.data.vocabulary import Vocabulary
+from recsys.errors import ConfigError, ModelFormatError, RecsysError
+
+FORMAT_NAME = "recsys-model"
+FORMAT_VERSION = 1
+_META = "model.json"
+_FACTORS = "factors.npz"
+_VOCAB = "vocabulary.npz"
+_SEEN = "seen.npz"
+_DATA_FILES = (_FACTORS, _VOCAB, _SEEN)
+
+
+class NotFittedError(RecsysError):
+    """The model is used before ``fit`` (or ``load``)."""
+
+
+class Recommender(ABC):
+    """Base of every model.
+
+    Subclasses take their hyper-parameters as keyword arguments of ``__init__`` (stored
+    unchanged, validated in ``fit``) and implement :meth:`_fit`, which sets
+    ``user_factors`` and ``item_factors`` (and optionally ``user_bias``, ``item_bias``,
+    ``global_bias``).
+
+    Learned attributes, set by :meth:`fit` or :meth:`load`:
+
+    - ``users``, ``items``: :class:`Vocabulary` of the training data
+    - ``user_factors`` (n_users, d), ``item_factors`` (n_items, d): float32 arrays
+    - ``seen``: CSR (n_users, n_items) of training entries, for excluding seen items
+    - ``item_popularity`` (n_items,): training users per item, for cold-user fallbacks
+    - ``training_fingerprint``: content hash of the training data
+    """
+
+    name: ClassVar[str] = ""
+    predicts_ratings: ClassVar[bool] = False
+
+    users: Vocabulary
+    items: Vocabulary
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    seen: sp.csr_matrix
+    item_popularity: np.ndarray
+    training_fingerprint: str
+    user_bias: np.ndarray | None = None
+    item_bias: np.ndarray | None = None
+    global_bias: float = 0.0
+    fit_seconds: float = 0.0
+    history: list[dict[str, float]]
+
+    # -- hyper-parameters -------------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters as given to the constructor."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Recommender:
+        unknown = sorted(set(params) - set(cls.param_names()))
+        if unknown:
+            raise ConfigError(
+                f"model {cls.name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
+                f"it takes {', '.join(cls.param_names())}"
+            )
+        return cls(**params)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- fitting ----------------------------------------------------------------------------
+    def fit(self, data: Interactions, **fit_options: Any) -> Recommender:
+        """Learn from ``data`` and return ``self``.
+
+        Keyword options are passed to the model's training (``callbacks``,
+        ``validation``, ``progress`` for iterative models).
+        """
+        if data.nnz == 0:
+            raise ConfigError("cannot fit on data with no interactions")
+        self._validate_params()
+        self.users = data.users
+        self.items = data.items
+        self.seen = _binary(data.matrix)
+        self.item_popularity = data.item_counts()
+        self.training_fingerprint = data.fingerprint()
+        self.history = []
+        start = time.perf_counter()
+        self._fit(data, **fit_options)
+        self.fit_seconds = time.perf_counter() - start
+        self.user_factors = np.ascontiguousarray(self.user_factors, dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(self.item_factors, dtype=np.float32)
+        return self
+
+    def _validate_params(self) -> None:
+        """Check hyper-parameters; raise :class:`ConfigError`. Called at the start of ``fit``."""
+
+    @abstractmethod
+    def _fit(self, data: Interactions, **fit_options: Any) -> None:
+        """Set ``user_factors`` and ``item_factors`` (and biases) from ``data``."""
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "item_factors")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+
+    # -- scoring geometry --------------------------------------------------------------------
+    @property
+    def has_bias(self) -> bool:
+        return self.item_bias is not None
+
+    def user_vectors(self, user_factors: np.ndarray | None = None, user_bias: np.ndarray | None = None) -> np.ndarray:
+        """Query vectors whose dot product with :meth:`item_vectors` is the model's score.
+
+        With biases: ``[p_u, 1, b_u + mu]`` against ``[q_i, b_i, 1]``. Shape (n, d') with
+        d' = d (no biases) or d + 2.
+        """
+        self._check_fitted()
+        p = self.user_factors if user_factors is None else user_factors
+        if not self.has_bias:
+            return p
+        if user_bias is None:
+            user_bias = self.user_bias if user_factors is None else np.zeros(len(p), np.float32)
+        ones = np.ones((len(p), 1), dtype=np.float32)
+        offset = (np.asarray(user_bias, dtype=np.float32) + np.float32(self.global_bias))[:, None]
+        return np.hstack([p, ones, offset]).astype(np.float32, copy=False)
+
+    def item_vectors(self) -> np.ndarray:
+        """Item side of :meth:`user_vectors`, shape (n_items, d')."""
+        self._check_fitted()
+        if not self.has_bias:
+            return self.item_factors
+        ones = np.ones((len(self.item_factors), 1), dtype=np.float32)
+        return np.hstack([self.item_factors, self.item_bias[:, None], ones]).astype(np.float32, copy=False)
+
+    def score_pairs(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
+        """Model scores of (user, item) index pairs, shape (n,)."""
+        self._check_fitted()
+        u = self.user_vectors()[user_index] if self.has_bias else self.user_factors[user_index]
+        return np.einsum("ij,ij->i", u, self.item_vectors()[item_index]).astype(np.float32)
+
+    def predict(self, users: Any, items: Any) -> np.ndarray:
+        """Scores of (user, item) pairs given in external ids; NaN where either is unknown."""
+        u = np.atleast_1d(self.users.index(users))
+        i = np.atleast_1d(self.items.index(items))
+        if u.shape != i.shape:
+            raise ValueError("users and items must have the same length")
+        out = np.full(len(u), np.nan, dtype=np.float32)
+        ok = (u >= 0) & (i >= 0)
+        out[ok] = self.score_pairs(u[ok], i[ok])
+        return out if np.ndim(users) else out[0]
+
+    # -- queries ----------------------------------------------------------------------------
+    def exact_index(self, device: Any = "auto") -> Any:
+        """The exact dot-product index over :meth:`item_vectors`, cached until factors change."""
+        from recsys.retrieval.exact import ExactIndex
+
+        sources = (self.item_factors, self.item_bias)
+        cached = self.__dict__.get("_exact_cache")
+        # Holding the source arrays keeps identity checks sound (no id reuse after free).
+        if cached is None or cached[1] != device or any(a is not b for a, b in zip(cached[0], sources)):
+            cached = (sources, device, ExactIndex(self.item_vectors(), device))
+            self._exact_cache = cached
+        return cached[2]
+
+    def recommend_indices(
+        self,
+        user_index: np.ndarray,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        user_vectors: np.ndarray | None = None,
+        exclude: sp.csr_matrix | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indices and scores for known user indices, shape (n, k) each.
+
+        ``user_vectors`` (from :meth:`user_vectors`) may be given for users folded in
+        from a history; ``exclude`` replaces the training matrix as the items to skip.
+        """
+        self._check_fitted()
+        user_index = np.asarray(user_index, dtype=np.int64)
+        vectors = self.user_vectors()[user_index] if user_vectors is None else user_vectors
+        if exclude is None and exclude_seen:
+            exclude = self.seen[user_index]
+        return self.exact_index().search(vectors, k, exclude if exclude_seen else None)
+
+    def recommend(
+        self,
+        users: Any,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for users given in external ids.
+
+        Returns ``(item_ids, scores)``: shape (k,) for one user, (n, k) for a sequence.
+        A user unknown to the model gets the most popular items with NaN scores (the
+        fallback is visible; :meth:`Vocabulary.contains` on ``model.users`` tells who is
+        known). Rows are padded with ``None``/-1 ids and -inf scores when fewer than
+        ``k`` unseen items exist.
+
+        Examples
+        --------
+        >>> ids, scores = model.recommend("alice", k=5)           # shape (5,)
+        >>> ids, scores = model.recommend(["alice", "bob"], k=5)  # shape (2, 5)
+        """
+        self._check_fitted()
+        single = np.ndim(users) == 0
+        index = np.atleast_1d(self.users.index(users))
+        known = index >= 0
+        item_idx = np.empty((len(index), k), dtype=np.int64)
+        scores = np.empty((len(index), k), dtype=np.float32)
+        if known.any():
+            item_idx[known], scores[known] = self.recommend_indices(index[known], k, exclude_seen=exclude_seen)
+        if (~known).any():
+            popular = self.popular_items(k)
+            item_idx[~known] = popular
+            scores[~known] = np.nan
+        ids = self.item_ids(item_idx)
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    def popular_items(self, k: int) -> np.ndarray:
+        """Indices of the ``k`` items with the most training users, padded with -1."""
+        order = np.argsort(-self.item_popularity, kind="stable")[:k]
+        return np.pad(order, (0, k - len(order)), constant_values=-1)
+
+    def item_ids(self, item_index: np.ndarray) -> np.ndarray:
+        """External item ids for indices; -1 (padding) becomes -1 or None."""
+        item_index = np.asarray(item_index)
+        pad = item_index < 0
+        ids = self.items.ids[np.where(pad, 0, item_index)]
+        if pad.any():
+            ids = ids.astype(object) if not self.items.is_integer else ids
+            ids[pad] = -1 if self.items.is_integer else None
+        return ids
+
+    def similar_items(self, items: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most similar to each given item, by cosine of item factors.
+
+        The item itself is left out. Returns ``(item_ids, similarities)``: shape (k,) for
+        one item, (n, k) for a sequence; an unknown item gets ids -1/None and NaN.
+        """
+        self._check_fitted()
+        single = np.ndim(items) == 0
+        index = np.atleast_1d(self.items.index(items))
+        known = index >= 0
+        out_idx = np.full((len(index), k), -1, dtype=np.int64)
+        out_sim = np.full((len(index), k), np.nan, dtype=np.float32)
+        if known.any():
+            normed = _normalize(self.item_factors)
+            from recsys.retrieval.exact import ExactIndex
+
+            query = index[known]
+            exclude = sp.csr_matrix(
+                (np.ones(len(query)), query, np.arange(len(query) + 1)), shape=(len(query), len(normed))
+            )
+            found, sims = ExactIndex(normed, "cpu").search(normed[query], k, exclude)
+            out_idx[known], out_sim[known] = found, sims
+        ids = self.item_ids(out_idx)
+        return (ids[0], out_sim[0]) if single else (ids, out_sim)
+
+    # -- persistence -------------------------------------------------------------------------
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        """Model-specific learned arrays to save beside the factors (override)."""
+        return {}
+
+    def _load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`_extra_arrays` saved (override)."""
+
+    def save(self, path: str | Path, *, extras: Callable[[Path], None] | None = None) -> Path:
+        """Save to directory ``path`` atomically (replacing an existing model there).
+
+        Layout: ``model.json`` (type, hyper-parameters, format version, shapes, training
+        fingerprint, file checksums), ``factors.npz``, ``vocabulary.npz``, ``seen.npz``.
+        No pickle anywhere. ``extras(tmp_dir)`` may add files (an index, a run record)
+        before the directory is moved into place, so they land in the same atomic step.
+        """
+        self._check_fitted()
+        path = Path(path)
+        with atomic_directory(path) as tmp:
+            self._write(tmp)
+            if extras is not None:
+                extras(tmp)
+        return path
+
+    def _write(self, directory: Path) -> None:
+        factors = {"user_factors": self.user_factors, "item_factors": self.item_factors,
+                   "item_popularity": self.item_popularity}
+        if self.has_bias:
+            factors.update(user_bias=self.user_bias, item_bias=self.item_bias,
+                           global_bias=np.asarray(self.global_bias, dtype=np.float32))
+        for name, arr in self._extra_arrays().items():
+            factors[f"extra_{name}"] = arr
+        save_arrays(directory / _FACTORS, factors)
+        save_arrays(directory / _VOCAB, {**self.users.to_arrays("users"), **self.items.to_arrays("items")})
+        save_arrays(directory / _SEEN, {"indptr": self.seen.indptr, "indices": self.seen.indices})
+        meta = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "model": self.name,
+            "params": self.get_params(),
+            "n_users": len(self.users),
+            "n_items": len(self.items),
+            "factors": int(self.item_factors.shape[1]),
+            "has_bias": self.has_bias,
+            "training_fingerprint": self.training_fingerprint,
+            "fit_seconds": self.fit_seconds,
+            "history": self.history,
+            "recsys_version": recsys.__version__,
+            "files": {name: sha256_file(directory / name) for name in _DATA_FILES},
+        }
+        write_json(directory / _META, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Load a directory written by :meth:`save`, verifying format, checksums and shapes.
+
+        Called on :class:`Recommender` it returns whichever model type was saved; called
+        on a subclass it also checks the type.
+        """
+        from recsys.models import MODELS
+
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelFormatError(f"{path}: not a model directory (no such directory)")
+        meta = read_json(path / _META)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            raise ModelFormatError(f"{path}: {_META} is not a recsys model description")
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelFormatError(
+                f"{path}: model format version {version!r} is not supported (this recsys reads version "
+                f"{FORMAT_VERSION}); re-train or use the recsys version that wrote it"
+            )
+        kind = meta.get("model")
+        if kind not in MODELS:
+            raise ModelFormatError(f"{path}: unknown model type {kind!r}")
+        model_cls = MODELS[kind]
+        if cls is not Recommender and not issubclass(model_cls, cls):
+            raise ModelFormatError(f"{path}: holds a {kind!r} model, not {cls.name!r}")
+        files = meta.get("files")
+        if not isinstance(files, dict) or set(files) != set(_DATA_FILES):
+            raise ModelFormatError(f"{path}: {_META} does not list the model's files")
+        for name in _DATA_FILES:
+            file = path / name
+            if not file.is_file():
+                raise ModelFormatError(f"{path}: missing {name}")
+            if sha256_file(file) != files[name]:
+                raise ModelFormatError(f"{path}: {name} does not match its checksum (corrupt or altered)")
+        params = meta.get("params")
+        if not isinstance(params, dict):
+            raise ModelFormatError(f"{path}: {_META} has no hyper-parameters")
+        try:
+            model = model_cls.from_params(params)
+        except (ConfigError, TypeError) as exc:
+            raise ModelFormatError(f"{path}: {exc}") from None
+        model._read(path, meta)
+        return model
+
+    def _read(self, path: Path, meta: dict[str, Any]) -> None:
+        factors = load_arrays(path / _FACTORS)
+        vocab = load_arrays(path / _VOCAB)
+        seen = load_arrays(path / _SEEN)
+        self.users = Vocabulary.from_arrays(vocab, "users")
+        self.items = Vocabulary.from_arrays(vocab, "items")
+        n_users, n_items = len(self.users), len(self.items)
+        if (meta.get("n_users"), meta.get("n_items")) != (n_users, n_items):
+            raise ModelFormatError(f"{path}: id maps do not match the sizes in {_META}")
+        d = meta.get("factors")
+        expected = {
+            "user_factors": (n_users, d),
+            "item_factors": (n_items, d),
+            "item_popularity": (n_items,),
+        }
+        if meta.get("has_bias"):
+            expected.update(user_bias=(n_users,), item_bias=(n_items,), global_bias=())
+        for name, shape in expected.items():
+            if name not in factors:
+                raise ModelFormatError(f"{path}: {_FACTORS} lacks {name}")
+            if factors[name].shape != shape:
+                raise ModelFormatError(
+                    f"{path}: {name} has shape {factors[name].shape}, expected {shape} from {_META}"
+                )
+        self.user_factors = factors["user_factors"].astype(np.float32, copy=False)
+        self.item_factors = factors["item_factors"].astype(np.float32, copy=False)
+        self.item_popularity = factors["item_popularity"].astype(np.int64, copy=False)
+        if meta.get("has_bias"):
+            self.user_bias = factors["user_bias"].astype(np.float32, copy=False)
+            self.item_bias = factors["item_bias"].astype(np.float32, copy=False)
+            self.global_bias = float(factors["global_bias"])
+        for name in ("user_factors", "item_factors"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ModelFormatError(f"{path}: {name} holds non-finite values")
+        indptr, indices = seen.get("indptr"), seen.get("indices")
+        if (
+            indptr is None or indices is None or indptr.shape != (n_users + 1,)
+            or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0)
+            or (len(indices) and (indices.min() < 0 or indices.max() >= n_items))
+        ):
+            raise ModelFormatError(f"{path}: {_SEEN} is inconsistent with the model's shape")
+        self.seen = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n_users, n_items))
+        self.training_fingerprint = str(meta.get("training_fingerprint", ""))
+        self.fit_seconds = float(meta.get("fit_seconds", 0.0))
+        self.history = list(meta.get("history", []))
+        self._load_extra_arrays({k[6:]: v for k, v in factors.items() if k.startswith("extra_")})
+
+
+def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    out = matrix.copy()
+    out.data = np.ones_like(out.data, dtype=np.float32)
+    return out
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,234 @@
+"""Matrix factorization in PyTorch: explicit (MSE with biases) and implicit (BPR, sampled softmax).
+
+Everything per batch happens on the device: shuffling, negative sampling, the loss. The
+only host sync per epoch is reading the summed loss at its end.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recsys.data.interactions import Interactions
+from recsys.device import resolve_device
+from recsys.errors import ConfigError
+from recsys.models.training import IterativeRecommender
+from recsys.seeding import derive_seed
+
+Loss = Literal["softmax", "bpr", "mse"]
+Sampling = Literal["uniform", "popularity"]
+
+
+class NegativeSampler:
+    """Draws negative items on the device: uniform, or by popularity^power (logQ known).
+
+    ``log_q(items)`` is the log-probability of drawing each item, for the sampling-bias
+    correction of sampled softmax (Yi et al., 2019; Bengio and Senecal, 2008).
+    """
+
+    def __init__(
+        self,
+        item_counts: np.ndarray,
+        kind: Sampling,
+        generator: torch.Generator,
+        device: torch.device,
+        power: float = 0.75,
+    ) -> None:
+        self.kind = kind
+        self.n_items = len(item_counts)
+        self.generator = generator
+        self.device = device
+        if kind == "popularity":
+            weights = np.power(item_counts.astype(np.float64) + 1.0, power)
+            probs = weights / weights.sum()
+            self._cdf = torch.as_tensor(np.cumsum(probs), dtype=torch.float64, device=device)
+            self._log_q = torch.as_tensor(np.log(probs), dtype=torch.float32, device=device)
+        elif kind == "uniform":
+            self._log_q = None
+        else:
+            raise ConfigError(f"unknown sampling {kind!r}; use uniform or popularity")
+
+    def sample(self, shape: tuple[int, ...]) -> torch.Tensor:
+        if self.kind == "uniform":
+            return torch.randint(self.n_items, shape, generator=self.generator, device=self.device)
+        u = torch.rand(shape, generator=self.generator, device=self.device, dtype=torch.float64)
+        return torch.searchsorted(self._cdf, u).clamp_(max=self.n_items - 1)
+
+    def log_q(self, items: torch.Tensor) -> torch.Tensor | float:
+        if self._log_q is None:
+            return 0.0  # uniform: a constant shift, which softmax ignores
+        return self._log_q[items]
+
+
+class MatrixFactorization(IterativeRecommender):
+    """Dot-product matrix factorization trained with minibatch SGD (SparseAdam) in torch.
+
+    Parameters
+    ----------
+    factors : int
+        Embedding dimension.
+    epochs : int
+        Passes over the training entries.
+    learning_rate : float
+        SparseAdam step size.
+    regularization : float, optional
+        L2 weight on the embeddings (and biases) touched by each batch; None picks the
+        loss's default (0.01 for softmax and BPR, 0.1 for MSE).
+    loss : {"softmax", "bpr", "mse"}
+        ``softmax``: sampled softmax over the positive and ``negatives`` sampled items,
+        with the logQ correction when sampling by popularity. ``bpr``: pairwise
+        log-sigmoid loss of each positive against each of the ``negatives``. ``mse``:
+        explicit ratings with global, user and item biases (predicts ratings).
+    negatives : int
+        Sampled negative items per batch, shared by the batch's positives.
+    sampling : {"uniform", "popularity"}
+        How negatives are drawn (popularity: proportional to count^0.75).
+    batch_size : int
+        Training entries per step.
+    init_scale : float
+        Standard deviation of the initial embeddings.
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+    random_state : int
+        Seed; on the CPU the same seed gives the same factors.
+    """
+
+    name = "mf"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        epochs: int = 20,
+        learning_rate: float = 0.01,
+        regularization: float | None = None,
+        loss: Loss = "bpr",
+        negatives: int = 256,
+        sampling: Sampling = "uniform",
+        batch_size: int = 1024,
+        init_scale: float = 0.1,
+        device: str = "auto",
+        random_state: int = 0,
+    ) -> None:
+        self.factors = factors
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.loss = loss
+        self.negatives = negatives
+        self.sampling = sampling
+        self.batch_size = batch_size
+        self.init_scale = init_scale
+        self.device = device
+        self.random_state = random_state
+
+    @property
+    def predicts_ratings(self) -> bool:  # type: ignore[override]
+        return self.loss == "mse"
+
+    def _validate_params(self) -> None:
+        if self.loss not in ("softmax", "bpr", "mse"):
+            raise ConfigError(f"unknown loss {self.loss!r}; use softmax, bpr or mse")
+        if self.sampling not in ("uniform", "popularity"):
+            raise ConfigError(f"unknown sampling {self.sampling!r}; use uniform or popularity")
+        for name in ("factors", "epochs", "batch_size", "negatives"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.learning_rate <= 0 or self.reg < 0 or self.init_scale <= 0:
+            raise ConfigError("learning_rate and init_scale must be > 0, regularization >= 0")
+
+    @property
+    def reg(self) -> float:
+        """The L2 weight in effect (``regularization``, or the loss's default)."""
+        if self.regularization is not None:
+            return float(self.regularization)
+        return 0.1 if self.loss == "mse" else 1e-2
+
+    # -- training ----------------------------------------------------------------------------
+    def _init_training(self, data: Interactions) -> None:
+        if self.loss == "mse" and data.feedback != "rating":
+            raise ConfigError("loss 'mse' predicts ratings and needs rating data (feedback 'rating')")
+        dev = resolve_device(self.device)
+        self._device = dev
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(derive_seed(self.random_state))
+        self._gen = gen
+        d = self.factors
+        self._P = torch.nn.Embedding(data.n_users, d, sparse=True, device=dev)
+        self._Q = torch.nn.Embedding(data.n_items, d, sparse=True, device=dev)
+        with torch.no_grad():
+            self._P.weight.normal_(0.0, self.init_scale, generator=gen)
+            self._Q.weight.normal_(0.0, self.init_scale, generator=gen)
+        params = [self._P.weight, self._Q.weight]
+        self._bu = self._bi = None
+        self._mu = 0.0
+        if self.loss == "mse":
+            self._bu = torch.nn.Embedding(data.n_users, 1, sparse=True, device=dev)
+            self._bi = torch.nn.Embedding(data.n_items, 1, sparse=True, device=dev)
+            with torch.no_grad():
+                self._bu.weight.zero_()
+                self._bi.weight.zero_()
+            params += [self._bu.weight, self._bi.weight]
+            self._mu = float(data.matrix.data.mean())
+        self._opt = torch.optim.SparseAdam(params, lr=self.learning_rate)
+        self._rows = torch.as_tensor(data.row_indices, device=dev)
+        self._cols = torch.as_tensor(data.matrix.indices.astype(np.int64), device=dev)
+        self._vals = torch.as_tensor(data.matrix.data, device=dev)
+        self._sampler = NegativeSampler(data.item_counts(), self.sampling, gen, dev)
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        n = self._rows.shape[0]
+        order = torch.randperm(n, generator=self._gen, device=self._device)
+        total = torch.zeros((), device=self._device)
+        steps = 0
+        for start in range(0, n, self.batch_size):
+            batch = order[start:start + self.batch_size]
+            loss = self._batch_loss(self._rows[batch], self._cols[batch], self._vals[batch])
+            self._opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self._opt.step()
+            total += loss.detach()
+            steps += 1
+        return {"loss": float(total) / max(steps, 1)}  # float(): the epoch's one host sync
+
+    def _batch_loss(self, users: torch.Tensor, items: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        p = self._P(users)
+        q = self._Q(items)
+        reg = (p.pow(2).sum(1) + q.pow(2).sum(1)).mean()
+        if self.loss == "mse":
+            bu, bi = self._bu(users).squeeze(1), self._bi(items).squeeze(1)
+            pred = (p * q).sum(1) + bu + bi + self._mu
+            reg = reg + (bu.pow(2) + bi.pow(2)).mean()
+            return F.mse_loss(pred, values) + self.reg * reg
+        # Negatives are shared across the batch: one (B, d) x (d, n) product instead of a
+        # (B, n, d) gather, which is what keeps many negatives cheap on a CPU.
+        neg_items = self._sampler.sample((self.negatives,))
+        qn = self._Q(neg_items)
+        reg = reg + qn.pow(2).sum(1).mean() * (self.negatives / len(users))
+        pos = (p * q).sum(1)
+        neg = p @ qn.T
+        hit = neg_items[None, :] == items[:, None]  # accidental hits: the positive itself
+        if self.loss == "bpr":
+            pairs = F.logsigmoid(pos[:, None] - neg).masked_fill(hit, 0.0)
+            return -pairs.sum() / (~hit).sum().clamp(min=1) + self.reg * reg
+        neg = (neg - self._sampler.log_q(neg_items)).masked_fill(hit, -math.inf)
+        logits = torch.cat([(pos - self._sampler.log_q(items))[:, None], neg], dim=1)
+        return -F.log_softmax(logits, dim=1)[:, 0].mean() + self.reg * reg
+
+    def _export(self) -> None:
+        self.user_factors = self._P.weight.detach().cpu().numpy().copy()
+        self.item_factors = self._Q.weight.detach().cpu().numpy().copy()
+        if self.loss == "mse":
+            self.user_bias = self._bu.weight.detach().cpu().numpy()[:, 0].copy()
+            self.item_bias = self._bi.weight.detach().cpu().numpy()[:, 0].copy()
+            self.global_bias = self._mu
+        else:
+            self.user_bias = self.item_bias = None
+            self.global_bias = 0.0
+
+    def _end_training(self) -> None:
+        for name in ("_P", "_Q", "_bu", "_bi", "_opt", "_rows", "_cols", "_vals", "_sampler", "_gen"):
+            self.__dict__.pop(name, None)

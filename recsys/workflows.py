@@ -1,0 +1,271 @@
+"""The jobs the CLI runs, as plain Python: train, evaluate, split.
+
+Each function takes paths or in-memory data, does the whole job and returns a result
+object; the CLI only parses flags, calls one of these and prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recsys.artifacts import atomic_directory, atomic_file, write_json
+from recsys.data.interactions import Interactions
+from recsys.data.io import read_interactions, write_interactions
+from recsys.data.splits import STRATEGIES, split
+from recsys.errors import ConfigError
+from recsys.evaluation.evaluate import DEFAULT_KS, Evaluation, evaluate
+from recsys.models import MODELS, create_model
+from recsys.models.base import Recommender
+from recsys.models.training import Callback, Validation
+
+DataSource = str | os.PathLike | Interactions
+
+
+@dataclass
+class ReadOptions:
+    """How to read an interaction file (see :func:`recsys.data.read_interactions`)."""
+
+    user_col: str | None = None
+    item_col: str | None = None
+    rating_col: str | None = None
+    weight_col: str | None = None
+    timestamp_col: str | None = None
+    sep: str | None = None
+    header: bool | None = None
+    feedback: str | None = None
+    encoding: str = "utf-8"
+    skip_bad_rows: bool = False
+
+
+def load(source: DataSource, options: ReadOptions | None = None) -> Interactions:
+    """An :class:`Interactions` from a path (read with ``options``) or as given."""
+    if isinstance(source, Interactions):
+        return source
+    return read_interactions(source, **dataclasses.asdict(options or ReadOptions()))  # type: ignore[return-value]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run besides the data.
+
+    ``split`` is one of ``user`` (per-user holdout, the default), ``random``,
+    ``temporal``, ``last-n``, ``leave-one-out`` or ``none`` (train on everything, no
+    evaluation). ``validation_fraction`` carves a per-user validation split out of the
+    training part for per-epoch ``validation_metric`` and early stopping (``patience``);
+    the test part is never seen during training.
+    """
+
+    model: str = "als"
+    params: dict[str, Any] = field(default_factory=dict)
+    split: str = "user"
+    test_fraction: float = 0.2
+    split_n: int = 1
+    seed: int = 0
+    ks: tuple[int, ...] = DEFAULT_KS
+    validation_fraction: float | None = None
+    validation_metric: str = "recall@20"
+    patience: int | None = None
+
+    def check(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.split not in (*STRATEGIES, "none"):
+            raise ConfigError(f"unknown split {self.split!r}; choose one of {', '.join(STRATEGIES)}, none")
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"k must be positive integers, got {self.ks}")
+
+    def model_params(self) -> dict[str, Any]:
+        """Hyper-parameters with the run's seed as ``random_state`` unless set explicitly."""
+        params = dict(self.params)
+        if "random_state" in MODELS[self.model].param_names():
+            params.setdefault("random_state", self.seed)
+        return params
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    model: Recommender
+    config: TrainConfig
+    train: Interactions
+    test: Interactions | None
+    evaluation: Evaluation | None
+    model_dir: Path | None
+    seconds: dict[str, float]
+    validation: Interactions | None = None
+
+
+def default_model_dir(model: str) -> Path:
+    """``models/<model>-<UTC time>`` under the working directory."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("models") / f"{model}-{stamp}"
+
+
+def split_data(data: Interactions, config: TrainConfig) -> tuple[Interactions, Interactions]:
+    return split(
+        data, config.split, test_fraction=config.test_fraction, n=config.split_n, seed=config.seed  # type: ignore[arg-type]
+    )
+
+
+def train(
+    data: DataSource,
+    config: TrainConfig | None = None,
+    *,
+    test: DataSource | None = None,
+    read_options: ReadOptions | None = None,
+    output: str | os.PathLike | None = None,
+    save: bool = True,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = False,
+    on_saving: Callable[[Path, TrainResult], None] | None = None,
+) -> TrainResult:
+    """Load, split, fit, evaluate and save a model.
+
+    ``test`` evaluates on a given file (mapped onto the training ids; unknown ids dropped
+    and counted) instead of splitting. With ``save``, the model directory (``output`` or
+    :func:`default_model_dir`) is written atomically; ``on_saving(dir, result)`` may add
+    files to it before it is moved into place (the Annoy index, a run record).
+    """
+    config = config or TrainConfig()
+    config.check()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    full = load(data, read_options)
+    test_data: Interactions | None = None
+    if test is not None:
+        train_data = full
+        test_data, _ = load(test, read_options).reindex(full.users, full.items)
+    elif config.split == "none":
+        train_data = full
+    else:
+        train_data, test_data = split_data(full, config)
+    timings["load_split"] = time.perf_counter() - start
+
+    validation = None
+    fit_options: dict[str, Any] = {"callbacks": callbacks, "progress": progress}
+    if config.validation_fraction:
+        train_data, valid = split(train_data, "user", test_fraction=config.validation_fraction, seed=config.seed + 1)
+        validation = valid
+        fit_options["validation"] = Validation(valid, config.validation_metric, config.patience)
+    model = create_model(config.model, **config.model_params())
+    start = time.perf_counter()
+    if config.model == "popular":
+        fit_options = {}
+    model.fit(train_data, **fit_options)
+    timings["fit"] = time.perf_counter() - start
+
+    evaluation = None
+    if test_data is not None and test_data.nnz:
+        evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
+        timings["evaluate"] = evaluation.seconds
+    result = TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation)
+    if save:
+        directory = Path(output) if output is not None else default_model_dir(config.model)
+        start = time.perf_counter()
+
+        def extras(tmp: Path) -> None:
+            write_json(tmp / "run.json", run_record(result, data))
+            if on_saving is not None:
+                on_saving(tmp, result)
+
+        model.save(directory, extras=extras)
+        result.model_dir = directory
+        timings["save"] = time.perf_counter() - start
+    return result
+
+
+def run_record(result: TrainResult, data: DataSource) -> dict[str, Any]:
+    """The resolved configuration and outcome of a run, as saved in ``run.json``."""
+    config = dataclasses.asdict(result.config)
+    config["params"] = result.model.get_params()
+    return {
+        "data": str(data) if not isinstance(data, Interactions) else data.source,
+        "config": config,
+        "train_entries": result.train.nnz,
+        "test_entries": None if result.test is None else result.test.nnz,
+        "metrics": None if result.evaluation is None else result.evaluation.metrics,
+        "seconds": result.seconds,
+    }
+
+
+def evaluate_model(
+    model: Recommender | str | os.PathLike,
+    test: DataSource,
+    *,
+    train: DataSource | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    read_options: ReadOptions | None = None,
+    per_user: bool = False,
+    progress: bool = False,
+) -> Evaluation:
+    """Evaluate a model (object or saved directory) on a test file."""
+    if not isinstance(model, Recommender):
+        model = Recommender.load(model)
+    test_data = load(test, read_options)
+    train_data = None if train is None else load(train, read_options)
+    return evaluate(model, test_data, train=train_data, ks=ks, per_user=per_user, progress=progress)
+
+
+def split_file(
+    data: DataSource,
+    out_dir: str | os.PathLike,
+    *,
+    strategy: str = "user",
+    test_fraction: float = 0.2,
+    n: int = 1,
+    seed: int = 0,
+    read_options: ReadOptions | None = None,
+) -> tuple[Path, Path, Interactions, Interactions]:
+    """Split a log and write ``out_dir/train.csv`` and ``out_dir/test.csv``."""
+    full = load(data, read_options)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown split {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    train_part, test_part = split(full, strategy, test_fraction=test_fraction, n=n, seed=seed)  # type: ignore[arg-type]
+    out = Path(out_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"{out}: exists and is not a directory")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in SPLIT_FILES)
+        if foreign:
+            raise ConfigError(
+                f"{out}: holds other files ({', '.join(foreign[:3])}); the split directory is "
+                "replaced as a whole, so give a new or empty directory"
+            )
+    record = {
+        "source": str(data) if not isinstance(data, Interactions) else data.source,
+        "strategy": strategy,
+        "test_fraction": test_fraction,
+        "n": n,
+        "seed": seed,
+        "train_entries": train_part.nnz,
+        "test_entries": test_part.nnz,
+    }
+    # Train and test land together or not at all: both are written into a temporary
+    # directory that then replaces ``out``.
+    with atomic_directory(out) as tmp:
+        write_interactions(train_part, tmp / "train.csv", lock=False)
+        write_interactions(test_part, tmp / "test.csv", lock=False)
+        write_json(tmp / "split.json", record)
+    return out / "train.csv", out / "test.csv", train_part, test_part
+
+
+SPLIT_FILES = ("train.csv", "test.csv", "split.json")
+
+
+def write_table(frame: Any, path: str | os.PathLike) -> Path:
+    """Write a DataFrame as Parquet (``.parquet``) or CSV, atomically."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+    return path

@@ -1,0 +1,43 @@
+"""Shared fixtures: seeded generators, devices, small data sets with a known answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.data.interactions import Interactions
+from recsys.data.synthetic import checkerboard as make_checkerboard
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(42)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request: pytest.FixtureRequest) -> str:
+    """Every torch path runs on the CPU, and on CUDA where there is a GPU."""
+    if request.param == "cuda" and not _cuda_available():
+        pytest.skip("no CUDA device")
+    return request.param
+
+
+@pytest.fixture
+def checkerboard() -> Interactions:
+    return make_checkerboard()
+
+
+@pytest.fixture(scope="session")
+def sample_ratings() -> Path:
+    return SAMPLE / "ratings.csv"

@@ -1,0 +1,98 @@
+"""The command line, end to end on the bundled sample (typer's CliRunner, real files)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from recsys_cli.main import app
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def run(*args: str, code: int = 0):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == code, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sample_ratings):
+    """Train each model once on the sample; returns {model: (dir, metrics)}."""
+    out = tmp_path_factory.mktemp("models")
+    results = {}
+    for model in ("popular", "als", "mf"):
+        r = run("train", "--data", str(sample_ratings), "--model", model, "--output", str(out / model),
+                "--k", "10,20", "--quiet", "--format", "json")
+        payload = json.loads(r.stdout)
+        results[model] = (out / model, payload["metrics"])
+    return results
+
+
+def test_learned_models_beat_popularity_by_a_clear_margin(trained):
+    popular = trained["popular"][1]["recall@10"]
+    for model in ("als", "mf"):
+        recall = trained[model][1]["recall@10"]
+        assert recall > 2.0 * popular, (model, recall, popular)
+
+
+def test_train_then_evaluate_gives_the_same_metrics(trained, tmp_path, sample_ratings):
+    # Re-create the split the training run used, then evaluate the saved model on it.
+    run("split", "--data", str(sample_ratings), "--out-dir", str(tmp_path / "split"), "--quiet")
+    model_dir, metrics = trained["als"]
+    r = run("evaluate", "--model", str(model_dir), "--data", str(tmp_path / "split" / "test.csv"),
+            "--k", "10,20", "--format", "json", "--quiet")
+    evaluated = json.loads(r.stdout)
+    assert evaluated["recall@10"] == pytest.approx(metrics["recall@10"], abs=1e-9)
+    assert list(evaluated)[0] == "recall@10"
+
+
+def test_evaluate_table_and_per_user_file(trained, tmp_path, sample_ratings):
+    run("split", "--data", str(sample_ratings), "--out-dir", str(tmp_path / "s"), "--quiet")
+    per_user = tmp_path / "per_user.csv"
+    r = run("evaluate", "--model", str(trained["mf"][0]), "--data", str(tmp_path / "s" / "test.csv"),
+            "--per-user", str(per_user), "--quiet")
+    assert r.stdout.splitlines()[1].startswith("recall")
+    import pandas as pd
+
+    frame = pd.read_csv(per_user)
+    assert {"user", "n_relevant", "recall@20", "ndcg@50"} <= set(frame.columns)
+    assert len(frame) > 900
+
+
+def test_train_defaults_and_split_none(tmp_path, sample_ratings, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run("train", "--data", str(sample_ratings), "--epochs", "2")
+    assert "recall" in r.stdout
+    assert any((tmp_path / "models").iterdir())
+    r = run("train", "--data", str(sample_ratings), "--split", "none", "--epochs", "1", "-o", "all", "--format", "json", "--quiet")
+    assert json.loads(r.stdout)["metrics"] is None
+
+
+def test_split_writes_train_and_test(tmp_path, sample_ratings):
+    r = run("split", "--data", str(sample_ratings), "--out-dir", str(tmp_path / "d"), "--strategy", "last-n", "--n", "2", "--format", "json")
+    payload = json.loads(r.stdout)
+    header = (tmp_path / "d" / "train.csv").read_text().splitlines()[0]
+    assert header == "user,item,rating,timestamp"
+    assert payload["test_entries"] > 0
+
+
+def test_errors_exit_2_with_one_line_and_no_traceback(tmp_path):
+    r = run("train", "--data", str(tmp_path / "missing.csv"), code=2)
+    assert "no such file" in r.output and "Traceback" not in r.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,rating\n1,2,x\n")
+    r = run("train", "--data", str(bad), "--output", str(tmp_path / "m"), code=2)
+    assert f"{bad}:2: column 'rating'" in r.output
+    assert not (tmp_path / "m").exists()
+    r = run("train", "--data", str(bad), "--model", "nope", code=2)
+    assert "unknown model" in r.output
+    r = run("train", "--data", str(bad), "--model", "als", "--loss", "bpr", code=2)
+    assert "no hyper-parameter 'loss'" in r.output
+
+
+def test_help_for_every_command():
+    for command in ("train", "evaluate", "split", "datasets"):
+        output = run(command, "--help").output
+        assert ("Usage" in output and "--quiet" in output) or command == "datasets"

@@ -1,0 +1,164 @@
+"""Conformance tests every model passes, and checks that each model really learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.data.splits import split
+from recsys.data.synthetic import checkerboard as make_checkerboard
+from recsys.evaluation import evaluate
+from recsys.models import ALS, MatrixFactorization, Popular, Recommender, create_model, load_model
+from recsys.models.base import NotFittedError
+
+FAST = {
+    "popular": {},
+    "als": {"factors": 8, "epochs": 8, "regularization": 0.01},
+    "mf": {"factors": 8, "epochs": 40, "learning_rate": 0.05, "batch_size": 64, "negatives": 16, "device": "cpu"},
+    "mf-softmax": {"factors": 8, "epochs": 40, "learning_rate": 0.05, "batch_size": 64, "negatives": 16, "loss": "softmax", "device": "cpu"},
+}
+LEARNERS = ["als", "mf", "mf-softmax"]
+
+
+def make(name: str, **overrides) -> Recommender:
+    params = {**FAST[name], **overrides}
+    return create_model(name.split("-")[0], **params)
+
+
+@pytest.fixture(params=list(FAST))
+def name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def fitted(name, checkerboard):
+    return make(name).fit(checkerboard)
+
+
+def test_fit_returns_self_with_plain_factor_arrays(name, checkerboard):
+    model = make(name)
+    assert model.fit(checkerboard) is model
+    assert model.user_factors.shape[0] == checkerboard.n_users
+    assert model.item_factors.shape[0] == checkerboard.n_items
+    assert model.user_factors.dtype == np.float32 and model.item_factors.dtype == np.float32
+    assert np.isfinite(model.user_factors).all() and np.isfinite(model.item_factors).all()
+
+
+def test_unfitted_model_says_so(name):
+    with pytest.raises(NotFittedError):
+        make(name).recommend(0)
+
+
+def test_recommend_shapes_follow_the_input_and_exclude_seen(fitted, checkerboard):
+    ids, scores = fitted.recommend(0, k=5)
+    assert ids.shape == (5,) and scores.shape == (5,)
+    ids2, scores2 = fitted.recommend([0, 1, 2], k=5)
+    assert ids2.shape == (3, 5) and scores2.shape == (3, 5)
+    assert np.all(np.diff(scores2, axis=1) <= 1e-6)  # best first
+    seen = set(checkerboard.matrix[0].indices.tolist())
+    assert not seen & set(ids.tolist())
+    with_seen, _ = fitted.recommend(0, k=checkerboard.n_items, exclude_seen=False)
+    assert seen <= set(with_seen.tolist())
+
+
+def test_pads_when_fewer_unseen_items_than_k(fitted, checkerboard):
+    k = checkerboard.n_items
+    ids, scores = fitted.recommend(0, k=k)
+    n_unseen = k - checkerboard.matrix[0].nnz
+    assert (ids[:n_unseen] >= 0).all() and (ids[n_unseen:] == -1).all()
+    assert np.isneginf(scores[n_unseen:]).all()
+
+
+def test_unknown_user_gets_popular_fallback_with_nan_scores(fitted):
+    ids, scores = fitted.recommend([0, 10_000], k=3)
+    assert np.isnan(scores[1]).all() and np.isfinite(scores[0]).all()
+    assert ids[1].tolist() == fitted.item_ids(fitted.popular_items(3)).tolist()
+    assert not fitted.users.contains(10_000)
+
+
+def test_similar_items_excludes_the_item_itself(fitted):
+    ids, _sims = fitted.similar_items([0, 1], k=4)
+    assert ids.shape == (2, 4)
+    assert 0 not in ids[0].tolist() and 1 not in ids[1].tolist()
+    _unknown, s = fitted.similar_items("nope", k=2)
+    assert np.isnan(s).all()
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert type(loaded) is type(fitted)
+    assert loaded.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(loaded.user_factors, fitted.user_factors)
+    np.testing.assert_array_equal(loaded.item_factors, fitted.item_factors)
+    users = np.arange(10)
+    a, sa = fitted.recommend(users, k=5)
+    b, sb = loaded.recommend(users, k=5)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb)
+    assert type(fitted).load(tmp_path / "m").name == fitted.name
+
+
+def test_same_seed_same_factors(name, checkerboard):
+    a = make(name).fit(checkerboard)
+    b = make(name).fit(checkerboard)
+    np.testing.assert_array_equal(a.user_factors, b.user_factors)
+    np.testing.assert_array_equal(a.item_factors, b.item_factors)
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_learns_the_checkerboard(learner):
+    data = make_checkerboard(n_users=80, n_items=40, density=0.4)
+    model = make(learner).fit(data)
+    top, _ = model.recommend(np.arange(data.n_users), k=3)
+    parity_ok = (np.asarray(top, dtype=np.int64) % 2) == (np.arange(data.n_users)[:, None] % 2)
+    assert parity_ok.mean() > 0.95
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_beats_popularity_on_held_out_data(learner):
+    data = make_checkerboard(n_users=120, n_items=60, density=0.4)
+    train, test = split(data, "user", seed=0)
+    learned = evaluate(make(learner).fit(train), test, ks=[5]).metrics["recall@5"]
+    baseline = evaluate(Popular().fit(train), test, ks=[5]).metrics["recall@5"]
+    assert learned > 1.5 * baseline
+
+
+def test_mf_explicit_predicts_ratings_with_biases():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 50, 40
+    u_true = rng.normal(size=(n_users, 2))
+    i_true = rng.normal(size=(n_items, 2))
+    users, items = np.divmod(rng.choice(n_users * n_items, 1200, replace=False), n_items)
+    ratings = np.clip(3 + (u_true[users] * i_true[items]).sum(1), 1, 5)
+    from recsys.data import Interactions
+
+    data = Interactions.from_arrays(users, items, ratings, feedback="rating")
+    train, test = split(data, "random", seed=0)
+    model = MatrixFactorization(loss="mse", factors=4, epochs=60, learning_rate=0.03, batch_size=64, device="cpu").fit(train)
+    assert model.predicts_ratings and model.has_bias
+    rmse = evaluate(model, test, ks=[5]).metrics["rmse"]
+    baseline = float(np.sqrt(np.mean((test.matrix.data - train.matrix.data.mean()) ** 2)))
+    assert rmse < 0.8 * baseline
+    # The folded bias dimensions reproduce the model's own score.
+    u, i = test.row_indices[:5], test.matrix.indices[:5]
+    direct = (model.user_factors[u] * model.item_factors[i]).sum(1) + model.user_bias[u] + model.item_bias[i] + model.global_bias
+    np.testing.assert_allclose(model.score_pairs(u, i), direct, rtol=1e-5)
+
+
+def test_mf_runs_on_every_device(device, checkerboard):
+    model = MatrixFactorization(factors=4, epochs=2, device=device).fit(checkerboard)
+    assert np.isfinite(model.item_factors).all()
+
+
+def test_bad_hyper_parameters_are_reported_at_fit(checkerboard):
+    from recsys.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no hyper-parameter"):
+        create_model("als", learning_rate=0.1)
+    with pytest.raises(ConfigError, match="unknown loss"):
+        MatrixFactorization(loss="hinge").fit(checkerboard)
+    with pytest.raises(ConfigError, match="needs rating data"):
+        MatrixFactorization(loss="mse").fit(checkerboard)
+    with pytest.raises(ConfigError):
+        ALS(factors=0).fit(checkerboard)
