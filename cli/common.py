@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 import traceback
+import typing
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -55,44 +57,57 @@ def command(fn: F) -> F:
 
 # -- options shared by commands that read interaction files ---------------------------------
 _COLS = "Input columns"
-UserCol = Annotated[str | None, typer.Option("--user-col", help="User id column (default: detected).", rich_help_panel=_COLS)]
-ItemCol = Annotated[str | None, typer.Option("--item-col", help="Item id column (default: detected).", rich_help_panel=_COLS)]
-RatingCol = Annotated[str | None, typer.Option("--rating-col", help="Explicit rating column.", rich_help_panel=_COLS)]
-WeightCol = Annotated[str | None, typer.Option("--weight-col", help="Implicit weight/count column.", rich_help_panel=_COLS)]
-TimestampCol = Annotated[str | None, typer.Option("--timestamp-col", help="Timestamp column.", rich_help_panel=_COLS)]
-Sep = Annotated[str | None, typer.Option("--sep", help="Field separator (default: detected; '\\t' for tab).", rich_help_panel=_COLS)]
-Header = Annotated[bool | None, typer.Option("--header/--no-header", help="Whether the file has a header row (default: detected).", rich_help_panel=_COLS, show_default=False)]
-FeedbackOpt = Annotated[
-    Literal["rating", "count"] | None,
-    typer.Option("--feedback", help="Treat values as explicit ratings or implicit counts (default: from the column name).", rich_help_panel=_COLS),
+_READ_PARAMS: list[tuple[str, Any, Any]] = [
+    ("user_col", str | None, typer.Option("--user-col", help="User id column (default: detected).", rich_help_panel=_COLS)),
+    ("item_col", str | None, typer.Option("--item-col", help="Item id column (default: detected).", rich_help_panel=_COLS)),
+    ("rating_col", str | None, typer.Option("--rating-col", help="Explicit rating column.", rich_help_panel=_COLS)),
+    ("weight_col", str | None, typer.Option("--weight-col", help="Implicit weight/count column.", rich_help_panel=_COLS)),
+    ("timestamp_col", str | None, typer.Option("--timestamp-col", help="Timestamp column.", rich_help_panel=_COLS)),
+    ("sep", str | None, typer.Option("--sep", help="Field separator (default: detected; '\\t' for tab).", rich_help_panel=_COLS)),
+    ("header", bool | None, typer.Option("--header/--no-header", help="Whether the file has a header row (default: detected).", rich_help_panel=_COLS, show_default=False)),
+    ("feedback", Literal["rating", "count"] | None, typer.Option("--feedback", help="Treat values as explicit ratings or implicit counts (default: from the column name).", rich_help_panel=_COLS)),
+    ("encoding", str, typer.Option("--encoding", help="Text encoding of the files.", rich_help_panel=_COLS)),
+    ("skip_bad_rows", bool, typer.Option("--skip-bad-rows", help="Skip malformed rows (and report how many) instead of stopping at the first.", rich_help_panel=_COLS)),
 ]
-Encoding = Annotated[str, typer.Option("--encoding", help="Text encoding of the file.", rich_help_panel=_COLS)]
-SkipBadRows = Annotated[
-    bool,
-    typer.Option("--skip-bad-rows", help="Skip malformed rows (and report how many) instead of stopping at the first.", rich_help_panel=_COLS),
-]
+_READ_DEFAULTS: dict[str, Any] = {"encoding": "utf-8", "skip_bad_rows": False}
+
+
+def with_read_options(fn: F) -> F:
+    """Add the input-column options to a command; it receives them as ``read_options``.
+
+    One definition of the ten reader flags serves every command that reads a log.
+    """
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)  # resolve string annotations
+    params = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in sig.parameters.values()
+        if p.name != "read_options"
+    ]
+    for name, annotation, option in _READ_PARAMS:
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY,
+                default=_READ_DEFAULTS.get(name), annotation=Annotated[annotation, option],
+            )
+        )
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from recsys.workflows import ReadOptions
+
+        values = {name: kwargs.pop(name, _READ_DEFAULTS.get(name)) for name, _, _ in _READ_PARAMS}
+        if values["sep"] == "\\t":
+            values["sep"] = "\t"
+        return fn(*args, read_options=ReadOptions(**values), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; results only.")]
 Format = Annotated[Literal["table", "json"], typer.Option("--format", help="Output: a table for people, JSON for scripts.")]
 Ks = Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated, e.g. 10,20,50.")]
-
-
-def read_options(
-    user_col: str | None = None,
-    item_col: str | None = None,
-    rating_col: str | None = None,
-    weight_col: str | None = None,
-    timestamp_col: str | None = None,
-    sep: str | None = None,
-    header: bool | None = None,
-    feedback: str | None = None,
-    encoding: str = "utf-8",
-    skip_bad_rows: bool = False,
-) -> Any:
-    from recsys.workflows import ReadOptions
-
-    if sep == "\\t":
-        sep = "\t"
-    return ReadOptions(user_col, item_col, rating_col, weight_col, timestamp_col, sep, header, feedback, encoding, skip_bad_rows)
 
 
 def parse_ks(text: str) -> tuple[int, ...]:

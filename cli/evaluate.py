@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from recsys_cli.common import (
-    Encoding,
-    FeedbackOpt,
     Format,
-    Header,
-    ItemCol,
     Ks,
     Quiet,
-    RatingCol,
-    Sep,
-    SkipBadRows,
-    TimestampCol,
-    UserCol,
-    WeightCol,
     command,
     metrics_table,
     note,
     parse_ks,
     print_json,
-    read_options,
+    with_read_options,
 )
 
 
 @command
+@with_read_options
 def evaluate(
     model: Annotated[Path, typer.Option("--model", help="Saved model directory.")],
     data: Annotated[Path, typer.Option("--data", help="Test interactions (held-out entries are the relevant items).")],
@@ -38,24 +29,13 @@ def evaluate(
     per_user: Annotated[Path | None, typer.Option("--per-user", help="Write each user's metrics to this CSV or Parquet file.")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
-    user_col: UserCol = None,
-    item_col: ItemCol = None,
-    rating_col: RatingCol = None,
-    weight_col: WeightCol = None,
-    timestamp_col: TimestampCol = None,
-    sep: Sep = None,
-    header: Header = None,
-    feedback: FeedbackOpt = None,
-    encoding: Encoding = "utf-8",
-    skip_bad_rows: SkipBadRows = False,
+    read_options: Any = None,
 ) -> None:
-    """Rank the full catalogue for every test user, excluding their training items, and
-    report recall, NDCG, precision, MAP, MRR, hit rate and coverage at each k."""
+    """Rank the full catalogue for every test user, excluding their training items, and report recall, NDCG, precision, MAP, MRR, hit rate and coverage at each k."""
     from recsys.workflows import evaluate_model, write_table
 
-    options = read_options(user_col, item_col, rating_col, weight_col, timestamp_col, sep, header, feedback, encoding, skip_bad_rows)
     result = evaluate_model(
-        model, data, train=train, ks=parse_ks(k), read_options=options,
+        model, data, train=train, ks=parse_ks(k), read_options=read_options,
         per_user=per_user is not None, progress=not quiet,
     )
     if per_user is not None and result.per_user is not None:

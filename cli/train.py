@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from recsys_cli.common import (
-    Encoding,
-    FeedbackOpt,
     Format,
-    Header,
-    ItemCol,
     Ks,
     Quiet,
-    RatingCol,
-    Sep,
-    SkipBadRows,
-    TimestampCol,
-    UserCol,
-    WeightCol,
     command,
     metrics_table,
     note,
     parse_ks,
     print_json,
-    read_options,
+    with_read_options,
 )
 
 _MODEL = "Model and hyper-parameters"
@@ -33,6 +23,7 @@ _SPLIT = "Evaluation"
 
 
 @command
+@with_read_options
 def train(
     data: Annotated[Path, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not.")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model: als, mf or popular (default als).", rich_help_panel=_MODEL)] = None,
@@ -55,22 +46,11 @@ def train(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
-    user_col: UserCol = None,
-    item_col: ItemCol = None,
-    rating_col: RatingCol = None,
-    weight_col: WeightCol = None,
-    timestamp_col: TimestampCol = None,
-    sep: Sep = None,
-    header: Header = None,
-    feedback: FeedbackOpt = None,
-    encoding: Encoding = "utf-8",
-    skip_bad_rows: SkipBadRows = False,
+    read_options: Any = None,
 ) -> None:
     """Train a model on an interaction log, evaluate it on held-out data, and save it.
 
-    With no options but --data: implicit-feedback ALS, a per-user 80/20 holdout, recall,
-    NDCG and the other metrics at 10, 20 and 50, and the model saved under models/.
-    """
+    With no options but --data: implicit-feedback ALS, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
     from recsys.config import build_train_config
     from recsys.workflows import train as run_train
 
@@ -89,8 +69,7 @@ def train(
         validation_fraction=validation_fraction,
         patience=patience,
     )
-    options = read_options(user_col, item_col, rating_col, weight_col, timestamp_col, sep, header, feedback, encoding, skip_bad_rows)
-    result = run_train(data, settings, test=test, read_options=options, output=output, progress=not quiet)
+    result = run_train(data, settings, test=test, read_options=read_options, output=output, progress=not quiet)
     _report(result, fmt, quiet)
 
 
