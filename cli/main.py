@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from recsys_cli import datasets, evaluate, split, train
+from recsys_cli import datasets, evaluate, split, train, tune
 from recsys_cli.common import State
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ def root(
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("split")(split.split)
+app.command("tune")(tune.tune)
 app.add_typer(datasets.app, name="datasets")
 
 

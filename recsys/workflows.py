@@ -109,6 +109,14 @@ def default_model_dir(model: str) -> Path:
     return Path("models") / f"{model}-{stamp}"
 
 
+def validation_split(train: Interactions, fraction: float, seed: int) -> tuple[Interactions, Interactions]:
+    """The per-user validation split carved out of training data (by ``train`` and ``tune``).
+
+    Seeded with ``seed + 1`` so it differs from the train/test split made with ``seed``.
+    """
+    return split(train, "user", test_fraction=fraction, seed=seed + 1)
+
+
 def split_data(data: Interactions, config: TrainConfig) -> tuple[Interactions, Interactions]:
     return split(
         data, config.split, test_fraction=config.test_fraction, n=config.split_n, seed=config.seed  # type: ignore[arg-type]
@@ -152,9 +160,8 @@ def train(
     validation = None
     fit_options: dict[str, Any] = {"callbacks": callbacks, "progress": progress}
     if config.validation_fraction:
-        train_data, valid = split(train_data, "user", test_fraction=config.validation_fraction, seed=config.seed + 1)
-        validation = valid
-        fit_options["validation"] = Validation(valid, config.validation_metric, config.patience)
+        train_data, validation = validation_split(train_data, config.validation_fraction, config.seed)
+        fit_options["validation"] = Validation(validation, config.validation_metric, config.patience)
     model = create_model(config.model, **config.model_params())
     start = time.perf_counter()
     if config.model == "popular":

@@ -8,16 +8,25 @@ import pytest
 from recsys.data.splits import split
 from recsys.data.synthetic import checkerboard as make_checkerboard
 from recsys.evaluation import evaluate
-from recsys.models import ALS, MatrixFactorization, Popular, Recommender, create_model, load_model
+from recsys.models import (
+    ALS,
+    IALS,
+    MatrixFactorization,
+    Popular,
+    Recommender,
+    create_model,
+    load_model,
+)
 from recsys.models.base import NotFittedError
 
 FAST = {
     "popular": {},
     "als": {"factors": 8, "epochs": 8, "regularization": 0.01},
+    "ials": {"factors": 8, "epochs": 8, "regularization": 0.01, "unobserved_weight": 0.3, "device": "cpu"},
     "mf": {"factors": 8, "epochs": 40, "learning_rate": 0.05, "batch_size": 64, "negatives": 16, "device": "cpu"},
     "mf-softmax": {"factors": 8, "epochs": 40, "learning_rate": 0.05, "batch_size": 64, "negatives": 16, "loss": "softmax", "device": "cpu"},
 }
-LEARNERS = ["als", "mf", "mf-softmax"]
+LEARNERS = ["als", "ials", "mf", "mf-softmax"]
 
 
 def make(name: str, **overrides) -> Recommender:
@@ -146,9 +155,36 @@ def test_mf_explicit_predicts_ratings_with_biases():
     np.testing.assert_allclose(model.score_pairs(u, i), direct, rtol=1e-5)
 
 
-def test_mf_runs_on_every_device(device, checkerboard):
-    model = MatrixFactorization(factors=4, epochs=2, device=device).fit(checkerboard)
+@pytest.mark.parametrize("name", ["mf", "ials"])
+def test_torch_models_run_on_every_device(name, device, checkerboard):
+    model = create_model(name, factors=4, epochs=2, device=device).fit(checkerboard)
     assert np.isfinite(model.item_factors).all()
+
+
+def test_ials_cuda_matches_cpu(checkerboard):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cpu = IALS(factors=8, epochs=4, device="cpu").fit(checkerboard)
+    gpu = IALS(factors=8, epochs=4, device="cuda").fit(checkerboard)
+    np.testing.assert_allclose(cpu.item_factors, gpu.item_factors, rtol=1e-3, atol=1e-4)
+
+
+def test_ials_solves_its_least_squares_problem(checkerboard):
+    """After an epoch with enough CG steps, each user vector solves its normal equations."""
+    model = IALS(factors=6, epochs=1, cg_steps=50, regularization=0.05, unobserved_weight=0.2,
+                 regularization_exponent=1.0, weighting="binary", device="cpu").fit(checkerboard)
+    # The last half-epoch solved items against fixed users: check the item systems exactly.
+    P, Q = model.user_factors.astype(np.float64), model.item_factors.astype(np.float64)
+    X = checkerboard.matrix.T.tocsr()
+    n_users = X.shape[1]
+    for i in range(0, X.shape[0], 7):
+        users = X.indices[X.indptr[i]:X.indptr[i + 1]]
+        reg = 0.05 * (len(users) + 0.2 * n_users) ** 1.0
+        A = 0.2 * P.T @ P + P[users].T @ P[users] + reg * np.eye(6)
+        b = P[users].sum(0)
+        np.testing.assert_allclose(Q[i], np.linalg.solve(A, b), rtol=1e-3, atol=1e-5)
 
 
 def test_bad_hyper_parameters_are_reported_at_fit(checkerboard):

@@ -7,6 +7,7 @@ from typing import Any
 from recsys.errors import ConfigError
 from recsys.models.als import ALS
 from recsys.models.base import Recommender
+from recsys.models.ials import IALS
 from recsys.models.mf import MatrixFactorization
 from recsys.models.popular import Popular
 from recsys.models.training import IterativeRecommender, Validation
@@ -14,12 +15,13 @@ from recsys.models.training import IterativeRecommender, Validation
 MODELS: dict[str, type[Recommender]] = {
     Popular.name: Popular,
     ALS.name: ALS,
+    IALS.name: IALS,
     MatrixFactorization.name: MatrixFactorization,
 }
 
 
 def create_model(name: str, **params: Any) -> Recommender:
-    """A model by its name (``als``, ``mf``, ``popular``) with the given hyper-parameters."""
+    """A model by its name (``als``, ``ials``, ``mf``, ``popular``) with the given hyper-parameters."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name].from_params(params)
@@ -32,6 +34,7 @@ def load_model(path: Any) -> Recommender:
 
 __all__ = [
     "ALS",
+    "IALS",
     "MODELS",
     "IterativeRecommender",
     "MatrixFactorization",

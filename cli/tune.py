@@ -1,0 +1,59 @@
+"""``recsys tune``: search hyper-parameters on a validation split carved from train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from recsys_cli.common import Format, Quiet, command, note, print_json, with_read_options
+
+
+@command
+@with_read_options
+def tune(
+    data: Annotated[Path, typer.Option("--data", help="Interaction log.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to tune: als, ials or mf (default: the config's, else als).")] = None,
+    trials: Annotated[int, typer.Option("--trials", help="Number of trials.")] = 30,
+    metric: Annotated[str, typer.Option("--metric", help="Validation metric to maximize.")] = "recall@20",
+    validation_fraction: Annotated[float, typer.Option("--validation-fraction", help="Per-user share of train held out for validation.")] = 0.2,
+    space: Annotated[Path | None, typer.Option("--space", help="TOML search space: name = [choices] or name = {low=, high=, log=true}.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Base settings (split, seed, fixed hyper-parameters).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Fixed hyper-parameter KEY=VALUE (not searched).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split strategy, as for train (default user).")] = None,
+    test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Test share set aside, as for train.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the split and the sampler.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the best settings (default: tuned-<model>.toml).")] = None,
+    fmt: Format = "table",
+    quiet: Quiet = False,
+    read_options: Any = None,
+) -> None:
+    """Search hyper-parameters with Optuna on a validation split carved from the training part (the test part is never used), and write the best settings for `recsys train --config`."""
+    from recsys.config import build_train_config, read_toml
+    from recsys.tuning import parse_space
+    from recsys.tuning import tune as run_tune
+
+    settings = build_train_config(
+        config_file=config, model=model, params=param or [], device=device,
+        seed=seed, split=split, test_fraction=test_fraction,
+    )
+    search = None
+    if space is not None:
+        spec = read_toml(space)
+        search = parse_space(spec.get("space", spec), settings.model)
+    result = run_tune(
+        data, settings, trials=trials, space=search, metric=metric,
+        validation_fraction=validation_fraction, timeout=timeout,
+        read_options=read_options, progress=not quiet,
+    )
+    path = result.write_config(output or Path(f"tuned-{settings.model}.toml"))
+    if fmt == "json":
+        print_json({"best_params": result.best_params, "best_value": result.best_value, "metric": metric,
+                    "trials": len(result.trials), "config": str(path)})
+        return
+    table = result.trials.sort_values(metric, ascending=False, na_position="last").head(10)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    note(f"best validation {metric} {result.best_value:.4f} with {result.best_params}", quiet)
+    note(f"settings written to {path} (recsys train --config {path})", quiet)

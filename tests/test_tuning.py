@@ -1,0 +1,101 @@
+"""recsys tune: runs, writes a config train can use, and never touches the test split."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from recsys_cli.main import app
+from typer.testing import CliRunner
+
+import recsys.tuning as tuning
+from recsys.config import build_train_config, read_toml
+from recsys.data.synthetic import generate
+from recsys.errors import ConfigError
+from recsys.tuning import parse_space, tune
+from recsys.workflows import TrainConfig, split_data
+
+
+@pytest.fixture(scope="module")
+def data():
+    return generate(n_users=150, n_items=120, mean_items_per_user=20, seed=1).to_interactions()
+
+
+def entries(d) -> set:
+    return set(zip(d.row_indices.tolist(), d.matrix.indices.tolist()))
+
+
+def test_tune_never_sees_the_test_split(data, monkeypatch):
+    config = TrainConfig(model="als", params={"epochs": 3}, seed=4)
+    _train, test = split_data(data, config)
+    forbidden = entries(test)
+    seen: list[set] = []
+    real_fit = tuning.create_model
+
+    def spying_create(name, **params):
+        model = real_fit(name, **params)
+        original = model.fit
+
+        def fit(d, **kw):
+            seen.append(entries(d))
+            return original(d, **kw)
+
+        model.fit = fit
+        return model
+
+    real_evaluate = tuning.evaluate
+
+    def spying_evaluate(model, valid, **kw):
+        seen.append(entries(valid))
+        return real_evaluate(model, valid, **kw)
+
+    monkeypatch.setattr(tuning, "create_model", spying_create)
+    monkeypatch.setattr(tuning, "evaluate", spying_evaluate)
+    space = parse_space({"factors": [4, 8], "regularization": {"low": 0.01, "high": 1.0, "log": True}}, "als")
+    result = tune(data, config, trials=3, space=space)
+    assert len(seen) == 6  # a fit and an evaluation per trial
+    for part in seen:
+        assert part and part.isdisjoint(forbidden)
+    assert set(result.best_params) == {"factors", "regularization"}
+    assert result.best_value == pytest.approx(result.trials["recall@20"].max())
+    # Fixed hyper-parameters stay fixed and out of the search.
+    assert result.config.params["epochs"] == 3 and "epochs" not in result.trials
+
+
+def test_best_config_round_trips_into_train(data, tmp_path):
+    space = parse_space({"factors": [4, 8], "epochs": [2, 3]}, "ials")
+    result = tune(data, TrainConfig(model="ials", params={"device": "cpu"}), trials=2, space=space)
+    path = result.write_config(tmp_path / "best.toml")
+    config = build_train_config(config_file=path)
+    assert config.model == "ials"
+    assert {k: config.params[k] for k in result.best_params} == result.best_params
+    assert read_toml(path)["seed"] == 0
+
+
+def test_bad_spaces_and_settings(data):
+    with pytest.raises(ConfigError, match="no hyper-parameter"):
+        parse_space({"learning_rate": [0.1]}, "als")
+    with pytest.raises(ConfigError, match="low < high"):
+        parse_space({"alpha": {"low": 2, "high": 1}}, "als")
+    with pytest.raises(ConfigError, match=r"nothing|no hyper-parameters"):
+        tune(data, TrainConfig(model="popular"), trials=1)
+    with pytest.raises(ConfigError, match="needs a split"):
+        tune(data, TrainConfig(model="als", split="none"), trials=1)
+
+
+def test_cli_tune_writes_settings(tmp_path, sample_ratings):
+    space = tmp_path / "space.toml"
+    space.write_text("[space]\nfactors = [4, 8]\nregularization = {low = 0.01, high = 0.5, log = true}\n")
+    out = tmp_path / "best.toml"
+    result = CliRunner().invoke(app, [
+        "tune", "--data", str(sample_ratings), "--model", "als", "--trials", "2", "-p", "epochs=2",
+        "--space", str(space), "--output", str(out), "--format", "json", "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["trials"] == 2 and out.is_file()
+    assert np.isfinite(payload["best_value"])
+    r = CliRunner().invoke(app, ["train", "--data", str(sample_ratings), "--config", str(out), "-o", str(tmp_path / "m"), "--quiet", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["params"]["factors"] in (4, 8)
