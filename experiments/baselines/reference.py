@@ -1,0 +1,96 @@
+"""Shared by the experiment scripts: the public data sets and implicit's ALS called directly.
+
+``ImplicitALS`` is a thin :class:`~recsys.models.base.Recommender` around
+``implicit.als.AlternatingLeastSquares``: one ``fit`` call with all iterations, as a user of
+implicit would write it (no per-epoch loop of ours), so the reference's fit time is
+implicit's own. It exists only so that evaluation (full ranking, seen items excluded) runs
+through the same code for every model.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.data.interactions import Interactions
+from recsys.data.io import read_interactions
+from recsys.models.als import Weighting, confidence
+from recsys.models.base import Recommender
+
+DATA_DIR = Path(os.environ.get("RECSYS_DATA", "/work/shared/data"))
+
+DATASETS: dict[str, str] = {
+    "ml-100k": "ml-100k/u.data",
+    "ml-latest-small": "ml-latest-small/ratings.csv",
+    "lastfm-2k": "lastfm-2k/user_artists.dat",
+}
+"""Data set name -> file under the data folder (``--data-dir`` or ``$RECSYS_DATA``)."""
+
+
+def load_dataset(name: str, data_dir: Path = DATA_DIR) -> Interactions:
+    path = Path(data_dir) / DATASETS[name]
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found; give --data-dir (or set RECSYS_DATA) to the folder of the public data sets")
+    return read_interactions(path)
+
+
+def machine_line(threads: int) -> str:
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} thread(s) per model, "
+            f"load average {load} (a shared machine: timings are noisy)")
+
+
+class ImplicitALS(Recommender):
+    """implicit's ``AlternatingLeastSquares``, fitted in one call on our confidence matrix.
+
+    ``weighting`` and ``alpha`` build the confidence matrix as ``recsys``'s ``als`` does
+    (binary: alpha; log: alpha * log1p(r); linear: alpha * r) and implicit gets it with its
+    own ``alpha=1``. ``callback(model, iteration)`` runs after each iteration (1-based) with
+    the current factors set on ``model``; it is how the grid search scores several
+    iteration counts from one fit.
+    """
+
+    name = "implicit-als"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.01,
+        alpha: float = 1.0,
+        weighting: Weighting = "auto",
+        iterations: int = 15,
+        num_threads: int = 1,
+        random_state: int = 0,
+    ) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.weighting = weighting
+        self.iterations = iterations
+        self.num_threads = num_threads
+        self.random_state = random_state
+
+    def _fit(self, data: Interactions, callback: Callable[[Recommender, int], Any] | None = None) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        conf = confidence(data.matrix, data.feedback, self.weighting, self.alpha)
+        model = AlternatingLeastSquares(
+            factors=self.factors, regularization=self.regularization, alpha=1.0,
+            iterations=self.iterations, num_threads=self.num_threads, random_state=self.random_state,
+        )
+
+        def on_iteration(iteration: int, _elapsed: float, _loss: float) -> None:
+            self.user_factors = np.array(model.user_factors, dtype=np.float32)
+            self.item_factors = np.array(model.item_factors, dtype=np.float32)
+            callback(self, iteration + 1)
+
+        with threadpool_limits(1, "blas"):  # implicit's own advice: no BLAS threads under its threads
+            model.fit(conf, show_progress=False, callback=on_iteration if callback else None)
+        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)

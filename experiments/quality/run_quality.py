@@ -1,0 +1,358 @@
+"""Issue 6: our best dot-product models against implicit's ALS tuned on validation.
+
+Protocol (see README.md beside this file):
+
+- data: lastfm-2k (play counts) and ml-latest-small (ratings, treated as implicit:
+  every rating is a positive); per-user 80/20 holdout; seeds 0-4; full ranking over every
+  item, training items excluded; recall@20 (hits / relevant, as LightGCN reports it) and
+  NDCG@20.
+- tuning, once, on seed 0: a per-user 20% validation split carved out of seed 0's
+  training part (``recsys.workflows.validation_split``); the test part is never looked at.
+  The reference, implicit's ALS, gets the grid ``ALS_GRID``; our iALS (and softmax MF) get
+  Optuna TPE searches over ``IALS_SPACE`` (``MF_SPACE``) through ``recsys.tuning.tune``.
+  The best settings are then fitted on each seed's whole training part and scored once
+  on its test part.
+- time to quality: our model is trained with an epoch callback that scores the test part
+  after each epoch (the time spent in the callback is not counted); we report the training
+  wall time at which it first reaches the reference's test recall@20 of the same seed,
+  beside the reference's own fit time, both on the same number of threads.
+- retrieval: the same iALS model's test recall@20 when the top-20 comes from an Annoy
+  forest (metric ``dot``, 50 trees, Annoy's default ``search_k``, exact re-scoring of the
+  candidates) instead of exact search.
+
+Run (1 thread per model, as on this shared machine)::
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+        .venv/bin/python experiments/quality/run_quality.py
+
+Stages are cached in ``experiments/quality/results/<data set>.json``; ``--fresh`` redoes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "baselines"))
+from reference import DATA_DIR, ImplicitALS, load_dataset, machine_line
+
+from recsys.data.interactions import Interactions
+from recsys.data.splits import split
+from recsys.evaluation.evaluate import evaluate
+from recsys.models import create_model
+from recsys.models.base import Recommender
+from recsys.models.training import Validation, validation_score
+from recsys.tuning import Dimension, tune
+from recsys.workflows import TrainConfig, validation_split
+
+HERE = Path(__file__).resolve().parent
+QUALITY_SETS = ("lastfm-2k", "ml-latest-small")
+K = 20
+ANNOY_SEARCH_FACTORS = (4, 16, 64)
+"""Multiples of Annoy's default search_k also tried on the first seed."""
+
+ALS_GRID: dict[str, list[Any]] = {
+    "factors": [32, 64, 128, 256],
+    "regularization": [0.01, 0.1, 1.0, 10.0],
+    "alpha": [1.0, 3.0, 10.0, 30.0],
+    "iterations": [5, 10, 15, 30],  # scored at these iterations of one 30-iteration fit
+}
+"""The reference's grid; ``weighting`` is binary on ratings and binary or log on counts."""
+
+IALS_SPACE: dict[str, Dimension] = {
+    "factors": Dimension("categorical", choices=(64, 128, 256, 512)),
+    "regularization": Dimension("float", 1e-4, 0.1, log=True),
+    "unobserved_weight": Dimension("float", 0.01, 3.0, log=True),
+    "regularization_exponent": Dimension("float", 0.0, 1.5),
+    "epochs": Dimension("categorical", choices=(8, 16, 24)),
+    "alpha": Dimension("float", 0.1, 10.0, log=True),
+}
+"""Our iALS's TPE space; ``weighting`` is binary on ratings and searched (binary, log) on counts."""
+
+MF_SPACE: dict[str, Dimension] = {
+    "factors": Dimension("categorical", choices=(64, 128, 256)),
+    "learning_rate": Dimension("float", 1e-3, 0.05, log=True),
+    "regularization": Dimension("float", 1e-6, 1e-2, log=True),
+    "epochs": Dimension("categorical", choices=(10, 20, 40)),
+    "negatives": Dimension("categorical", choices=(256, 1024)),
+    "sampling": Dimension("categorical", choices=("uniform", "popularity")),
+}
+"""Softmax MF's TPE space (loss fixed to sampled softmax)."""
+
+
+def weightings(data: Interactions) -> list[str]:
+    return ["binary"] if data.feedback == "rating" else ["binary", "log"]
+
+
+def scores(model: Recommender, test: Interactions, **kw: Any) -> dict[str, float]:
+    m = evaluate(model, test, ks=[K], **kw).metrics
+    return {"recall": m[f"recall@{K}"], "ndcg": m[f"ndcg@{K}"]}
+
+
+# -- tuning (seed 0, validation only) ------------------------------------------------------
+def grid_search_reference(data: Interactions, threads: int, log: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    train, _test = split(data, "user", test_fraction=0.2, seed=0)
+    del _test  # never used for tuning
+    fit_part, valid = validation_split(train, 0.2, 0)
+    validation = Validation(valid, f"recall@{K}")
+    checkpoints = set(ALS_GRID["iterations"])
+    rows: list[dict[str, Any]] = []
+    combos = list(itertools.product(weightings(data), ALS_GRID["factors"], ALS_GRID["regularization"], ALS_GRID["alpha"]))
+    for n, (weighting, factors, reg, alpha) in enumerate(combos, 1):
+        params = {"factors": factors, "regularization": reg, "alpha": alpha, "weighting": weighting}
+        found: dict[int, float] = {}
+
+        def on_iteration(model: Recommender, iteration: int, found: dict[int, float] = found) -> None:
+            if iteration in checkpoints:
+                found[iteration] = validation_score(model, validation)
+
+        model = ImplicitALS(**params, iterations=max(checkpoints), num_threads=threads, random_state=0)
+        model.fit(fit_part, callback=on_iteration)
+        for iterations, value in sorted(found.items()):
+            rows.append({**params, "iterations": iterations, "val_recall": value})
+        best = max(rows, key=lambda r: r["val_recall"])
+        log(f"  ref grid {n}/{len(combos)} {params}: {max(found.values()):.4f} (best so far {best['val_recall']:.4f})")
+    best = max(rows, key=lambda r: r["val_recall"])
+    return {k: v for k, v in best.items() if k != "val_recall"}, rows
+
+
+def tpe_search(data: Interactions, model: str, space: dict[str, Dimension], fixed: dict[str, Any],
+               trials: int, log: Any) -> tuple[dict[str, Any], float, list[dict[str, Any]]]:
+    config = TrainConfig(model=model, params=fixed, split="user", test_fraction=0.2, seed=0)
+
+    def on_trial(number: int, params: dict[str, Any], value: float | None, seconds: float, state: str) -> None:
+        log(f"  {model} trial {number}: {value} in {seconds:.1f}s {params}")
+
+    result = tune(data, config, trials=trials, space=space, metric=f"recall@{K}", validation_fraction=0.2,
+                  on_trial=on_trial)
+    best = {**fixed, **result.best_params}
+    rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+            for r in result.trials.to_dict("records")]
+    return best, result.best_value, rows
+
+
+# -- time to quality and retrieval ---------------------------------------------------------
+class TimeToQuality:
+    """Scores the test part after each epoch; records training wall time, callback excluded."""
+
+    def __init__(self, test: Interactions, target: float) -> None:
+        self.test, self.target = test, target
+        self.start = time.perf_counter()
+        self.outside = 0.0  # seconds spent in this callback (not training)
+        self.curve: list[tuple[int, float, float]] = []
+        self.reached: tuple[int, float] | None = None
+
+    def on_epoch_end(self, model: Recommender, epoch: int, figures: dict[str, float]) -> bool:
+        t0 = time.perf_counter()
+        train_seconds = t0 - self.start - self.outside
+        model._export()  # the current factors, as the loop's own validation does
+        value = validation_score(model, Validation(self.test, f"recall@{K}"))
+        self.curve.append((epoch, train_seconds, value))
+        if self.reached is None and value >= self.target:
+            self.reached = (epoch, train_seconds)
+        self.outside += time.perf_counter() - t0
+        return False
+
+
+def annoy_searches(model: Recommender, trees: int = 50, seed: int = 0) -> tuple[Any, float]:
+    """Top-k through an Annoy forest over the bias-folded item vectors (metric ``dot``).
+
+    Returns ``(make_search, build_seconds)``; ``make_search(factor)`` is a search function
+    with Annoy's default ``search_k`` (``None``) or ``factor`` times it. Each query asks for
+    k plus the user's seen items, drops the seen ones and re-scores the candidates exactly.
+    (recsys.retrieval's Annoy index does the same; this stands in until that module is on
+    main.)
+    """
+    from annoy import AnnoyIndex
+
+    items = model.item_vectors()
+    t0 = time.perf_counter()
+    forest = AnnoyIndex(items.shape[1], "dot")
+    forest.set_seed(seed)
+    for i, row in enumerate(items):
+        forest.add_item(i, row)
+    forest.build(trees, n_jobs=1)
+    build_seconds = time.perf_counter() - t0
+    users_all = model.user_vectors()
+
+    def make_search(factor: int | None = None) -> Any:
+        def search(users: np.ndarray, k: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+            top = np.full((len(users), k), -1, dtype=np.int64)
+            top_scores = np.full((len(users), k), -np.inf, dtype=np.float32)
+            for r, u in enumerate(users):
+                seen = exclude.indices[exclude.indptr[r]:exclude.indptr[r + 1]]
+                n = k + len(seen)
+                budget = -1 if factor is None else factor * n * trees  # Annoy's default is n * trees
+                cand = np.asarray(forest.get_nns_by_vector(users_all[u], n, search_k=budget), dtype=np.int64)
+                cand = cand[~np.isin(cand, seen)]
+                s = items[cand] @ users_all[u]
+                order = np.argsort(-s, kind="stable")[:k]
+                top[r, :len(order)], top_scores[r, :len(order)] = cand[order], s[order]
+            return top, top_scores
+
+        return search
+
+    return make_search, build_seconds
+
+
+# -- the run -------------------------------------------------------------------------------
+def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    path = HERE / "results" / f"{name}.json"
+    state: dict[str, Any] = {} if args.fresh or not path.is_file() else json.loads(path.read_text())
+
+    def save() -> None:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(state, indent=1, default=float))
+
+    def log(msg: str) -> None:
+        print(f"[{name}] {msg}", flush=True)
+
+    data = load_dataset(name, args.data_dir)
+    log(repr(data))
+    state["machine"] = machine_line(args.threads)
+    if "ref" not in state:
+        t0 = time.perf_counter()
+        best, rows = grid_search_reference(data, args.threads, log)
+        state["ref"] = {"best": best, "grid": rows, "seconds": time.perf_counter() - t0}
+        save()
+    log(f"reference: {state['ref']['best']}")
+    fixed = {"device": args.device}
+    if "ials" not in state:
+        t0 = time.perf_counter()
+        space = dict(IALS_SPACE)
+        ials_fixed = dict(fixed)
+        if data.feedback != "rating":
+            space["weighting"] = Dimension("categorical", choices=("binary", "log"))
+        else:
+            ials_fixed["weighting"] = "binary"
+        best, value, rows = tpe_search(data, "ials", space, ials_fixed, args.trials, log)
+        state["ials"] = {"best": best, "val_recall": value, "trials": rows, "seconds": time.perf_counter() - t0}
+        save()
+    log(f"ials: {state['ials']['best']}")
+    if args.mf_trials and "mf" not in state:
+        t0 = time.perf_counter()
+        best, value, rows = tpe_search(data, "mf", MF_SPACE, {**fixed, "loss": "softmax"}, args.mf_trials, log)
+        state["mf"] = {"best": best, "val_recall": value, "trials": rows, "seconds": time.perf_counter() - t0}
+        save()
+
+    seeds = state.setdefault("seeds", {})
+    for seed in args.seeds:
+        key = str(seed)
+        if key in seeds and not args.fresh_test:
+            continue
+        train, test = split(data, "user", test_fraction=0.2, seed=seed)
+        out: dict[str, Any] = {}
+        ref = ImplicitALS(**state["ref"]["best"], num_threads=args.threads, random_state=seed).fit(train)
+        out["ref"] = {**scores(ref, test), "fit_seconds": ref.fit_seconds}
+        ials = create_model("ials", **{**state["ials"]["best"], "random_state": seed})
+        ttq = TimeToQuality(test, out["ref"]["recall"])
+        ttq.start = time.perf_counter()
+        ials.fit(train, callbacks=[ttq])
+        out["ials"] = {**scores(ials, test), "fit_seconds": ials.fit_seconds - ttq.outside,
+                       "device": str(getattr(ials, "device", "cpu")),
+                       "reached": ttq.reached, "curve": ttq.curve}
+        make_search, build = annoy_searches(ials, seed=seed)
+        t0 = time.perf_counter()
+        out["ials_annoy"] = {**scores(ials, test, search=make_search(), retrieval="annoy"), "build_seconds": build,
+                             "eval_seconds": time.perf_counter() - t0}
+        if seed == args.seeds[0]:  # how far search_k must grow for exact-level recall (one seed)
+            for factor in ANNOY_SEARCH_FACTORS:
+                t0 = time.perf_counter()
+                out[f"ials_annoy_x{factor}"] = {**scores(ials, test, search=make_search(factor), retrieval="annoy"),
+                                                "eval_seconds": time.perf_counter() - t0}
+        if "mf" in state:
+            mf = create_model("mf", **{**state["mf"]["best"], "random_state": seed}).fit(train)
+            out["mf"] = {**scores(mf, test), "fit_seconds": mf.fit_seconds}
+        seeds[key] = out
+        log(f"seed {seed}: " + ", ".join(f"{m} {v['recall']:.4f}/{v['ndcg']:.4f}" for m, v in out.items()))
+        save()
+    return state
+
+
+def table(results: dict[str, dict[str, Any]], threads: int) -> str:
+    lines = [f"Machine: {machine_line(threads)}", "",
+             "| data set | model | recall@20 | NDCG@20 | fit time (s) | device | tuned settings |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    labels = {"ref": "implicit ALS (tuned grid) [reference]", "ials": "recsys iALS (tuned)",
+              "ials_annoy": "recsys iALS, top-20 through Annoy", "mf": "recsys MF, sampled softmax (tuned)"}
+    ttq_lines = ["", "| data set | seed | reference fit (s) | reference recall@20 | iALS reaches it at epoch | after (s) | iALS full fit (s) |",
+                 "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, state in results.items():
+        seeds = state.get("seeds", {})
+        if not seeds:
+            continue
+        for model, label in labels.items():
+            rows = [s[model] for s in seeds.values() if model in s]
+            if not rows:
+                continue
+            r = np.array([x["recall"] for x in rows])
+            n = np.array([x["ndcg"] for x in rows])
+            fit = np.array([x.get("fit_seconds", np.nan) for x in rows])
+            settings = state.get(model.split("_")[0], {}).get("best", {})
+            settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in settings.items() if k != "device")
+            fit_s = "(same model)" if model == "ials_annoy" else f"{np.nanmean(fit):.2f} ± {np.nanstd(fit):.2f}"
+            device = rows[0].get("device", "cpu")
+            lines.append(f"| {name} | {label} | {r.mean():.4f} ± {r.std():.4f} | {n.mean():.4f} ± {n.std():.4f} "
+                         f"| {fit_s} | {device} | {settings} |")
+        for seed, s in seeds.items():
+            reached = s["ials"]["reached"]
+            at = ("not reached", "-") if reached is None else (str(reached[0]), f"{reached[1]:.2f}")
+            ttq_lines.append(f"| {name} | {seed} | {s['ref']['fit_seconds']:.2f} | {s['ref']['recall']:.4f} "
+                             f"| {at[0]} | {at[1]} | {s['ials']['fit_seconds']:.2f} |")
+    diff_lines = ["", "Paired differences (ours minus reference, per seed; mean ± std over seeds):", ""]
+    for name, state in results.items():
+        seeds = state.get("seeds", {})
+        for model in ("ials", "mf"):
+            pairs = [(s[model], s["ref"]) for s in seeds.values() if model in s]
+            if pairs:
+                dr = np.array([a["recall"] - b["recall"] for a, b in pairs])
+                dn = np.array([a["ndcg"] - b["ndcg"] for a, b in pairs])
+                diff_lines.append(f"- {name}, {labels[model]}: recall@20 {dr.mean():+.4f} ± {dr.std():.4f}, "
+                                  f"NDCG@20 {dn.mean():+.4f} ± {dn.std():.4f}")
+        pairs = [(s["ials_annoy"], s["ials"]) for s in seeds.values()]
+        if pairs:
+            rel = np.array([(a["recall"] - b["recall"]) / b["recall"] for a, b in pairs])
+            diff_lines.append(f"- {name}, Annoy (50 trees, default search_k) vs exact recall@20, relative: "
+                              f"{100 * rel.mean():+.2f}% (worst seed {100 * rel.min():+.2f}%)")
+        for seed, s in list(seeds.items())[:1]:
+            for factor in ANNOY_SEARCH_FACTORS:
+                if f"ials_annoy_x{factor}" in s:
+                    a, b = s[f"ials_annoy_x{factor}"], s["ials"]
+                    diff_lines.append(f"  - seed {seed}, search_k = {factor} x default: recall@20 {a['recall']:.4f} "
+                                      f"({100 * (a['recall'] - b['recall']) / b['recall']:+.2f}%), "
+                                      f"{a['eval_seconds']:.1f} s for all test users (default: "
+                                      f"{s['ials_annoy']['eval_seconds']:.1f} s)")
+    return "\n".join(lines + ttq_lines + diff_lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(QUALITY_SETS), choices=QUALITY_SETS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--trials", type=int, default=40, help="TPE trials for iALS")
+    parser.add_argument("--mf-trials", type=int, default=0, help="TPE trials for softmax MF (0: skip MF)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per model (torch and implicit)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--fresh", action="store_true", help="redo every stage (tuning included)")
+    parser.add_argument("--fresh-test", action="store_true", help="redo the per-seed test runs")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {name: run_dataset(name, args) for name in args.datasets}
+    text = table(results, args.threads)
+    (HERE / "results" / "table.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
