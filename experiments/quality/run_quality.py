@@ -66,10 +66,13 @@ ALS_GRID: dict[str, list[Any]] = {
     "alpha": [1.0, 3.0, 10.0, 30.0],
     "iterations": [5, 10, 15, 30],  # scored at these iterations of one 30-iteration fit
 }
-"""The reference's grid; ``weighting`` is binary on ratings and binary or log on counts."""
+"""The reference's grid; ``weighting`` is binary on ratings and log or binary on counts."""
+
+BINARY_COUNT_FACTORS = [32, 64]
+"""Factors of the binary-weighting half of the grid on counts (see README: machine time)."""
 
 IALS_SPACE: dict[str, Dimension] = {
-    "factors": Dimension("categorical", choices=(64, 128, 256, 512)),
+    "factors": Dimension("categorical", choices=(64, 128, 256)),
     "regularization": Dimension("float", 1e-4, 0.1, log=True),
     "unobserved_weight": Dimension("float", 0.01, 3.0, log=True),
     "regularization_exponent": Dimension("float", 0.0, 1.5),
@@ -89,8 +92,8 @@ MF_SPACE: dict[str, Dimension] = {
 """Softmax MF's TPE space (loss fixed to sampled softmax)."""
 
 
-def weightings(data: Interactions) -> list[str]:
-    return ["binary"] if data.feedback == "rating" else ["binary", "log"]
+def ref_weightings(data: Interactions) -> list[str]:
+    return ["binary"] if data.feedback == "rating" else ["log", "binary"]
 
 
 def scores(model: Recommender, test: Interactions, **kw: Any) -> dict[str, float]:
@@ -99,16 +102,29 @@ def scores(model: Recommender, test: Interactions, **kw: Any) -> dict[str, float
 
 
 # -- tuning (seed 0, validation only) ------------------------------------------------------
-def grid_search_reference(data: Interactions, threads: int, log: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def reference_combos(data: Interactions) -> list[dict[str, Any]]:
+    """The grid's fits, in the order they run (log weighting first on counts)."""
+    combos = []
+    for weighting in ref_weightings(data):
+        factors = ALS_GRID["factors"] if weighting != "binary" or data.feedback == "rating" else BINARY_COUNT_FACTORS
+        for f, reg, alpha in itertools.product(factors, ALS_GRID["regularization"], ALS_GRID["alpha"]):
+            combos.append({"factors": f, "regularization": reg, "alpha": alpha, "weighting": weighting})
+    return combos
+
+
+def grid_search_reference(data: Interactions, threads: int, rows: list[dict[str, Any]], log: Any,
+                          save: Any) -> dict[str, Any]:
+    """Fits every combination not yet in ``rows`` (appending to it, saving after each)."""
     train, _test = split(data, "user", test_fraction=0.2, seed=0)
     del _test  # never used for tuning
     fit_part, valid = validation_split(train, 0.2, 0)
     validation = Validation(valid, f"recall@{K}")
     checkpoints = set(ALS_GRID["iterations"])
-    rows: list[dict[str, Any]] = []
-    combos = list(itertools.product(weightings(data), ALS_GRID["factors"], ALS_GRID["regularization"], ALS_GRID["alpha"]))
-    for n, (weighting, factors, reg, alpha) in enumerate(combos, 1):
-        params = {"factors": factors, "regularization": reg, "alpha": alpha, "weighting": weighting}
+    combos = reference_combos(data)
+    done = {tuple(sorted((k, v) for k, v in r.items() if k not in ("iterations", "val_recall"))) for r in rows}
+    for n, params in enumerate(combos, 1):
+        if tuple(sorted(params.items())) in done:
+            continue
         found: dict[int, float] = {}
 
         def on_iteration(model: Recommender, iteration: int, found: dict[int, float] = found) -> None:
@@ -119,10 +135,11 @@ def grid_search_reference(data: Interactions, threads: int, log: Any) -> tuple[d
         model.fit(fit_part, callback=on_iteration)
         for iterations, value in sorted(found.items()):
             rows.append({**params, "iterations": iterations, "val_recall": value})
+        save()
         best = max(rows, key=lambda r: r["val_recall"])
         log(f"  ref grid {n}/{len(combos)} {params}: {max(found.values()):.4f} (best so far {best['val_recall']:.4f})")
     best = max(rows, key=lambda r: r["val_recall"])
-    return {k: v for k, v in best.items() if k != "val_recall"}, rows
+    return {k: v for k, v in best.items() if k != "val_recall"}
 
 
 def tpe_search(data: Interactions, model: str, space: dict[str, Dimension], fixed: dict[str, Any],
@@ -206,27 +223,37 @@ def annoy_searches(model: Recommender, trees: int = 50, seed: int = 0) -> tuple[
 
 # -- the run -------------------------------------------------------------------------------
 def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    path = HERE / "results" / f"{name}.json"
-    state: dict[str, Any] = {} if args.fresh or not path.is_file() else json.loads(path.read_text())
+    """Runs the asked stages; each stage's state lives in ``results/<name>.<stage>.json``."""
+    folder = HERE / "results"
+    folder.mkdir(exist_ok=True)
+    state: dict[str, Any] = {}
+    for stage in ("ref", "ials", "mf", "seeds"):
+        path = folder / f"{name}.{stage}.json"
+        if path.is_file() and not args.fresh:
+            state[stage] = json.loads(path.read_text())
 
-    def save() -> None:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(state, indent=1, default=float))
+    def save(stage: str) -> None:
+        path = folder / f"{name}.{stage}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state[stage], indent=1, default=float))
+        tmp.replace(path)
 
     def log(msg: str) -> None:
         print(f"[{name}] {msg}", flush=True)
 
     data = load_dataset(name, args.data_dir)
     log(repr(data))
-    state["machine"] = machine_line(args.threads)
-    if "ref" not in state:
+    if "ref" in args.stages and "best" not in state.get("ref", {}):
+        ref = state.setdefault("ref", {"grid": [], "seconds": 0.0})
         t0 = time.perf_counter()
-        best, rows = grid_search_reference(data, args.threads, log)
-        state["ref"] = {"best": best, "grid": rows, "seconds": time.perf_counter() - t0}
-        save()
-    log(f"reference: {state['ref']['best']}")
+        grid_search_reference(data, args.threads, ref["grid"], log, lambda: save("ref"))
+        ref["seconds"] += time.perf_counter() - t0
+        best = max(ref["grid"], key=lambda r: r["val_recall"])
+        ref["best"] = {k: v for k, v in best.items() if k != "val_recall"}
+        ref["val_recall"] = best["val_recall"]
+        save("ref")
     fixed = {"device": args.device}
-    if "ials" not in state:
+    if "ials" in args.stages and "ials" not in state:
         t0 = time.perf_counter()
         space = dict(IALS_SPACE)
         ials_fixed = dict(fixed)
@@ -236,15 +263,16 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             ials_fixed["weighting"] = "binary"
         best, value, rows = tpe_search(data, "ials", space, ials_fixed, args.trials, log)
         state["ials"] = {"best": best, "val_recall": value, "trials": rows, "seconds": time.perf_counter() - t0}
-        save()
-    log(f"ials: {state['ials']['best']}")
-    if args.mf_trials and "mf" not in state:
+        save("ials")
+    if "mf" in args.stages and "mf" not in state:
         t0 = time.perf_counter()
         best, value, rows = tpe_search(data, "mf", MF_SPACE, {**fixed, "loss": "softmax"}, args.mf_trials, log)
         state["mf"] = {"best": best, "val_recall": value, "trials": rows, "seconds": time.perf_counter() - t0}
-        save()
-
-    seeds = state.setdefault("seeds", {})
+        save("mf")
+    if "test" not in args.stages:
+        return state
+    state.setdefault("seeds", {})["machine"] = machine_line(args.threads)
+    seeds = state.setdefault("seeds", {}).setdefault("runs", {})
     for seed in args.seeds:
         key = str(seed)
         if key in seeds and not args.fresh_test:
@@ -274,7 +302,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             out["mf"] = {**scores(mf, test), "fit_seconds": mf.fit_seconds}
         seeds[key] = out
         log(f"seed {seed}: " + ", ".join(f"{m} {v['recall']:.4f}/{v['ndcg']:.4f}" for m, v in out.items()))
-        save()
+        save("seeds")
     return state
 
 
@@ -287,7 +315,7 @@ def table(results: dict[str, dict[str, Any]], threads: int) -> str:
     ttq_lines = ["", "| data set | seed | reference fit (s) | reference recall@20 | iALS reaches it at epoch | after (s) | iALS full fit (s) |",
                  "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, state in results.items():
-        seeds = state.get("seeds", {})
+        seeds = state.get("seeds", {}).get("runs", {})
         if not seeds:
             continue
         for model, label in labels.items():
@@ -311,7 +339,7 @@ def table(results: dict[str, dict[str, Any]], threads: int) -> str:
                              f"| {at[0]} | {at[1]} | {s['ials']['fit_seconds']:.2f} |")
     diff_lines = ["", "Paired differences (ours minus reference, per seed; mean ± std over seeds):", ""]
     for name, state in results.items():
-        seeds = state.get("seeds", {})
+        seeds = state.get("seeds", {}).get("runs", {})
         for model in ("ials", "mf"):
             pairs = [(s[model], s["ref"]) for s in seeds.values() if model in s]
             if pairs:
@@ -339,8 +367,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(QUALITY_SETS), choices=QUALITY_SETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--trials", type=int, default=40, help="TPE trials for iALS")
-    parser.add_argument("--mf-trials", type=int, default=0, help="TPE trials for softmax MF (0: skip MF)")
+    parser.add_argument("--trials", type=int, default=30, help="TPE trials for iALS")
+    parser.add_argument("--mf-trials", type=int, default=20, help="TPE trials for softmax MF")
+    parser.add_argument("--stages", nargs="+", default=["ref", "ials", "mf", "test"],
+                        choices=["ref", "ials", "mf", "test"], help="what to run (cached stages are skipped)")
     parser.add_argument("--threads", type=int, default=1, help="threads per model (torch and implicit)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
@@ -349,9 +379,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {name: run_dataset(name, args) for name in args.datasets}
-    text = table(results, args.threads)
-    (HERE / "results" / "table.md").write_text(text)
-    print(text)
+    if "test" in args.stages:
+        text = table(results, args.threads)
+        (HERE / "results" / "table.md").write_text(text)
+        print(text)
 
 
 if __name__ == "__main__":
