@@ -68,6 +68,13 @@ ALS_GRID: dict[str, list[Any]] = {
 }
 """The reference's grid; ``weighting`` is binary on ratings and log or binary on counts."""
 
+REFINE_STEPS = [("regularization", 3.0), ("regularization", 1 / 3), ("alpha", 3.0), ("alpha", 1 / 3),
+                ("factors", 2), ("factors", 0.5)]
+REFINE_FACTORS = (32, 256)
+REFINE_ITERATIONS = [5, 10, 15, 30, 50]
+REFINE_ROUNDS = 4
+"""After the grid: up to REFINE_ROUNDS rounds of local refinement around the best setting."""
+
 BINARY_COUNT_FACTORS = [32, 64]
 """Factors of the binary-weighting half of the grid on counts (see README: machine time)."""
 
@@ -112,18 +119,21 @@ def reference_combos(data: Interactions) -> list[dict[str, Any]]:
     return combos
 
 
-def grid_search_reference(data: Interactions, threads: int, rows: list[dict[str, Any]], log: Any,
-                          save: Any) -> dict[str, Any]:
-    """Fits every combination not yet in ``rows`` (appending to it, saving after each)."""
+def _key(params: dict[str, Any]) -> tuple:
+    return (params["weighting"], int(params["factors"]), round(float(params["regularization"]), 6),
+            round(float(params["alpha"]), 6))
+
+
+def fit_reference_combos(data: Interactions, combos: list[dict[str, Any]], checkpoints: list[int], threads: int,
+                         rows: list[dict[str, Any]], log: Any, save: Any) -> None:
+    """Fits every combination not yet in ``rows`` on seed 0's validation split (appending to ``rows``)."""
     train, _test = split(data, "user", test_fraction=0.2, seed=0)
     del _test  # never used for tuning
     fit_part, valid = validation_split(train, 0.2, 0)
     validation = Validation(valid, f"recall@{K}")
-    checkpoints = set(ALS_GRID["iterations"])
-    combos = reference_combos(data)
-    done = {tuple(sorted((k, v) for k, v in r.items() if k not in ("iterations", "val_recall"))) for r in rows}
+    done = {_key(r) for r in rows}
     for n, params in enumerate(combos, 1):
-        if tuple(sorted(params.items())) in done:
+        if _key(params) in done:
             continue
         found: dict[int, float] = {}
 
@@ -135,11 +145,26 @@ def grid_search_reference(data: Interactions, threads: int, rows: list[dict[str,
         model.fit(fit_part, callback=on_iteration)
         for iterations, value in sorted(found.items()):
             rows.append({**params, "iterations": iterations, "val_recall": value})
+        done.add(_key(params))
         save()
         best = max(rows, key=lambda r: r["val_recall"])
-        log(f"  ref grid {n}/{len(combos)} {params}: {max(found.values()):.4f} (best so far {best['val_recall']:.4f})")
+        log(f"  ref {n}/{len(combos)} {params}: {max(found.values()):.4f} (best so far {best['val_recall']:.4f})")
+
+
+def refinement_combos(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Neighbours of the best row: regularization and alpha x3 and /3, factors x2 and /2 (<= 256)."""
     best = max(rows, key=lambda r: r["val_recall"])
-    return {k: v for k, v in best.items() if k != "val_recall"}
+    base = {k: best[k] for k in ("factors", "regularization", "alpha", "weighting")}
+    out = []
+    for key, mult in REFINE_STEPS:
+        value = base[key] * mult
+        if key == "factors":
+            value = int(value)
+            if not REFINE_FACTORS[0] <= value <= REFINE_FACTORS[1]:
+                continue
+        out.append({**base, key: value})
+    done = {_key(r) for r in rows}
+    return [c for c in out if _key(c) not in done]
 
 
 def tpe_search(data: Interactions, model: str, space: dict[str, Dimension], fixed: dict[str, Any],
@@ -159,25 +184,36 @@ def tpe_search(data: Interactions, model: str, space: dict[str, Dimension], fixe
 
 # -- time to quality and retrieval ---------------------------------------------------------
 class TimeToQuality:
-    """Scores the test part after each epoch; records training wall time, callback excluded."""
+    """Scores the test part after each epoch; records training time (wall and CPU), callback excluded."""
 
     def __init__(self, test: Interactions, target: float) -> None:
         self.test, self.target = test, target
-        self.start = time.perf_counter()
-        self.outside = 0.0  # seconds spent in this callback (not training)
-        self.curve: list[tuple[int, float, float]] = []
-        self.reached: tuple[int, float] | None = None
+        self.start()
+        self.curve: list[tuple[int, float, float, float]] = []  # (epoch, wall s, cpu s, recall)
+        self.reached: tuple[int, float, float] | None = None  # (epoch, wall s, cpu s)
+
+    def start(self) -> None:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        self.outside_wall = self.outside_cpu = 0.0  # spent in this callback (not training)
 
     def on_epoch_end(self, model: Recommender, epoch: int, figures: dict[str, float]) -> bool:
-        t0 = time.perf_counter()
-        train_seconds = t0 - self.start - self.outside
+        w0, c0 = time.perf_counter(), time.process_time()
+        wall, cpu = w0 - self.wall0 - self.outside_wall, c0 - self.cpu0 - self.outside_cpu
         model._export()  # the current factors, as the loop's own validation does
         value = validation_score(model, Validation(self.test, f"recall@{K}"))
-        self.curve.append((epoch, train_seconds, value))
+        self.curve.append((epoch, wall, cpu, value))
         if self.reached is None and value >= self.target:
-            self.reached = (epoch, train_seconds)
-        self.outside += time.perf_counter() - t0
+            self.reached = (epoch, wall, cpu)
+        self.outside_wall += time.perf_counter() - w0
+        self.outside_cpu += time.process_time() - c0
         return False
+
+
+def timed_fit(model: Recommender, train: Interactions, **options: Any) -> float:
+    """Fits ``model``; returns the CPU seconds of the fit (this process, all threads)."""
+    c0 = time.process_time()
+    model.fit(train, **options)
+    return time.process_time() - c0
 
 
 def annoy_searches(model: Recommender, trees: int = 50, seed: int = 0) -> tuple[Any, float]:
@@ -243,14 +279,22 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     data = load_dataset(name, args.data_dir)
     log(repr(data))
-    if "ref" in args.stages and "best" not in state.get("ref", {}):
+    if "ref" in args.stages and not state.get("ref", {}).get("refined"):
         ref = state.setdefault("ref", {"grid": [], "seconds": 0.0})
         t0 = time.perf_counter()
-        grid_search_reference(data, args.threads, ref["grid"], log, lambda: save("ref"))
+        fit_reference_combos(data, reference_combos(data), ALS_GRID["iterations"], args.threads, ref["grid"], log,
+                             lambda: save("ref"))
+        for _round in range(REFINE_ROUNDS):
+            combos = refinement_combos(ref["grid"])
+            if not combos:
+                break
+            log(f"  refinement round {_round + 1}: {len(combos)} neighbours of the best")
+            fit_reference_combos(data, combos, REFINE_ITERATIONS, args.threads, ref["grid"], log, lambda: save("ref"))
         ref["seconds"] += time.perf_counter() - t0
         best = max(ref["grid"], key=lambda r: r["val_recall"])
         ref["best"] = {k: v for k, v in best.items() if k != "val_recall"}
         ref["val_recall"] = best["val_recall"]
+        ref["refined"] = True
         save("ref")
     fixed = {"device": args.device}
     if "ials" in args.stages and "ials" not in state:
@@ -279,13 +323,15 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             continue
         train, test = split(data, "user", test_fraction=0.2, seed=seed)
         out: dict[str, Any] = {}
-        ref = ImplicitALS(**state["ref"]["best"], num_threads=args.threads, random_state=seed).fit(train)
-        out["ref"] = {**scores(ref, test), "fit_seconds": ref.fit_seconds}
+        ref = ImplicitALS(**state["ref"]["best"], num_threads=args.threads, random_state=seed)
+        cpu = timed_fit(ref, train)
+        out["ref"] = {**scores(ref, test), "fit_seconds": ref.fit_seconds, "fit_cpu_seconds": cpu}
         ials = create_model("ials", **{**state["ials"]["best"], "random_state": seed})
         ttq = TimeToQuality(test, out["ref"]["recall"])
-        ttq.start = time.perf_counter()
-        ials.fit(train, callbacks=[ttq])
-        out["ials"] = {**scores(ials, test), "fit_seconds": ials.fit_seconds - ttq.outside,
+        ttq.start()
+        cpu = timed_fit(ials, train, callbacks=[ttq])
+        out["ials"] = {**scores(ials, test), "fit_seconds": ials.fit_seconds - ttq.outside_wall,
+                       "fit_cpu_seconds": cpu - ttq.outside_cpu,
                        "device": str(getattr(ials, "device", "cpu")),
                        "reached": ttq.reached, "curve": ttq.curve}
         make_search, build = annoy_searches(ials, seed=seed)
@@ -298,8 +344,9 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 out[f"ials_annoy_x{factor}"] = {**scores(ials, test, search=make_search(factor), retrieval="annoy"),
                                                 "eval_seconds": time.perf_counter() - t0}
         if "mf" in state:
-            mf = create_model("mf", **{**state["mf"]["best"], "random_state": seed}).fit(train)
-            out["mf"] = {**scores(mf, test), "fit_seconds": mf.fit_seconds}
+            mf = create_model("mf", **{**state["mf"]["best"], "random_state": seed})
+            cpu = timed_fit(mf, train)
+            out["mf"] = {**scores(mf, test), "fit_seconds": mf.fit_seconds, "fit_cpu_seconds": cpu}
         seeds[key] = out
         log(f"seed {seed}: " + ", ".join(f"{m} {v['recall']:.4f}/{v['ndcg']:.4f}" for m, v in out.items()))
         save("seeds")
@@ -308,12 +355,13 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def table(results: dict[str, dict[str, Any]], threads: int) -> str:
     lines = [f"Machine: {machine_line(threads)}", "",
-             "| data set | model | recall@20 | NDCG@20 | fit time (s) | device | tuned settings |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| data set | model | recall@20 | NDCG@20 | fit wall (s) | fit CPU (s) | device | tuned settings |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     labels = {"ref": "implicit ALS (tuned grid) [reference]", "ials": "recsys iALS (tuned)",
               "ials_annoy": "recsys iALS, top-20 through Annoy", "mf": "recsys MF, sampled softmax (tuned)"}
-    ttq_lines = ["", "| data set | seed | reference fit (s) | reference recall@20 | iALS reaches it at epoch | after (s) | iALS full fit (s) |",
-                 "| --- | --- | --- | --- | --- | --- | --- |"]
+    ttq_lines = ["", "Time to quality (wall / CPU seconds; one thread each):", "",
+                 "| data set | seed | reference recall@20 | reference fit (s) | iALS reaches it at epoch | after (s) "
+                 "| iALS full fit (s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, state in results.items():
         seeds = state.get("seeds", {}).get("runs", {})
         if not seeds:
@@ -325,18 +373,21 @@ def table(results: dict[str, dict[str, Any]], threads: int) -> str:
             r = np.array([x["recall"] for x in rows])
             n = np.array([x["ndcg"] for x in rows])
             fit = np.array([x.get("fit_seconds", np.nan) for x in rows])
+            fit_cpu = np.array([x.get("fit_cpu_seconds", np.nan) for x in rows])
             settings = state.get(model.split("_")[0], {}).get("best", {})
             settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in settings.items() if k != "device")
-            fit_s = "(same model)" if model == "ials_annoy" else f"{np.nanmean(fit):.2f} ± {np.nanstd(fit):.2f}"
+            fit_s = ("(same model) | (same model)" if model == "ials_annoy" else
+                     f"{np.nanmean(fit):.2f} ± {np.nanstd(fit):.2f} | {np.nanmean(fit_cpu):.2f} ± {np.nanstd(fit_cpu):.2f}")
             device = rows[0].get("device", "cpu")
             lines.append(f"| {name} | {label} | {r.mean():.4f} ± {r.std():.4f} | {n.mean():.4f} ± {n.std():.4f} "
                          f"| {fit_s} | {device} | {settings} |")
         for seed, s in seeds.items():
             reached = s["ials"]["reached"]
-            at = ("not reached", "-") if reached is None else (str(reached[0]), f"{reached[1]:.2f}")
-            ttq_lines.append(f"| {name} | {seed} | {s['ref']['fit_seconds']:.2f} | {s['ref']['recall']:.4f} "
-                             f"| {at[0]} | {at[1]} | {s['ials']['fit_seconds']:.2f} |")
+            at = ("not reached", "-") if reached is None else (str(reached[0]), f"{reached[1]:.2f} / {reached[2]:.2f}")
+            ref, ours = s["ref"], s["ials"]
+            ttq_lines.append(f"| {name} | {seed} | {ref['recall']:.4f} | {ref['fit_seconds']:.2f} / {ref['fit_cpu_seconds']:.2f} "
+                             f"| {at[0]} | {at[1]} | {ours['fit_seconds']:.2f} / {ours['fit_cpu_seconds']:.2f} |")
     diff_lines = ["", "Paired differences (ours minus reference, per seed; mean ± std over seeds):", ""]
     for name, state in results.items():
         seeds = state.get("seeds", {}).get("runs", {})
