@@ -35,6 +35,7 @@ import itertools
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,34 +61,6 @@ K = 20
 ANNOY_SEARCH_FACTORS = (4, 16, 64)
 """Multiples of Annoy's default search_k also tried on the first seed."""
 
-ALS_GRID: dict[str, list[Any]] = {
-    "factors": [32, 64, 128, 256],
-    "regularization": [0.01, 0.1, 1.0, 10.0],
-    "alpha": [1.0, 3.0, 10.0, 30.0],
-    "iterations": [5, 10, 15, 30],  # scored at these iterations of one 30-iteration fit
-}
-"""The reference's grid; ``weighting`` is binary on ratings and log or binary on counts."""
-
-REFINE_STEPS = [("regularization", 3.0), ("regularization", 1 / 3), ("alpha", 3.0), ("alpha", 1 / 3),
-                ("factors", 2), ("factors", 0.5)]
-REFINE_FACTORS = (32, 256)
-REFINE_ITERATIONS = [5, 10, 15, 30, 50]
-REFINE_ROUNDS = 4
-"""After the grid: up to REFINE_ROUNDS rounds of local refinement around the best setting."""
-
-BINARY_COUNT_FACTORS = [32, 64]
-"""Factors of the binary-weighting half of the grid on counts (see README: machine time)."""
-
-IALS_SPACE: dict[str, Dimension] = {
-    "factors": Dimension("categorical", choices=(64, 128, 256)),
-    "regularization": Dimension("float", 1e-4, 0.1, log=True),
-    "unobserved_weight": Dimension("float", 0.01, 3.0, log=True),
-    "regularization_exponent": Dimension("float", 0.0, 1.5),
-    "epochs": Dimension("categorical", choices=(8, 16, 24)),
-    "alpha": Dimension("float", 0.1, 10.0, log=True),
-}
-"""Our iALS's TPE space; ``weighting`` is binary on ratings and searched (binary, log) on counts."""
-
 MF_SPACE: dict[str, Dimension] = {
     "factors": Dimension("categorical", choices=(64, 128, 256)),
     "learning_rate": Dimension("float", 1e-3, 0.05, log=True),
@@ -109,23 +82,98 @@ def scores(model: Recommender, test: Interactions, **kw: Any) -> dict[str, float
 
 
 # -- tuning (seed 0, validation only) ------------------------------------------------------
-def reference_combos(data: Interactions) -> list[dict[str, Any]]:
-    """The grid's fits, in the order they run (log weighting first on counts)."""
-    combos = []
-    for weighting in ref_weightings(data):
-        factors = ALS_GRID["factors"] if weighting != "binary" or data.feedback == "rating" else BINARY_COUNT_FACTORS
-        for f, reg, alpha in itertools.product(factors, ALS_GRID["regularization"], ALS_GRID["alpha"]):
-            combos.append({"factors": f, "regularization": reg, "alpha": alpha, "weighting": weighting})
-    return combos
+@dataclass
+class GridSearch:
+    """A grid, then local refinement around the best point until it stops moving.
+
+    Every combination is fitted once for ``max(checkpoints)`` epochs (iterations) on seed
+    0's training part minus the validation part, and scored on the validation part at
+    each checkpoint, so the epoch count is searched for free.
+    """
+
+    model: str  # "implicit-als" or "ials"
+    grid: dict[str, list[Any]]
+    checkpoints: list[int]
+    refine_steps: list[tuple[str, float]]
+    refine_checkpoints: list[int]
+    epochs_name: str = "iterations"
+    factor_range: tuple[int, int] = (32, 256)
+    rounds: int = 4
+
+    def weightings(self, data: Interactions) -> list[str]:
+        return ["binary"] if data.feedback == "rating" else ["log", "binary"]
+
+    def combos(self, data: Interactions) -> list[dict[str, Any]]:
+        out = []
+        for weighting in self.weightings(data):
+            grid = dict(self.grid)
+            if weighting == "binary" and data.feedback != "rating" and self.model == "implicit-als":
+                grid["factors"] = BINARY_COUNT_FACTORS
+            for values in itertools.product(*grid.values()):
+                out.append({**dict(zip(grid, values)), "weighting": weighting})
+        return out
+
+    def neighbours(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        best = max(rows, key=lambda r: r["val_recall"])
+        base = {k: v for k, v in best.items() if k not in (self.epochs_name, "val_recall")}
+        out = []
+        for key, step in self.refine_steps:
+            if key == "factors":
+                value: Any = int(base[key] * step)
+                if not self.factor_range[0] <= value <= self.factor_range[1]:
+                    continue
+            elif key == "regularization_exponent":
+                value = round(base[key] + step, 6)
+                if value < 0:
+                    continue
+            else:
+                value = base[key] * step
+            out.append({**base, key: value})
+        done = {_key(r) for r in rows}
+        return [c for c in out if _key(c) not in done]
+
+    def build(self, params: dict[str, Any], epochs: int, threads: int, device: str) -> Recommender:
+        if self.model == "implicit-als":
+            return ImplicitALS(**params, iterations=epochs, num_threads=threads, random_state=0)
+        return create_model(self.model, **params, epochs=epochs, device=device, random_state=0)
+
+    def run(self, data: Interactions, rows: list[dict[str, Any]], threads: int, device: str, log: Any,
+            save: Any) -> dict[str, Any]:
+        fit_combos(self, data, self.combos(data), self.checkpoints, rows, threads, device, log, save)
+        for n in range(self.rounds):
+            combos = self.neighbours(rows)
+            if not combos:
+                break
+            log(f"  refinement round {n + 1}: {len(combos)} neighbours of the best")
+            fit_combos(self, data, combos, self.refine_checkpoints, rows, threads, device, log, save)
+        best = max(rows, key=lambda r: r["val_recall"])
+        return {k: v for k, v in best.items() if k != "val_recall"}
 
 
 def _key(params: dict[str, Any]) -> tuple:
-    return (params["weighting"], int(params["factors"]), round(float(params["regularization"]), 6),
-            round(float(params["alpha"]), 6))
+    return tuple(sorted((k, round(float(v), 6) if isinstance(v, (int, float)) else v)
+                        for k, v in params.items() if k not in ("iterations", "epochs", "val_recall")))
 
 
-def fit_reference_combos(data: Interactions, combos: list[dict[str, Any]], checkpoints: list[int], threads: int,
-                         rows: list[dict[str, Any]], log: Any, save: Any) -> None:
+class _Checkpoints:
+    """Scores the validation part at the given epochs (iALS: callback; implicit: fit callback)."""
+
+    def __init__(self, validation: Validation, checkpoints: list[int]) -> None:
+        self.validation, self.checkpoints, self.found = validation, set(checkpoints), {}
+
+    def __call__(self, model: Recommender, epoch: int) -> None:
+        if epoch in self.checkpoints:
+            self.found[epoch] = validation_score(model, self.validation)
+
+    def on_epoch_end(self, model: Recommender, epoch: int, figures: dict[str, float]) -> bool:
+        if epoch in self.checkpoints:
+            model._export()  # the current factors, as the loop's own validation does
+            self(model, epoch)
+        return False
+
+
+def fit_combos(search: GridSearch, data: Interactions, combos: list[dict[str, Any]], checkpoints: list[int],
+               rows: list[dict[str, Any]], threads: int, device: str, log: Any, save: Any) -> None:
     """Fits every combination not yet in ``rows`` on seed 0's validation split (appending to ``rows``)."""
     train, _test = split(data, "user", test_fraction=0.2, seed=0)
     del _test  # never used for tuning
@@ -135,36 +183,46 @@ def fit_reference_combos(data: Interactions, combos: list[dict[str, Any]], check
     for n, params in enumerate(combos, 1):
         if _key(params) in done:
             continue
-        found: dict[int, float] = {}
-
-        def on_iteration(model: Recommender, iteration: int, found: dict[int, float] = found) -> None:
-            if iteration in checkpoints:
-                found[iteration] = validation_score(model, validation)
-
-        model = ImplicitALS(**params, iterations=max(checkpoints), num_threads=threads, random_state=0)
-        model.fit(fit_part, callback=on_iteration)
-        for iterations, value in sorted(found.items()):
-            rows.append({**params, "iterations": iterations, "val_recall": value})
+        marks = _Checkpoints(validation, checkpoints)
+        model = search.build(params, max(checkpoints), threads, device)
+        if search.model == "implicit-als":
+            model.fit(fit_part, callback=marks)
+        else:
+            model.fit(fit_part, callbacks=[marks])
+        for epochs, value in sorted(marks.found.items()):
+            rows.append({**params, search.epochs_name: epochs, "val_recall": value})
         done.add(_key(params))
         save()
         best = max(rows, key=lambda r: r["val_recall"])
-        log(f"  ref {n}/{len(combos)} {params}: {max(found.values()):.4f} (best so far {best['val_recall']:.4f})")
+        log(f"  {search.model} {n}/{len(combos)} {params}: {max(marks.found.values()):.4f} "
+            f"(best so far {best['val_recall']:.4f})")
 
 
-def refinement_combos(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Neighbours of the best row: regularization and alpha x3 and /3, factors x2 and /2 (<= 256)."""
-    best = max(rows, key=lambda r: r["val_recall"])
-    base = {k: best[k] for k in ("factors", "regularization", "alpha", "weighting")}
-    out = []
-    for key, mult in REFINE_STEPS:
-        value = base[key] * mult
-        if key == "factors":
-            value = int(value)
-            if not REFINE_FACTORS[0] <= value <= REFINE_FACTORS[1]:
-                continue
-        out.append({**base, key: value})
-    done = {_key(r) for r in rows}
-    return [c for c in out if _key(c) not in done]
+REFERENCE_SEARCH = GridSearch(
+    model="implicit-als",
+    grid={"factors": [32, 64, 128, 256], "regularization": [0.01, 0.1, 1.0, 10.0], "alpha": [1.0, 3.0, 10.0, 30.0]},
+    checkpoints=[5, 10, 15, 30],
+    refine_steps=[("regularization", 3.0), ("regularization", 1 / 3), ("alpha", 3.0), ("alpha", 1 / 3),
+                  ("factors", 2), ("factors", 0.5)],
+    refine_checkpoints=[5, 10, 15, 30, 50],
+)
+"""The reference's search: implicit's ALS (``alpha`` scales the confidence)."""
+
+BINARY_COUNT_FACTORS = [32, 64]
+"""Factors of the reference's binary-weighting half of the grid on counts (README: machine time)."""
+
+IALS_SEARCH = GridSearch(
+    model="ials",
+    grid={"factors": [32, 64, 128, 256], "regularization": [0.003, 0.01, 0.03], "unobserved_weight": [0.03, 0.1, 0.3],
+          "regularization_exponent": [1.0]},
+    checkpoints=[4, 8, 16, 24],
+    refine_steps=[("regularization", 2.0), ("regularization", 0.5), ("unobserved_weight", 2.0),
+                  ("unobserved_weight", 0.5), ("factors", 2), ("factors", 0.5),
+                  ("regularization_exponent", 0.25), ("regularization_exponent", -0.25)],
+    refine_checkpoints=[4, 8, 16, 24, 32],
+    epochs_name="epochs",
+)
+"""Our iALS's search (alpha stays 1: with the unobserved weight and lambda free it is redundant)."""
 
 
 def tpe_search(data: Interactions, model: str, space: dict[str, Dimension], fixed: dict[str, Any],
@@ -279,35 +337,18 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     data = load_dataset(name, args.data_dir)
     log(repr(data))
-    if "ref" in args.stages and not state.get("ref", {}).get("refined"):
-        ref = state.setdefault("ref", {"grid": [], "seconds": 0.0})
-        t0 = time.perf_counter()
-        fit_reference_combos(data, reference_combos(data), ALS_GRID["iterations"], args.threads, ref["grid"], log,
-                             lambda: save("ref"))
-        for _round in range(REFINE_ROUNDS):
-            combos = refinement_combos(ref["grid"])
-            if not combos:
-                break
-            log(f"  refinement round {_round + 1}: {len(combos)} neighbours of the best")
-            fit_reference_combos(data, combos, REFINE_ITERATIONS, args.threads, ref["grid"], log, lambda: save("ref"))
-        ref["seconds"] += time.perf_counter() - t0
-        best = max(ref["grid"], key=lambda r: r["val_recall"])
-        ref["best"] = {k: v for k, v in best.items() if k != "val_recall"}
-        ref["val_recall"] = best["val_recall"]
-        ref["refined"] = True
-        save("ref")
     fixed = {"device": args.device}
-    if "ials" in args.stages and "ials" not in state:
-        t0 = time.perf_counter()
-        space = dict(IALS_SPACE)
-        ials_fixed = dict(fixed)
-        if data.feedback != "rating":
-            space["weighting"] = Dimension("categorical", choices=("binary", "log"))
-        else:
-            ials_fixed["weighting"] = "binary"
-        best, value, rows = tpe_search(data, "ials", space, ials_fixed, args.trials, log)
-        state["ials"] = {"best": best, "val_recall": value, "trials": rows, "seconds": time.perf_counter() - t0}
-        save("ials")
+    for stage, search in (("ref", REFERENCE_SEARCH), ("ials", IALS_SEARCH)):
+        if stage in args.stages and not state.get(stage, {}).get("refined"):
+            st = state.setdefault(stage, {"grid": [], "seconds": 0.0})
+            t0 = time.perf_counter()
+            search.run(data, st["grid"], args.threads, args.device, log, lambda stage=stage: save(stage))
+            st["seconds"] += time.perf_counter() - t0
+            best = max(st["grid"], key=lambda r: r["val_recall"])
+            st["best"] = {k: v for k, v in best.items() if k != "val_recall"}
+            st["val_recall"] = best["val_recall"]
+            st["refined"] = True
+            save(stage)
     if "mf" in args.stages and "mf" not in state:
         t0 = time.perf_counter()
         best, value, rows = tpe_search(data, "mf", MF_SPACE, {**fixed, "loss": "softmax"}, args.mf_trials, log)
@@ -326,7 +367,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         ref = ImplicitALS(**state["ref"]["best"], num_threads=args.threads, random_state=seed)
         cpu = timed_fit(ref, train)
         out["ref"] = {**scores(ref, test), "fit_seconds": ref.fit_seconds, "fit_cpu_seconds": cpu}
-        ials = create_model("ials", **{**state["ials"]["best"], "random_state": seed})
+        ials = create_model("ials", **{**state["ials"]["best"], "device": args.device, "random_state": seed})
         ttq = TimeToQuality(test, out["ref"]["recall"])
         ttq.start()
         cpu = timed_fit(ials, train, callbacks=[ttq])
@@ -344,7 +385,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 out[f"ials_annoy_x{factor}"] = {**scores(ials, test, search=make_search(factor), retrieval="annoy"),
                                                 "eval_seconds": time.perf_counter() - t0}
         if "mf" in state:
-            mf = create_model("mf", **{**state["mf"]["best"], "random_state": seed})
+            mf = create_model("mf", **{**state["mf"]["best"], "device": args.device, "random_state": seed})
             cpu = timed_fit(mf, train)
             out["mf"] = {**scores(mf, test), "fit_seconds": mf.fit_seconds, "fit_cpu_seconds": cpu}
         seeds[key] = out
