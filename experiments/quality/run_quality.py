@@ -8,8 +8,9 @@ Protocol (see README.md beside this file):
   NDCG@20.
 - tuning, once, on seed 0: a per-user 20% validation split carved out of seed 0's
   training part (``recsys.workflows.validation_split``); the test part is never looked at.
-  The reference, implicit's ALS, gets the grid ``ALS_GRID``; our iALS (and softmax MF) get
-  Optuna TPE searches over ``IALS_SPACE`` (``MF_SPACE``) through ``recsys.tuning.tune``.
+  The reference, implicit's ALS, and our iALS get the same procedure, a grid then local
+  refinement (``REFERENCE_SEARCH``, ``IALS_SEARCH``); softmax MF gets an Optuna TPE search
+  over ``MF_SPACE`` through ``recsys.tuning.tune``.
   The best settings are then fitted on each seed's whole training part and scored once
   on its test part.
 - time to quality: our model is trained with an epoch callback that scores the test part
@@ -25,7 +26,10 @@ Run (1 thread per model, as on this shared machine)::
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
         .venv/bin/python experiments/quality/run_quality.py
 
-Stages are cached in ``experiments/quality/results/<data set>.json``; ``--fresh`` redoes them.
+Stages (``--stages ref ials mf test``) are cached in
+``experiments/quality/results/<data set>.<stage>.json`` and skipped when present; ``--fresh``
+redoes them, ``--fresh-test`` redoes the per-seed test runs. The table goes to
+``results/table.md``.
 """
 
 from __future__ import annotations
@@ -399,7 +403,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(results: dict[str, dict[str, Any]], threads: int) -> str:
-    lines = [f"Machine: {machine_line(threads)}", "",
+    machines = [f"- {name}: {state['seeds']['machine']}" for name, state in results.items() if "machine" in state.get("seeds", {})]
+    lines = ["Machine when each data set's test runs started:", "", *machines, "",
              "| data set | model | recall@20 | NDCG@20 | fit wall (s) | fit CPU (s) | device | tuned settings |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     labels = {"ref": "implicit ALS (tuned grid) [reference]", "ials": "recsys iALS (tuned)",
