@@ -364,12 +364,12 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         save("mf")
     if "test" not in args.stages:
         return state
-    state.setdefault("seeds", {})["machine"] = machine_line(args.threads)
     seeds = state.setdefault("seeds", {}).setdefault("runs", {})
     for seed in args.seeds:
         key = str(seed)
         if key in seeds and not args.fresh_test:
             continue
+        state["seeds"].setdefault("machine", machine_line(args.threads))
         train, test = split(data, "user", test_fraction=0.2, seed=seed)
         out: dict[str, Any] = {}
         ref = ImplicitALS(**state["ref"]["best"], num_threads=args.threads, random_state=seed)
