@@ -93,7 +93,8 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
         "negatives": _c(64, 256, 1024),
     },
 }
-"""Default search spaces per model; the grids behind each model's defaults (see README)."""
+"""Default search spaces of ``recsys tune`` per model (the model defaults themselves come from
+the searches in ``experiments/quality``; see the README)."""
 
 
 def parse_space(spec: Mapping[str, Any], model: str) -> dict[str, Dimension]:
