@@ -3,6 +3,7 @@
 Everything works on the *normalized* item factors (each row scaled to unit length), so
 closeness is cosine similarity, the geometry ``similar_items`` uses, and an item's
 popularity (which mostly shows in its vector's length) does not decide its cluster.
+Items without training users (their vectors were never learned) are left out and counted.
 
 - Clusters: k-means (scikit-learn, ``n_init=4``, seeded) with ``k`` clusters; default
   ``k = round(sqrt(n_items / 20))`` clipped to [2, 20].
@@ -19,7 +20,7 @@ popularity (which mostly shows in its vector's length) does not decide its clust
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -99,11 +100,13 @@ def modified_z(x: np.ndarray) -> np.ndarray:
 class ClusterReport:
     """What :func:`cluster_items` found.
 
-    ``labels`` (n_items,) and ``centres`` (k, d) are in the normalized space;
+    ``labels`` (n_items,; -1 for items without training users, left out) and ``centres``
+    (k, d) are in the normalized space;
     ``summary`` is one dict per cluster (largest first): ``cluster``, ``size``,
     ``popular`` (the most popular items: ``item``, ``popularity``, ``title`` if known),
     ``dominant`` (when metadata is given: values with the share of the cluster's items
-    carrying them and the lift over their share of the catalogue). ``outliers`` is a
+    carrying them and the lift over their share of the catalogue; over-represented
+    values, lift above 1, first). ``outliers`` is a
     table of flagged items, most extreme first.
     """
 
@@ -113,13 +116,14 @@ class ClusterReport:
     summary: list[dict[str, Any]]
     outliers: pd.DataFrame
     column: str | None = None
-    thresholds: dict[str, float] = field(default_factory=dict)
+    untrained: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (clusters and outliers, not the labels)."""
         return {
             "k": self.k,
             "column": self.column,
+            "untrained_items_left_out": self.untrained,
             "clusters": self.summary,
             "outlier_rule": f"modified z-score above {OUTLIER_Z} for centre or neighbour distance",
             "outliers": self.outliers.to_dict(orient="records"),
@@ -145,9 +149,11 @@ def cluster_items(
     model._check_fitted()
     unit = normalize_rows(model.item_factors)
     n = len(unit)
-    k = default_k(n) if k is None else int(k)
-    labels, centres = kmeans(unit, k, random_state)
     popularity = np.asarray(model.item_popularity)
+    trained = np.flatnonzero(trained_items(model))
+    k = default_k(len(trained)) if k is None else int(k)
+    labels = np.full(n, -1, dtype=np.int64)
+    labels[trained], centres = kmeans(unit[trained], k, random_state)
     ids = model.item_ids(np.arange(n))
     titles = None
     if features is not None:
@@ -161,7 +167,7 @@ def cluster_items(
     base_share = None if value_matrix is None else value_matrix.mean(axis=0)
 
     summary = []
-    for c in np.argsort(-np.bincount(labels, minlength=k), kind="stable"):
+    for c in np.argsort(-np.bincount(labels[trained], minlength=k), kind="stable"):
         members = np.flatnonzero(labels == c)
         best = members[np.argsort(-popularity[members], kind="stable")[:top]]
         entry: dict[str, Any] = {
@@ -172,7 +178,8 @@ def cluster_items(
         if value_matrix is not None and names is not None and len(members):
             share = value_matrix[members].mean(axis=0)
             lift = np.divide(share, base_share, out=np.zeros_like(share), where=base_share > 0)
-            order = np.argsort(-share, kind="stable")[:3]
+            # Over-represented values first (lift above 1), each group by share.
+            order = np.lexsort((-share, lift <= 1))[:3]
             entry["dominant"] = [
                 {"value": names[j], "share": round(float(share[j]), 4), "lift": round(float(lift[j]), 2)}
                 for j in order if share[j] > 0
@@ -180,25 +187,38 @@ def cluster_items(
         summary.append(entry)
 
     # Outliers: far from every centre, or no near neighbour.
-    centre_dist = _min_centre_distance(unit, centres)
-    _, nn_sim = nearest_neighbours(unit, 1)
-    nn_dist = 1.0 - np.nan_to_num(nn_sim[:, 0], nan=-1.0)
+    centre_dist = _min_centre_distance(unit[trained], centres).astype(np.float64)
+    _, nn_sim = nearest_neighbours(unit[trained], 1)
+    nn_dist = 1.0 - np.nan_to_num(nn_sim[:, 0], nan=-1.0).astype(np.float64)
     z_centre, z_nn = modified_z(centre_dist), modified_z(nn_dist)
-    flagged = np.flatnonzero((z_centre > OUTLIER_Z) | (z_nn > OUTLIER_Z))
-    flagged = flagged[np.argsort(-np.maximum(z_centre, z_nn)[flagged], kind="stable")]
+    hit = np.flatnonzero((z_centre > OUTLIER_Z) | (z_nn > OUTLIER_Z))
+    hit = hit[np.argsort(-np.maximum(z_centre, z_nn)[hit], kind="stable")]
+    centre_dist, nn_dist, z_centre, z_nn = (a[hit] for a in (centre_dist, nn_dist, z_centre, z_nn))
+    flagged = trained[hit]
     outliers = pd.DataFrame({
         "item": ids[flagged],
         "cluster": labels[flagged],
-        "centre_distance": np.round(centre_dist[flagged], 4),
-        "neighbour_distance": np.round(nn_dist[flagged], 4),
-        "reason": np.where(z_centre[flagged] > OUTLIER_Z,
-                           np.where(z_nn[flagged] > OUTLIER_Z, "both", "far from centres"),
+        "centre_distance": np.round(centre_dist, 4),
+        "neighbour_distance": np.round(nn_dist, 4),
+        "reason": np.where(z_centre > OUTLIER_Z,
+                           np.where(z_nn > OUTLIER_Z, "both", "far from centres"),
                            "no near neighbour"),
         "popularity": popularity[flagged],
     })
     if titles is not None:
         outliers.insert(1, "title", titles[flagged])
-    return ClusterReport(k, labels, centres, summary, outliers, column)
+    return ClusterReport(k, labels, centres, summary, outliers, column, untrained=n - len(trained))
+
+
+def trained_items(model: Recommender) -> np.ndarray:
+    """Bool mask of items with training users and a non-zero factor vector.
+
+    An item in the model's id map without training interactions (it reached the id map
+    through data that was then split off) keeps its initial vector: it is no part of
+    the learned geometry, so clusters, outliers and maps leave it out.
+    """
+    norms = np.linalg.norm(model.item_factors, axis=1)
+    return (np.asarray(model.item_popularity) > 0) & (norms > 0)
 
 
 def _min_centre_distance(unit: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -243,7 +263,7 @@ def label_audit(
     values = values_of(require_column(features, column))
     matrix, names = membership(values)
     popularity = np.asarray(model.item_popularity)
-    audited = matrix.any(axis=1) & (popularity >= min_popularity)
+    audited = matrix.any(axis=1) & (popularity >= min_popularity) & trained_items(model)
     if audited.sum() < 2:
         raise ConfigError(
             f"fewer than two items have a value in {column!r} and at least {min_popularity} training users"

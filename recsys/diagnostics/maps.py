@@ -11,7 +11,8 @@ training users (0, 1, 2-3, 4-7, 8-15, ...); the points are shared equally among 
 bands, a band smaller than its share is kept whole and its leftover is shared among the
 others; within a band points are drawn at random (seeded). So the few head items are all
 on the map and the rare items, however many, keep a visible share instead of being drowned
-or dropped. Points are drawn with the rarest on top.
+or dropped. Points are drawn with the rarest on top. Items (users) without training data
+have vectors that were never learned; they are left out and counted in the title.
 
 Colouring: ``popularity`` (log scale), ``cluster`` (k-means labels on the full factors,
 see :func:`recsys.diagnostics.clusters.kmeans`), or the name of a column of the item table.
@@ -124,10 +125,14 @@ class EmbeddingMap:
     color_by: str
     categorical: bool
     n_total: int
+    n_learned: int = -1
 
     @property
     def title(self) -> str:
-        shown = f"{len(self.points)} of {self.n_total}" if len(self.points) < self.n_total else f"{self.n_total}"
+        learned = self.n_total if self.n_learned < 0 else self.n_learned
+        shown = f"{len(self.points)} of {learned} drawn" if len(self.points) < learned else f"{learned}"
+        if learned < self.n_total:
+            shown += f"; {self.n_total - learned} without training data left out"
         return f"{self.of} embeddings ({shown}), {self.method.upper()}, coloured by {self.color_by}"
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -180,7 +185,9 @@ def embedding_map(
     if method not in METHODS:
         raise ConfigError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
     unit = normalize_rows(factors)
-    keep = subsample(popularity, max_points, random_state)
+    # Items (users) without training data have unlearned vectors: left out of the map.
+    learned = np.flatnonzero((popularity > 0) & (np.linalg.norm(factors, axis=1) > 0))
+    keep = learned[subsample(popularity[learned], max_points, random_state)]
     xy = project(unit[keep], method, random_state)
     points = pd.DataFrame({"id": np.asarray(ids)[keep], "x": xy[:, 0], "y": xy[:, 1], "popularity": popularity[keep]})
 
@@ -189,7 +196,8 @@ def embedding_map(
         points["color"] = popularity[keep]
         categorical = False
     elif color == "cluster":
-        labels, _ = kmeans(unit, default_k(len(unit)) if k is None else k, random_state)
+        labels = np.full(len(unit), -1, dtype=np.int64)
+        labels[learned], _ = kmeans(unit[learned], default_k(len(learned)) if k is None else k, random_state)
         points["color"] = [f"cluster {c}" for c in labels[keep]]
     else:
         if features is None:
@@ -207,7 +215,7 @@ def embedding_map(
             points[name] = require_column(features, name).to_numpy(dtype=object)[keep]
     # Rarest drawn last, on top.
     points = points.iloc[np.argsort(-points["popularity"].to_numpy(), kind="stable")].reset_index(drop=True)
-    return EmbeddingMap(points, of, method, color, categorical, len(factors))
+    return EmbeddingMap(points, of, method, color, categorical, len(factors), len(learned))
 
 
 def _category_labels(values: list[frozenset[str]]) -> np.ndarray:
