@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 Method = Literal["pca", "tsne", "umap"]
 METHODS: tuple[str, ...] = ("pca", "tsne", "umap")
 MAX_CATEGORIES = 12
+# Twelve distinguishable colours (matplotlib's tab10 without its grey, then three more);
+# grey is kept for "other" and "(none)".
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#bcbd22", "#17becf", "#000000", "#b8860b", "#00008b")
+GREY = "#c0c0c0"
 NO_VALUE = "(none)"
 OTHER = "other"
 
@@ -229,6 +234,10 @@ def _category_labels(values: list[frozenset[str]]) -> np.ndarray:
     return np.where(np.isin(label, [*shown, NO_VALUE]), label, OTHER)
 
 
+def _colour(category: str, order: list[str]) -> str:
+    return GREY if category in (OTHER, NO_VALUE) else PALETTE[order.index(category) % len(PALETTE)]
+
+
 def _category_order(points: pd.DataFrame) -> list[str]:
     counts = points["color"].value_counts()
     named = [c for c in counts.index if c not in (OTHER, NO_VALUE)]
@@ -244,19 +253,19 @@ def save_png(emap: EmbeddingMap, path: str | os.PathLike, *, dpi: int = 150) -> 
     from matplotlib.colors import LogNorm
 
     pts = emap.points
-    size = float(np.clip(3000 / max(len(pts), 1), 2, 30))
+    size = float(np.clip(20000 / max(len(pts), 1), 3, 40))
     fig, ax = plt.subplots(figsize=(10, 7.5), dpi=dpi)
     try:
         if emap.categorical:
             order = _category_order(pts)
-            cmap = plt.get_cmap("tab20")
-            # Largest categories first so that small ones stay visible on top.
-            for i, cat in enumerate(order):
+            # Grey "other" first, then the largest categories, so that small ones stay on top.
+            handles = {}
+            for cat in sorted(order, key=lambda c: c not in (OTHER, NO_VALUE)):
                 sel = pts["color"] == cat
-                colour = (0.75, 0.75, 0.75) if cat in (OTHER, NO_VALUE) else cmap(i % 20)
-                ax.scatter(pts.loc[sel, "x"], pts.loc[sel, "y"], s=size, color=colour, alpha=0.75,
-                           linewidths=0, label=f"{cat} ({int(sel.sum())})")
-            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=2, frameon=False)
+                handles[cat] = ax.scatter(pts.loc[sel, "x"], pts.loc[sel, "y"], s=size, color=_colour(cat, order),
+                                          alpha=0.75, linewidths=0, label=f"{cat} ({int(sel.sum())})")
+            ax.legend(handles=[handles[c] for c in order], loc="center left", bbox_to_anchor=(1.01, 0.5),
+                      fontsize=8, markerscale=2, frameon=False)
         else:
             values = pts["color"].to_numpy(dtype=np.float64)
             norm = LogNorm(vmin=max(values.min(), 1), vmax=max(values.max(), 2)) if emap.color_by == "popularity" else None
@@ -312,11 +321,13 @@ def map_figure(emap: EmbeddingMap):
 
     fig = go.Figure()
     if emap.categorical:
-        for cat in _category_order(pts):
+        order = _category_order(pts)
+        for cat in order:
             sel = pts[pts["color"] == cat]
             fig.add_trace(go.Scatter(
                 x=sel["x"], y=sel["y"], mode="markers", name=f"{cat} ({len(sel)})",
-                customdata=custom(sel), hovertemplate=template, marker={"size": 6, "opacity": 0.8},
+                customdata=custom(sel), hovertemplate=template,
+                marker={"size": 6, "opacity": 0.8, "color": _colour(cat, order)},
             ))
     else:
         values = pts["color"].to_numpy(dtype=np.float64)
