@@ -31,7 +31,7 @@ def evaluate(
     quiet: Quiet = False,
     read_options: Any = None,
 ) -> None:
-    """Rank the full catalogue for every test user, excluding their training items, and report recall, NDCG, precision, MAP, MRR, hit rate and coverage at each k."""
+    """Rank the full catalogue for every test user, excluding their training items, and report recall, NDCG, precision, MAP, MRR, hit rate, and coverage, Gini, popularity percentile, novelty and diversity at each k."""
     from recsys.workflows import evaluate_model, write_table
 
     result = evaluate_model(
