@@ -118,7 +118,7 @@ def test_png_and_html_maps(planted, tmp_path):
     model, _, _, features, _, wrong = planted
     png = embedding_map(model, color="genres", features=features, hover=("year",)).save(tmp_path / "m.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    emap = embedding_map(model, method="tsne", color="genres", features=features, hover=("year",))
+    emap = embedding_map(model, color="genres", features=features, hover=("year",))
     html = emap.save(tmp_path / "m.html").read_text()
     assert "<script" in html and "<script src=" not in html  # plotly.js inlined: works offline
     assert len(html) > 1_000_000
@@ -131,7 +131,7 @@ def test_png_and_html_maps(planted, tmp_path):
     assert hovered[wrong].startswith("Title ")
     assert "plotly_selected" in html and "recsys-selection" in html
     # Users map, popularity colour.
-    users = embedding_map(model, of="users", max_points=100)
+    users = embedding_map(model, of="users", method="tsne", max_points=100)
     assert len(users.points) == 100 and not users.categorical
 
 
@@ -171,6 +171,12 @@ def test_write_diagnostics_for_run_artifacts(planted, tmp_path):
     assert paths["map"].name == "embedding_map.png" and paths["map"].is_file()
     summary = json.loads(paths["clusters"].read_text())
     assert summary["column"] == "genres" and summary["clusters"]
+    from recsys.models import Popular
+
+    popular = Popular().fit(generate(n_users=50, n_items=30, seed=0).to_interactions())
+    assert write_diagnostics(popular, tmp_path / "none") == {}
+    with pytest.raises(ConfigError, match="distinct directions"):
+        cluster_items(popular, 3)
 
 
 def test_align_items_matches_text_and_integer_ids():

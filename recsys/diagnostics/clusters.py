@@ -83,6 +83,12 @@ def kmeans(unit: np.ndarray, k: int, random_state: int = 0) -> tuple[np.ndarray,
 
     if not 1 <= k <= len(unit):
         raise ConfigError(f"k must be between 1 and the number of points ({len(unit)}), got {k}")
+    distinct = len(np.unique(unit, axis=0))
+    if distinct < k:
+        raise ConfigError(
+            f"the factors have only {distinct} distinct directions, fewer than k={k} clusters "
+            "(a model without a learned embedding, such as popular, cannot be clustered)"
+        )
     fitted = KMeans(n_clusters=k, n_init=4, random_state=random_state).fit(unit)
     return fitted.labels_.astype(np.int64), fitted.cluster_centers_.astype(np.float32)
 

@@ -41,9 +41,12 @@ def write_diagnostics(
 
     ``color`` defaults to a ``genres``/``genre``/``category`` column of ``features`` when
     there is one, else popularity. Returns ``{"map": path, "clusters": path}``; each file
-    is written atomically. Meant for run artifacts, e.g. with MLflow:
+    is written atomically; a model without a learned embedding (``popular``, one number
+    per item) gets nothing and ``{}``. Meant for run artifacts, e.g. with MLflow:
     ``mlflow.log_artifacts(directory, "diagnostics")``.
     """
+    if model.item_factors.shape[1] < 2:  # popular: no embedding to look at
+        return {}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if color is None:
