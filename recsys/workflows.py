@@ -101,6 +101,7 @@ class TrainResult:
     model_dir: Path | None
     seconds: dict[str, float]
     validation: Interactions | None = None
+    features: Any = None  # FeatureReport when feature tables were given
 
 
 def default_model_dir(model: str) -> Path:
@@ -134,6 +135,10 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
     on_saving: Callable[[Path, TrainResult], None] | None = None,
+    user_features: Any = None,
+    item_features: Any = None,
+    user_features_spec: Any = None,
+    item_features_spec: Any = None,
 ) -> TrainResult:
     """Load, split, fit, evaluate and save a model.
 
@@ -141,12 +146,22 @@ def train(
     and counted) instead of splitting. With ``save``, the model directory (``output`` or
     :func:`default_model_dir`) is written atomically; ``on_saving(dir, result)`` may add
     files to it before it is moved into place (the Annoy index, a run record).
+
+    ``user_features``/``item_features`` (paths, or frames from
+    :func:`recsys.data.features.read_features`) attach side information for models that
+    use it (``two-tower``); ids with features but no interactions join the catalogue as
+    cold ones. With ``split="cold-items"`` the evaluation is on the held-out cold items
+    (:func:`recsys.evaluation.cold.evaluate_cold_items`).
     """
     config = config or TrainConfig()
     config.check()
     timings: dict[str, float] = {}
     start = time.perf_counter()
     full = load(data, read_options)
+    feature_report = None
+    if user_features is not None or item_features is not None:
+        full, feature_report = _attach(full, config, user_features, item_features, user_features_spec,
+                                       item_features_spec, (read_options or ReadOptions()).encoding)
     test_data: Interactions | None = None
     if test is not None:
         train_data = full
@@ -171,9 +186,14 @@ def train(
 
     evaluation = None
     if test_data is not None and test_data.nnz:
-        evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
+        if config.split == "cold-items" and test is None:
+            from recsys.evaluation.cold import evaluate_cold_items
+
+            evaluation = evaluate_cold_items(model, test_data, ks=config.ks, progress=progress)
+        else:
+            evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
         timings["evaluate"] = evaluation.seconds
-    result = TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation)
+    result = TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, feature_report)
     if save:
         directory = Path(output) if output is not None else default_model_dir(config.model)
         start = time.perf_counter()
@@ -187,6 +207,30 @@ def train(
         result.model_dir = directory
         timings["save"] = time.perf_counter() - start
     return result
+
+
+def _attach(
+    data: Interactions,
+    config: TrainConfig,
+    user_features: Any,
+    item_features: Any,
+    user_spec: Any,
+    item_spec: Any,
+    encoding: str,
+) -> tuple[Interactions, Any]:
+    from recsys.data.features import attach_features, load_features
+
+    if not getattr(MODELS[config.model], "uses_features", False):
+        users = [name for name, cls in MODELS.items() if getattr(cls, "uses_features", False)]
+        raise ConfigError(
+            f"model {config.model!r} does not use user or item features; drop the feature files "
+            f"or use {', '.join(users)}"
+        )
+    return attach_features(
+        data,
+        load_features(user_features, "user", user_spec, encoding),
+        load_features(item_features, "item", item_spec, encoding),
+    )
 
 
 def run_record(result: TrainResult, data: DataSource) -> dict[str, Any]:
