@@ -295,7 +295,7 @@ def read_ml100k_users(path: str | os.PathLike) -> pd.DataFrame:
         path, "user", names=["user_id", "age", "gender", "occupation", "zip"], delimiter="|",
         encoding="latin-1", spec="age=numeric,gender=categorical,occupation=categorical,zip=categorical",
     )
-    frame["zip_region"] = [None if z is None else z[0] for z in frame.pop("zip")]
+    frame["zip_region"] = [z[0] if isinstance(z, str) and z else None for z in frame.pop("zip")]
     kinds = {k: v for k, v in frame.attrs["kinds"].items() if k != "zip"}
     frame.attrs["kinds"] = {**kinds, "zip_region": "categorical"}
     return frame
@@ -322,7 +322,7 @@ def read_ml100k_items(path: str | os.PathLike) -> pd.DataFrame:
     )
     bits = frame[flags].fillna(0).to_numpy() > 0
     genres = [tuple(g for g, on in zip(ML100K_GENRES, row) if on and g != "unknown") for row in bits]
-    years = [float(r[-4:]) if r and r[-4:].isdigit() else np.nan for r in frame["release"]]
+    years = [float(r[-4:]) if isinstance(r, str) and r[-4:].isdigit() else np.nan for r in frame["release"]]
     out = _frame(frame.index, {"genres": genres, "year": np.asarray(years)}, {"genres": "multi", "year": "numeric"}, str(path))
     return out
 
@@ -337,7 +337,7 @@ def read_movielens_movies(path: str | os.PathLike, tags: str | os.PathLike | Non
     """
     frame = read_features(path, "item", spec="title=categorical,genres=multi:|")
     genres = [tuple(g for g in gs if g != "(no genres listed)") for gs in frame["genres"]]
-    years = [float(m.group(1)) if t and (m := _YEAR.search(t)) else np.nan for t in frame["title"]]
+    years = [float(m.group(1)) if isinstance(t, str) and (m := _YEAR.search(t)) else np.nan for t in frame["title"]]
     out = _frame(frame.index, {"genres": genres, "year": np.asarray(years)}, {"genres": "multi", "year": "numeric"}, str(path))
     if tags is not None:
         out = merge_features([out, read_movielens_tags(tags)])
@@ -500,6 +500,10 @@ def attach_features(
     return out, report
 
 
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
 # -- encoding for a model ----------------------------------------------------------------------
 @dataclass
 class EncodedFeatures:
@@ -540,9 +544,9 @@ class FeatureEncoder:
                 std = float(v.std()) if len(v) > 1 else 1.0
                 enc.numeric[name] = (mean, std if std > 0 else 1.0)
             elif kind == "multi":
-                enc.multi[name] = sorted({t for vals in col for t in vals})
+                enc.multi[name] = sorted({t for vals in col if isinstance(vals, (tuple, list)) for t in vals})
             elif kind == "categorical":
-                enc.categorical[name] = sorted({str(v) for v in col if v is not None})
+                enc.categorical[name] = sorted({str(v) for v in col if _present(v)})
         return enc
 
     @property
@@ -563,10 +567,11 @@ class FeatureEncoder:
         for j, (name, values) in enumerate(self.categorical.items()):
             if has(name):
                 lookup = {v: i + 1 for i, v in enumerate(values)}
-                cat[:, j] = [0 if v is None else lookup.get(str(v), 0) for v in frame[name]]
+                cat[:, j] = [lookup.get(str(v), 0) if _present(v) else 0 for v in frame[name]]
         for name, tokens in self.multi.items():
             lookup = {v: i + 1 for i, v in enumerate(tokens)}
-            rows = [[lookup[t] for t in vals if t in lookup][: self.max_values] for vals in frame[name]] if has(name) else []
+            rows = [[lookup[t] for t in vals if t in lookup][: self.max_values] if isinstance(vals, (tuple, list)) else []
+                    for vals in frame[name]] if has(name) else []
             width = max([1, *map(len, rows)])
             arr = np.zeros((n, width), dtype=np.int64)
             for r, ixs in enumerate(rows):
