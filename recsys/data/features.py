@@ -477,21 +477,18 @@ def attach_features(
     feature row get missing values, counted in the report.
     """
     report = FeatureReport()
-    users, items = data.users, data.items
-    matrix = data.matrix
+    vocab = {"user": data.users, "item": data.items}
     out = data
-    if user_features is not None:
-        ids = user_features.index.to_numpy(dtype=object)
-        users, index = _extend(users, ids, str(user_features.attrs.get("source")))
-        report.cold["user"] = len(users) - data.n_users
-        report.missing["user"] = int(data.n_users - (index < data.n_users).sum())
-        out = replace(out, user_features=_aligned(user_features, index, len(users)))
-    if item_features is not None:
-        ids = item_features.index.to_numpy(dtype=object)
-        items, index = _extend(items, ids, str(item_features.attrs.get("source")))
-        report.cold["item"] = len(items) - data.n_items
-        report.missing["item"] = int(data.n_items - (index < data.n_items).sum())
-        out = replace(out, item_features=_aligned(item_features, index, len(items)))
+    for side, frame, n in (("user", user_features, data.n_users), ("item", item_features, data.n_items)):
+        if frame is None:
+            continue
+        ids = frame.index.to_numpy(dtype=object)
+        vocab[side], index = _extend(vocab[side], ids, str(frame.attrs.get("source")))
+        report.cold[side] = len(vocab[side]) - n
+        report.missing[side] = int(n - (index < n).sum())
+        out = replace(out, **{f"{side}_features": _aligned(frame, index, len(vocab[side]))})
+    users, items = vocab["user"], vocab["item"]
+    matrix = data.matrix
     if (len(users), len(items)) != data.shape:
         indptr = np.concatenate([matrix.indptr, np.full(len(users) - data.n_users, matrix.indptr[-1], dtype=matrix.indptr.dtype)])
         matrix = sp.csr_matrix((matrix.data, matrix.indices, indptr), shape=(len(users), len(items)), copy=False)
