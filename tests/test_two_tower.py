@@ -157,3 +157,17 @@ def test_cli_reports_bad_feature_rows(tmp_path, sample_ratings):
     assert f"{bad}:3: column 'year': expected a number, got 'nineteen'" in r.output
     r = runner.invoke(app, ["train", "--data", str(sample_ratings), "--model", "als", "--item-features", str(bad), "--quiet"])
     assert r.exit_code == 2 and "does not use" in r.output
+
+
+def test_early_stopping_restores_the_towers_with_the_factors(planted):
+    from recsys.models.training import Validation
+
+    syn, full, _ = planted
+    train, val = split(full, "user", seed=3)
+    model = TwoTower(**{**SMALL, "epochs": 4}).fit(train, validation=Validation(val, "recall@10"))
+    assert model.best_epoch >= 1
+    # Cold items have no id embedding: the item tower on their features alone must give
+    # exactly the exported factors, whichever epoch was restored.
+    cold = full.items.index(syn.cold_items)
+    np.testing.assert_allclose(model.embed_new_items(full.item_features.iloc[cold]), model.item_factors[cold],
+                               rtol=1e-5, atol=1e-6)

@@ -364,6 +364,23 @@ class TwoTower(IterativeRecommender):
             return x / self.temperature if users else x
         return x
 
+    def _snapshot(self) -> dict[str, Any]:
+        # Early stopping restores the best epoch: the towers too, not only the factors, so
+        # that new users are scored by the same model as the exported factors.
+        snap = super()._snapshot()
+        snap["_towers"] = [
+            {k: v.detach().clone() for k, v in t.state_dict().items()} for t in (self._user_tower, self._item_tower)
+        ]
+        return snap
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        snapshot = dict(snapshot)
+        towers = snapshot.pop("_towers", None)
+        super()._restore(snapshot)
+        if towers is not None:
+            self._user_tower.load_state_dict(towers[0])
+            self._item_tower.load_state_dict(towers[1])
+
     def _end_training(self) -> None:
         for name in ("_opt", "_rows", "_cols", "_inbatch", "_warm", "_gen", "_users", "_items", "_recent", "_autocast"):
             self.__dict__.pop(name, None)
@@ -401,6 +418,20 @@ class TwoTower(IterativeRecommender):
         cat, multi, num = side.rows(torch.arange(n))
         x = self._user_tower(ids, torch.zeros(n), cat, multi, num, torch.as_tensor(hist) if self.recent else None)
         return self._finish(x.float(), users=True).numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def embed_new_items(self, features: pd.DataFrame) -> np.ndarray:
+        """Item vectors from features alone (no id embedding), shape (n, factors).
+
+        For items that arrive after training: their dot products with
+        :meth:`user_vectors` rank them like any catalogue item.
+        """
+        self._check_fitted()
+        n = len(features)
+        side = _Side(self.item_encoder.transform(features.reset_index(drop=True), n), torch.device("cpu"))
+        cat, multi, num = side.rows(torch.arange(n))
+        x = self._item_tower(torch.zeros(n, dtype=torch.long), torch.zeros(n), cat, multi, num)
+        return self._finish(x.float(), users=False).numpy().astype(np.float32)
 
     def recommend_new_users(
         self,
