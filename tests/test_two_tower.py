@@ -171,3 +171,12 @@ def test_early_stopping_restores_the_towers_with_the_factors(planted):
     cold = full.items.index(syn.cold_items)
     np.testing.assert_allclose(model.embed_new_items(full.item_features.iloc[cold]), model.item_factors[cold],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_fold_in_hook_matches_embed_new_users(fitted):
+    matrix = fitted.seen[:3]
+    histories = [list(fitted.items.ids[matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]]]) for r in range(3)]
+    features = pd.DataFrame({"favorite_genre": ["drama", None, "comedy"]})
+    vectors, bias = fitted._fold_in(matrix, "count", user_features=features)
+    assert bias is None
+    np.testing.assert_allclose(vectors, fitted.embed_new_users(features, histories), rtol=1e-6)

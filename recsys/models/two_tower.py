@@ -407,17 +407,34 @@ class TwoTower(IterativeRecommender):
         n = len(features) if features is not None else len(histories or [])
         if histories is not None and len(histories) != n:
             raise ConfigError(f"{len(histories)} histories for {n} users with features")
-        enc = self.user_encoder.transform(features.reset_index(drop=True) if features is not None else None, n)
-        side = _Side(enc, torch.device("cpu"))
         hist = np.zeros((n, max(1, self.recent)), dtype=np.int64)
         for r, items in enumerate(histories or []):
             idx = np.atleast_1d(self.items.index(list(items))) if len(items) else np.zeros(0, np.int64)
             idx = idx[idx >= 0][: self.recent] + 1
             hist[r, : len(idx)] = idx
-        ids = torch.zeros(n, dtype=torch.long)
-        cat, multi, num = side.rows(torch.arange(n))
-        x = self._user_tower(ids, torch.zeros(n), cat, multi, num, torch.as_tensor(hist) if self.recent else None)
+        return self._new_user_vectors(features, hist)
+
+    @torch.no_grad()
+    def _new_user_vectors(self, features: pd.DataFrame | None, hist: np.ndarray) -> np.ndarray:
+        """The user tower without an id: ``features`` rows and ``hist`` (n, H) item indices + 1."""
+        n = len(hist)
+        enc = self.user_encoder.transform(features.reset_index(drop=True) if features is not None else None, n)
+        cat, multi, num = _Side(enc, torch.device("cpu")).rows(torch.arange(n))
+        x = self._user_tower(torch.zeros(n, dtype=torch.long), torch.zeros(n), cat, multi, num,
+                             torch.as_tensor(hist) if self.recent else None)
         return self._finish(x.float(), users=True).numpy().astype(np.float32)
+
+    def _fold_in(
+        self, matrix: sp.csr_matrix, feedback: str, user_features: pd.DataFrame | None = None, **options: Any
+    ) -> tuple[np.ndarray, None]:
+        """New users from history rows of ``matrix`` (n, n_items) and, optionally, their
+        ``user_features`` (n rows, aligned with ``matrix``): no retraining, the towers as trained."""
+        n = matrix.shape[0]
+        hist = np.zeros((n, max(1, self.recent)), dtype=np.int64)
+        for r in range(n):
+            items = matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]][: self.recent]
+            hist[r, : len(items)] = items + 1
+        return self._new_user_vectors(user_features, hist), None
 
     @torch.no_grad()
     def embed_new_items(self, features: pd.DataFrame) -> np.ndarray:
