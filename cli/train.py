@@ -93,6 +93,7 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
             "test_entries": None if result.test is None else result.test.nnz,
             "seconds": result.seconds,
             "metrics": None if result.evaluation is None else result.evaluation.metrics,
+            **({"cold_items": result.evaluation.extra} if result.evaluation is not None and result.evaluation.extra else {}),
         })
         return
     data = result.train
