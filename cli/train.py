@@ -45,7 +45,7 @@ def train(
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without validation gain.", rich_help_panel=_SPLIT)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
     index: Annotated[bool, typer.Option("--index/--no-index", help="Build the Annoy index into the model directory.")] = True,
-    trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 50).")] = None,
+    trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 20).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     read_options: Any = None,

@@ -94,7 +94,7 @@ def annoy_grid(model: Recommender, vectors: np.ndarray, exclude, truth: np.ndarr
             seconds = time.perf_counter() - start
             row = {
                 "trees": trees,
-                "search_k": "default" if search_k is None else search_k,
+                "search_k": {None: "auto", -1: "annoy n*trees"}.get(search_k, search_k),
                 "build_s": round(index.meta["build_seconds"], 2),
                 "index_mb": round(size / 2**20, 1),
                 "items_ann_mb": round(items_bytes / 2**20, 1),
@@ -215,21 +215,55 @@ def large(n_users: int, n_items: int, d: int, samples, trees_list, search_ks) ->
     return {"data": f"synthetic {n_users}x{n_items}x{d}", "exact_runs": runs, "annoy": annoy}
 
 
+def render(results: dict) -> str:
+    """Markdown tables of a results file."""
+    lines = [f"machine: {results['machine']}", f"load after: {results.get('machine_after', {}).get('load')}", ""]
+    entries = [*results.get("real", []), *([results["synthetic"]] if "synthetic" in results else [])]
+    if entries:
+        lines += ["| data | exact recall@20 | exact users/s | bare product s | exact top-20 s | top-20 / product |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for e in entries:
+            x = e["exact"]
+            lines.append(f"| {e['data']} | {x.get('recall@20', '')} | {x['users_per_s']} | {x['bare_product_s']} "
+                         f"| {x['top20_s']} | {x['top20_over_product']} |")
+        lines.append("")
+    if "large" in results:
+        lines += ["| large exact: users queried | seconds | users/s | users per block | peak RSS MB (before search) | peak RSS MB |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in results["large"]["exact_runs"]:
+            lines.append(f"| {r['users_queried']} | {r['seconds']} | {r['users_per_s']} | {r['block_users']} "
+                         f"| {r['peak_rss_mb_before_search']} | {r['peak_rss_mb']} |")
+        lines.append("")
+    for e in [*entries, *([results["large"]] if "large" in results else [])]:
+        lines += [f"Annoy on {e['data']}:", "",
+                  "| trees | search_k | build s | index MB | users/s | overlap@20 | recall@20 |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in e["annoy"]:
+            lines.append(f"| {r['trees']} | {r['search_k']} | {r['build_s']} | {r['index_mb']} | {r['users_per_s']} "
+                         f"| {r['overlap@20']} | {r.get('recall@20', '')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--large-child":
         large_child(*(int(x) for x in sys.argv[2:6]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--render":
+        for path in sys.argv[2:]:
+            print(render(json.loads(Path(path).read_text())))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RECSYS_DATA", "/work/shared/data")))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
     parser.add_argument("--parts", default="real,synthetic,large")
-    parser.add_argument("--trees", default="10,50,100")
-    parser.add_argument("--search-k", default="default,5000,20000")
+    parser.add_argument("--trees", default="10,20,50")
+    parser.add_argument("--search-k", default="auto,-1,5000,20000", help="auto (the index's default), -1 (Annoy's n*trees) or numbers")
     parser.add_argument("--synthetic-users", type=int, default=30_000)
     parser.add_argument("--large-samples", default="500,2000")
     args = parser.parse_args()
     trees = [int(t) for t in args.trees.split(",")]
-    search_ks = [None if s == "default" else int(s) for s in args.search_k.split(",")]
+    search_ks = [None if s == "auto" else int(s) for s in args.search_k.split(",")]
     results = {"machine": machine(), "k": K}
     print(results["machine"], flush=True)
     parts = args.parts.split(",")
