@@ -49,6 +49,8 @@ def train(
     user_features_spec: Annotated[str | None, typer.Option("--user-features-spec", help="Column types: 'age=numeric,country=categorical,id=user_id' or a TOML file.", rich_help_panel=_FEATURES)] = None,
     item_features_spec: Annotated[str | None, typer.Option("--item-features-spec", help="Column types, e.g. 'genres=multi:|,year=numeric,title=skip', or a TOML file.", rich_help_panel=_FEATURES)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
+    index: Annotated[bool, typer.Option("--index/--no-index", help="Build the Annoy index into the model directory.")] = True,
+    trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 20).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     read_options: Any = None,
@@ -74,8 +76,11 @@ def train(
         validation_fraction=validation_fraction,
         patience=patience,
     )
+    from recsys.retrieval.annoy_index import DEFAULT_TREES
+
     result = run_train(
         data, settings, test=test, read_options=read_options, output=output, progress=not quiet,
+        index_trees=(trees or DEFAULT_TREES) if index else None,
         user_features=user_features or None, item_features=item_features or None,
         user_features_spec=user_features_spec, item_features_spec=item_features_spec,
     )
