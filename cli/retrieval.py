@@ -66,6 +66,8 @@ def recommend(
     retrieval: Retrieval = "exact",
     include_seen: Annotated[bool, typer.Option("--include-seen", help="Also recommend items the user already has.")] = False,
     history: Annotated[Path | None, typer.Option("--history", help="Interactions of new (or returning) users, folded in without retraining.")] = None,
+    user_features: Annotated[list[Path] | None, typer.Option("--user-features", help="Feature table(s) of new users (two-tower): embedded from their features and any --history, without retraining.")] = None,
+    user_features_spec: Annotated[str | None, typer.Option("--user-features-spec", help="Column types of --user-features (as for train).")] = None,
     search_k: SearchK = None,
     jobs: Jobs = -1,
     batch_users: Annotated[int, typer.Option("--batch-users", help="Users per chunk written.")] = 4096,
@@ -82,6 +84,14 @@ def recommend(
 
     loaded, directory = _load(model)
     history_data = None if history is None else load(history, read_options)
+    if user_features:
+        from recsys.data.features import load_features, with_new_users
+        from recsys.errors import ConfigError
+
+        if not getattr(loaded, "uses_features", False):
+            raise ConfigError(f"model {loaded.name!r} does not use user features; drop --user-features")
+        frame = load_features(user_features, "user", user_features_spec, read_options.encoding)
+        history_data = with_new_users(history_data, frame, loaded.items)
     result = recommend_to_file(
         loaded, out, parse_users(users), k,
         retrieval=retrieval, model_dir=directory, include_seen=include_seen, history=history_data,

@@ -180,3 +180,25 @@ def test_fold_in_hook_matches_embed_new_users(fitted):
     vectors, bias = fitted._fold_in(matrix, "count", user_features=features)
     assert bias is None
     np.testing.assert_allclose(vectors, fitted.embed_new_users(features, histories), rtol=1e-6)
+
+
+def test_recommend_cli_embeds_new_users_from_features(tmp_path, sample_ratings):
+    sample = sample_ratings.parent
+    model_dir = tmp_path / "tt"
+    r = runner.invoke(app, ["train", "--data", str(sample_ratings), "--model", "two-tower", "--epochs", "2",
+                            "--factors", "8", "--device", "cpu", "--split", "none", "--no-index", "--quiet",
+                            "--user-features", str(sample / "users.csv"), "--item-features", str(sample / "items.csv"),
+                            "--output", str(model_dir)])
+    assert r.exit_code == 0, r.output
+    new = tmp_path / "new_users.csv"
+    new.write_text("user_id,age,country,favorite_genre\nnewbie,25,de,drama\nhistoric,40,fr,comedy\n")
+    history = tmp_path / "history.csv"
+    history.write_text("user,item\nhistoric,m00001\nhistoric,m00002\n")
+    out = tmp_path / "recs.csv"
+    r = runner.invoke(app, ["recommend", "--model", str(model_dir), "--user-features", str(new), "--history", str(history),
+                            "--users", "newbie,historic,stranger", "--k", "5", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    recs = pd.read_csv(out)
+    fallback = recs.groupby("user")["fallback"].all()
+    assert not fallback["newbie"] and not fallback["historic"] and fallback["stranger"]
+    assert not {"m00001", "m00002"} & set(recs.loc[recs.user == "historic", "item"])

@@ -501,6 +501,37 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def rows_with_values(frame: pd.DataFrame) -> np.ndarray:
+    """Which rows of an aligned feature frame have at least one value, shape (n,)."""
+    out = np.zeros(len(frame), dtype=bool)
+    for name, kind in feature_kinds(frame).items():
+        col = frame[name]
+        if kind == "numeric":
+            out |= np.isfinite(col.to_numpy(dtype=np.float64))
+        elif kind == "multi":
+            out |= np.asarray([isinstance(v, (tuple, list)) and len(v) > 0 for v in col])
+        else:
+            out |= np.asarray([_present(v) for v in col])
+    return out
+
+
+def with_new_users(
+    history: Interactions | None,
+    user_features: pd.DataFrame,
+    items: Vocabulary,
+) -> Interactions:
+    """A history log (or an empty one over ``items``) with ``user_features`` attached.
+
+    For scoring new users without retraining: users with a feature row but no history
+    entries join the history's vocabulary with empty rows, so a feature-based model can
+    still embed them.
+    """
+    if history is None:
+        empty = sp.csr_matrix((0, len(items)), dtype=np.float32)
+        history = Interactions(empty, Vocabulary(np.empty(0, dtype=np.int64)), items)
+    return attach_features(history, user_features=user_features)[0]
+
+
 # -- encoding for a model ----------------------------------------------------------------------
 @dataclass
 class EncodedFeatures:

@@ -23,6 +23,7 @@ import json
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -32,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.data.features import EncodedFeatures, FeatureEncoder
+from recsys.data.features import EncodedFeatures, FeatureEncoder, rows_with_values
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.errors import ConfigError, ModelFormatError
+from recsys.models.base import FoldIn
 from recsys.models.mf import NegativeSampler
 from recsys.models.training import IterativeRecommender
 from recsys.seeding import derive_seed
@@ -143,6 +145,17 @@ def recent_item_matrix(data: Interactions, length: int) -> np.ndarray:
     keep = position < length
     out[rows[order][keep], position[keep]] = m.indices[order][keep].astype(np.int64) + 1
     return out
+
+
+@dataclass
+class FeatureFoldIn(FoldIn):
+    """A :class:`FoldIn` where users with features but no usable history still count."""
+
+    with_features: np.ndarray | None = None
+
+    def has_history(self) -> np.ndarray:
+        rows = super().has_history()
+        return rows if self.with_features is None else rows | self.with_features
 
 
 class TwoTower(IterativeRecommender):
@@ -423,6 +436,19 @@ class TwoTower(IterativeRecommender):
         x = self._user_tower(torch.zeros(n, dtype=torch.long), torch.zeros(n), cat, multi, num,
                              torch.as_tensor(hist) if self.recent else None)
         return self._finish(x.float(), users=True).numpy().astype(np.float32)
+
+    def fold_in(self, history: Interactions, **options: Any) -> FoldIn:
+        """New users from a history and, when attached to it, their features.
+
+        ``history.user_features`` (see :func:`recsys.data.features.with_new_users`) feeds
+        the user tower; users with features and no history entries are embedded too.
+        """
+        features = history.user_features
+        folded = super().fold_in(history, user_features=features, **options)
+        if features is None:
+            return folded
+        return FeatureFoldIn(folded.users, folded.vectors, folded.seen, folded.dropped_entries,
+                             rows_with_values(features))
 
     def _fold_in(
         self, matrix: sp.csr_matrix, feedback: str, user_features: pd.DataFrame | None = None, **options: Any
