@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 K = 20
 
 MODELS = {
-    "two-tower": {"epochs": 20},
+    "two-tower": {},
     "mf": {"loss": "softmax", "epochs": 20},
     "als": {},
     "popular": {},

@@ -206,7 +206,7 @@ class TwoTower(IterativeRecommender):
         hidden: int = 256,
         feature_dim: int = 32,
         recent: int = 50,
-        epochs: int = 20,
+        epochs: int = 10,
         learning_rate: float = 0.003,
         regularization: float = 0.0,
         batch_size: int = 1024,
