@@ -308,10 +308,6 @@ class TwoTower(IterativeRecommender):
             return torch.ones(n, device=self._device)
         return (torch.rand(n, generator=self._gen, device=self._device) >= self.id_dropout).float()
 
-    def _normalize(self, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.similarity == "cosine":
-            return F.normalize(u, dim=1) / self.temperature, F.normalize(v, dim=1)
-        return u, v
 
     # -- training ------------------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -336,7 +332,7 @@ class TwoTower(IterativeRecommender):
         b = len(users)
         u = self._embed_users(users, self._keep(b), items + 1 if self.recent else None)
         v = self._embed_items(items, self._keep(b))
-        u, v = self._normalize(u.float(), v.float())
+        u, v = self._finish(u.float(), users=True), self._finish(v.float(), users=False)
         logits = u @ v.T
         hit = (items[None, :] == items[:, None]) & ~torch.eye(b, dtype=torch.bool, device=self._device)
         if self.logq:
@@ -345,7 +341,7 @@ class TwoTower(IterativeRecommender):
         if self.uniform_negatives:
             pick = torch.randint(len(self._warm), (self.uniform_negatives,), generator=self._gen, device=self._device)
             neg = self._warm[pick]
-            _, vn = self._normalize(u[:1], self._embed_items(neg, self._keep(len(neg))).float())
+            vn = self._finish(self._embed_items(neg, self._keep(len(neg))).float(), users=False)
             extra = u @ vn.T
             if self.logq:
                 extra = extra - math.log(self.uniform_negatives / len(self._warm))
