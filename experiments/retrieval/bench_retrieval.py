@@ -242,6 +242,21 @@ def large_child(n_users: int, n_items: int, d: int, sample: int) -> None:
     }))
 
 
+def large_job_child(n_users: int, n_items: int, d: int) -> None:
+    """The whole batch job for every user, to Parquet; prints JSON with the peak RSS."""
+    model = synthetic_model(n_users, n_items, d)
+    base_rss = peak_rss_mb()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "recs.parquet"
+        result = recommend_to_file(model, out, "all", K, device="cpu")
+        size = out.stat().st_size
+    print(json.dumps({
+        "users": result.users, "rows": result.rows, "seconds": round(result.seconds, 1),
+        "users_per_s": round(result.users / result.seconds, 1), "parquet_mb": round(size / 2**20, 1),
+        "peak_rss_mb_before_job": round(base_rss), "peak_rss_mb": round(peak_rss_mb()),
+    }))
+
+
 def large(n_users: int, n_items: int, d: int, samples, trees_list, search_ks) -> dict:
     runs = []
     for sample in samples:
@@ -289,6 +304,10 @@ def render(results: dict) -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--large-child":
         large_child(*(int(x) for x in sys.argv[2:6]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--large-job":
+        # The full batch job: python bench_retrieval.py --large-job 100000 1000000 32
+        large_job_child(*(int(x) for x in sys.argv[2:5]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--render":
         for path in sys.argv[2:]:
