@@ -20,13 +20,14 @@ from recsys_cli.common import (
 
 _MODEL = "Model and hyper-parameters"
 _SPLIT = "Evaluation"
+_FEATURES = "Side information (two-tower)"
 
 
 @command
 @with_read_options
 def train(
     data: Annotated[Path, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model: als, mf or popular (default als).", rich_help_panel=_MODEL)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model: als, ials, mf, two-tower or popular (default als).", rich_help_panel=_MODEL)] = None,
     factors: Annotated[int | None, typer.Option(help="Embedding dimension.", rich_help_panel=_MODEL)] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", rich_help_panel=_MODEL)] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Step size (mf).", rich_help_panel=_MODEL)] = None,
@@ -36,14 +37,20 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", help="TOML file of settings (flags given here win).", rich_help_panel=_MODEL)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (auto: $RECSYS_DEVICE, else a GPU if present).", rich_help_panel=_MODEL)] = "auto",
     seed: Annotated[int | None, typer.Option(help="Seed of the split and the model (default 0).", rich_help_panel=_MODEL)] = None,
-    split: Annotated[str | None, typer.Option(help="user (per-user 80/20), random, temporal, last-n, leave-one-out, or none (train on all).", rich_help_panel=_SPLIT)] = None,
+    split: Annotated[str | None, typer.Option(help="user (per-user 80/20), random, temporal, last-n, leave-one-out, cold-items (a share of items held out whole), or none (train on all).", rich_help_panel=_SPLIT)] = None,
     test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Held-out share for user, random and temporal splits (default 0.2).", rich_help_panel=_SPLIT)] = None,
     split_n: Annotated[int | None, typer.Option("--split-n", help="Entries per user held out by last-n (default 1).", rich_help_panel=_SPLIT)] = None,
     test: Annotated[Path | None, typer.Option("--test", help="Evaluate on this file instead of splitting.", rich_help_panel=_SPLIT)] = None,
     k: Ks = "10,20,50",
     validation_fraction: Annotated[float | None, typer.Option("--validation-fraction", help="Carve a per-user validation split from train: per-epoch recall, early stopping.", rich_help_panel=_SPLIT)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without validation gain.", rich_help_panel=_SPLIT)] = None,
+    user_features: Annotated[list[Path] | None, typer.Option("--user-features", help="User feature table(s), one row per user id (repeatable; joined on id). u.user is read as MovieLens.", rich_help_panel=_FEATURES)] = None,
+    item_features: Annotated[list[Path] | None, typer.Option("--item-features", help="Item feature table(s) (repeatable): CSV/TSV with a header, or MovieLens u.item, movies.csv, tags.csv.", rich_help_panel=_FEATURES)] = None,
+    user_features_spec: Annotated[str | None, typer.Option("--user-features-spec", help="Column types: 'age=numeric,country=categorical,id=user_id' or a TOML file.", rich_help_panel=_FEATURES)] = None,
+    item_features_spec: Annotated[str | None, typer.Option("--item-features-spec", help="Column types, e.g. 'genres=multi:|,year=numeric,title=skip', or a TOML file.", rich_help_panel=_FEATURES)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
+    index: Annotated[bool, typer.Option("--index/--no-index", help="Build the Annoy index into the model directory.")] = True,
+    trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 20).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     read_options: Any = None,
@@ -69,7 +76,14 @@ def train(
         validation_fraction=validation_fraction,
         patience=patience,
     )
-    result = run_train(data, settings, test=test, read_options=read_options, output=output, progress=not quiet)
+    from recsys.retrieval.annoy_index import DEFAULT_TREES
+
+    result = run_train(
+        data, settings, test=test, read_options=read_options, output=output, progress=not quiet,
+        index_trees=(trees or DEFAULT_TREES) if index else None,
+        user_features=user_features or None, item_features=item_features or None,
+        user_features_spec=user_features_spec, item_features_spec=item_features_spec,
+    )
     _report(result, fmt, quiet)
 
 
@@ -84,13 +98,24 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
             "test_entries": None if result.test is None else result.test.nnz,
             "seconds": result.seconds,
             "metrics": None if result.evaluation is None else result.evaluation.metrics,
+            **({"cold_items": result.evaluation.extra} if result.evaluation is not None and result.evaluation.extra else {}),
         })
         return
     data = result.train
     note(f"data     {data.source}: {data.n_users} users, {data.n_items} items", quiet)
     note(f"train    {result.train.nnz} entries; test {result.test.nnz if result.test is not None else 0} entries", quiet)
+    if result.features is not None:
+        for side in ("user", "item"):
+            if side in result.features.cold:
+                note(f"features {side}s: {result.features.cold[side]} cold (features, no interactions), "
+                     f"{result.features.missing[side]} without a feature row", quiet)
     note(f"model    {model!r} fitted in {result.seconds['fit']:.2f}s", quiet)
-    if result.evaluation is not None:
+    if result.evaluation is not None and "cold_items" in result.evaluation.extra:
+        extra = result.evaluation.extra
+        note(f"cold     {extra['cold_items']} held-out items, ranked among themselves", quiet)
+        if "note" in extra:
+            print(f"cold-item metrics: none; {extra['note']}")
+    if result.evaluation is not None and result.evaluation.metrics:
         ev = result.evaluation
         skipped = f", {ev.skipped_users} without training history skipped" if ev.skipped_users else ""
         dropped = f"; {ev.dropped_entries} test entries with unknown ids dropped" if ev.dropped_entries else ""

@@ -92,6 +92,14 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
         "loss": _c("bpr", "softmax"),
         "negatives": _c(64, 256, 1024),
     },
+    "two-tower": {
+        "factors": _c(32, 64, 128),
+        "learning_rate": _f(5e-4, 1e-2),
+        "temperature": _f(0.03, 0.3),
+        "id_dropout": _c(0.0, 0.25, 0.5),
+        "epochs": _c(10, 20, 30),
+        "regularization": _c(0.0, 1e-4, 1e-2),
+    },
 }
 """Default search spaces of ``recsys tune`` per model (the model defaults themselves come from
 the searches in ``experiments/quality``; see the README)."""

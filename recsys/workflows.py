@@ -101,6 +101,7 @@ class TrainResult:
     model_dir: Path | None
     seconds: dict[str, float]
     validation: Interactions | None = None
+    features: Any = None  # FeatureReport when feature tables were given
 
 
 def default_model_dir(model: str) -> Path:
@@ -134,6 +135,11 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
     on_saving: Callable[[Path, TrainResult], None] | None = None,
+    user_features: Any = None,
+    item_features: Any = None,
+    user_features_spec: Any = None,
+    item_features_spec: Any = None,
+    index_trees: int | None = None,
 ) -> TrainResult:
     """Load, split, fit, evaluate and save a model.
 
@@ -141,12 +147,24 @@ def train(
     and counted) instead of splitting. With ``save``, the model directory (``output`` or
     :func:`default_model_dir`) is written atomically; ``on_saving(dir, result)`` may add
     files to it before it is moved into place (the Annoy index, a run record).
+
+    ``user_features``/``item_features`` (paths, or frames from
+    :func:`recsys.data.features.read_features`) attach side information for models that
+    use it (``two-tower``); ids with features but no interactions join the catalogue as
+    cold ones. With ``split="cold-items"`` the evaluation is on the held-out cold items
+    (:func:`recsys.evaluation.cold.evaluate_cold_items`).
+
+    ``index_trees`` builds the Annoy index with that many trees into the model directory.
     """
     config = config or TrainConfig()
     config.check()
     timings: dict[str, float] = {}
     start = time.perf_counter()
     full = load(data, read_options)
+    feature_report = None
+    if user_features is not None or item_features is not None:
+        full, feature_report = _attach(full, config, user_features, item_features, user_features_spec,
+                                       item_features_spec, (read_options or ReadOptions()).encoding)
     test_data: Interactions | None = None
     if test is not None:
         train_data = full
@@ -171,15 +189,25 @@ def train(
 
     evaluation = None
     if test_data is not None and test_data.nnz:
-        evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
+        if config.split == "cold-items" and test is None:
+            from recsys.evaluation.cold import evaluate_cold_items
+
+            evaluation = evaluate_cold_items(model, test_data, ks=config.ks, progress=progress)
+        else:
+            evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
         timings["evaluate"] = evaluation.seconds
-    result = TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation)
+    result = TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, feature_report)
     if save:
         directory = Path(output) if output is not None else default_model_dir(config.model)
         start = time.perf_counter()
 
         def extras(tmp: Path) -> None:
             write_json(tmp / "run.json", run_record(result, data))
+            if index_trees:
+                from recsys.retrieval.annoy_index import INDEX_DIR, AnnoyIndex
+
+                (tmp / INDEX_DIR).mkdir()
+                AnnoyIndex.build(result.model, trees=index_trees).write(tmp / INDEX_DIR)
             if on_saving is not None:
                 on_saving(tmp, result)
 
@@ -187,6 +215,30 @@ def train(
         result.model_dir = directory
         timings["save"] = time.perf_counter() - start
     return result
+
+
+def _attach(
+    data: Interactions,
+    config: TrainConfig,
+    user_features: Any,
+    item_features: Any,
+    user_spec: Any,
+    item_spec: Any,
+    encoding: str,
+) -> tuple[Interactions, Any]:
+    from recsys.data.features import attach_features, load_features
+
+    if not getattr(MODELS[config.model], "uses_features", False):
+        users = [name for name, cls in MODELS.items() if getattr(cls, "uses_features", False)]
+        raise ConfigError(
+            f"model {config.model!r} does not use user or item features; drop the feature files "
+            f"or use {', '.join(users)}"
+        )
+    return attach_features(
+        data,
+        load_features(user_features, "user", user_spec, encoding),
+        load_features(item_features, "item", item_spec, encoding),
+    )
 
 
 def run_record(result: TrainResult, data: DataSource) -> dict[str, Any]:
@@ -212,12 +264,26 @@ def evaluate_model(
     read_options: ReadOptions | None = None,
     per_user: bool = False,
     progress: bool = False,
+    retrieval: str = "exact",
+    search_k: int | None = None,
 ) -> Evaluation:
-    """Evaluate a model (object or saved directory) on a test file."""
+    """Evaluate a model (object or saved directory) on a test file.
+
+    ``retrieval="annoy"`` ranks through the Annoy index saved in the model directory and
+    adds ``overlap@k`` with the exact top-k (:func:`recsys.retrieval.evaluation.evaluate_with_index`).
+    """
+    model_dir = None
     if not isinstance(model, Recommender):
+        model_dir = model
         model = Recommender.load(model)
     test_data = load(test, read_options)
     train_data = None if train is None else load(train, read_options)
+    if retrieval != "exact":
+        from recsys.retrieval.batch import open_retrieval
+        from recsys.retrieval.evaluation import evaluate_with_index
+
+        index = open_retrieval(model, retrieval, model_dir, search_k=search_k)  # type: ignore[arg-type]
+        return evaluate_with_index(model, test_data, index, train=train_data, ks=ks, per_user=per_user, progress=progress)
     return evaluate(model, test_data, train=train_data, ks=ks, per_user=per_user, progress=progress)
 
 

@@ -11,6 +11,7 @@ from recsys.evaluation import evaluate
 from recsys.models import (
     ALS,
     IALS,
+    MODELS,
     MatrixFactorization,
     Popular,
     Recommender,
@@ -25,13 +26,14 @@ FAST = {
     "ials": {"factors": 8, "epochs": 8, "regularization": 0.01, "unobserved_weight": 0.3, "device": "cpu"},
     "mf": {"factors": 8, "epochs": 40, "learning_rate": 0.05, "batch_size": 64, "negatives": 16, "device": "cpu"},
     "mf-softmax": {"factors": 8, "epochs": 40, "learning_rate": 0.05, "batch_size": 64, "negatives": 16, "loss": "softmax", "device": "cpu"},
+    "two-tower": {"factors": 8, "hidden": 16, "feature_dim": 4, "recent": 10, "epochs": 15, "learning_rate": 0.02, "batch_size": 128, "device": "cpu"},
 }
-LEARNERS = ["als", "ials", "mf", "mf-softmax"]
+LEARNERS = ["als", "ials", "mf", "mf-softmax", "two-tower"]
 
 
 def make(name: str, **overrides) -> Recommender:
     params = {**FAST[name], **overrides}
-    return create_model(name.split("-")[0], **params)
+    return create_model(name if name in MODELS else name.split("-")[0], **params)
 
 
 @pytest.fixture(params=list(FAST))

@@ -73,3 +73,13 @@ def test_bad_settings():
         split(data, "user", test_fraction=1.5)
     with pytest.raises(ConfigError, match="unknown split"):
         split(data, "weird")
+
+
+def test_cold_item_split_holds_out_whole_items(checkerboard):
+    from recsys.data.splits import cold_item_split
+
+    train, test = cold_item_split(checkerboard, test_fraction=0.25, seed=0)
+    held = np.flatnonzero(test.item_counts() > 0)
+    assert len(held) == 10  # a quarter of the 40 items with interactions
+    assert (train.item_counts()[held] == 0).all() and (checkerboard.item_counts()[held] == test.item_counts()[held]).all()
+    assert train.nnz + test.nnz == checkerboard.nnz and train.shape == test.shape == checkerboard.shape

@@ -23,8 +23,8 @@ from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 from recsys.seeding import Seed, as_generator
 
-Strategy = Literal["user", "random", "temporal", "last-n", "leave-one-out"]
-STRATEGIES: tuple[str, ...] = ("user", "random", "temporal", "last-n", "leave-one-out")
+Strategy = Literal["user", "random", "temporal", "last-n", "leave-one-out", "cold-items"]
+STRATEGIES: tuple[str, ...] = ("user", "random", "temporal", "last-n", "leave-one-out", "cold-items")
 
 
 def _check_fraction(test_fraction: float) -> None:
@@ -119,6 +119,23 @@ def leave_one_out_split(data: Interactions, seed: Seed = 0) -> tuple[Interaction
     return data.select(~test), data.select(test)
 
 
+def cold_item_split(data: Interactions, test_fraction: float = 0.2, seed: Seed = 0) -> tuple[Interactions, Interactions]:
+    """Hold out a random ``test_fraction`` of the items that have interactions, with all of them.
+
+    The held-out items stay in the vocabulary with no training entries: only a model that
+    embeds items from their features can rank them (see
+    :func:`recsys.evaluation.cold.evaluate_cold_items`).
+    """
+    _check_fraction(test_fraction)
+    rng = as_generator(seed)
+    warm = np.flatnonzero(data.item_counts() > 0)
+    n_cold = int(np.floor(test_fraction * len(warm) + 0.5))
+    cold = np.zeros(data.n_items, dtype=bool)
+    cold[rng.permutation(warm)[:n_cold]] = True
+    test = cold[data.matrix.indices]
+    return data.select(~test), data.select(test)
+
+
 def split(
     data: Interactions,
     strategy: Strategy = "user",
@@ -129,7 +146,8 @@ def split(
     seed: Seed = 0,
 ) -> tuple[Interactions, Interactions]:
     """Split by name: ``user`` (per-user fraction), ``random``, ``temporal`` (global cutoff),
-    ``last-n`` (per user, by time) or ``leave-one-out``."""
+    ``last-n`` (per user, by time), ``leave-one-out`` or ``cold-items`` (a share of items
+    held out with all their entries)."""
     if strategy == "user":
         return user_split(data, test_fraction, seed)
     if strategy == "random":
@@ -140,4 +158,6 @@ def split(
         return last_n_split(data, n, seed)
     if strategy == "leave-one-out":
         return leave_one_out_split(data, seed)
+    if strategy == "cold-items":
+        return cold_item_split(data, test_fraction, seed)
     raise ConfigError(f"unknown split {strategy!r}; choose one of {', '.join(STRATEGIES)}")

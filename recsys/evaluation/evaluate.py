@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError, InputError
+from recsys.evaluation.beyond import BEYOND_METRICS, beyond_accuracy
 from recsys.evaluation.metrics import PER_USER_METRICS, user_metrics
 from recsys.progress import progress_bar
 
@@ -30,7 +31,8 @@ class Evaluation:
     """What :func:`evaluate` measured.
 
     ``metrics`` maps names such as ``"recall@20"`` to the mean over evaluated users
-    (``coverage@k``, ``rmse`` and ``mae`` are aggregates). ``per_user`` has one row per
+    (``coverage@k``, ``gini@k``, ``rmse`` and ``mae`` are aggregates; the beyond-accuracy
+    figures are defined in :mod:`recsys.evaluation.beyond`). ``per_user`` has one row per
     evaluated user (in their external ids) when asked for.
     """
 
@@ -47,7 +49,7 @@ class Evaluation:
     def table(self) -> pd.DataFrame:
         """Metrics as a table: one row per metric, one column per k (recall first)."""
         rows = {}
-        for name in (*PER_USER_METRICS, "coverage", *self.extra.get("table_metrics", ())):
+        for name in (*PER_USER_METRICS, *BEYOND_METRICS, *self.extra.get("table_metrics", ())):
             values = {f"@{k}": self.metrics.get(f"{name}@{k}") for k in self.ks}
             if any(v is not None for v in values.values()):
                 rows[name] = values
@@ -169,9 +171,7 @@ def evaluate(
     )
     metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in values.items()}
     assert top is not None
-    for k in ks:
-        recommended = top[:, :k]
-        metrics[f"coverage@{k}"] = float(len(np.unique(recommended[recommended >= 0])) / model.items.__len__())
+    metrics.update(beyond_accuracy(top, ks, model.item_popularity, model.item_factors))
     if model.predicts_ratings and test.feedback == "rating":
         pred = model.score_pairs(test.row_indices, test.matrix.indices)
         err = pred.astype(np.float64) - test.matrix.data
@@ -196,6 +196,6 @@ def evaluate(
 
 
 def _report_order(metrics: dict[str, float], ks: Sequence[int]) -> list[str]:
-    names = [f"{m}@{k}" for m in (*PER_USER_METRICS, "coverage") for k in ks]
+    names = [f"{m}@{k}" for m in (*PER_USER_METRICS, *BEYOND_METRICS) for k in ks]
     names = [n for n in names if n in metrics]
     return names + [n for n in metrics if n not in names]

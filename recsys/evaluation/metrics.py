@@ -12,7 +12,8 @@ user ``u``'s list is relevant, ``R_u`` is the number of relevant items of ``u``)
 - ``mrr@k``       = 1 / (rank of the first hit) if there is one in the top k, else 0.
 - ``hit_rate@k``  = 1 if any hit in the top k, else 0.
 - ``coverage@k``  = (distinct items in all users' top-k lists) / (items in the catalogue);
-  an aggregate, not a per-user mean.
+  an aggregate, not a per-user mean (computed with the other beyond-accuracy figures,
+  Gini, popularity percentile, novelty and diversity, in :mod:`recsys.evaluation.beyond`).
 
 Each per-user metric is averaged over the evaluated users.
 """

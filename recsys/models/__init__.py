@@ -11,12 +11,14 @@ from recsys.models.ials import IALS
 from recsys.models.mf import MatrixFactorization
 from recsys.models.popular import Popular
 from recsys.models.training import IterativeRecommender, Validation
+from recsys.models.two_tower import TwoTower
 
 MODELS: dict[str, type[Recommender]] = {
     Popular.name: Popular,
     ALS.name: ALS,
     IALS.name: IALS,
     MatrixFactorization.name: MatrixFactorization,
+    TwoTower.name: TwoTower,
 }
 
 
@@ -40,6 +42,7 @@ __all__ = [
     "MatrixFactorization",
     "Popular",
     "Recommender",
+    "TwoTower",
     "Validation",
     "create_model",
     "load_model",

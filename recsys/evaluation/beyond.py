@@ -1,0 +1,150 @@
+"""Beyond-accuracy figures of top-k lists: coverage, concentration, popularity, novelty, diversity.
+
+Definitions, for the top-k lists of the evaluated users (padding, -1, ignored), with
+``pop_i`` the number of training users of item ``i`` (``model.item_popularity``) and
+``n`` the number of items in the catalogue:
+
+- ``coverage@k``: distinct recommended items / ``n``.
+- ``gini@k``: Gini index of how often each catalogue item is recommended (items never
+  recommended count as 0). With the counts sorted ascending ``c_1 <= ... <= c_n``,
+  ``G = sum_j (2j - n - 1) c_j / (n * sum_j c_j)``: 0 when every item is recommended
+  equally often, ``1 - 1/n`` when one item takes every slot.
+- ``popularity_percentile@k``: mean popularity percentile of recommended items, in
+  [0, 1]. The percentile of item ``i`` is the mid-rank share
+  ``(#{j: pop_j < pop_i} + 0.5 * #{j: pop_j = pop_i}) / n``; 1 is the head, 0 the tail.
+- ``novelty@k``: mean self-information in bits, ``-log2(share_i)`` with
+  ``share_i = max(pop_i, 1) / sum_j max(pop_j, 1)`` the item's share of the training
+  interactions (an item without any counts as one, so the figure stays finite).
+  Recommending only the most popular items gives the lowest novelty.
+- ``diversity@k``: intra-list diversity, the mean over unordered pairs of a list's items
+  of the cosine distance ``1 - cos(q_a, q_b)`` of their item factors (a zero vector has
+  cosine 0 with everything); lists with fewer than two items are left out.
+
+Per-list figures (popularity percentile, novelty, diversity) are averaged within each
+list, then over users; coverage and Gini are aggregates over all lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+BEYOND_METRICS: tuple[str, ...] = ("coverage", "gini", "popularity_percentile", "novelty", "diversity")
+"""Beyond-accuracy figures, in the order they are reported (after the accuracy metrics)."""
+
+
+def gini_index(counts: np.ndarray) -> float:
+    """Gini index of non-negative ``counts`` (0: all equal; ``1 - 1/n``: one takes all)."""
+    c = np.sort(np.asarray(counts, dtype=np.float64))
+    n = len(c)
+    total = c.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    j = np.arange(1, n + 1, dtype=np.float64)
+    return float(((2 * j - n - 1) * c).sum() / (n * total))
+
+
+def popularity_percentiles(popularity: np.ndarray) -> np.ndarray:
+    """Mid-rank popularity percentile of every item, shape (n_items,), in [0, 1]."""
+    pop = np.asarray(popularity, dtype=np.float64)
+    ordered = np.sort(pop)
+    less = np.searchsorted(ordered, pop, side="left")
+    equal = np.searchsorted(ordered, pop, side="right") - less
+    return (less + 0.5 * equal) / max(len(pop), 1)
+
+
+def self_information(popularity: np.ndarray) -> np.ndarray:
+    """``-log2`` of each item's share of the training interactions (at least one each), bits."""
+    pop = np.maximum(np.asarray(popularity, dtype=np.float64), 1.0)
+    return -np.log2(pop / pop.sum())
+
+
+def _row_means(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    n = valid.sum(axis=1)
+    total = np.where(valid, values, 0.0).sum(axis=1)
+    return np.divide(total, n, out=np.full(len(n), np.nan), where=n > 0)
+
+
+def intra_list_diversity(top: np.ndarray, item_factors: np.ndarray, *, batch: int = 1024) -> np.ndarray:
+    """Mean pairwise cosine distance of each list's items, shape (n_lists,); NaN under two items.
+
+    ``top`` (n_lists, k) holds item indices, -1 for padding.
+    """
+    top = np.asarray(top, dtype=np.int64)
+    factors = np.asarray(item_factors, dtype=np.float32)
+    norms = np.linalg.norm(factors, axis=1, keepdims=True)
+    unit = np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0)
+    out = np.full(len(top), np.nan)
+    for start in range(0, len(top), batch):
+        block = top[start:start + batch]
+        valid = block >= 0
+        vectors = unit[np.where(valid, block, 0)] * valid[:, :, None]  # (B, k, d), padding zeroed
+        # Sum over ordered pairs a != b of cos(a, b): ||sum_a v_a||^2 - sum_a ||v_a||^2.
+        summed = vectors.sum(axis=1)
+        pair_cos = np.einsum("bd,bd->b", summed, summed) - np.einsum("bkd,bkd->b", vectors, vectors)
+        m = valid.sum(axis=1).astype(np.float64)
+        pairs = m * (m - 1)
+        out[start:start + batch] = np.divide(
+            pairs - pair_cos, pairs, out=np.full(len(block), np.nan), where=pairs > 0
+        )
+    return out
+
+
+def beyond_accuracy(
+    top: np.ndarray,
+    ks: Sequence[int],
+    item_popularity: np.ndarray,
+    item_factors: np.ndarray | None = None,
+    *,
+    batch: int = 1024,
+) -> dict[str, float]:
+    """Beyond-accuracy figures of top lists at each ``k`` (see the module's definitions).
+
+    Parameters
+    ----------
+    top : int array (n_users, K), K >= max(ks)
+        Item indices in rank order, -1 for padding.
+    item_popularity : array (n_items,)
+        Training users per item; its length is the catalogue size.
+    item_factors : array (n_items, d), optional
+        For ``diversity@k``; left out when None or of width 0.
+
+    Returns
+    -------
+    ``{"coverage@10": ..., "gini@10": ..., ...}`` for each k, in :data:`BEYOND_METRICS` order.
+
+    Examples
+    --------
+    >>> beyond_accuracy(np.array([[0, 1], [0, 2]]), [2], np.array([3, 2, 1, 0]))["coverage@2"]
+    0.75
+    """
+    top = np.asarray(top, dtype=np.int64)
+    n_items = len(item_popularity)
+    percentile = popularity_percentiles(item_popularity)
+    info = self_information(item_popularity)
+    with_factors = item_factors is not None and np.asarray(item_factors).shape[1] > 0
+    out: dict[str, float] = {}
+    for k in sorted(set(int(k) for k in ks)):
+        lists = top[:, :k]
+        valid = lists >= 0
+        items = lists[valid]
+        counts = np.bincount(items, minlength=n_items)
+        safe = np.where(valid, lists, 0)
+        figures = {
+            "coverage": float(np.count_nonzero(counts) / n_items) if n_items else float("nan"),
+            "gini": gini_index(counts),
+            "popularity_percentile": _nanmean(_row_means(percentile[safe], valid)),
+            "novelty": _nanmean(_row_means(info[safe], valid)),
+        }
+        if with_factors:
+            figures["diversity"] = _nanmean(intra_list_diversity(lists, item_factors, batch=batch))
+        for name in BEYOND_METRICS:
+            if name in figures:
+                out[f"{name}@{k}"] = figures[name]
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else float("nan")

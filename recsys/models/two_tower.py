@@ -1,0 +1,531 @@
+"""Two-tower retrieval model: users and items embedded from ids, features and history.
+
+User tower: user-id embedding, user feature embeddings (categorical, multi-valued, numeric)
+and the mean of the embeddings of the user's most recent items, through an MLP to ``d``.
+Item tower: item-id embedding and item feature embeddings through an MLP to ``d``. The
+score is the dot product (or the cosine divided by a temperature).
+
+Training: in-batch sampled softmax, each batch's other positives serving as negatives,
+with the sampling-bias (logQ) correction for popular items (Yi et al., 2019), optional
+extra uniformly sampled negatives (mixed negative sampling, Yang et al., 2020), and
+bfloat16 autocast on CUDA. Id embeddings start at zero and are dropped at random during
+training (``id_dropout``), so the towers also learn to embed from features alone: that is
+what gives items without interactions (cold items) and new users useful embeddings.
+
+After ``fit``, ``user_factors`` and ``item_factors`` are the towers' outputs, so exact and
+approximate search, evaluation, ``recommend`` and ``similar_items`` work unchanged; cold
+items are in the catalogue with embeddings from their features.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys.data.features import EncodedFeatures, FeatureEncoder, rows_with_values
+from recsys.data.interactions import Interactions
+from recsys.device import resolve_device
+from recsys.errors import ConfigError, ModelFormatError
+from recsys.models.base import FoldIn
+from recsys.models.mf import NegativeSampler
+from recsys.models.training import IterativeRecommender
+from recsys.seeding import derive_seed
+
+Similarity = Literal["dot", "cosine"]
+
+
+class Tower(nn.Module):
+    """Id embedding + feature embeddings (+ pooled history) -> MLP -> ``factors``.
+
+    Index 0 of every feature table means "missing" and embeds to zero.
+    """
+
+    def __init__(
+        self,
+        n_ids: int,
+        categorical: Sequence[int],
+        multi: Sequence[int],
+        n_numeric: int,
+        factors: int,
+        feature_dim: int,
+        hidden: int,
+        history_items: int = 0,
+    ) -> None:
+        super().__init__()
+        self.ids = nn.Embedding(n_ids, factors)
+        nn.init.zeros_(self.ids.weight)  # rows never trained (cold ids) stay at zero
+        self.categorical = nn.ModuleList(nn.Embedding(c, feature_dim, padding_idx=0) for c in categorical)
+        self.multi = nn.ModuleList(nn.Embedding(c, feature_dim, padding_idx=0) for c in multi)
+        self.recent = nn.Embedding(history_items + 1, factors, padding_idx=0) if history_items else None
+        if self.recent is not None:
+            nn.init.normal_(self.recent.weight, 0.0, 0.01)
+            with torch.no_grad():
+                self.recent.weight[0].zero_()
+        width = factors + feature_dim * (len(categorical) + len(multi)) + n_numeric
+        width += factors if self.recent is not None else 0
+        if hidden:
+            self.mlp: nn.Module = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, factors))
+        else:
+            self.mlp = nn.Linear(width, factors)
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        keep_id: torch.Tensor,
+        categorical: torch.Tensor,
+        multi: Sequence[torch.Tensor],
+        numeric: torch.Tensor,
+        history: torch.Tensor | None = None,
+        drop_from_history: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Embed a batch of B rows.
+
+        ``ids`` (B,), ``keep_id`` (B,) 0/1 (0: unknown id or dropped), ``categorical``
+        (B, C), ``multi`` C' tensors (B, L), ``numeric`` (B, N); ``history`` (B, H) item
+        indices + 1 (0 = padding); ``drop_from_history`` (B,) item indices + 1 to leave
+        out of the mean (the training target itself), 0 for none. Returns (B, factors).
+        """
+        parts = [self.ids(ids) * keep_id[:, None]]
+        parts += [emb(categorical[:, j]) for j, emb in enumerate(self.categorical)]
+        for emb, values in zip(self.multi, multi):
+            count = (values > 0).sum(1, keepdim=True).clamp(min=1)
+            parts.append(emb(values).sum(1) / count)
+        parts.append(numeric)
+        if self.recent is not None:
+            assert history is not None
+            total = self.recent(history).sum(1)
+            count = (history > 0).sum(1, keepdim=True)
+            if drop_from_history is not None:
+                # The target is in the user's own history during training: take it out so
+                # the model cannot learn "recommend what is in the history".
+                present = (history == drop_from_history[:, None]).any(1, keepdim=True) & (drop_from_history[:, None] > 0)
+                total = total - self.recent(drop_from_history) * present
+                count = count - present.long()
+            parts.append(total / count.clamp(min=1))
+        return self.mlp(torch.cat(parts, dim=1))
+
+
+class _Side:
+    """One side's encoded feature tables as device tensors, gathered per batch."""
+
+    def __init__(self, enc: EncodedFeatures, device: torch.device) -> None:
+        self.categorical = torch.as_tensor(enc.categorical, device=device)
+        self.multi = [torch.as_tensor(m, device=device) for m in enc.multi]
+        self.numeric = torch.as_tensor(enc.numeric, device=device)
+
+    def rows(self, index: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        return self.categorical[index], [m[index] for m in self.multi], self.numeric[index]
+
+
+def recent_item_matrix(data: Interactions, length: int) -> np.ndarray:
+    """Each user's ``length`` most recent items (+1; 0 pads), by timestamp when known.
+
+    Returns int64 (n_users, max(1, length)).
+    """
+    m = data.matrix
+    out = np.zeros((data.n_users, max(1, length)), dtype=np.int64)
+    if length <= 0 or m.nnz == 0:
+        return out
+    rows = data.row_indices
+    time = data.timestamps if data.timestamps is not None else np.zeros(m.nnz, dtype=np.int64)
+    order = np.lexsort((-time, rows))  # by user, newest first
+    starts = m.indptr[:-1][rows[order]]
+    position = np.arange(m.nnz) - starts
+    keep = position < length
+    out[rows[order][keep], position[keep]] = m.indices[order][keep].astype(np.int64) + 1
+    return out
+
+
+@dataclass
+class FeatureFoldIn(FoldIn):
+    """A :class:`FoldIn` where users with features but no usable history still count."""
+
+    with_features: np.ndarray | None = None
+
+    def has_history(self) -> np.ndarray:
+        rows = super().has_history()
+        return rows if self.with_features is None else rows | self.with_features
+
+
+class TwoTower(IterativeRecommender):
+    """Two-tower model with user and item features (see the module notes).
+
+    Parameters
+    ----------
+    factors : int
+        Output dimension of both towers (the dimension of the factors).
+    hidden : int
+        Width of each tower's hidden layer; 0 makes the towers linear.
+    feature_dim : int
+        Embedding dimension of each categorical or multi-valued feature.
+    recent : int
+        How many of a user's most recent items are mean-pooled into the user tower
+        (0: none).
+    epochs, learning_rate, batch_size : int, float, int
+        Adam training; large batches give more in-batch negatives.
+    regularization : float
+        Decoupled weight decay (AdamW).
+    similarity : {"cosine", "dot"}
+        Score: cosine divided by ``temperature``, or plain dot product.
+    temperature : float
+        Softmax temperature for ``cosine``.
+    logq : bool
+        Subtract log of each item's in-batch sampling probability (popularity bias fix).
+    uniform_negatives : int
+        Extra uniformly sampled (warm) negative items per batch, shared by its rows.
+    id_dropout : float
+        Share of rows whose id embedding is dropped in training, so the towers also learn
+        from features and history alone (cold items, new users).
+    max_values : int
+        At most this many values per row of a multi-valued feature.
+    mixed_precision : bool
+        bfloat16 autocast on CUDA (never on the CPU).
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+    random_state : int
+        Seed; on the CPU the same seed gives the same factors.
+    """
+
+    name = "two-tower"
+    uses_features = True
+
+    def __init__(
+        self,
+        factors: int = 64,
+        hidden: int = 256,
+        feature_dim: int = 32,
+        recent: int = 50,
+        epochs: int = 10,
+        learning_rate: float = 0.003,
+        regularization: float = 0.0,
+        batch_size: int = 1024,
+        similarity: Similarity = "cosine",
+        temperature: float = 0.1,
+        logq: bool = True,
+        uniform_negatives: int = 0,
+        id_dropout: float = 0.25,
+        max_values: int = 32,
+        mixed_precision: bool = True,
+        device: str = "auto",
+        random_state: int = 0,
+    ) -> None:
+        self.factors = factors
+        self.hidden = hidden
+        self.feature_dim = feature_dim
+        self.recent = recent
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.batch_size = batch_size
+        self.similarity = similarity
+        self.temperature = temperature
+        self.logq = logq
+        self.uniform_negatives = uniform_negatives
+        self.id_dropout = id_dropout
+        self.max_values = max_values
+        self.mixed_precision = mixed_precision
+        self.device = device
+        self.random_state = random_state
+
+    @property
+    def scores_cold_items(self) -> bool:
+        """Whether items without interactions get meaningful scores (only from item features)."""
+        enc = self.__dict__.get("item_encoder")
+        return enc is not None and bool(enc.categorical or enc.multi or enc.numeric)
+
+    def _validate_params(self) -> None:
+        for name in ("factors", "epochs", "batch_size", "feature_dim", "max_values"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        for name in ("hidden", "recent", "uniform_negatives"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must be 0 or more")
+        if self.similarity not in ("dot", "cosine"):
+            raise ConfigError(f"unknown similarity {self.similarity!r}; use cosine or dot")
+        if self.learning_rate <= 0 or self.temperature <= 0 or self.regularization < 0:
+            raise ConfigError("learning_rate and temperature must be > 0, regularization >= 0")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ConfigError("id_dropout must be in [0, 1)")
+
+    # -- building ------------------------------------------------------------------------------
+    def _build(self, n_users: int, n_items: int) -> None:
+        ucat, umulti, unum = self.user_encoder.cardinalities
+        icat, imulti, inum = self.item_encoder.cardinalities
+        # Built under a forked, seeded RNG: the global torch RNG is left alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.random_state))
+            self._user_tower = Tower(n_users, ucat, umulti, unum, self.factors, self.feature_dim, self.hidden, n_items if self.recent else 0)
+            self._item_tower = Tower(n_items, icat, imulti, inum, self.factors, self.feature_dim, self.hidden)
+
+    def _init_training(self, data: Interactions) -> None:
+        dev = resolve_device(self.device)
+        self._device = dev
+        self.user_encoder = FeatureEncoder.fit(data.user_features, self.max_values)
+        self.item_encoder = FeatureEncoder.fit(data.item_features, self.max_values)
+        self._build(data.n_users, data.n_items)
+        self._user_tower.to(dev)
+        self._item_tower.to(dev)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(derive_seed(self.random_state) + 1)
+        self._gen = gen
+        self._users = _Side(self.user_encoder.transform(data.user_features, data.n_users), dev)
+        self._items = _Side(self.item_encoder.transform(data.item_features, data.n_items), dev)
+        self._recent = torch.as_tensor(recent_item_matrix(data, self.recent), device=dev)
+        self._rows = torch.as_tensor(data.row_indices, device=dev)
+        self._cols = torch.as_tensor(data.matrix.indices.astype(np.int64), device=dev)
+        counts = data.item_counts()
+        # In-batch negatives are the batch's positives: item j turns up with probability
+        # count_j / nnz per row, so B * that is its expected count (the logQ term).
+        self._inbatch = NegativeSampler(counts, "popularity", gen, dev, power=1.0)
+        self._warm = torch.as_tensor(np.flatnonzero(counts > 0), device=dev)
+        params = [*self._user_tower.parameters(), *self._item_tower.parameters()]
+        self._opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.regularization)
+        use_amp = self.mixed_precision and dev.type == "cuda"
+        self._autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+
+    def _embed_users(self, users: torch.Tensor, keep: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        cat, multi, num = self._users.rows(users)
+        history = self._recent[users] if self.recent else None
+        return self._user_tower(users, keep, cat, multi, num, history, drop)
+
+    def _embed_items(self, items: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        cat, multi, num = self._items.rows(items)
+        return self._item_tower(items, keep, cat, multi, num)
+
+    def _keep(self, n: int) -> torch.Tensor:
+        if self.id_dropout <= 0:
+            return torch.ones(n, device=self._device)
+        return (torch.rand(n, generator=self._gen, device=self._device) >= self.id_dropout).float()
+
+
+    # -- training ------------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        self._user_tower.train()
+        self._item_tower.train()
+        n = self._rows.shape[0]
+        order = torch.randperm(n, generator=self._gen, device=self._device)
+        total = torch.zeros((), device=self._device)
+        steps = 0
+        for start in range(0, n, self.batch_size):
+            batch = order[start:start + self.batch_size]
+            with self._autocast():
+                loss = self._batch_loss(self._rows[batch], self._cols[batch])
+            self._opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self._opt.step()
+            total += loss.detach()
+            steps += 1
+        return {"loss": float(total) / max(steps, 1)}  # float(): the epoch's one host sync
+
+    def _batch_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        b = len(users)
+        u = self._embed_users(users, self._keep(b), items + 1 if self.recent else None)
+        v = self._embed_items(items, self._keep(b))
+        u, v = self._finish(u.float(), users=True), self._finish(v.float(), users=False)
+        logits = u @ v.T
+        hit = (items[None, :] == items[:, None]) & ~torch.eye(b, dtype=torch.bool, device=self._device)
+        if self.logq:
+            logits = logits - (self._inbatch.log_q(items) + math.log(b))[None, :]
+        logits = logits.masked_fill(hit, -math.inf)  # the same item again is not a negative
+        if self.uniform_negatives:
+            pick = torch.randint(len(self._warm), (self.uniform_negatives,), generator=self._gen, device=self._device)
+            neg = self._warm[pick]
+            vn = self._finish(self._embed_items(neg, self._keep(len(neg))).float(), users=False)
+            extra = u @ vn.T
+            if self.logq:
+                extra = extra - math.log(self.uniform_negatives / len(self._warm))
+            extra = extra.masked_fill(neg[None, :] == items[:, None], -math.inf)
+            logits = torch.cat([logits, extra], dim=1)
+        target = torch.arange(b, device=self._device)
+        return F.cross_entropy(logits, target)
+
+    @torch.no_grad()
+    def _export(self) -> None:
+        self._user_tower.eval()
+        self._item_tower.eval()
+        self.user_factors = self._all(self._embed_users, self._recent.shape[0], users=True)
+        self.item_factors = self._all(self._embed_items, self._items.numeric.shape[0], users=False)
+
+    def _all(self, embed: Any, n: int, users: bool, chunk: int = 8192) -> np.ndarray:
+        out = []
+        for start in range(0, n, chunk):
+            idx = torch.arange(start, min(start + chunk, n), device=self._device)
+            x = embed(idx, torch.ones(len(idx), device=self._device)).float()
+            out.append(self._finish(x, users).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.factors), np.float32)
+
+    def _finish(self, x: torch.Tensor, users: bool) -> torch.Tensor:
+        """Tower output to exported factors: with cosine, unit items and users scaled by
+        1/temperature, so a plain dot product is the model's score."""
+        if self.similarity == "cosine":
+            x = F.normalize(x, dim=1)
+            return x / self.temperature if users else x
+        return x
+
+    def _snapshot(self) -> dict[str, Any]:
+        # Early stopping restores the best epoch: the towers too, not only the factors, so
+        # that new users are scored by the same model as the exported factors.
+        snap = super()._snapshot()
+        snap["_towers"] = [
+            {k: v.detach().clone() for k, v in t.state_dict().items()} for t in (self._user_tower, self._item_tower)
+        ]
+        return snap
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        snapshot = dict(snapshot)
+        towers = snapshot.pop("_towers", None)
+        super()._restore(snapshot)
+        if towers is not None:
+            self._user_tower.load_state_dict(towers[0])
+            self._item_tower.load_state_dict(towers[1])
+
+    def _end_training(self) -> None:
+        for name in ("_opt", "_rows", "_cols", "_inbatch", "_warm", "_gen", "_users", "_items", "_recent", "_autocast"):
+            self.__dict__.pop(name, None)
+        self._user_tower.cpu().eval()
+        self._item_tower.cpu().eval()
+        self._device = torch.device("cpu")
+
+    # -- new users -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_new_users(
+        self,
+        features: pd.DataFrame | None = None,
+        histories: Sequence[Sequence[Any]] | None = None,
+    ) -> np.ndarray:
+        """Query vectors for users not seen in training, from their features and/or history.
+
+        ``features``: one row per user, columns named as in training (typed as
+        :func:`recsys.data.features.read_features` gives them; absent columns count as
+        missing). ``histories``: per user, the item ids they interacted with, most recent
+        first (unknown ids are ignored). Returns float32 (n, factors): the scores against
+        :meth:`item_vectors`.
+        """
+        self._check_fitted()
+        n = len(features) if features is not None else len(histories or [])
+        if histories is not None and len(histories) != n:
+            raise ConfigError(f"{len(histories)} histories for {n} users with features")
+        hist = np.zeros((n, max(1, self.recent)), dtype=np.int64)
+        for r, items in enumerate(histories or []):
+            idx = np.atleast_1d(self.items.index(list(items))) if len(items) else np.zeros(0, np.int64)
+            idx = idx[idx >= 0][: self.recent] + 1
+            hist[r, : len(idx)] = idx
+        return self._new_user_vectors(features, hist)
+
+    @torch.no_grad()
+    def _new_user_vectors(self, features: pd.DataFrame | None, hist: np.ndarray) -> np.ndarray:
+        """The user tower without an id: ``features`` rows and ``hist`` (n, H) item indices + 1."""
+        n = len(hist)
+        enc = self.user_encoder.transform(features.reset_index(drop=True) if features is not None else None, n)
+        cat, multi, num = _Side(enc, torch.device("cpu")).rows(torch.arange(n))
+        x = self._user_tower(torch.zeros(n, dtype=torch.long), torch.zeros(n), cat, multi, num,
+                             torch.as_tensor(hist) if self.recent else None)
+        return self._finish(x.float(), users=True).numpy().astype(np.float32)
+
+    def fold_in(self, history: Interactions, **options: Any) -> FoldIn:
+        """New users from a history and, when attached to it, their features.
+
+        ``history.user_features`` (see :func:`recsys.data.features.with_new_users`) feeds
+        the user tower; users with features and no history entries are embedded too.
+        """
+        features = history.user_features
+        folded = super().fold_in(history, user_features=features, **options)
+        if features is None:
+            return folded
+        return FeatureFoldIn(folded.users, folded.vectors, folded.seen, folded.dropped_entries,
+                             rows_with_values(features))
+
+    def _fold_in(
+        self, matrix: sp.csr_matrix, feedback: str, user_features: pd.DataFrame | None = None, **options: Any
+    ) -> tuple[np.ndarray, None]:
+        """New users from history rows of ``matrix`` (n, n_items) and, optionally, their
+        ``user_features`` (n rows, aligned with ``matrix``): no retraining, the towers as trained."""
+        n = matrix.shape[0]
+        hist = np.zeros((n, max(1, self.recent)), dtype=np.int64)
+        for r in range(n):
+            items = matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]][: self.recent]
+            hist[r, : len(items)] = items + 1
+        return self._new_user_vectors(user_features, hist), None
+
+    @torch.no_grad()
+    def embed_new_items(self, features: pd.DataFrame) -> np.ndarray:
+        """Item vectors from features alone (no id embedding), shape (n, factors).
+
+        For items that arrive after training: their dot products with
+        :meth:`user_vectors` rank them like any catalogue item.
+        """
+        self._check_fitted()
+        n = len(features)
+        side = _Side(self.item_encoder.transform(features.reset_index(drop=True), n), torch.device("cpu"))
+        cat, multi, num = side.rows(torch.arange(n))
+        x = self._item_tower(torch.zeros(n, dtype=torch.long), torch.zeros(n), cat, multi, num)
+        return self._finish(x.float(), users=False).numpy().astype(np.float32)
+
+    def recommend_new_users(
+        self,
+        features: pd.DataFrame | None = None,
+        histories: Sequence[Sequence[Any]] | None = None,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (item ids, scores), each (n, k), for new users (see :meth:`embed_new_users`).
+
+        Items in a user's history are left out when ``exclude_seen``.
+        """
+        vectors = self.embed_new_users(features, histories)
+        n = len(vectors)
+        rows, cols = [], []
+        for r, items in enumerate(histories or []):
+            idx = np.atleast_1d(self.items.index(list(items))) if len(items) else np.zeros(0, np.int64)
+            idx = np.unique(idx[idx >= 0])
+            rows.append(np.full(len(idx), r))
+            cols.append(idx)
+        rows_a = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        cols_a = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        exclude = sp.csr_matrix((np.ones(len(rows_a), np.float32), (rows_a, cols_a)), shape=(n, len(self.items)))
+        idx, scores = self.recommend_indices(
+            np.zeros(n, np.int64), k, exclude_seen=exclude_seen, user_vectors=vectors, exclude=exclude
+        )
+        return self.item_ids(idx), scores
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        spec = {
+            "user_encoder": self.user_encoder.to_dict(),
+            "item_encoder": self.item_encoder.to_dict(),
+            "n_users": len(self.users),
+            "n_items": len(self.items),
+        }
+        arrays = {"towers_json": np.frombuffer(json.dumps(spec).encode("utf-8"), dtype=np.uint8)}
+        for prefix, tower in (("user", self._user_tower), ("item", self._item_tower)):
+            for name, tensor in tower.state_dict().items():
+                arrays[f"{prefix}.{name}"] = tensor.detach().cpu().numpy()
+        return arrays
+
+    def _load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        if "towers_json" not in arrays:
+            raise ModelFormatError("two-tower model lacks its tower description (towers_json)")
+        try:
+            spec = json.loads(arrays["towers_json"].tobytes().decode("utf-8"))
+            self.user_encoder = FeatureEncoder.from_dict(spec["user_encoder"])
+            self.item_encoder = FeatureEncoder.from_dict(spec["item_encoder"])
+            self._build(int(spec["n_users"]), int(spec["n_items"]))
+            for prefix, tower in (("user", self._user_tower), ("item", self._item_tower)):
+                state = {k[len(prefix) + 1:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith(prefix + ".")}
+                tower.load_state_dict(state)
+                tower.eval()
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ModelFormatError(f"two-tower weights do not match their description ({exc})") from None
+        self._device = torch.device("cpu")

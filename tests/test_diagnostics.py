@@ -1,0 +1,221 @@
+"""Embedding diagnostics on synthetic data with planted clusters and a planted mislabelled item."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.data.synthetic import GENRES, generate
+from recsys.diagnostics import (
+    align_items,
+    cluster_items,
+    embedding_map,
+    label_audit,
+    subsample,
+    write_diagnostics,
+)
+from recsys.diagnostics.clusters import nearest_neighbours, normalize_rows
+from recsys.errors import ConfigError
+from recsys.models import ALS
+
+N_CLUSTERS = 5
+ARI_THRESHOLD = 0.8
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """An ALS model on 5 planted clusters; item genres name the cluster, one item mislabelled.
+
+    Returns (model, saved model dir, item table file, aligned item table, planted cluster
+    of each model item, id of the mislabelled item).
+    """
+    data = generate(n_users=400, n_items=150, n_clusters=N_CLUSTERS, mean_items_per_user=25,
+                    cold_item_fraction=0.0, feature_noise=0.0, seed=3)
+    model = ALS(factors=16, epochs=10, random_state=0).fit(data.to_interactions())
+    items = data.items.copy()
+    ids = model.item_ids(np.arange(len(model.items)))
+    cluster_of = dict(zip(data.items["item_id"], data.item_cluster))
+    truth = np.array([cluster_of[i] for i in ids])
+    # The most popular item of cluster 0, relabelled with cluster 1's genre only.
+    in_zero = np.flatnonzero(truth == 0)
+    wrong = ids[in_zero[np.argmax(model.item_popularity[in_zero])]]
+    items.loc[items["item_id"] == wrong, "genres"] = GENRES[1]
+    folder = tmp_path_factory.mktemp("planted")
+    items_file = folder / "items.csv"
+    items.to_csv(items_file, index=False)
+    model.save(folder / "model")
+    aligned = align_items(items, ids)
+    return model, folder / "model", items_file, aligned, truth, wrong
+
+
+def test_kmeans_recovers_planted_clusters(planted):
+    from sklearn.metrics import adjusted_rand_score
+
+    model, _, _, features, truth, _ = planted
+    report = cluster_items(model, N_CLUSTERS, features=features)
+    ari = adjusted_rand_score(truth, report.labels)
+    assert ari > ARI_THRESHOLD, ari
+    assert sum(c["size"] for c in report.summary) == len(truth)
+    # Each cluster's dominant genre is the genre of the planted cluster it matches.
+    for c in report.summary:
+        members = report.labels == c["cluster"]
+        majority = np.bincount(truth[members]).argmax()
+        assert c["dominant"][0]["value"] == GENRES[majority]
+        assert c["dominant"][0]["lift"] > 1.5
+        pops = [p["popularity"] for p in c["popular"]]
+        assert pops == sorted(pops, reverse=True) and "title" in c["popular"][0]
+
+
+def test_planted_mislabelled_item_tops_the_audit(planted):
+    model, _, _, features, _, wrong = planted
+    table = label_audit(model, features, "genres")
+    assert table.iloc[0]["item"] == wrong
+    assert table.iloc[0]["neighbour_value"] == GENRES[0]
+    assert table.iloc[0]["disagreement"] >= 0.8
+    assert list(table["disagreement"]) == sorted(table["disagreement"], reverse=True)
+
+
+def test_outliers_flag_a_planted_stray_vector(planted):
+    model, *_ = planted
+    stray = ALS(factors=16)
+    stray.__dict__.update(model.__dict__)
+    # Item 7 moved onto a new axis: orthogonal to every other item.
+    factors = np.hstack([model.item_factors, np.zeros((len(model.items), 1), np.float32)])
+    factors[7] = 0.0
+    factors[7, -1] = 1.0
+    stray.item_factors = factors
+    report = cluster_items(stray, N_CLUSTERS)
+    assert model.item_ids(np.array([7]))[0] in set(report.outliers["item"])
+    assert {"centre_distance", "neighbour_distance", "reason"} <= set(report.outliers.columns)
+
+
+def test_nearest_neighbours_leave_self_out_and_respect_candidates():
+    unit = normalize_rows(np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]], dtype=np.float32))
+    idx, _ = nearest_neighbours(unit, 2, batch=3)
+    assert idx[0].tolist() == [1, 2]
+    assert idx[3, 0] == 2
+    idx, _ = nearest_neighbours(unit, 3, candidates=np.array([True, False, True, True]))
+    assert 1 not in idx[0] and idx[0, -1] == -1  # only two other candidates
+
+
+def test_subsample_keeps_every_popularity_band():
+    rng = np.random.default_rng(0)
+    popularity = np.concatenate([np.zeros(5000), np.ones(3000), rng.integers(2, 8, 1500), [500, 900, 1200]]).astype(int)
+    keep = subsample(popularity, 400, seed=1)
+    assert len(keep) == 400 and len(np.unique(keep)) == 400
+    assert {9500, 9501, 9502} <= set(keep)  # the tiny head band is kept whole
+    assert (popularity[keep] == 0).sum() >= 90  # the rare items keep a visible share
+    assert (popularity[keep] == 1).sum() >= 90
+    assert subsample(popularity[:10], 400).tolist() == list(range(10))
+
+
+def test_png_and_html_maps(planted, tmp_path):
+    model, _, _, features, _, wrong = planted
+    png = embedding_map(model, color="genres", features=features, hover=("year",)).save(tmp_path / "m.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    emap = embedding_map(model, color="genres", features=features, hover=("year",))
+    html = emap.save(tmp_path / "m.html").read_text()
+    assert "<script" in html and "<script src=" not in html  # plotly.js inlined: works offline
+    assert len(html) > 1_000_000
+    figure = _figure_json(html)
+    traces = figure["data"]
+    assert len(traces) >= N_CLUSTERS  # one per genre: legend toggles them
+    assert figure["layout"]["dragmode"] == "lasso"
+    assert all("%{customdata[0]}" in t["hovertemplate"] and "title" in t["hovertemplate"] for t in traces)
+    hovered = {row[0]: row[1] for t in traces for row in t["customdata"]}
+    assert hovered[wrong].startswith("Title ")
+    assert "plotly_selected" in html and "recsys-selection" in html
+    # Users map, popularity colour.
+    users = embedding_map(model, of="users", method="tsne", max_points=100)
+    assert len(users.points) == 100 and not users.categorical
+
+
+def _figure_json(html: str) -> dict:
+    """The figure plotly embeds in its page: Plotly.newPlot(id, data, layout, config)."""
+    import plotly.io
+
+    start = html.index("Plotly.newPlot(")
+    call = html[start:]
+    data_start = call.index("[")
+    decoder = json.JSONDecoder()
+    data, end = decoder.raw_decode(call, data_start)
+    layout_start = re.compile(r"\s*,\s*").match(call, end).end()
+    layout, _ = decoder.raw_decode(call, layout_start)
+    plotly.io.from_json(json.dumps({"data": data, "layout": layout}))  # a valid figure
+    return {"data": data, "layout": layout}
+
+
+def test_map_errors_are_clear(planted):
+    model, _, _, features, _, _ = planted
+    with pytest.raises(ConfigError, match="item-features"):
+        embedding_map(model, color="genres")
+    with pytest.raises(ConfigError, match="no column"):
+        embedding_map(model, color="nope", features=features)
+    with pytest.raises(ConfigError, match=r"png or \.html"):
+        embedding_map(model).save("map.svg")
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="umap-learn"):
+            embedding_map(model, method="umap")
+
+
+def test_write_diagnostics_for_run_artifacts(planted, tmp_path):
+    model, _, _, features, _, _ = planted
+    paths = write_diagnostics(model, tmp_path / "diag", features=features)
+    assert paths["map"].name == "embedding_map.png" and paths["map"].is_file()
+    summary = json.loads(paths["clusters"].read_text())
+    assert summary["column"] == "genres" and summary["clusters"]
+    from recsys.models import Popular
+
+    popular = Popular().fit(generate(n_users=50, n_items=30, seed=0).to_interactions())
+    assert write_diagnostics(popular, tmp_path / "none") == {}
+    with pytest.raises(ConfigError, match="distinct directions"):
+        cluster_items(popular, 3)
+
+
+def test_align_items_matches_text_and_integer_ids():
+    frame = pd.DataFrame({"movieId": ["3", "1", "9"], "title": ["c", "a", "z"]})
+    aligned = align_items(frame, np.array([1, 2, 3]))
+    assert aligned["title"].tolist()[::2] == ["a", "c"] and pd.isna(aligned["title"].iloc[1])
+    from recsys.errors import InputError
+
+    with pytest.raises(InputError, match="matches"):
+        align_items(frame, np.array([100, 200]))
+
+
+# -- command line -----------------------------------------------------------------------------
+def _run(*args: str, code: int = 0):
+    from recsys_cli.main import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, (result.output, result.exception)
+    return result
+
+
+def test_cli_plot_clusters_audit(planted, tmp_path: Path):
+    _, model_dir, items_file, _, _, wrong = planted
+    out = tmp_path / "map.html"
+    r = _run("embeddings", "plot", "--model", str(model_dir), "--item-features", str(items_file),
+             "--color", "genres", "--out", str(out), "--format", "json", "--quiet")
+    assert json.loads(r.stdout)["points"] == 150 and out.is_file()
+    _run("embeddings", "plot", "--model", str(model_dir), "--color", "cluster", "--out", str(tmp_path / "m.png"), "-q")
+    assert (tmp_path / "m.png").is_file()
+    r = _run("embeddings", "clusters", "--model", str(model_dir), "--k", "5", "--item-features", str(items_file),
+             "--format", "json")
+    assert len(json.loads(r.stdout)["clusters"]) == 5
+    r = _run("embeddings", "clusters", "--model", str(model_dir), "--item-features", str(items_file))
+    assert "popular:" in r.stdout
+    r = _run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(items_file),
+             "--column", "genres", "--format", "json", "--out", str(tmp_path / "audit.csv"))
+    assert json.loads(r.stdout)[0]["item"] == wrong
+    assert pd.read_csv(tmp_path / "audit.csv")["item"].iloc[0] == wrong
+    r = _run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(items_file),
+             "--column", "nope", code=2)
+    assert "no column 'nope'" in r.output and "Traceback" not in r.output
