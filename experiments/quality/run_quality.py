@@ -341,7 +341,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         key = str(seed)
         if key in seeds and not args.fresh_test:
             continue
-        state["seeds"].setdefault("machine", machine_line(args.threads))
+        if args.fresh_test or "machine" not in state["seeds"]:
+            state["seeds"]["machine"] = machine_line(args.threads)
         train, test = split(data, "user", test_fraction=0.2, seed=seed)
         out: dict[str, Any] = {}
         ref = ImplicitALS(**state["ref"]["best"], num_threads=args.threads, random_state=seed)
