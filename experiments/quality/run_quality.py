@@ -15,15 +15,15 @@ Protocol (see README.md beside this file):
   on its test part.
 - time to quality: our model is trained with an epoch callback that scores the test part
   after each epoch (the time spent in the callback is not counted); we report the training
-  wall time at which it first reaches the reference's test recall@20 of the same seed,
+  wall and CPU time at which it first reaches the reference's test recall@20 of the same seed,
   beside the reference's own fit time, both on the same number of threads.
 - retrieval: the same iALS model's test recall@20 when the top-20 comes from
   ``recsys.retrieval.AnnoyIndex`` with its default settings instead of exact search.
 
-Run (1 thread per model, as on this shared machine)::
+Run (1 thread per model, as on this shared machine; README.md has the exact sequence)::
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
-        .venv/bin/python experiments/quality/run_quality.py
+        .venv/bin/python experiments/quality/run_quality.py    # stages ref, ials, test
 
 Stages (``--stages ref ials mf test``) are cached in
 ``experiments/quality/results/<data set>.<stage>.json`` and skipped when present; ``--fresh``
@@ -439,7 +439,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--trials", type=int, default=30, help="TPE trials for iALS")
     parser.add_argument("--mf-trials", type=int, default=12, help="TPE trials for softmax MF")
-    parser.add_argument("--stages", nargs="+", default=["ref", "ials", "mf", "test"],
+    parser.add_argument("--stages", nargs="+", default=["ref", "ials", "test"],
                         choices=["ref", "ials", "mf", "test"], help="what to run (cached stages are skipped)")
     parser.add_argument("--threads", type=int, default=1, help="threads per model (torch and implicit)")
     parser.add_argument("--device", default="cpu")
