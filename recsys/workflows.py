@@ -101,6 +101,7 @@ class TrainResult:
     model_dir: Path | None
     seconds: dict[str, float]
     validation: Interactions | None = None
+    run_id: str | None = None  # the tracking run that recorded it (recsys.tracking)
 
 
 def default_model_dir(model: str) -> Path:

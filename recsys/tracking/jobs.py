@@ -1,0 +1,212 @@
+"""The jobs of :mod:`recsys.workflows` and :mod:`recsys.tuning`, recorded as MLflow runs.
+
+Each function takes the same arguments as the job it wraps plus a :class:`Tracker`
+(``None`` or a disabled tracker: the job runs untracked) and returns the job's own result.
+
+A training run records every hyper-parameter (the model's defaults included), the data
+file's path, size and SHA-256, the split and its seed, per-epoch figures (``loss``,
+``val_recall_at_20``...) as metric history, the final test metrics, fit time and
+device; tags ``recsys.version`` and ``recsys.git_commit``; artifacts ``config.toml``
+(the resolved settings), ``metrics.csv``, ``recsys_model/`` (the model directory) and
+the servable pyfunc model ``model``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from recsys.artifacts import sha256_file
+from recsys.data.interactions import Interactions
+from recsys.tracking.tracker import NullRun, TrackedRun, Tracker, end_active_run
+
+Run = TrackedRun | NullRun
+
+
+def data_params(source: Any, prefix: str = "data") -> dict[str, Any]:
+    """Path, size and SHA-256 of a data file (an in-memory log: its source and fingerprint)."""
+    if isinstance(source, Interactions):
+        return {f"{prefix}_path": source.source, f"{prefix}_fingerprint": source.fingerprint(),
+                f"{prefix}_entries": source.nnz}
+    path = Path(source)
+    if not path.is_file():
+        return {f"{prefix}_path": str(path)}
+    return {f"{prefix}_path": str(path.resolve()), f"{prefix}_bytes": path.stat().st_size,
+            f"{prefix}_sha256": sha256_file(path)}
+
+
+def config_params(config: Any) -> dict[str, Any]:
+    """Run settings and every hyper-parameter of the model (defaults filled in)."""
+    from recsys.models import create_model
+
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "params"}
+    settings["ks"] = ",".join(map(str, config.ks))
+    if not config.validation_fraction:
+        for key in ("validation_metric", "patience"):
+            settings.pop(key, None)
+    hyper = create_model(config.model, **config.model_params()).get_params()
+    return {**settings, **hyper}
+
+
+def device_of(model: Any) -> str:
+    """The device the model was fitted on, in words (``cpu``, ``cuda:0``)."""
+    device = getattr(model, "device", None)
+    if device is None and "use_gpu" in model.get_params():
+        device = "cuda" if model.get_params()["use_gpu"] else "cpu"
+    if device in (None, "auto"):
+        if model.name == "popular":
+            return "cpu"
+        from recsys.device import resolve_device
+
+        device = resolve_device("auto")
+    return str(device)
+
+
+def log_training(run: Run, result: Any, *, log_model: bool = True) -> None:
+    """Everything a finished :func:`recsys.workflows.train` has to record."""
+    from recsys.config import settings_toml
+
+    model = result.model
+    run.log_metrics({f"{k}_seconds": v for k, v in result.seconds.items()})
+    run.log_metrics({"train_entries": result.train.nnz, "n_users": result.train.n_users,
+                     "n_items": result.train.n_items})
+    if result.test is not None:
+        run.log_metrics({"test_entries": result.test.nnz})
+    if getattr(model, "best_epoch", None) is not None:
+        run.log_metrics({"best_epoch": model.best_epoch})
+    run.set_tags({"recsys.device": device_of(model), "recsys.model": model.name})
+    resolved = dataclasses.replace(result.config, params=model.get_params())
+    run.log_text(settings_toml(resolved, "# resolved settings of this run (recsys train --config)\n"), "config.toml")
+    if result.evaluation is not None:
+        log_evaluation(run, result.evaluation)
+    if result.model_dir is not None and log_model:
+        run.log_directory(result.model_dir, "recsys_model")
+        run.log_model(result.model_dir)
+
+
+def log_evaluation(run: Run, evaluation: Any) -> None:
+    """Final test metrics (``recall_at_20``...) and the metrics table as ``metrics.csv``."""
+    run.log_metrics(evaluation.metrics)
+    run.log_metrics({"evaluated_users": evaluation.n_users, "skipped_users": evaluation.skipped_users})
+    table = evaluation.table()
+    table.index.name = "metric"
+    run.log_table(table, "metrics.csv")
+
+
+def train(data: Any, config: Any = None, *, tracker: Tracker | None = None, run_name: str | None = None,
+          tags: Mapping[str, str] | None = None, nested: bool = False, **train_options: Any) -> Any:
+    """:func:`recsys.workflows.train`, recorded as a run (returns its :class:`TrainResult`).
+
+    The store is checked before the data is read. With ``save=False`` and model logging
+    on, the model is saved to a temporary directory just long enough to be logged.
+    """
+    from recsys import workflows
+
+    config = config or workflows.TrainConfig()
+    config.check()
+    tracker = tracker or Tracker.disabled()
+    with tracker.run(run_name or f"train-{config.model}", kind="train", tags=tags, nested=nested) as run:
+        run.log_params(config_params(config))
+        run.log_params(data_params(data))
+        if train_options.get("test") is not None:
+            run.log_params(data_params(train_options["test"], "test"))
+        callbacks = [*train_options.pop("callbacks", ()), run.callback()]
+        temporary = None
+        if tracker.enabled and tracker.log_models and not train_options.get("save", True):
+            temporary = tempfile.TemporaryDirectory(prefix="recsys-model-")
+            train_options.update(save=True, output=Path(temporary.name) / "model")
+        try:
+            result = workflows.train(data, config, callbacks=callbacks, **train_options)
+            log_training(run, result, log_model=tracker.log_models)
+        finally:
+            if temporary is not None:
+                temporary.cleanup()
+        if temporary is not None:
+            result.model_dir = None
+        result.run_id = run.run_id
+    return result
+
+
+def evaluate_model(model: Any, test: Any, *, tracker: Tracker | None = None, run_name: str | None = None,
+                   **options: Any) -> Any:
+    """:func:`recsys.workflows.evaluate_model`, recorded as a run.
+
+    ``model`` may be a model, a directory or an MLflow URI (``runs:/<id>/model``).
+    """
+    from recsys import workflows
+    from recsys.models.base import Recommender
+    from recsys.tracking.serving import load_recommender
+
+    tracker = tracker or Tracker.disabled()
+    with tracker.run(run_name or "evaluate", kind="evaluate") as run:
+        source = None if isinstance(model, Recommender) else os.fspath(model)
+        if source is not None:
+            model = load_recommender(source, tracker.uri if tracker.enabled else None)
+        run.log_params({"model": model.name, "model_source": source, **model.get_params()})
+        run.log_params(data_params(test))
+        if options.get("train") is not None:
+            run.log_params(data_params(options["train"], "train"))
+        run.log_params({"ks": ",".join(map(str, options.get("ks", ())))} if options.get("ks") else {})
+        evaluation = workflows.evaluate_model(model, test, **options)
+        log_evaluation(run, evaluation)
+        evaluation.extra["run_id"] = run.run_id
+    return evaluation
+
+
+def tune(data: Any, config: Any, *, tracker: Tracker | None = None, run_name: str | None = None,
+         **options: Any) -> Any:
+    """:func:`recsys.tuning.tune` as a parent run with every trial as a child run.
+
+    The parent records the fixed settings, the search space, the best value and settings
+    (``best.<name>`` parameters, ``best_config.toml``) and the trials table ``trials.csv``.
+    """
+    from recsys import tuning
+    from recsys.config import settings_toml
+
+    tracker = tracker or Tracker.disabled()
+    metric = options.get("metric", "recall@20")
+    with tracker.run(run_name or f"tune-{config.model}", kind="tune") as run:
+        run.log_params({**config_params(config), "metric": metric,
+                        "trials": options.get("trials", 30),
+                        "validation_fraction": options.get("validation_fraction", 0.2)})
+        run.log_params(data_params(data))
+        space = options.get("space") or tuning.SEARCH_SPACES.get(config.model, {})
+        run.log_text("\n".join(tuning.describe_space(space)) + "\n", "search_space.txt")
+        previous = options.pop("on_trial", None)
+
+        def on_trial(number: int, params: dict[str, Any], value: float | None, seconds: float, state: str) -> None:
+            log_trial(run, number, params, value, seconds, state, metric)
+            if previous is not None:
+                previous(number, params, value, seconds, state)
+
+        result = tuning.tune(data, config, on_trial=on_trial, **options)
+        run.log_params(result.best_params, prefix="best.")
+        run.log_metrics({f"best_{metric}": result.best_value, "tune_seconds": result.seconds})
+        run.log_table(result.trials, "trials.csv")
+        run.log_text(settings_toml(result.config), "best_config.toml")
+    result.run_id = run.run_id  # type: ignore[attr-defined]
+    return result
+
+
+def log_trial(run: Run, number: int, params: Mapping[str, Any], value: float | None, seconds: float,
+              state: str, metric: str) -> None:
+    """One tuning trial as a child run (``FAILED`` when the trial failed)."""
+    if isinstance(run, NullRun):
+        return
+    import mlflow
+
+    child = mlflow.start_run(run_name=f"trial-{number}", nested=True, experiment_id=run.tracker.experiment_id,
+                             tags={"mlflow.parentRunId": run.run_id, "recsys.kind": "trial"})
+    mlflow.log_params({**{k: str(v) for k, v in params.items()}, "trial": str(number)}, run_id=child.info.run_id)
+    metrics = {"seconds": seconds}
+    if value is not None:
+        metrics[f"val_{metric}"] = value
+    TrackedRun(child.info.run_id, run.tracker).log_metrics(metrics)
+    end_active_run("FINISHED" if state == "complete" else "FAILED")
+
+
+__all__: Sequence[str] = ["config_params", "data_params", "evaluate_model", "log_training", "train", "tune"]
