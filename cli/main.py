@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from recsys_cli import datasets, evaluate, split, train, tune
+from recsys_cli import datasets, evaluate, experiment, split, train, tune
 from recsys_cli.common import State
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("split")(split.split)
 app.command("tune")(tune.tune)
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(experiment.app, name="experiment")
 
 
 def main() -> None:

@@ -14,6 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands record MLflow runs by default; tests opt in (tests/test_tracking.py) so no
+    ``mlflow.db`` lands in the working directory."""
+    monkeypatch.setenv("RECSYS_NO_TRACK", "1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(42)

@@ -98,11 +98,14 @@ def log_evaluation(run: Run, evaluation: Any) -> None:
 
 
 def train(data: Any, config: Any = None, *, tracker: Tracker | None = None, run_name: str | None = None,
-          tags: Mapping[str, str] | None = None, nested: bool = False, **train_options: Any) -> Any:
+          tags: Mapping[str, str] | None = None, nested: bool = False,
+          data_info: Mapping[str, Any] | None = None, **train_options: Any) -> Any:
     """:func:`recsys.workflows.train`, recorded as a run (returns its :class:`TrainResult`).
 
     The store is checked before the data is read. With ``save=False`` and model logging
     on, the model is saved to a temporary directory just long enough to be logged.
+    ``data_info`` replaces the recorded description of ``data`` (a log read once and
+    trained on many times: its file's path, size and hash).
     """
     from recsys import workflows
 
@@ -111,7 +114,7 @@ def train(data: Any, config: Any = None, *, tracker: Tracker | None = None, run_
     tracker = tracker or Tracker.disabled()
     with tracker.run(run_name or f"train-{config.model}", kind="train", tags=tags, nested=nested) as run:
         run.log_params(config_params(config))
-        run.log_params(data_params(data))
+        run.log_params(data_info if data_info is not None else data_params(data))
         if train_options.get("test") is not None:
             run.log_params(data_params(train_options["test"], "test"))
         callbacks = [*train_options.pop("callbacks", ()), run.callback()]

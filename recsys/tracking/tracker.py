@@ -11,6 +11,7 @@ raises. A disabled tracker (``--no-track``, ``RECSYS_NO_TRACK=1``) hands out a
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import subprocess
@@ -170,10 +171,16 @@ class Tracker:
         from mlflow.exceptions import MlflowException
 
         self._point()
+        # Creating a new SQLite store or experiment logs INFO lines; they are not news.
+        logger = logging.getLogger("mlflow")
+        level = logger.level
+        logger.setLevel(max(level, logging.WARNING))
         try:
             self.experiment_id = mlflow.set_experiment(self.experiment).experiment_id
         except MlflowException as exc:
             raise TrackingError(f"tracking store {self.uri}: cannot use experiment {self.experiment!r}: {exc.message}") from None
+        finally:
+            logger.setLevel(level)
 
     def _point(self) -> None:
         import mlflow
