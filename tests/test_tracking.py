@@ -257,3 +257,20 @@ def test_against_a_real_mlflow_server(tmp_path, sample_ratings, monkeypatch):
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_recommend_frame_per_row_k_unknown_users_and_seen_items(checkerboard):
+    from recsys.models import ALS
+    from recsys.tracking import recommend_frame
+
+    model = ALS(factors=4, epochs=3).fit(checkerboard)
+    users = list(model.users.ids[:2])
+    frame = recommend_frame(model, pd.DataFrame({"user": [users[0], "nobody", users[1]], "k": [3, 2, 1]}))
+    assert list(frame["user"]) == [users[0]] * 3 + ["nobody"] * 2 + [users[1]]
+    assert list(frame["rank"]) == [1, 2, 3, 1, 2, 1]
+    assert list(frame["fallback"]) == [False] * 3 + [True] * 2 + [False]
+    assert frame["score"][frame["fallback"]].isna().all()
+    expected, _ = model.recommend(users[0], k=3)
+    assert list(frame["item"][:3]) == list(expected)
+    with pytest.raises(ValueError, match="user"):
+        recommend_frame(model, pd.DataFrame({"id": [1]}))

@@ -8,9 +8,9 @@ its third-party requirements are declared, so the model loads in a fresh environ
     model = mlflow.pyfunc.load_model("runs:/<run id>/model")
     model.predict(pd.DataFrame({"user": ["196", "186"], "k": 10}))
 
-returns one row per recommendation: ``user``, ``rank`` (1 = best), ``item``, ``score``
-(in the data's own ids; seen items excluded; users unknown to the model get the most
-popular items with a NaN score). :func:`load_recommender` turns ``runs:/...``,
+returns one row per recommendation: ``user``, ``rank`` (1 = best), ``item``, ``score``,
+``fallback`` (in the data's own ids; seen items excluded; users unknown to the model get
+the most popular items, ``fallback`` True and a NaN score). :func:`load_recommender` turns ``runs:/...``,
 ``models:/...`` or a local directory into the :class:`~recsys.models.Recommender` itself.
 """
 
@@ -41,8 +41,9 @@ _SERVING_PACKAGES = ("numpy", "scipy", "pandas", "pyarrow", "torch", "implicit",
 def recommend_frame(model: Any, frame: pd.DataFrame, k: int = DEFAULT_K) -> pd.DataFrame:
     """Top-``k`` items for each row's ``user`` (a ``k`` column overrides ``k`` per row).
 
-    Returns a long table with columns ``user``, ``rank``, ``item``, ``score``; padding
-    (fewer than ``k`` unseen items) is dropped.
+    Returns a long table with columns ``user``, ``rank``, ``item``, ``score``,
+    ``fallback`` (True for users unknown to the model: the most popular items, score
+    NaN); padding (fewer than ``k`` unseen items) is dropped.
     """
     if not isinstance(frame, pd.DataFrame):
         frame = pd.DataFrame(frame)
@@ -58,16 +59,18 @@ def recommend_frame(model: Any, frame: pd.DataFrame, k: int = DEFAULT_K) -> pd.D
         rows = np.flatnonzero(ks == value)
         ids, scores = model.recommend(users[rows], int(value))
         ids, scores = np.asarray(ids), np.asarray(scores)
+        unknown = ~np.asarray(model.users.contains(users[rows]), dtype=bool)
         part = pd.DataFrame({
             "order": np.repeat(rows, value),
             "user": np.repeat(users[rows], value),
             "rank": np.tile(np.arange(1, value + 1), len(rows)),
             "item": ids.reshape(-1),
             "score": scores.reshape(-1).astype(float),
+            "fallback": np.repeat(unknown, value),
         })
         parts.append(part)
     if not parts:
-        return pd.DataFrame({"user": users, "rank": [], "item": [], "score": []})
+        return pd.DataFrame({"user": users, "rank": [], "item": [], "score": [], "fallback": []})
     out = pd.concat(parts).sort_values(["order", "rank"], kind="stable")
     out = out[out["score"] != -np.inf]  # padding: the user has seen nearly everything
     return out.drop(columns="order").reset_index(drop=True)
