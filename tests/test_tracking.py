@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,37 @@ def cli(*args: str, code: int = 0):
     result = runner.invoke(app, list(args))
     assert result.exit_code == code, (result.output, result.exception)
     return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on 127.0.0.1, a free port and a temporary backend.
+
+    Started when the module starts, so that its start-up (many seconds on a busy machine)
+    overlaps the other tests; the test that uses it runs last. Stopped at the end.
+    """
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root, start_new_session=True,
+    )
+    yield f"http://127.0.0.1:{port}", server
+    # The server runs uvicorn as a child: stop the whole process group.
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +170,6 @@ def test_a_failed_run_is_marked_failed(uri, sample_ratings):
     assert "learning_rate" in run.data.tags["recsys.error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_an_unreachable_server_fails_before_training_naming_the_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     dead = f"http://127.0.0.1:{_free_port()}"
@@ -223,42 +249,6 @@ def test_tune_logs_every_trial_as_a_child_run(uri, sample_ratings):
     assert c.get_run(result.run_id).data.params["best.factors"] in ("2", "4")
 
 
-@pytest.mark.slow
-def test_against_a_real_mlflow_server(tmp_path, sample_ratings, monkeypatch):
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15  # a busy machine: skip rather than stall the suite
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.skip("mlflow server did not start in time")
-                time.sleep(0.5)
-        monkeypatch.chdir(tmp_path)
-        config = TrainConfig(model="als", params={"factors": 4, "epochs": 2}, ks=(10,))
-        result = tracked_train(sample_ratings, config, tracker=Tracker(url, "served"), output=tmp_path / "m")
-        run = client(url).get_run(result.run_id)
-        assert run.info.status == "FINISHED" and run.data.params["factors"] == "4"
-        assert [m.step for m in client(url).get_metric_history(result.run_id, "epoch_seconds")] == [1, 2]
-        loaded = load_recommender(f"runs:/{result.run_id}/model", url)
-        np.testing.assert_array_equal(loaded.item_factors, result.model.item_factors)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
 def test_recommend_frame_per_row_k_unknown_users_and_seen_items(checkerboard):
     from recsys.models import ALS
     from recsys.tracking import recommend_frame
@@ -274,3 +264,26 @@ def test_recommend_frame_per_row_k_unknown_users_and_seen_items(checkerboard):
     assert list(frame["item"][:3]) == list(expected)
     with pytest.raises(ValueError, match="user"):
         recommend_frame(model, pd.DataFrame({"id": [1]}))
+
+
+@pytest.mark.slow
+def test_against_a_real_mlflow_server(mlflow_server, tmp_path, sample_ratings, monkeypatch):
+    url, server = mlflow_server
+    deadline = time.monotonic() + 20  # on top of the time the tests above took
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                pytest.skip("mlflow server did not start in time (a busy machine)")
+            time.sleep(0.5)
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(model="als", params={"factors": 4, "epochs": 2}, ks=(10,))
+    result = tracked_train(sample_ratings, config, tracker=Tracker(url, "served"), output=tmp_path / "m")
+    run = client(url).get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["factors"] == "4"
+    assert [m.step for m in client(url).get_metric_history(result.run_id, "epoch_seconds")] == [1, 2]
+    assert "config.toml" in {a.path for a in client(url).list_artifacts(result.run_id)}
+    loaded = load_recommender(f"runs:/{result.run_id}/model", url)
+    np.testing.assert_array_equal(loaded.item_factors, result.model.item_factors)
