@@ -49,6 +49,23 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
+def _restore_tracking_uri():
+    """``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``; undo both after the module."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(before)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(autouse=True)
+def _no_uri_from_earlier_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` on 127.0.0.1, a free port and a temporary backend.
 
