@@ -161,6 +161,9 @@ def test_pyfunc_model_predicts_the_library_top_n(mf_run):
         seen = model.items.ids[model.seen[model.users.index(user)].indices]
         assert not set(got[user]) & set(seen)
     assert list(out["rank"][:5]) == [1, 2, 3, 4, 5]
+    # Its requirements are declared (installable from PyPI), so it loads in a fresh environment.
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(f"runs:/{result.run_id}/model")).read_text()
+    assert "numpy==" in requirements and "torch==" in requirements and "+" not in requirements
     # load_recommender resolves the same URI to the model itself
     loaded = load_recommender(f"runs:/{result.run_id}/model", uri)
     np.testing.assert_array_equal(loaded.item_factors, model.item_factors)

@@ -88,7 +88,8 @@ def serving_requirements() -> list[str]:
     reqs = []
     for name in _SERVING_PACKAGES:
         try:
-            reqs.append(f"{name}=={metadata.version(name)}")
+            # A local build tag (torch's "+cpu") is not on PyPI: pin the release itself.
+            reqs.append(f"{name}=={metadata.version(name).split('+')[0]}")
         except metadata.PackageNotFoundError:
             continue
     return reqs
