@@ -45,6 +45,8 @@ def train(
     validation_fraction: Annotated[float | None, typer.Option("--validation-fraction", help="Carve a per-user validation split from train: per-epoch recall, early stopping.", rich_help_panel=_SPLIT)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without validation gain.", rich_help_panel=_SPLIT)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
+    index: Annotated[bool, typer.Option("--index/--no-index", help="Build the Annoy index into the model directory.")] = True,
+    trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 20).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     track: Track = None,
@@ -74,8 +76,10 @@ def train(
         validation_fraction=validation_fraction,
         patience=patience,
     )
+    from recsys.retrieval.annoy_index import DEFAULT_TREES
+
     result = run_train(data, settings, tracker=runs, test=test, read_options=read_options, output=output,
-                       progress=not quiet)
+                       progress=not quiet, index_trees=(trees or DEFAULT_TREES) if index else None)
     _report(result, fmt, quiet)
     if fmt != "json" and result.run_id:
         note(run_note(result.run_id, runs), quiet)

@@ -135,6 +135,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
     on_saving: Callable[[Path, TrainResult], None] | None = None,
+    index_trees: int | None = None,
 ) -> TrainResult:
     """Load, split, fit, evaluate and save a model.
 
@@ -142,6 +143,7 @@ def train(
     and counted) instead of splitting. With ``save``, the model directory (``output`` or
     :func:`default_model_dir`) is written atomically; ``on_saving(dir, result)`` may add
     files to it before it is moved into place (the Annoy index, a run record).
+    ``index_trees`` builds the Annoy index with that many trees into the model directory.
     """
     config = config or TrainConfig()
     config.check()
@@ -181,6 +183,11 @@ def train(
 
         def extras(tmp: Path) -> None:
             write_json(tmp / "run.json", run_record(result, data))
+            if index_trees:
+                from recsys.retrieval.annoy_index import INDEX_DIR, AnnoyIndex
+
+                (tmp / INDEX_DIR).mkdir()
+                AnnoyIndex.build(result.model, trees=index_trees).write(tmp / INDEX_DIR)
             if on_saving is not None:
                 on_saving(tmp, result)
 
@@ -213,12 +220,26 @@ def evaluate_model(
     read_options: ReadOptions | None = None,
     per_user: bool = False,
     progress: bool = False,
+    retrieval: str = "exact",
+    search_k: int | None = None,
 ) -> Evaluation:
-    """Evaluate a model (object or saved directory) on a test file."""
+    """Evaluate a model (object or saved directory) on a test file.
+
+    ``retrieval="annoy"`` ranks through the Annoy index saved in the model directory and
+    adds ``overlap@k`` with the exact top-k (:func:`recsys.retrieval.evaluation.evaluate_with_index`).
+    """
+    model_dir = None
     if not isinstance(model, Recommender):
+        model_dir = model
         model = Recommender.load(model)
     test_data = load(test, read_options)
     train_data = None if train is None else load(train, read_options)
+    if retrieval != "exact":
+        from recsys.retrieval.batch import open_retrieval
+        from recsys.retrieval.evaluation import evaluate_with_index
+
+        index = open_retrieval(model, retrieval, model_dir, search_k=search_k)  # type: ignore[arg-type]
+        return evaluate_with_index(model, test_data, index, train=train_data, ks=ks, per_user=per_user, progress=progress)
     return evaluate(model, test_data, train=train_data, ks=ks, per_user=per_user, progress=progress)
 
 

@@ -14,6 +14,7 @@ from recsys.tracking.jobs import (
     evaluate_model,
     log_evaluation,
     log_training,
+    recommend_to_file,
     train,
     tune,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "log_training",
     "metric_key",
     "recommend_frame",
+    "recommend_to_file",
     "resolve_model_dir",
     "resolve_uri",
     "tracking_enabled",

@@ -141,23 +141,55 @@ def evaluate_model(model: Any, test: Any, *, tracker: Tracker | None = None, run
     ``model`` may be a model, a directory or an MLflow URI (``runs:/<id>/model``).
     """
     from recsys import workflows
+    from recsys.artifacts import read_json
     from recsys.models.base import Recommender
-    from recsys.tracking.serving import load_recommender
+    from recsys.tracking.serving import resolve_model_dir
 
     tracker = tracker or Tracker.disabled()
     with tracker.run(run_name or "evaluate", kind="evaluate") as run:
-        source = None if isinstance(model, Recommender) else os.fspath(model)
-        if source is not None:
-            model = load_recommender(source, tracker.uri if tracker.enabled else None)
-        run.log_params({"model": model.name, "model_source": source, **model.get_params()})
+        if isinstance(model, Recommender):
+            run.log_params({"model": model.name, **model.get_params()})
+        else:
+            source = os.fspath(model)
+            # A local directory (an MLflow URI downloaded), so a saved Annoy index is found.
+            model = resolve_model_dir(source, tracker.uri if tracker.enabled else None)
+            meta = read_json(Path(model) / "model.json") if (Path(model) / "model.json").is_file() else {}
+            run.log_params({"model": meta.get("model"), "model_source": source, **meta.get("params", {})})
         run.log_params(data_params(test))
         if options.get("train") is not None:
             run.log_params(data_params(options["train"], "train"))
+        run.log_params({k: options[k] for k in ("retrieval", "search_k") if options.get(k) is not None})
         run.log_params({"ks": ",".join(map(str, options.get("ks", ())))} if options.get("ks") else {})
         evaluation = workflows.evaluate_model(model, test, **options)
         log_evaluation(run, evaluation)
         evaluation.extra["run_id"] = run.run_id
     return evaluation
+
+
+def recommend_to_file(model: Any, out: Any, users: Any = None, k: int = 10, *, tracker: Tracker | None = None,
+                      model_source: str | None = None, run_name: str | None = None, **options: Any) -> Any:
+    """:func:`recsys.retrieval.batch.recommend_to_file`, recorded as a run.
+
+    Records the model and its source (a directory or ``runs:/...``), ``k``, the retrieval
+    settings and the output path as parameters; users, rows, fallback users and seconds
+    as metrics. The output file itself is not copied into the store.
+    """
+    from recsys.retrieval.batch import recommend_to_file as write
+
+    tracker = tracker or Tracker.disabled()
+    with tracker.run(run_name or "recommend", kind="recommend") as run:
+        requested = "all" if users is None or isinstance(users, str) else f"{len(users)} given"
+        run.log_params({"model": model.name, "model_source": model_source, "k": k, "users": requested,
+                        "output": os.fspath(out),
+                        **{key: options[key] for key in ("retrieval", "search_k", "include_seen")
+                           if options.get(key) is not None}})
+        if options.get("history") is not None:
+            run.log_params(data_params(options["history"], "history"))
+        result = write(model, out, users, k, **options)
+        run.log_metrics({name: value for name, value in result.to_dict().items()
+                         if name not in ("k", "path", "retrieval")})
+    result.run_id = run.run_id  # type: ignore[attr-defined]
+    return result
 
 
 def tune(data: Any, config: Any, *, tracker: Tracker | None = None, run_name: str | None = None,
@@ -212,4 +244,5 @@ def log_trial(run: Run, number: int, params: Mapping[str, Any], value: float | N
     end_active_run("FINISHED" if state == "complete" else "FAILED")
 
 
-__all__: Sequence[str] = ["config_params", "data_params", "evaluate_model", "log_training", "train", "tune"]
+__all__: Sequence[str] = ["config_params", "data_params", "evaluate_model", "log_training", "recommend_to_file",
+                          "train", "tune"]
