@@ -180,6 +180,23 @@ def test_evaluate_takes_a_runs_uri_and_is_recorded(mf_run, monkeypatch, sample_r
     assert "recall_at_10" in runs[0].data.metrics
 
 
+def test_recommend_from_a_runs_uri_uses_the_logged_annoy_index(uri, tmp_path, sample_ratings):
+    r = cli("train", "--data", str(sample_ratings), "--model", "als", "--factors", "8", "--epochs", "2",
+            "--trees", "2", "-o", str(tmp_path / "model"), "--k", "10", "--format", "json",
+            "--track", "--tracking-uri", uri, "--experiment", "serve")
+    run_id = json.loads(r.stdout)["run_id"]
+    c = client(uri)
+    assert "index" in {Path(a.path).name for a in c.list_artifacts(run_id, "recsys_model")}
+    out = tmp_path / "recs.csv"
+    cli("recommend", "--model", f"runs:/{run_id}/model", "--out", str(out), "--k", "3", "--retrieval", "annoy",
+        "--users", "413,667", "--quiet", "--track", "--tracking-uri", uri, "--experiment", "serve")
+    recs = pd.read_csv(out)
+    assert sorted(recs["user"].unique()) == [413, 667] and len(recs) == 6
+    runs = c.search_runs([c.get_experiment_by_name("serve").experiment_id], "tags.`recsys.kind` = 'recommend'")
+    assert runs[0].data.params["model_source"] == f"runs:/{run_id}/model"
+    assert runs[0].data.metrics["rows"] == 6
+
+
 def test_a_failed_run_is_marked_failed(uri, sample_ratings):
     config = TrainConfig(model="mf", params={"learning_rate": -1.0, "epochs": 1})
     with pytest.raises(ConfigError):
