@@ -281,7 +281,8 @@ def _board(runs: Sequence[Any], metric: str, columns: Sequence[str]) -> pd.DataF
     for run in runs:
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
         model = params.get("model", tags.get("recsys.model", ""))
-        setting = tags.get("recsys.params", "")
+        setting = tags.get("recsys.params") or " ".join(
+            f"{k}={params[k]}" for k in ("factors", "regularization", "epochs", "loss") if params.get(k) not in (None, "None"))
         row = {
             "run_id": run.info.run_id,
             "status": run.info.status,
