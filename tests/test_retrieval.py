@@ -317,3 +317,18 @@ def test_users_option_reads_ids_from_a_list_a_file_or_a_csv_column(tmp_path):
     assert list(parse_users(str(tmp_path / "log.csv"))) == ["3", "4"]
     assert list(parse_users("1, 2,x")) == ["1", "2", "x"]
     assert parse_users("all") == "all" and parse_users(None) is None
+
+
+def test_include_seen_and_known_users_with_a_history(model, tmp_path):
+    result = recommend_to_file(model, tmp_path / "r.parquet", [100, 101], k=5, include_seen=True)
+    frame = pd.read_parquet(tmp_path / "r.parquet")
+    ids, _ = model.recommend([100, 101], k=5, exclude_seen=False)
+    assert result.rows == 10 and list(frame["item"]) == list(ids.ravel())
+    # A known user with a new history: folded in from it, and neither their training
+    # items nor the history's are recommended.
+    history = Interactions.from_arrays([100, 100], ["i000", "i001"], [4.0, 5.0])
+    ids, scores = model.recommend(100, k=N_ITEMS, history=history)
+    recommended = set(model.items.index(ids[np.isfinite(scores)]))
+    trained = set(model.seen[0].indices)
+    assert not recommended & (trained | {0, 1})
+    assert len(recommended) == N_ITEMS - len(trained | {0, 1})
