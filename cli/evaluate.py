@@ -17,12 +17,13 @@ from recsys_cli.common import (
     print_json,
     with_read_options,
 )
+from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracker
 
 
 @command
 @with_read_options
 def evaluate(
-    model: Annotated[Path, typer.Option("--model", help="Saved model directory.")],
+    model: Annotated[str, typer.Option("--model", help="Saved model directory, or an MLflow model URI such as runs:/<run id>/model.")],
     data: Annotated[Path, typer.Option("--data", help="Test interactions (held-out entries are the relevant items).")],
     train: Annotated[Path | None, typer.Option("--train", help="Training interactions to exclude from rankings (default: the model's own training data).")] = None,
     k: Ks = "10,20,50",
@@ -31,13 +32,18 @@ def evaluate(
     search_k: Annotated[int | None, typer.Option("--search-k", help="Annoy candidates inspected per query (default: as saved; -1: Annoy's own).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
+    track: Track = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = None,
     read_options: Any = None,
 ) -> None:
     """Rank the full catalogue for every test user, excluding their training items, and report recall, NDCG, precision, MAP, MRR, hit rate, and coverage, Gini, popularity percentile, novelty and diversity at each k."""
-    from recsys.workflows import evaluate_model, write_table
+    from recsys.tracking import evaluate_model
+    from recsys.workflows import write_table
 
+    runs = tracker(track, tracking_uri, experiment)
     result = evaluate_model(
-        model, data, train=train, ks=parse_ks(k), read_options=read_options,
+        model, data, tracker=runs, train=train, ks=parse_ks(k), read_options=read_options,
         per_user=per_user is not None, progress=not quiet, retrieval=retrieval, search_k=search_k,
     )
     if per_user is not None and result.per_user is not None:
@@ -51,3 +57,5 @@ def evaluate(
     print(metrics_table(result))
     if per_user is not None:
         note(f"per-user metrics written to {per_user}", quiet)
+    if result.extra.get("run_id"):
+        note(run_note(result.extra["run_id"], runs), quiet)

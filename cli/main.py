@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from recsys_cli import datasets, embeddings, evaluate, retrieval, split, train, tune
+from recsys_cli import datasets, embeddings, evaluate, experiment, retrieval, split, train, tune
 from recsys_cli.common import State
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.command("recommend")(retrieval.recommend)
 app.command("similar")(retrieval.similar)
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(embeddings.app, name="embeddings")
+app.add_typer(experiment.app, name="experiment")
 
 
 def main() -> None:

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 
 import typer
 from recsys_cli.common import Format, Quiet, command, note, print_json, with_read_options
+from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracker
 
-Model = Annotated[str, typer.Option("--model", help="Saved model directory.")]
+Model = Annotated[str, typer.Option("--model", help="Saved model directory, or an MLflow model URI such as runs:/<run id>/model.")]
 Retrieval = Annotated[
     Literal["exact", "annoy"],
     typer.Option("--retrieval", help="exact: score every item (the yardstick); annoy: the model's saved Annoy index."),
@@ -21,10 +22,11 @@ Jobs = Annotated[int, typer.Option("--jobs", help="Threads for Annoy (-1: every 
 Trees = Annotated[int | None, typer.Option("--trees", help="Annoy trees per forest (more: better recall, bigger index).")]
 
 
-def _load(model: str) -> tuple[Any, Path]:
+def _load(model: str, tracking_uri: str | None = None) -> tuple[Any, Path]:
     from recsys.models import load_model
+    from recsys.tracking import resolve_model_dir
 
-    directory = Path(model)
+    directory = resolve_model_dir(model, tracking_uri)  # runs:/ and models:/ URIs are downloaded
     return load_model(directory), directory
 
 
@@ -74,15 +76,20 @@ def recommend(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for exact retrieval.")] = "auto",
     fmt: Format = "table",
     quiet: Quiet = False,
+    track: Track = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = None,
     read_options: Any = None,
 ) -> None:
     """Top-k items for many users, written to a file atomically as it goes.
 
     Users the model does not know (and who have no --history) get the most popular items, marked fallback=true with a NaN score, and are counted."""
-    from recsys.retrieval.batch import parse_users, recommend_to_file
+    from recsys.retrieval.batch import parse_users
+    from recsys.tracking import recommend_to_file
     from recsys.workflows import load
 
-    loaded, directory = _load(model)
+    runs = tracker(track, tracking_uri, experiment)
+    loaded, directory = _load(model, tracking_uri)
     history_data = None if history is None else load(history, read_options)
     if user_features:
         from recsys.data.features import load_features, with_new_users
@@ -93,7 +100,7 @@ def recommend(
         frame = load_features(user_features, "user", user_features_spec, read_options.encoding)
         history_data = with_new_users(history_data, frame, loaded.items)
     result = recommend_to_file(
-        loaded, out, parse_users(users), k,
+        loaded, out, parse_users(users), k, tracker=runs, model_source=model,
         retrieval=retrieval, model_dir=directory, include_seen=include_seen, history=history_data,
         batch_users=batch_users, search_k=search_k, n_jobs=jobs, device=device, progress=not quiet,
     )
@@ -110,6 +117,8 @@ def recommend(
         # Not silenced by --quiet: it changes what the file means.
         note(f"fallback {result.fallback_users} users unknown to the model got the most popular items "
              "(rows marked fallback=true, score NaN)", False)
+    if result.run_id:
+        note(run_note(result.run_id, runs), quiet)
 
 
 @command

@@ -17,6 +17,7 @@ from recsys_cli.common import (
     print_json,
     with_read_options,
 )
+from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracker
 
 _MODEL = "Model and hyper-parameters"
 _SPLIT = "Evaluation"
@@ -53,14 +54,18 @@ def train(
     trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 20).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
+    track: Track = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = None,
     read_options: Any = None,
 ) -> None:
     """Train a model on an interaction log, evaluate it on held-out data, and save it.
 
     With no options but --data: implicit-feedback ALS, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
     from recsys.config import build_train_config
-    from recsys.workflows import train as run_train
+    from recsys.tracking import train as run_train
 
+    runs = tracker(track, tracking_uri, experiment)
     settings = build_train_config(
         config_file=config,
         model=model,
@@ -79,12 +84,14 @@ def train(
     from recsys.retrieval.annoy_index import DEFAULT_TREES
 
     result = run_train(
-        data, settings, test=test, read_options=read_options, output=output, progress=not quiet,
+        data, settings, tracker=runs, test=test, read_options=read_options, output=output, progress=not quiet,
         index_trees=(trees or DEFAULT_TREES) if index else None,
         user_features=user_features or None, item_features=item_features or None,
         user_features_spec=user_features_spec, item_features_spec=item_features_spec,
     )
     _report(result, fmt, quiet)
+    if fmt != "json" and result.run_id:
+        note(run_note(result.run_id, runs), quiet)
 
 
 def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
@@ -99,6 +106,7 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
             "seconds": result.seconds,
             "metrics": None if result.evaluation is None else result.evaluation.metrics,
             **({"cold_items": result.evaluation.extra} if result.evaluation is not None and result.evaluation.extra else {}),
+            "run_id": result.run_id,
         })
         return
     data = result.train

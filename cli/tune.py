@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from recsys_cli.common import Format, Quiet, command, note, print_json, with_read_options
+from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracker
 
 
 @command
@@ -28,12 +29,15 @@ def tune(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the best settings (default: tuned-<model>.toml).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
+    track: Track = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = None,
     read_options: Any = None,
 ) -> None:
     """Search hyper-parameters with Optuna on a validation split carved from the training part (the test part is never used), and write the best settings for `recsys train --config`."""
     from recsys.config import build_train_config, read_toml
+    from recsys.tracking import tune as run_tune
     from recsys.tuning import parse_space
-    from recsys.tuning import tune as run_tune
 
     settings = build_train_config(
         config_file=config, model=model, params=param or [], device=device,
@@ -43,17 +47,20 @@ def tune(
     if space is not None:
         spec = read_toml(space)
         search = parse_space(spec.get("space", spec), settings.model)
+    runs = tracker(track, tracking_uri, experiment)
     result = run_tune(
-        data, settings, trials=trials, space=search, metric=metric,
+        data, settings, tracker=runs, trials=trials, space=search, metric=metric,
         validation_fraction=validation_fraction, timeout=timeout,
         read_options=read_options, progress=not quiet,
     )
     path = result.write_config(output or Path(f"tuned-{settings.model}.toml"))
     if fmt == "json":
         print_json({"best_params": result.best_params, "best_value": result.best_value, "metric": metric,
-                    "trials": len(result.trials), "config": str(path)})
+                    "trials": len(result.trials), "config": str(path), "run_id": result.run_id})
         return
     table = result.trials.sort_values(metric, ascending=False, na_position="last").head(10)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     note(f"best validation {metric} {result.best_value:.4f} with {result.best_params}", quiet)
     note(f"settings written to {path} (recsys train --config {path})", quiet)
+    if result.run_id:
+        note(run_note(result.run_id, runs), quiet)

@@ -50,6 +50,33 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
+def config_settings(config: TrainConfig) -> dict[str, Any]:
+    """A :class:`TrainConfig` as the settings-file table :func:`build_train_config` reads back."""
+    import numpy as np
+
+    settings: dict[str, Any] = {
+        "model": config.model,
+        "split": config.split,
+        "test_fraction": config.test_fraction,
+        "split_n": config.split_n,
+        "seed": config.seed,
+        "k": list(config.ks),
+    }
+    for key in ("validation_fraction", "validation_metric", "patience"):
+        value = getattr(config, key)
+        if value is not None and (key != "validation_metric" or config.validation_fraction):
+            settings[key] = value
+    settings["params"] = {k: v.item() if isinstance(v, np.generic) else v for k, v in config.params.items() if v is not None}
+    return settings
+
+
+def settings_toml(config: TrainConfig, header: str = "") -> str:
+    """The resolved settings of a run as TOML text (``recsys train --config`` reads it)."""
+    import tomli_w
+
+    return header + tomli_w.dumps(config_settings(config))
+
+
 def parse_param(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE read as a TOML literal (number, bool, string), else as text."""
     if "=" not in text:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
 from recsys.artifacts import atomic_file
@@ -140,32 +139,16 @@ class TuneResult:
 
     def write_config(self, path: str | Path) -> Path:
         """Write the best settings as TOML for ``recsys train --config``, atomically."""
-        import tomli_w
+        from recsys.config import settings_toml
 
-        config = dataclasses.asdict(self.config)
-        settings: dict[str, Any] = {
-            "model": config["model"],
-            "split": config["split"],
-            "test_fraction": config["test_fraction"],
-            "split_n": config["split_n"],
-            "seed": config["seed"],
-            "k": list(config["ks"]),
-            "params": {k: _plain(v) for k, v in config["params"].items()},
-        }
         path = Path(path)
         header = (
             f"# Best of {len(self.trials)} trials by validation {self.metric} = {self.best_value:.6f}\n"
             "# (written by recsys tune; use with: recsys train --config THIS_FILE)\n"
         )
         with atomic_file(path) as tmp:
-            tmp.write_text(header + tomli_w.dumps(settings), encoding="utf-8")
+            tmp.write_text(settings_toml(self.config, header), encoding="utf-8")
         return path
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 TrialCallback = Callable[[int, dict[str, Any], float | None, float, str], None]

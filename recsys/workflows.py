@@ -102,6 +102,7 @@ class TrainResult:
     seconds: dict[str, float]
     validation: Interactions | None = None
     features: Any = None  # FeatureReport when feature tables were given
+    run_id: str | None = None  # the tracking run that recorded it (recsys.tracking)
 
 
 def default_model_dir(model: str) -> Path:

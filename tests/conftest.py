@@ -14,6 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_tracking():
+    """Commands record MLflow runs by default; tests opt in (tests/test_tracking.py) so no
+    ``mlflow.db`` lands in the working directory. Session-wide, so that module-scoped
+    fixtures which train through the CLI are covered too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECSYS_NO_TRACK", "1")
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(42)

@@ -1,0 +1,326 @@
+"""MLflow tracking against real stores: a temporary SQLite file and a real ``mlflow server``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from recsys_cli.main import app
+from typer.testing import CliRunner
+
+from recsys.errors import ConfigError, TrackingError
+from recsys.tracking import (
+    Tracker,
+    check_store,
+    load_recommender,
+    metric_key,
+    resolve_uri,
+    tracking_enabled,
+)
+from recsys.tracking import train as tracked_train
+from recsys.tracking import tune as tracked_tune
+from recsys.workflows import TrainConfig
+
+pytest.importorskip("mlflow")
+runner = CliRunner()
+
+
+def cli(*args: str, code: int = 0):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == code, (result.output, result.exception)
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_tracking_uri():
+    """``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``; undo both after the module."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(before)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(autouse=True)
+def _no_uri_from_earlier_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on 127.0.0.1, a free port and a temporary backend.
+
+    Started when the module starts, so that its start-up (many seconds on a busy machine)
+    overlaps the other tests; the test that uses it runs last. Stopped at the end.
+    """
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root, start_new_session=True,
+    )
+    yield f"http://127.0.0.1:{port}", server
+    # The server runs uvicorn as a child: stop the whole process group.
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """One SQLite store for the module (creating one costs seconds); tests use their own experiments."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture
+def uri(store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.chdir(store)  # MLflow's default artifact root ./mlruns lands here too
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture(scope="module")
+def mf_run(store, sample_ratings):
+    """An MF model trained once with per-epoch validation, recorded in the module's store."""
+    cwd = os.getcwd()
+    os.chdir(store)
+    try:
+        uri = f"sqlite:///{store / 'mlflow.db'}"
+        config = TrainConfig(model="mf", params={"factors": 8, "epochs": 3, "device": "cpu"}, ks=(10, 20),
+                             validation_fraction=0.2)
+        result = tracked_train(sample_ratings, config, tracker=Tracker(uri, "mf"), output=store / "model")
+    finally:
+        os.chdir(cwd)
+    return uri, result
+
+
+def test_training_run_records_params_epochs_metrics_tags_and_artifacts(mf_run, sample_ratings):
+    uri, result = mf_run
+    run = client(uri).get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model"] == "mf" and params["factors"] == "8" and params["epochs"] == "3"
+    assert params["learning_rate"] == str(result.model.learning_rate)  # defaults are recorded too
+    assert params["split"] == "user" and params["seed"] == "0" and params["test_fraction"] == "0.2"
+    assert params["data_sha256"] == hashlib.sha256(Path(sample_ratings).read_bytes()).hexdigest()
+    assert params["data_bytes"] == str(Path(sample_ratings).stat().st_size)
+    for name in ("loss", "val_recall_at_20"):
+        history = client(uri).get_metric_history(result.run_id, name)
+        assert [m.step for m in history] == [1, 2, 3], name
+    assert run.data.metrics["recall_at_10"] == pytest.approx(result.evaluation.metrics["recall@10"])
+    assert run.data.metrics["fit_seconds"] > 0
+    assert run.data.tags["recsys.version"] and run.data.tags["recsys.device"] == "cpu"
+    artifacts = {a.path for a in client(uri).list_artifacts(result.run_id)}
+    assert {"config.toml", "metrics.csv", "recsys_model"} <= artifacts
+    model_files = {Path(a.path).name for a in client(uri).list_artifacts(result.run_id, "recsys_model")}
+    assert "model.json" in model_files
+
+
+def test_pyfunc_model_predicts_the_library_top_n(mf_run):
+    import mlflow
+
+    uri, result = mf_run
+    mlflow.set_tracking_uri(uri)
+    pyfunc = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    model = result.model
+    users = list(model.users.ids[:4])
+    out = pyfunc.predict(pd.DataFrame({"user": users, "k": 5}))
+    expected, _ = model.recommend(users, k=5)
+    got = out.groupby("user", sort=False)["item"].apply(list)
+    for user, items in zip(users, expected):
+        assert got[user] == list(items)
+        seen = model.items.ids[model.seen[model.users.index(user)].indices]
+        assert not set(got[user]) & set(seen)
+    assert list(out["rank"][:5]) == [1, 2, 3, 4, 5]
+    # Its requirements are declared (installable from PyPI), so it loads in a fresh environment.
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(f"runs:/{result.run_id}/model")).read_text()
+    assert "numpy==" in requirements and "torch==" in requirements and "+" not in requirements
+    # load_recommender resolves the same URI to the model itself
+    loaded = load_recommender(f"runs:/{result.run_id}/model", uri)
+    np.testing.assert_array_equal(loaded.item_factors, model.item_factors)
+
+
+def test_evaluate_takes_a_runs_uri_and_is_recorded(mf_run, monkeypatch, sample_ratings, tmp_path):
+    uri, result = mf_run
+    monkeypatch.chdir(tmp_path)
+    r = cli("evaluate", "--model", f"runs:/{result.run_id}/model", "--data", str(sample_ratings),
+            "--k", "10", "--format", "json", "--track", "--tracking-uri", uri, "--experiment", "eval")
+    assert "recall@10" in json.loads(r.stdout)
+    runs = client(uri).search_runs([client(uri).get_experiment_by_name("eval").experiment_id])
+    assert runs[0].data.params["model_source"] == f"runs:/{result.run_id}/model"
+    assert "recall_at_10" in runs[0].data.metrics
+
+
+def test_recommend_from_a_runs_uri_uses_the_logged_annoy_index(uri, tmp_path, sample_ratings):
+    r = cli("train", "--data", str(sample_ratings), "--model", "als", "--factors", "8", "--epochs", "2",
+            "--trees", "2", "-o", str(tmp_path / "model"), "--k", "10", "--format", "json",
+            "--track", "--tracking-uri", uri, "--experiment", "serve")
+    run_id = json.loads(r.stdout)["run_id"]
+    c = client(uri)
+    assert "index" in {Path(a.path).name for a in c.list_artifacts(run_id, "recsys_model")}
+    out = tmp_path / "recs.csv"
+    cli("recommend", "--model", f"runs:/{run_id}/model", "--out", str(out), "--k", "3", "--retrieval", "annoy",
+        "--users", "413,667", "--quiet", "--track", "--tracking-uri", uri, "--experiment", "serve")
+    recs = pd.read_csv(out)
+    assert sorted(recs["user"].unique()) == [413, 667] and len(recs) == 6
+    runs = c.search_runs([c.get_experiment_by_name("serve").experiment_id], "tags.`recsys.kind` = 'recommend'")
+    assert runs[0].data.params["model_source"] == f"runs:/{run_id}/model"
+    assert runs[0].data.metrics["rows"] == 6
+
+
+def test_a_failed_run_is_marked_failed(uri, sample_ratings):
+    config = TrainConfig(model="mf", params={"learning_rate": -1.0, "epochs": 1})
+    with pytest.raises(ConfigError):
+        tracked_train(sample_ratings, config, tracker=Tracker(uri, "failing"), save=False)
+    c = client(uri)
+    run = c.search_runs([c.get_experiment_by_name("failing").experiment_id])[0]
+    assert run.info.status == "FAILED"
+    assert "learning_rate" in run.data.tags["recsys.error"]
+
+
+def test_an_unreachable_server_fails_before_training_naming_the_uri(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dead = f"http://127.0.0.1:{_free_port()}"
+    start = time.monotonic()
+    # The data file does not exist either: the tracking check comes first.
+    r = cli("train", "--data", "missing.csv", "--track", "--tracking-uri", dead, code=2)
+    assert dead in r.output and "unreachable" in r.output
+    assert time.monotonic() - start < 30
+    with pytest.raises(TrackingError, match="does not exist"):
+        check_store(f"sqlite:///{tmp_path}/no/such/dir/mlflow.db")
+
+
+def test_no_track_leaves_no_store_behind(tmp_path, monkeypatch, sample_ratings):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RECSYS_NO_TRACK")
+    cli("train", "--data", str(sample_ratings), "--model", "popular", "--no-track", "-o", "m1", "--quiet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m1"]
+    # Without the flag (and without RECSYS_NO_TRACK) tracking is on, in MLflow's default store.
+    tracker = Tracker.from_options(None, None, None)
+    assert tracker.enabled and tracker.uri == "sqlite:///mlflow.db"
+
+
+def test_options_and_environment():
+    assert tracking_enabled(None) is False  # tests/conftest.py sets RECSYS_NO_TRACK=1
+    assert tracking_enabled(True) is True
+    assert resolve_uri(None) == "sqlite:///mlflow.db"
+    assert resolve_uri("http://x:5000") == "http://x:5000"
+    assert metric_key("recall@20") == "recall_at_20"
+
+
+def test_grid_runs_children_records_failures_and_ranks(uri, tmp_path, sample_ratings):
+    grid = tmp_path / "tiny.toml"
+    grid.write_text(f"""
+experiment = "grid-test"
+metric = "recall@10"
+k = [10]
+log_models = false
+[[datasets]]
+name = "sample"
+path = "{sample_ratings}"
+[[models]]
+model = "als"
+params = {{ epochs = 2 }}
+grid = {{ factors = [2, 16] }}
+[[models]]
+model = "mf"
+params = {{ epochs = 1 }}
+grid = {{ learning_rate = [-1.0] }}
+""")
+    r = cli("experiment", "run", str(grid), "--tracking-uri", uri, "--format", "json")
+    board = json.loads(r.stdout)
+    assert [row["status"] for row in board] == ["FINISHED", "FINISHED", "FAILED"]
+    assert board[0]["recall@10"] >= board[1]["recall@10"]
+    assert board[0]["params"] == "factors=16"
+    c = client(uri)
+    exp = c.get_experiment_by_name("grid-test")
+    parent = c.search_runs([exp.experiment_id], "tags.`recsys.kind` = 'grid'")[0]
+    children = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 3
+    assert {a.path for a in c.list_artifacts(parent.info.run_id)} >= {"leaderboard.csv", "leaderboard.md"}
+    shown = cli("experiment", "show", "grid-test", "--tracking-uri", uri)
+    assert "factors=16" in shown.stdout and "FAILED" in shown.stdout
+    cli("experiment", "show", "no-such-experiment", "--tracking-uri", uri, code=2)
+
+
+def test_tune_logs_every_trial_as_a_child_run(uri, sample_ratings):
+    from recsys.tuning import Dimension
+
+    config = TrainConfig(model="als", params={"epochs": 2})
+    result = tracked_tune(sample_ratings, config, tracker=Tracker(uri, "tune-test"), trials=2,
+                          space={"factors": Dimension("categorical", choices=(2, 4))}, metric="recall@10")
+    c = client(uri)
+    children = c.search_runs([c.get_experiment_by_name("tune-test").experiment_id],
+                             f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert len(children) == 2
+    assert all("val_recall_at_10" in ch.data.metrics for ch in children)
+    assert c.get_run(result.run_id).data.params["best.factors"] in ("2", "4")
+
+
+def test_recommend_frame_per_row_k_unknown_users_and_seen_items(checkerboard):
+    from recsys.models import ALS
+    from recsys.tracking import recommend_frame
+
+    model = ALS(factors=4, epochs=3).fit(checkerboard)
+    users = list(model.users.ids[:2])
+    frame = recommend_frame(model, pd.DataFrame({"user": [users[0], "nobody", users[1]], "k": [3, 2, 1]}))
+    assert list(frame["user"]) == [users[0]] * 3 + ["nobody"] * 2 + [users[1]]
+    assert list(frame["rank"]) == [1, 2, 3, 1, 2, 1]
+    assert list(frame["fallback"]) == [False] * 3 + [True] * 2 + [False]
+    assert frame["score"][frame["fallback"]].isna().all()
+    expected, _ = model.recommend(users[0], k=3)
+    assert list(frame["item"][:3]) == list(expected)
+    with pytest.raises(ValueError, match="user"):
+        recommend_frame(model, pd.DataFrame({"id": [1]}))
+
+
+@pytest.mark.slow
+def test_against_a_real_mlflow_server(mlflow_server, tmp_path, sample_ratings, monkeypatch):
+    url, server = mlflow_server
+    deadline = time.monotonic() + 20  # on top of the time the tests above took
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                pytest.skip("mlflow server did not start in time (a busy machine)")
+            time.sleep(0.5)
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(model="als", params={"factors": 4, "epochs": 2}, ks=(10,))
+    result = tracked_train(sample_ratings, config, tracker=Tracker(url, "served"), output=tmp_path / "m")
+    run = client(url).get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["factors"] == "4"
+    assert [m.step for m in client(url).get_metric_history(result.run_id, "epoch_seconds")] == [1, 2]
+    assert "config.toml" in {a.path for a in client(url).list_artifacts(result.run_id)}
+    loaded = load_recommender(f"runs:/{result.run_id}/model", url)
+    np.testing.assert_array_equal(loaded.item_factors, result.model.item_factors)
