@@ -38,7 +38,10 @@ def command(fn: F) -> F:
             if State.debug:
                 traceback.print_exc()
             print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(2) from None
+            # A run stopped by a signal after saving a checkpoint (TrainingInterrupted)
+            # exits like the shell would: 128 + the signal number.
+            signum = getattr(exc, "signum", None)
+            raise typer.Exit(2 if signum is None else 128 + signum) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise typer.Exit(130) from None

@@ -20,12 +20,13 @@ from recsys_cli.common import (
 
 _MODEL = "Model and hyper-parameters"
 _SPLIT = "Evaluation"
+_CKPT = "Checkpoints"
 
 
 @command
 @with_read_options
 def train(
-    data: Annotated[Path, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model: als, mf or popular (default als).", rich_help_panel=_MODEL)] = None,
     factors: Annotated[int | None, typer.Option(help="Embedding dimension.", rich_help_panel=_MODEL)] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", rich_help_panel=_MODEL)] = None,
@@ -44,6 +45,9 @@ def train(
     validation_fraction: Annotated[float | None, typer.Option("--validation-fraction", help="Carve a per-user validation split from train: per-epoch recall, early stopping.", rich_help_panel=_SPLIT)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without validation gain.", rich_help_panel=_SPLIT)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save a checkpoint every N epochs (iterative models); SIGINT/SIGTERM also save one.", rich_help_panel=_CKPT)] = 0,
+    checkpoint_dir: Annotated[Path | None, typer.Option("--checkpoint-dir", help="Checkpoint directory (default: the model directory + .checkpoint).", rich_help_panel=_CKPT)] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run saved in this checkpoint directory, with its settings.", rich_help_panel=_CKPT)] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     read_options: Any = None,
@@ -52,8 +56,21 @@ def train(
 
     With no options but --data: implicit-feedback ALS, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
     from recsys.config import build_train_config
+    from recsys.errors import ConfigError
     from recsys.workflows import train as run_train
 
+    if resume is not None:
+        given = {"--model": model, "--factors": factors, "--epochs": epochs, "--learning-rate": learning_rate,
+                 "--regularization": regularization, "--loss": loss, "--param": param, "--config": config,
+                 "--seed": seed, "--split": split, "--test-fraction": test_fraction, "--split-n": split_n,
+                 "--validation-fraction": validation_fraction, "--patience": patience}
+        clash = [flag for flag, value in given.items() if value]
+        if clash:
+            raise ConfigError(f"--resume continues with the checkpoint's settings; drop {', '.join(clash)}")
+        result = run_train(data, None, test=test, output=output, progress=not quiet,
+                           checkpoint_every=checkpoint_every, resume=resume)
+        _report(result, fmt, quiet)
+        return
     settings = build_train_config(
         config_file=config,
         model=model,
@@ -69,7 +86,8 @@ def train(
         validation_fraction=validation_fraction,
         patience=patience,
     )
-    result = run_train(data, settings, test=test, read_options=read_options, output=output, progress=not quiet)
+    result = run_train(data, settings, test=test, read_options=read_options, output=output, progress=not quiet,
+                       checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir)
     _report(result, fmt, quiet)
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys.artifacts import atomic_directory, atomic_file, write_json
+from recsys.artifacts import atomic_directory, atomic_file, output_lock, write_json
+from recsys.checkpoint import Checkpointing, read_checkpoint_meta
 from recsys.data.interactions import Interactions
 from recsys.data.io import read_interactions, write_interactions
 from recsys.data.splits import STRATEGIES, split
@@ -23,7 +25,7 @@ from recsys.errors import ConfigError
 from recsys.evaluation.evaluate import DEFAULT_KS, Evaluation, evaluate
 from recsys.models import MODELS, create_model
 from recsys.models.base import Recommender
-from recsys.models.training import Callback, Validation
+from recsys.models.training import Callback, IterativeRecommender, Validation
 
 DataSource = str | os.PathLike | Interactions
 
@@ -124,7 +126,7 @@ def split_data(data: Interactions, config: TrainConfig) -> tuple[Interactions, I
 
 
 def train(
-    data: DataSource,
+    data: DataSource | None,
     config: TrainConfig | None = None,
     *,
     test: DataSource | None = None,
@@ -134,6 +136,10 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
     on_saving: Callable[[Path, TrainResult], None] | None = None,
+    checkpoint_every: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    _output_locked: bool = False,
 ) -> TrainResult:
     """Load, split, fit, evaluate and save a model.
 
@@ -141,9 +147,51 @@ def train(
     and counted) instead of splitting. With ``save``, the model directory (``output`` or
     :func:`default_model_dir`) is written atomically; ``on_saving(dir, result)`` may add
     files to it before it is moved into place (the Annoy index, a run record).
+
+    Checkpoints (iterative models): ``checkpoint_every=N`` saves one every N epochs in
+    ``checkpoint_dir`` (default: the model directory's name plus ``.checkpoint``), and
+    SIGINT/SIGTERM save one before stopping with
+    :class:`~recsys.checkpoint.TrainingInterrupted`. ``resume=DIR`` continues from the
+    checkpoint in DIR with the settings stored there (``data``, ``config``, ``test``,
+    ``read_options`` and ``output`` default to the stored ones); on CPU with the same seed
+    it ends with the same factors as an uninterrupted run. The checkpoint directory is
+    removed once the model is saved.
     """
+    if resume is not None:
+        data, config, test, read_options, output, checkpoint_every = _resume_settings(
+            resume, data, config, test, read_options, output, checkpoint_every
+        )
+        checkpoint_dir = resume
+    if data is None:
+        raise ConfigError("no training data: give --data (or --resume a checkpoint)")
     config = config or TrainConfig()
     config.check()
+    checkpointing = None
+    directory = Path(output) if output is not None else default_model_dir(config.model)
+    if save and not _output_locked:
+        # Hold the output for the whole run: a second run aimed at the same directory is
+        # refused at once with a clear message, not after hours of training.
+        with output_lock(directory):
+            return train(
+                data, config, test=test, read_options=read_options, output=directory, save=save,
+                callbacks=callbacks, progress=progress, on_saving=on_saving,
+                checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume,
+                _output_locked=True,
+            )
+    if checkpoint_every or checkpoint_dir is not None:
+        if not issubclass(MODELS[config.model], IterativeRecommender):
+            raise ConfigError(
+                f"model {config.model!r} trains in one step; checkpoints apply to iterative models "
+                f"({', '.join(n for n, c in MODELS.items() if issubclass(c, IterativeRecommender))})"
+            )
+        if checkpoint_dir is None:
+            checkpoint_dir = directory.with_name(directory.name + ".checkpoint")
+        checkpointing = Checkpointing(
+            Path(checkpoint_dir),
+            every=int(checkpoint_every or 0),
+            resume=resume is not None,
+            run=_run_settings(data, test, config, read_options, directory, int(checkpoint_every or 0)),
+        )
     timings: dict[str, float] = {}
     start = time.perf_counter()
     full = load(data, read_options)
@@ -164,6 +212,8 @@ def train(
         fit_options["validation"] = Validation(validation, config.validation_metric, config.patience)
     model = create_model(config.model, **config.model_params())
     start = time.perf_counter()
+    if checkpointing is not None:
+        fit_options["checkpointing"] = checkpointing
     if config.model == "popular":
         fit_options = {}
     model.fit(train_data, **fit_options)
@@ -175,7 +225,6 @@ def train(
         timings["evaluate"] = evaluation.seconds
     result = TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation)
     if save:
-        directory = Path(output) if output is not None else default_model_dir(config.model)
         start = time.perf_counter()
 
         def extras(tmp: Path) -> None:
@@ -183,10 +232,64 @@ def train(
             if on_saving is not None:
                 on_saving(tmp, result)
 
-        model.save(directory, extras=extras)
+        model.save(directory, extras=extras, lock=False)
         result.model_dir = directory
         timings["save"] = time.perf_counter() - start
+    if checkpointing is not None and checkpointing.directory.exists():
+        # Its job is done: the run is complete and the model saved.
+        with output_lock(checkpointing.directory):
+            shutil.rmtree(checkpointing.directory, ignore_errors=True)
     return result
+
+
+def _run_settings(
+    data: DataSource, test: DataSource | None, config: TrainConfig,
+    read_options: ReadOptions | None, output: Path, every: int,
+) -> dict[str, Any]:
+    """What a checkpoint stores to rebuild the run (paths absolute: a resume may run elsewhere)."""
+
+    def where(source: DataSource | None) -> str | None:
+        return None if source is None or isinstance(source, Interactions) else str(Path(source).resolve())
+
+    return {
+        "data": where(data),
+        "test": where(test),
+        "config": dataclasses.asdict(config),
+        "read_options": None if read_options is None else dataclasses.asdict(read_options),
+        "output": str(output.resolve()),
+        "every": every,
+    }
+
+
+def _resume_settings(
+    resume: str | os.PathLike,
+    data: DataSource | None,
+    config: TrainConfig | None,
+    test: DataSource | None,
+    read_options: ReadOptions | None,
+    output: str | os.PathLike | None,
+    every: int,
+) -> tuple[Any, ...]:
+    run = read_checkpoint_meta(resume).get("run")
+    if not isinstance(run, dict):
+        raise ConfigError(f"{resume}: the checkpoint holds no run settings; call train() with data and config")
+    if config is None and isinstance(run.get("config"), dict):
+        stored = dict(run["config"])
+        stored["ks"] = tuple(stored.get("ks", DEFAULT_KS))
+        try:
+            config = TrainConfig(**stored)
+        except TypeError as exc:
+            raise ConfigError(f"{resume}: unreadable run settings ({exc})") from None
+    if read_options is None and isinstance(run.get("read_options"), dict):
+        read_options = ReadOptions(**run["read_options"])
+    return (
+        data if data is not None else run.get("data"),
+        config,
+        test if test is not None else run.get("test"),
+        read_options,
+        output if output is not None else run.get("output"),
+        every or int(run.get("every") or 0),
+    )
 
 
 def run_record(result: TrainResult, data: DataSource) -> dict[str, Any]:

@@ -113,6 +113,21 @@ class ALS(IterativeRecommender):
             self._model.fit(self._confidence, show_progress=False)
         return {}
 
+    def _training_state(self) -> dict[str, np.ndarray]:
+        # implicit keeps factors that are already set and only initializes missing ones,
+        # so the factors are the whole state: the next sweep continues from them.
+        self._export()
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        users = np.ascontiguousarray(state["user_factors"], dtype=np.float32)
+        items = np.ascontiguousarray(state["item_factors"], dtype=np.float32)
+        if self.device == "cuda":
+            import implicit.gpu
+
+            users, items = implicit.gpu.Matrix(users), implicit.gpu.Matrix(items)
+        self._model.user_factors, self._model.item_factors = users, items
+
     def _export(self) -> None:
         model = self._model.to_cpu() if self.device == "cuda" else self._model
         self.user_factors = np.array(model.user_factors, dtype=np.float32)

@@ -307,17 +307,18 @@ class Recommender(ABC):
     def _load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`_extra_arrays` saved (override)."""
 
-    def save(self, path: str | Path, *, extras: Callable[[Path], None] | None = None) -> Path:
+    def save(self, path: str | Path, *, extras: Callable[[Path], None] | None = None, lock: bool = True) -> Path:
         """Save to directory ``path`` atomically (replacing an existing model there).
 
         Layout: ``model.json`` (type, hyper-parameters, format version, shapes, training
         fingerprint, file checksums), ``factors.npz``, ``vocabulary.npz``, ``seen.npz``.
         No pickle anywhere. ``extras(tmp_dir)`` may add files (an index, a run record)
         before the directory is moved into place, so they land in the same atomic step.
+        ``lock=False``: the caller already holds :func:`recsys.artifacts.output_lock` on ``path``.
         """
         self._check_fitted()
         path = Path(path)
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, lock=lock) as tmp:
             self._write(tmp)
             if extras is not None:
                 extras(tmp)

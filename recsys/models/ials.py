@@ -173,6 +173,14 @@ class IALS(IterativeRecommender):
         self._Q = self._solve(self._items, self._Q, self._P, self._reg_items)
         return {}
 
+    def _training_state(self) -> dict[str, np.ndarray]:
+        # The sweeps are deterministic given the factors: nothing else to keep.
+        return {"P": self._P.cpu().numpy().copy(), "Q": self._Q.cpu().numpy().copy()}
+
+    def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        self._P = torch.from_numpy(state["P"]).to(self._device)
+        self._Q = torch.from_numpy(state["Q"]).to(self._device)
+
     def _export(self) -> None:
         self.user_factors = self._P.cpu().numpy().copy()
         self.item_factors = self._Q.cpu().numpy().copy()
