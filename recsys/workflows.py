@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import shutil
 import time
@@ -21,7 +22,7 @@ from recsys.checkpoint import Checkpointing, read_checkpoint_meta
 from recsys.data.interactions import Interactions
 from recsys.data.io import read_interactions, write_interactions
 from recsys.data.splits import STRATEGIES, split
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import DEFAULT_KS, Evaluation, evaluate
 from recsys.models import MODELS, create_model
 from recsys.models.base import Recommender
@@ -47,10 +48,22 @@ class ReadOptions:
 
 
 def load(source: DataSource, options: ReadOptions | None = None) -> Interactions:
-    """An :class:`Interactions` from a path (read with ``options``) or as given."""
+    """An :class:`Interactions` from a path (read with ``options``) or as given.
+
+    With ``skip_bad_rows`` the number of rows skipped is logged (logger ``recsys``, level
+    WARNING, which the CLI prints): skipping is a policy the user chose, never silent.
+    """
     if isinstance(source, Interactions):
         return source
-    return read_interactions(source, **dataclasses.asdict(options or ReadOptions()))  # type: ignore[return-value]
+    options = options or ReadOptions()
+    if not options.skip_bad_rows:
+        return read_interactions(source, **dataclasses.asdict(options))  # type: ignore[return-value]
+    data, report = read_interactions(source, **dataclasses.asdict(options), return_report=True)  # type: ignore[misc]
+    logging.getLogger("recsys").warning(
+        "%s: skipped %d malformed row%s (--skip-bad-rows)",
+        source, report.skipped, "" if report.skipped == 1 else "s",
+    )
+    return data
 
 
 @dataclass
@@ -198,7 +211,13 @@ def train(
     test_data: Interactions | None = None
     if test is not None:
         train_data = full
-        test_data, _ = load(test, read_options).reindex(full.users, full.items)
+        test_data, dropped = load(test, read_options).reindex(full.users, full.items)
+        if test_data.nnz == 0:
+            raise InputError(
+                f"no test entry has a user and an item in the training data ({dropped} entries "
+                "dropped); is this the right test file for this training data?",
+                path=None if isinstance(test, Interactions) else test,
+            )
     elif config.split == "none":
         train_data = full
     else:
