@@ -22,6 +22,7 @@ import scipy.sparse as sp
 import recsys
 from recsys.artifacts import (
     atomic_directory,
+    inside,
     load_arrays,
     read_json,
     save_arrays,
@@ -374,7 +375,7 @@ class Recommender(ABC):
                 f"{FORMAT_VERSION}); re-train or use the recsys version that wrote it"
             )
         kind = meta.get("model")
-        if kind not in MODELS:
+        if not isinstance(kind, str) or kind not in MODELS:
             raise ModelFormatError(f"{path}: unknown model type {kind!r}")
         model_cls = MODELS[kind]
         if cls is not Recommender and not issubclass(model_cls, cls):
@@ -383,7 +384,7 @@ class Recommender(ABC):
         if not isinstance(files, dict) or set(files) != set(_DATA_FILES):
             raise ModelFormatError(f"{path}: {_META} does not list the model's files")
         for name in _DATA_FILES:
-            file = path / name
+            file = inside(path, name)  # a data file linked out of the directory is refused
             if not file.is_file():
                 raise ModelFormatError(f"{path}: missing {name}")
             if sha256_file(file) != files[name]:
@@ -395,15 +396,22 @@ class Recommender(ABC):
             model = model_cls.from_params(params)
         except (ConfigError, TypeError) as exc:
             raise ModelFormatError(f"{path}: {exc}") from None
-        model._read(path, meta)
+        try:
+            model._read(path, meta)
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
+            # Whatever else a damaged or hand-edited directory holds is refused, not crashed on.
+            raise ModelFormatError(f"{path}: inconsistent model files ({type(exc).__name__}: {exc})") from None
         return model
 
     def _read(self, path: Path, meta: dict[str, Any]) -> None:
         factors = load_arrays(path / _FACTORS)
         vocab = load_arrays(path / _VOCAB)
         seen = load_arrays(path / _SEEN)
-        self.users = Vocabulary.from_arrays(vocab, "users")
-        self.items = Vocabulary.from_arrays(vocab, "items")
+        try:
+            self.users = Vocabulary.from_arrays(vocab, "users")
+            self.items = Vocabulary.from_arrays(vocab, "items")
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{path}: {_VOCAB}: {exc}") from None
         n_users, n_items = len(self.users), len(self.items)
         if (meta.get("n_users"), meta.get("n_items")) != (n_users, n_items):
             raise ModelFormatError(f"{path}: id maps do not match the sizes in {_META}")
@@ -418,6 +426,8 @@ class Recommender(ABC):
         for name, shape in expected.items():
             if name not in factors:
                 raise ModelFormatError(f"{path}: {_FACTORS} lacks {name}")
+            if factors[name].dtype.kind not in "fiu":
+                raise ModelFormatError(f"{path}: {name} has dtype {factors[name].dtype}, expected real numbers")
             if factors[name].shape != shape:
                 raise ModelFormatError(
                     f"{path}: {name} has shape {factors[name].shape}, expected {shape} from {_META}"
