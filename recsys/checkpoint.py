@@ -222,7 +222,9 @@ class SignalGuard:
         if not enabled or threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        # A signal the process was told to ignore (nohup, a background job) stays ignored.
+        watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+        previous = {s: signal.signal(s, self._handle) for s in watched}
         try:
             yield self
         finally:

@@ -74,11 +74,13 @@ def test_signal_saves_a_checkpoint_and_resume_continues(tmp_path, checkerboard):
                 os.kill(os.getpid(), signal.SIGINT)
 
     ckpt = tmp_path / "ckpt"
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     with pytest.raises(TrainingInterrupted) as err:
         create_model("mf", **params).fit(checkerboard, callbacks=[Interrupt()], checkpointing=Checkpointing(ckpt))
     assert err.value.epoch == 2 and err.value.signum == signal.SIGINT
     assert f"--resume {ckpt}" in str(err.value)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    signal.signal(signal.SIGINT, before)
     resumed = create_model("mf", **params).fit(checkerboard, checkpointing=Checkpointing(ckpt, resume=True))
     same_factors(resumed, reference)
 

@@ -423,7 +423,8 @@ def _read_table(path: Path, layout: _Layout, encoding: str, skip_bad_rows: bool)
     )
     parse_options = pacsv.ParseOptions(
         delimiter="\t" if layout.delimiter == "::" else (layout.delimiter or ","),
-        invalid_row_handler=on_invalid_row,
+        # Only when skipping: pyarrow's handler call fails on rows that are not valid text.
+        invalid_row_handler=on_invalid_row if skip_bad_rows else None,
     )
     convert_options = pacsv.ConvertOptions(
         include_columns=columns,
