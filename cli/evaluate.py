@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from recsys_cli.common import (
@@ -27,6 +27,8 @@ def evaluate(
     train: Annotated[Path | None, typer.Option("--train", help="Training interactions to exclude from rankings (default: the model's own training data).")] = None,
     k: Ks = "10,20,50",
     per_user: Annotated[Path | None, typer.Option("--per-user", help="Write each user's metrics to this CSV or Parquet file.")] = None,
+    retrieval: Annotated[Literal["exact", "annoy"], typer.Option("--retrieval", help="annoy: rank through the model's Annoy index and report overlap@k with the exact top-k.")] = "exact",
+    search_k: Annotated[int | None, typer.Option("--search-k", help="Annoy nodes inspected per query (default: as saved).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     read_options: Any = None,
@@ -36,7 +38,7 @@ def evaluate(
 
     result = evaluate_model(
         model, data, train=train, ks=parse_ks(k), read_options=read_options,
-        per_user=per_user is not None, progress=not quiet,
+        per_user=per_user is not None, progress=not quiet, retrieval=retrieval, search_k=search_k,
     )
     if per_user is not None and result.per_user is not None:
         write_table(result.per_user, per_user)

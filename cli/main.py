@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from recsys_cli import datasets, evaluate, split, train, tune
+from recsys_cli import datasets, evaluate, retrieval, split, train, tune
 from recsys_cli.common import State
 
 app = typer.Typer(
@@ -29,6 +29,9 @@ app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("split")(split.split)
 app.command("tune")(tune.tune)
+app.command("index")(retrieval.index)
+app.command("recommend")(retrieval.recommend)
+app.command("similar")(retrieval.similar)
 app.add_typer(datasets.app, name="datasets")
 
 

@@ -45,6 +45,8 @@ def train(
     validation_fraction: Annotated[float | None, typer.Option("--validation-fraction", help="Carve a per-user validation split from train: per-epoch recall, early stopping.", rich_help_panel=_SPLIT)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without validation gain.", rich_help_panel=_SPLIT)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
+    index: Annotated[bool, typer.Option("--index/--no-index", help="Build the Annoy index into the model directory.")] = True,
+    trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 50).")] = None,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save a checkpoint every N epochs (iterative models); SIGINT/SIGTERM also save one.", rich_help_panel=_CKPT)] = 0,
     checkpoint_dir: Annotated[Path | None, typer.Option("--checkpoint-dir", help="Checkpoint directory (default: the model directory + .checkpoint).", rich_help_panel=_CKPT)] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run saved in this checkpoint directory, with its settings.", rich_help_panel=_CKPT)] = None,
@@ -57,8 +59,10 @@ def train(
     With no options but --data: implicit-feedback ALS, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
     from recsys.config import build_train_config
     from recsys.errors import ConfigError
+    from recsys.retrieval.annoy_index import DEFAULT_TREES
     from recsys.workflows import train as run_train
 
+    index_trees = (trees or DEFAULT_TREES) if index else None
     if resume is not None:
         given = {"--model": model, "--factors": factors, "--epochs": epochs, "--learning-rate": learning_rate,
                  "--regularization": regularization, "--loss": loss, "--param": param, "--config": config,
@@ -67,7 +71,7 @@ def train(
         clash = [flag for flag, value in given.items() if value]
         if clash:
             raise ConfigError(f"--resume continues with the checkpoint's settings; drop {', '.join(clash)}")
-        result = run_train(data, None, test=test, output=output, progress=not quiet,
+        result = run_train(data, None, test=test, output=output, progress=not quiet, index_trees=index_trees,
                            checkpoint_every=checkpoint_every, resume=resume)
         _report(result, fmt, quiet)
         return
@@ -87,7 +91,7 @@ def train(
         patience=patience,
     )
     result = run_train(data, settings, test=test, read_options=read_options, output=output, progress=not quiet,
-                       checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir)
+                       index_trees=index_trees, checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir)
     _report(result, fmt, quiet)
 
 

@@ -149,6 +149,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
     on_saving: Callable[[Path, TrainResult], None] | None = None,
+    index_trees: int | None = None,
     checkpoint_every: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
@@ -160,6 +161,7 @@ def train(
     and counted) instead of splitting. With ``save``, the model directory (``output`` or
     :func:`default_model_dir`) is written atomically; ``on_saving(dir, result)`` may add
     files to it before it is moved into place (the Annoy index, a run record).
+    ``index_trees`` builds the Annoy index with that many trees into the model directory.
 
     Checkpoints (iterative models): ``checkpoint_every=N`` saves one every N epochs in
     ``checkpoint_dir`` (default: the model directory's name plus ``.checkpoint``), and
@@ -187,7 +189,7 @@ def train(
         with output_lock(directory):
             return train(
                 data, config, test=test, read_options=read_options, output=directory, save=save,
-                callbacks=callbacks, progress=progress, on_saving=on_saving,
+                callbacks=callbacks, progress=progress, on_saving=on_saving, index_trees=index_trees,
                 checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume,
                 _output_locked=True,
             )
@@ -248,6 +250,11 @@ def train(
 
         def extras(tmp: Path) -> None:
             write_json(tmp / "run.json", run_record(result, data))
+            if index_trees:
+                from recsys.retrieval.annoy_index import INDEX_DIR, AnnoyIndex
+
+                (tmp / INDEX_DIR).mkdir()
+                AnnoyIndex.build(result.model, trees=index_trees).write(tmp / INDEX_DIR)
             if on_saving is not None:
                 on_saving(tmp, result)
 
@@ -334,12 +341,26 @@ def evaluate_model(
     read_options: ReadOptions | None = None,
     per_user: bool = False,
     progress: bool = False,
+    retrieval: str = "exact",
+    search_k: int | None = None,
 ) -> Evaluation:
-    """Evaluate a model (object or saved directory) on a test file."""
+    """Evaluate a model (object or saved directory) on a test file.
+
+    ``retrieval="annoy"`` ranks through the Annoy index saved in the model directory and
+    adds ``overlap@k`` with the exact top-k (:func:`recsys.retrieval.evaluation.evaluate_with_index`).
+    """
+    model_dir = None
     if not isinstance(model, Recommender):
+        model_dir = model
         model = Recommender.load(model)
     test_data = load(test, read_options)
     train_data = None if train is None else load(train, read_options)
+    if retrieval != "exact":
+        from recsys.retrieval.batch import open_retrieval
+        from recsys.retrieval.evaluation import evaluate_with_index
+
+        index = open_retrieval(model, retrieval, model_dir, search_k=search_k)  # type: ignore[arg-type]
+        return evaluate_with_index(model, test_data, index, train=train_data, ks=ks, per_user=per_user, progress=progress)
     return evaluate(model, test_data, train=train_data, ks=ks, per_user=per_user, progress=progress)
 
 

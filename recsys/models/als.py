@@ -136,3 +136,11 @@ class ALS(IterativeRecommender):
     def _end_training(self) -> None:
         self._model = None
         self._confidence = None
+
+    def _fold_in(self, matrix: sp.csr_matrix, feedback: str, **_: object) -> tuple[np.ndarray, None]:
+        """implicit's user step, solved exactly: (Y'Y + sum_i (c_ui - 1) y_i y_i' + reg I) x = sum_i c_ui y_i."""
+        from recsys.models.fold_in import weighted_least_squares
+
+        conf = confidence(matrix, feedback, self.weighting, self.alpha)
+        y = self.item_factors.astype(np.float64)
+        return weighted_least_squares(y, y.T @ y, conf, -1.0, self.regularization), None

@@ -13,6 +13,7 @@ import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +45,26 @@ _DATA_FILES = (_FACTORS, _VOCAB, _SEEN)
 
 class NotFittedError(RecsysError):
     """The model is used before ``fit`` (or ``load``)."""
+
+
+@dataclass
+class FoldIn:
+    """Users embedded from a history by :meth:`Recommender.fold_in`.
+
+    ``users``: the history's users; ``vectors`` (n, d'): their query vectors (bias-folded
+    like :meth:`Recommender.user_vectors`); ``seen`` (n, n_items) CSR: their history
+    items, to exclude; ``dropped_entries``: history entries whose item the model does not
+    know.
+    """
+
+    users: Vocabulary
+    vectors: np.ndarray
+    seen: sp.csr_matrix
+    dropped_entries: int = 0
+
+    def has_history(self) -> np.ndarray:
+        """Which users have at least one entry the model could use, shape (n,)."""
+        return np.diff(self.seen.indptr) > 0
 
 
 class Recommender(ABC):
@@ -212,18 +233,22 @@ class Recommender(ABC):
         exclude_seen: bool = True,
         user_vectors: np.ndarray | None = None,
         exclude: sp.csr_matrix | None = None,
+        index: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item indices and scores for known user indices, shape (n, k) each.
 
         ``user_vectors`` (from :meth:`user_vectors`) may be given for users folded in
         from a history; ``exclude`` replaces the training matrix as the items to skip.
+        ``index`` is any retrieval with a ``search(vectors, k, exclude)`` method (an
+        :class:`~recsys.retrieval.AnnoyIndex`); the default is the exact index.
         """
         self._check_fitted()
         user_index = np.asarray(user_index, dtype=np.int64)
         vectors = self.user_vectors()[user_index] if user_vectors is None else user_vectors
         if exclude is None and exclude_seen:
             exclude = self.seen[user_index]
-        return self.exact_index().search(vectors, k, exclude if exclude_seen else None)
+        index = self.exact_index() if index is None else index
+        return index.search(vectors, k, exclude if exclude_seen else None)
 
     def recommend(
         self,
@@ -231,6 +256,8 @@ class Recommender(ABC):
         k: int = 10,
         *,
         exclude_seen: bool = True,
+        history: Interactions | None = None,
+        index: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items for users given in external ids.
 
@@ -240,25 +267,58 @@ class Recommender(ABC):
         known). Rows are padded with ``None``/-1 ids and -inf scores when fewer than
         ``k`` unseen items exist.
 
+        ``history`` (interactions of users, known or not) folds those users in against the
+        fixed item factors (:meth:`fold_in`) and excludes their history items; ``index``
+        is an approximate index (see :meth:`recommend_indices`).
+
         Examples
         --------
         >>> ids, scores = model.recommend("alice", k=5)           # shape (5,)
         >>> ids, scores = model.recommend(["alice", "bob"], k=5)  # shape (2, 5)
+        >>> ids, scores = model.recommend("new", k=5, history=Interactions.from_arrays(["new"], ["m1"]))
         """
+        from recsys.retrieval.batch import answer, plan_users
+
         self._check_fitted()
         single = np.ndim(users) == 0
-        index = np.atleast_1d(self.users.index(users))
-        known = index >= 0
-        item_idx = np.empty((len(index), k), dtype=np.int64)
-        scores = np.empty((len(index), k), dtype=np.float32)
-        if known.any():
-            item_idx[known], scores[known] = self.recommend_indices(index[known], k, exclude_seen=exclude_seen)
-        if (~known).any():
-            popular = self.popular_items(k)
-            item_idx[~known] = popular
-            scores[~known] = np.nan
+        plan = plan_users(self, np.atleast_1d(np.asarray(users, dtype=object)), history)
+        item_idx, scores, _ = answer(self, index, plan, np.arange(plan.n), k, include_seen=not exclude_seen)
         ids = self.item_ids(item_idx)
         return (ids[0], scores[0]) if single else (ids, scores)
+
+    # -- new users -------------------------------------------------------------------------
+    def fold_in(self, history: Interactions, **options: Any) -> FoldIn:
+        """Embed the users of ``history`` against the fixed item factors, without retraining.
+
+        Each model solves its own objective for the user side only (ALS and iALS: the
+        closed-form weighted least squares; MF: a few gradient steps; popular: nothing to
+        learn). History entries whose item the model does not know are dropped and counted.
+        Returns a :class:`FoldIn` whose ``vectors`` are query vectors for any index.
+
+        Examples
+        --------
+        >>> new = Interactions.from_arrays(["u1", "u1"], ["m3", "m7"])
+        >>> folded = model.fold_in(new)
+        >>> folded.vectors.shape                     # (1, d) or (1, d + 2) with biases
+        """
+        self._check_fitted()
+        mapped, dropped = history.reindex(history.users, self.items)
+        factors, bias = self._fold_in(mapped.matrix, mapped.feedback, **options)
+        factors = np.asarray(factors, dtype=np.float32)
+        if self.has_bias and bias is None:
+            bias = np.zeros(len(factors), np.float32)
+        return FoldIn(
+            users=mapped.users,
+            vectors=self.user_vectors(factors, bias),
+            seen=_binary(mapped.matrix),
+            dropped_entries=dropped,
+        )
+
+    def _fold_in(
+        self, matrix: sp.csr_matrix, feedback: str, **options: Any
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """User factors (and biases) for the rows of ``matrix`` (n, n_items); override."""
+        raise ConfigError(f"model {self.name!r} cannot fold in new users")
 
     def popular_items(self, k: int) -> np.ndarray:
         """Indices of the ``k`` items with the most training users, padded with -1."""
@@ -275,27 +335,26 @@ class Recommender(ABC):
             ids[pad] = -1 if self.items.is_integer else None
         return ids
 
-    def similar_items(self, items: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def similar_items(self, items: Any, k: int = 10, *, index: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items most similar to each given item, by cosine of item factors.
 
         The item itself is left out. Returns ``(item_ids, similarities)``: shape (k,) for
         one item, (n, k) for a sequence; an unknown item gets ids -1/None and NaN.
+        ``index`` (an :class:`~recsys.retrieval.AnnoyIndex`) answers approximately.
         """
+        from recsys.retrieval.exact import cosine_neighbours
+
         self._check_fitted()
         single = np.ndim(items) == 0
-        index = np.atleast_1d(self.items.index(items))
-        known = index >= 0
-        out_idx = np.full((len(index), k), -1, dtype=np.int64)
-        out_sim = np.full((len(index), k), np.nan, dtype=np.float32)
+        index_of = np.atleast_1d(self.items.index(items))
+        known = index_of >= 0
+        out_idx = np.full((len(index_of), k), -1, dtype=np.int64)
+        out_sim = np.full((len(index_of), k), np.nan, dtype=np.float32)
         if known.any():
-            normed = _normalize(self.item_factors)
-            from recsys.retrieval.exact import ExactIndex
-
-            query = index[known]
-            exclude = sp.csr_matrix(
-                (np.ones(len(query)), query, np.arange(len(query) + 1)), shape=(len(query), len(normed))
-            )
-            found, sims = ExactIndex(normed, "cpu").search(normed[query], k, exclude)
+            if index is None:
+                found, sims = cosine_neighbours(self.item_factors, index_of[known], k)
+            else:
+                found, sims = index.similar(index_of[known], k)
             out_idx[known], out_sim[known] = found, sims
         ids = self.item_ids(out_idx)
         return (ids[0], out_sim[0]) if single else (ids, out_sim)
@@ -461,7 +520,3 @@ def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
     out.data = np.ones_like(out.data, dtype=np.float32)
     return out
 
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -189,3 +189,13 @@ class IALS(IterativeRecommender):
         for name in ("_users", "_items", "_P", "_Q", "_reg_users", "_reg_items"):
             self.__dict__.pop(name, None)
 
+    def _fold_in(self, matrix: sp.csr_matrix, feedback: str, **_: object) -> tuple[np.ndarray, None]:
+        """The user half-epoch solved exactly (not by CG):
+        (alpha0 Q'Q + sum_i c_ui q_i q_i' + lambda (n_u + alpha0 |I|)^nu I) p = sum_i c_ui q_i."""
+        from recsys.models.fold_in import weighted_least_squares
+
+        conf = confidence(matrix, feedback, self.weighting, self.alpha)
+        q = self.item_factors.astype(np.float64)
+        a0 = self.unobserved_weight
+        reg = self.regularization * (np.diff(matrix.indptr) + a0 * matrix.shape[1]) ** self.regularization_exponent
+        return weighted_least_squares(q, a0 * (q.T @ q), conf, 0.0, reg), None

@@ -10,6 +10,7 @@ import math
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
@@ -248,3 +249,21 @@ class MatrixFactorization(IterativeRecommender):
     def _end_training(self) -> None:
         for name in ("_P", "_Q", "_bu", "_bi", "_opt", "_rows", "_cols", "_vals", "_sampler", "_gen"):
             self.__dict__.pop(name, None)
+
+    def _fold_in(
+        self, matrix: sp.csr_matrix, feedback: str, *, steps: int = 100, learning_rate: float = 0.05, **_: object
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """MSE: the user's ridge regression with item factors and biases fixed (closed form).
+        BPR and softmax: ``steps`` Adam steps on the user's loss (see
+        :func:`recsys.models.fold_in.ranking_gradient_fold_in`)."""
+        from recsys.models.fold_in import ranking_gradient_fold_in, ridge_with_bias
+
+        if self.loss == "mse":
+            if feedback != "rating":
+                raise ConfigError("this model predicts ratings; fold in a history of ratings (feedback 'rating')")
+            return ridge_with_bias(self.item_factors, self.item_bias, self.global_bias, matrix, self.reg)
+        factors = ranking_gradient_fold_in(
+            self.item_factors, matrix, self.loss, self.reg, steps=steps, learning_rate=learning_rate,
+            negatives=self.negatives, seed=derive_seed(self.random_state),
+        )
+        return factors, None

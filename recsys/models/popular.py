@@ -24,3 +24,7 @@ class Popular(Recommender):
         counts = data.item_counts().astype(np.float32)
         self.user_factors = np.ones((data.n_users, 1), dtype=np.float32)
         self.item_factors = counts[:, None]
+
+    def _fold_in(self, matrix: object, feedback: str, **_: object) -> tuple[np.ndarray, None]:
+        """Nothing to learn: every user's vector is the constant 1."""
+        return np.ones((matrix.shape[0], 1), dtype=np.float32), None  # type: ignore[attr-defined]

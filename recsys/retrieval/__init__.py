@@ -1,5 +1,24 @@
-"""Retrieval: exact top-k by blocked matrix product (and approximate search)."""
+"""Retrieval: exact top-k by blocked matrix product, approximate top-k through Annoy, batch jobs.
 
-from recsys.retrieval.exact import ExactIndex
+Both retrievals answer the same two queries, so they are interchangeable everywhere
+(``model.recommend(..., index=...)``, ``model.similar_items(..., index=...)``, the batch
+job, evaluation):
 
-__all__ = ["ExactIndex"]
+- ``search(user_vectors, k, exclude) -> (item indices (B, k), scores (B, k))``
+- ``similar(item_index, k) -> (item indices (n, k), cosines (n, k))``
+"""
+
+from recsys.retrieval.annoy_index import DEFAULT_TREES, AnnoyIndex, build_index
+from recsys.retrieval.batch import RecommendResult, open_retrieval, recommend_to_file
+from recsys.retrieval.exact import ExactIndex, ExactRetrieval
+
+__all__ = [
+    "DEFAULT_TREES",
+    "AnnoyIndex",
+    "ExactIndex",
+    "ExactRetrieval",
+    "RecommendResult",
+    "build_index",
+    "open_retrieval",
+    "recommend_to_file",
+]

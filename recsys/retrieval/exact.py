@@ -8,6 +8,7 @@ in the same few hundred MB as 1K by 10K.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -101,3 +102,45 @@ class ExactIndex:
                 out_scores[block, :k_eff] = top_scores.cpu().numpy()
         out_idx[~np.isfinite(out_scores)] = -1
         return out_idx, out_scores
+
+
+def cosine_neighbours(factors: np.ndarray, item_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of highest cosine with each row ``item_index`` of ``factors``, itself left out.
+
+    Returns ``(indices, cosines)``, each of shape (len(item_index), k), padded with -1 and
+    NaN where there are fewer than ``k`` other rows.
+    """
+    from recsys.retrieval.annoy_index import unit_rows
+
+    item_index = np.asarray(item_index, dtype=np.int64)
+    normed = unit_rows(factors)
+    exclude = sp.csr_matrix(
+        (np.ones(len(item_index)), item_index, np.arange(len(item_index) + 1)),
+        shape=(len(item_index), len(normed)),
+    )
+    found, sims = ExactIndex(normed, "cpu").search(normed[item_index], k, exclude)
+    sims = sims.astype(np.float32)
+    sims[found < 0] = np.nan
+    return found, sims
+
+
+class ExactRetrieval:
+    """Exact retrieval for one model: the same interface as :class:`AnnoyIndex`.
+
+    :meth:`search` ranks every item by the model's score (bias-folded dot product);
+    :meth:`similar` by cosine of the item factors.
+    """
+
+    name = "exact"
+
+    def __init__(self, model: Any, device: str | torch.device | None = "auto") -> None:
+        self.model = model
+        self.index = model.exact_index(device)
+
+    def search(
+        self, user_vectors: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(user_vectors, k, exclude)
+
+    def similar(self, item_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return cosine_neighbours(self.model.item_factors, item_index, k)

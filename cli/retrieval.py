@@ -1,0 +1,145 @@
+"""``recsys index``, ``recsys recommend``, ``recsys similar``: retrieval from a saved model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from recsys_cli.common import Format, Quiet, command, note, print_json, with_read_options
+
+Model = Annotated[str, typer.Option("--model", help="Saved model directory.")]
+Retrieval = Annotated[
+    Literal["exact", "annoy"],
+    typer.Option("--retrieval", help="exact: score every item (the yardstick); annoy: the model's saved Annoy index."),
+]
+SearchK = Annotated[
+    int | None,
+    typer.Option("--search-k", help="Annoy nodes inspected per query (default: as saved, else Annoy's candidates x trees)."),
+]
+Jobs = Annotated[int, typer.Option("--jobs", help="Threads for Annoy (-1: every core).")]
+Trees = Annotated[int | None, typer.Option("--trees", help="Annoy trees per forest (more: better recall, bigger index).")]
+
+
+def _load(model: str) -> tuple[Any, Path]:
+    from recsys.models import load_model
+
+    directory = Path(model)
+    return load_model(directory), directory
+
+
+@command
+def index(
+    model: Model,
+    trees: Trees = None,
+    search_k: SearchK = None,
+    jobs: Jobs = -1,
+    seed: Annotated[int, typer.Option(help="Seed of the trees.")] = 0,
+    fmt: Format = "table",
+    quiet: Quiet = False,
+) -> None:
+    """Build (or rebuild) the Annoy index of a saved model, inside its directory (index/)."""
+    from recsys.retrieval.annoy_index import DEFAULT_TREES, INDEX_DIR, build_index
+
+    loaded, directory = _load(model)
+    built = build_index(loaded, directory, trees=trees or DEFAULT_TREES, search_k=search_k, n_jobs=jobs, seed=seed)
+    meta = {k: v for k, v in built.meta.items() if k != "files"}
+    meta["bytes"] = sum(f["bytes"] for f in built.meta["files"].values())
+    meta["path"] = str(directory / INDEX_DIR)
+    if fmt == "json":
+        print_json(meta)
+        return
+    note(
+        f"index    {meta['path']}: {meta['n_items']} items, {meta['trees']} trees, "
+        f"{meta['bytes'] / 2**20:.1f} MiB, built in {meta['build_seconds']:.2f}s",
+        quiet,
+    )
+
+
+@command
+@with_read_options
+def recommend(
+    model: Model,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet or .csv (columns user, item, rank, score, fallback).")],
+    users: Annotated[str | None, typer.Option("--users", help="'all', a file of user ids (one per line, or a 'user' column), or ID,ID,... (default: all; with --history, the history's users).")] = None,
+    k: Annotated[int, typer.Option("--k", help="Items per user.")] = 10,
+    retrieval: Retrieval = "exact",
+    include_seen: Annotated[bool, typer.Option("--include-seen", help="Also recommend items the user already has.")] = False,
+    history: Annotated[Path | None, typer.Option("--history", help="Interactions of new (or returning) users, folded in without retraining.")] = None,
+    search_k: SearchK = None,
+    jobs: Jobs = -1,
+    batch_users: Annotated[int, typer.Option("--batch-users", help="Users per chunk written.")] = 4096,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda for exact retrieval.")] = "auto",
+    fmt: Format = "table",
+    quiet: Quiet = False,
+    read_options: Any = None,
+) -> None:
+    """Top-k items for many users, written to a file atomically as it goes.
+
+    Users the model does not know (and who have no --history) get the most popular items, marked fallback=true with a NaN score, and are counted."""
+    from recsys.retrieval.batch import parse_users, recommend_to_file
+    from recsys.workflows import load
+
+    loaded, directory = _load(model)
+    history_data = None if history is None else load(history, read_options)
+    result = recommend_to_file(
+        loaded, out, parse_users(users), k,
+        retrieval=retrieval, model_dir=directory, include_seen=include_seen, history=history_data,
+        batch_users=batch_users, search_k=search_k, n_jobs=jobs, device=device, progress=not quiet,
+    )
+    if fmt == "json":
+        print_json(result.to_dict())
+        return
+    note(f"wrote    {result.rows} rows for {result.users} users to {result.path} "
+         f"({result.retrieval}, k={result.k}, {result.seconds:.2f}s)", quiet)
+    if result.folded_users:
+        dropped = (f"; {result.dropped_history_entries} history entries with unknown items dropped"
+                   if result.dropped_history_entries else "")
+        note(f"history  {result.folded_users} users folded in from {history}{dropped}", quiet)
+    if result.fallback_users:
+        # Not silenced by --quiet: it changes what the file means.
+        note(f"fallback {result.fallback_users} users unknown to the model got the most popular items "
+             "(rows marked fallback=true, score NaN)", False)
+
+
+@command
+def similar(
+    model: Model,
+    item: Annotated[str, typer.Option("--item", help="Item id, or ID,ID,...")],
+    k: Annotated[int, typer.Option("--k", help="Similar items per item.")] = 10,
+    retrieval: Annotated[
+        Literal["auto", "exact", "annoy"],
+        typer.Option("--retrieval", help="auto: the saved Annoy index when there is one, else exact."),
+    ] = "auto",
+    search_k: SearchK = None,
+    fmt: Format = "table",
+    quiet: Quiet = False,
+) -> None:
+    """Items most similar to the given ones, by cosine of the item factors."""
+    import numpy as np
+
+    from recsys.retrieval.annoy_index import INDEX_DIR, META_FILE
+    from recsys.retrieval.batch import open_retrieval
+
+    loaded, directory = _load(model)
+    if retrieval == "auto":
+        retrieval = "annoy" if (directory / INDEX_DIR / META_FILE).is_file() else "exact"
+    searcher = open_retrieval(loaded, retrieval, directory, search_k=search_k)
+    queries = [part.strip() for part in item.split(",") if part.strip()]
+    ids, sims = loaded.similar_items(np.asarray(queries, dtype=object), k, index=searcher)
+    known = loaded.items.contains(np.asarray(queries, dtype=object))
+    rows = [
+        {"item": q, "rank": r + 1, "similar": ids[i, r], "similarity": float(sims[i, r])}
+        for i, q in enumerate(queries) if known[i]
+        for r in range(k) if not np.isnan(sims[i, r])
+    ]
+    unknown = [q for q, ok in zip(queries, known) if not ok]
+    if fmt == "json":
+        print_json({"retrieval": retrieval, "similar": rows, "unknown_items": unknown})
+    else:
+        print("item\trank\tsimilar\tsimilarity")
+        for row in rows:
+            print(f"{row['item']}\t{row['rank']}\t{row['similar']}\t{row['similarity']:.4f}")
+        note(f"({retrieval} retrieval, cosine of item factors)", quiet)
+    if unknown:
+        note(f"unknown items (not in the model): {', '.join(unknown)}", False)

@@ -1,0 +1,383 @@
+"""Recommendations for many users at once, written to a file as they are computed.
+
+:func:`recommend_to_file` is the whole ``recsys recommend`` job: resolve the users (known
+to the model, folded in from a history, or unknown), retrieve top-k in chunks (exact or
+Annoy), and stream ``user, item, rank, score, fallback`` rows to Parquet or CSV through a
+temporary file that is renamed into place only when complete.
+
+Unknown users (neither in the model nor in the history) get the most popular training
+items; their rows have ``fallback = true`` and a NaN score, and they are counted in the
+result, so a fallback is never mistaken for a personal recommendation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from recsys.artifacts import atomic_file
+from recsys.data.interactions import Interactions
+from recsys.data.vocabulary import Vocabulary
+from recsys.errors import ConfigError
+from recsys.progress import progress_bar
+
+if TYPE_CHECKING:
+    from recsys.models.base import FoldIn, Recommender
+
+RetrievalName = Literal["exact", "annoy"]
+COLUMNS = ("user", "item", "rank", "score", "fallback")
+
+
+def open_retrieval(
+    model: Recommender,
+    retrieval: RetrievalName = "exact",
+    model_dir: str | os.PathLike | None = None,
+    *,
+    search_k: int | None = None,
+    n_jobs: int | None = -1,
+    device: str = "auto",
+) -> Any:
+    """The retrieval a job asked for: :class:`ExactRetrieval` or the saved :class:`AnnoyIndex`.
+
+    Both answer ``search(user_vectors, k, exclude)`` and ``similar(item_index, k)``.
+    """
+    from recsys.retrieval.annoy_index import AnnoyIndex
+    from recsys.retrieval.exact import ExactRetrieval
+
+    if retrieval == "exact":
+        return ExactRetrieval(model, device)
+    if retrieval == "annoy":
+        if model_dir is None:
+            raise ConfigError("Annoy retrieval reads the index saved in the model directory; give the directory")
+        return AnnoyIndex.load(model, model_dir, search_k=search_k, n_jobs=n_jobs)
+    raise ConfigError(f"unknown retrieval {retrieval!r}; use exact or annoy")
+
+
+# -- who is asked for, and how each is answered ---------------------------------------------
+@dataclass
+class UserPlan:
+    """The requested users and, for each, where their query vector comes from.
+
+    ``model_index``: row in the model (-1: unknown); ``folded_index``: row in ``folded``
+    (-1: no usable history). A user with neither gets the popular fallback.
+    """
+
+    ids: np.ndarray
+    model_index: np.ndarray
+    folded_index: np.ndarray
+    folded: FoldIn | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @property
+    def fallback(self) -> np.ndarray:
+        return (self.model_index < 0) & (self.folded_index < 0)
+
+
+def plan_users(model: Recommender, users: Any = "all", history: Interactions | None = None) -> UserPlan:
+    """Resolve ``users`` (``"all"``, ``None`` or a sequence of ids) against the model and a history.
+
+    ``"all"`` is every user the model knows plus every user of ``history``; ``None`` is
+    the history's users (or all, without a history). Users in ``history`` are folded in
+    from it, whether or not the model knows them.
+    """
+    folded = None if history is None else model.fold_in(history)
+    if users is None:
+        users = "all" if folded is None else folded.users.ids
+    if isinstance(users, str) and users == "all":
+        ids = model.users.ids
+        model_index = np.arange(len(ids), dtype=np.int64)
+        if folded is not None:
+            extra = folded.users.ids[~model.users.contains(folded.users.ids)]
+            if len(extra):
+                kind = object if (ids.dtype == object or extra.dtype == object) else np.int64
+                ids = np.concatenate([ids.astype(kind), extra.astype(kind)])
+                model_index = np.concatenate([model_index, np.full(len(extra), -1, np.int64)])
+    else:
+        ids = np.asarray(users)
+        if ids.ndim != 1:
+            raise ValueError("users must be 'all' or a one-dimensional sequence of ids")
+        model_index = np.atleast_1d(model.users.index(ids)).astype(np.int64)
+    folded_index = np.full(len(ids), -1, dtype=np.int64)
+    if folded is not None and len(ids):
+        folded_index = np.atleast_1d(folded.users.index(ids)).astype(np.int64)
+        usable = folded.has_history()
+        folded_index[(folded_index >= 0) & ~usable[np.maximum(folded_index, 0)]] = -1
+    return UserPlan(ids, model_index, folded_index, folded)
+
+
+def answer(
+    model: Recommender,
+    index: Any,
+    plan: UserPlan,
+    rows: np.ndarray,
+    k: int,
+    *,
+    include_seen: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-``k`` item indices, scores and the fallback mask for ``plan``'s ``rows``.
+
+    Returns ``(items (n, k), scores (n, k), fallback (n,))``; fallback rows hold the
+    popular items with NaN scores; rows short of ``k`` items are padded with -1 / -inf.
+    """
+    index = model.exact_index() if index is None else index
+    mi, fi = plan.model_index[rows], plan.folded_index[rows]
+    n = len(mi)
+    out_idx = np.full((n, k), -1, dtype=np.int64)
+    out_scores = np.full((n, k), -np.inf, dtype=np.float32)
+    folded = fi >= 0
+    known = (mi >= 0) & ~folded
+    fallback = ~(folded | known)
+    if known.any():
+        u = mi[known]
+        bias = model.user_bias[u] if model.has_bias else None
+        vectors = model.user_vectors(model.user_factors[u], bias)
+        exclude = None if include_seen else model.seen[u]
+        out_idx[known], out_scores[known] = index.search(vectors, k, exclude)
+    if folded.any():
+        assert plan.folded is not None
+        f, m = fi[folded], mi[folded]
+        exclude = None
+        if not include_seen:
+            exclude = plan.folded.seen[f]
+            if (m >= 0).any():  # known users: their training items are seen as well
+                trained = model.seen[np.maximum(m, 0)].multiply((m >= 0)[:, None].astype(np.float32)).tocsr()
+                trained.eliminate_zeros()
+                exclude = (exclude + trained).tocsr()
+                exclude.data[:] = 1.0
+        out_idx[folded], out_scores[folded] = index.search(plan.folded.vectors[f], k, exclude)
+    if fallback.any():
+        out_idx[fallback] = model.popular_items(k)
+        out_scores[fallback] = np.nan
+    return out_idx, out_scores, fallback
+
+
+# -- the batch job -----------------------------------------------------------------------------
+@dataclass
+class RecommendResult:
+    """What :func:`recommend_to_file` wrote."""
+
+    path: Path
+    k: int
+    retrieval: str
+    users: int
+    rows: int
+    known_users: int
+    folded_users: int
+    fallback_users: int
+    dropped_history_entries: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["path"] = str(self.path)
+        return out
+
+
+def _typed_ids(ids: np.ndarray) -> np.ndarray:
+    """Requested ids as the output column: int64 when all are integers, else text."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iu":
+        return ids.astype(np.int64)
+    return Vocabulary.from_strings(np.asarray([str(x) for x in ids], dtype=object)).ids
+
+
+def unique_in_order(ids: Any) -> np.ndarray:
+    """Drop repeated ids, keeping the first occurrence of each."""
+    arr = np.asarray(ids)
+    return arr if arr.size == 0 else np.asarray(pd.unique(pd.Series(arr, dtype=arr.dtype)))
+
+
+def _chunk_table(
+    user_ids: np.ndarray, items: Any, idx: np.ndarray, scores: np.ndarray, fallback: np.ndarray
+) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n, k = idx.shape
+    valid = (idx >= 0).ravel()
+    rows = np.repeat(np.arange(n), k)[valid]
+    user = user_ids[rows]
+    return pa.table({
+        "user": pa.array(user, pa.int64()) if user.dtype == np.int64 else pa.array(user, pa.string()),
+        "item": pc.take(items, pa.array(idx.ravel()[valid])),
+        "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)[valid]),
+        "score": pa.array(scores.ravel()[valid].astype(np.float32)),
+        "fallback": pa.array(np.repeat(fallback, k)[valid]),
+    })
+
+
+class _Writer:
+    """Parquet or CSV, one chunk at a time."""
+
+    def __init__(self, path: Path, fmt: str, schema: Any, csv_options: Any) -> None:
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        if fmt == "parquet":
+            self._writer = pq.ParquetWriter(str(path), schema)
+        else:
+            self._writer = pacsv.CSVWriter(str(path), schema, write_options=csv_options)
+
+    def write(self, table: Any) -> None:
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def read_user_ids(path: str | os.PathLike) -> np.ndarray:
+    """User ids from a file: one per line (a ``user`` header is skipped), or the ``user``
+    (else first) column of a Parquet or CSV file with a header."""
+    from recsys.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", path=path)
+    if path.suffix.lower() == ".parquet":
+        frame = pd.read_parquet(path)
+        column = "user" if "user" in frame.columns else frame.columns[0]
+        return frame[column].to_numpy()
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc})", path=path) from None
+    lines = [line for line in lines if line]
+    if not lines:
+        return np.asarray([], dtype=object)
+    sep = "," if "," in lines[0] else ("\t" if "\t" in lines[0] else None)
+    header = [h.strip().lower() for h in (lines[0].split(sep) if sep else [lines[0]])]
+    col = 0
+    if any(h in ("user", "user_id", "userid") for h in header):
+        col = next(i for i, h in enumerate(header) if h in ("user", "user_id", "userid"))
+        lines = lines[1:]
+    return np.asarray([line.split(sep)[col].strip() if sep else line for line in lines], dtype=object)
+
+
+def parse_users(text: str | None) -> Any:
+    """``all``, a file of ids, or comma-separated ids (the CLI's ``--users``)."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return "all"
+    if os.path.isfile(text):
+        return read_user_ids(text)
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise ConfigError("--users takes 'all', a file of ids, or comma-separated ids")
+    return np.asarray(ids, dtype=object)
+
+
+def output_format(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        return "parquet"
+    if suffix == ".csv":
+        return "csv"
+    raise ConfigError(f"{path}: the output must end in .parquet or .csv")
+
+
+def recommend_to_file(
+    model: Recommender,
+    out: str | os.PathLike,
+    users: Any = None,
+    k: int = 10,
+    *,
+    retrieval: RetrievalName = "exact",
+    model_dir: str | os.PathLike | None = None,
+    index: Any = None,
+    include_seen: bool = False,
+    history: Interactions | None = None,
+    batch_users: int = 4096,
+    search_k: int | None = None,
+    n_jobs: int | None = -1,
+    device: str = "auto",
+    progress: bool = False,
+) -> RecommendResult:
+    """Write the top-``k`` items of each user to ``out`` (``.parquet`` or ``.csv``).
+
+    Columns: ``user``, ``item`` (the ids of the data), ``rank`` (1 = best), ``score`` (the
+    model's score; NaN for fallback rows) and ``fallback`` (true where the user was unknown
+    and got the popular items). ``users``: ``"all"``, ``None`` (all, or the history's
+    users when a history is given) or a sequence of ids (repeats dropped). ``history``
+    folds its users in (see :meth:`Recommender.fold_in`).
+
+    Retrieval is ``exact`` (blocked torch product, all cores) or ``annoy`` (the index saved
+    in ``model_dir``; ``n_jobs`` threads), or a ready ``index``. Chunks of ``batch_users``
+    are written as they are computed (writing overlaps the next chunk's search) into a
+    temporary file that replaces ``out`` only when complete; a run that fails or is killed
+    leaves no ``out`` (or the previous one).
+    """
+    import pyarrow as pa
+
+    from recsys.data.io import csv_write_options
+
+    model._check_fitted()
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    if batch_users < 1:
+        raise ConfigError("batch_users must be at least 1")
+    fmt = output_format(out)
+    start = time.perf_counter()
+    if index is None:
+        index = open_retrieval(model, retrieval, model_dir, search_k=search_k, n_jobs=n_jobs, device=device)
+    if users is not None and not (isinstance(users, str) and users == "all"):
+        users = unique_in_order(users)
+    plan = plan_users(model, users, history)
+    user_ids = _typed_ids(plan.ids) if plan.ids.dtype.kind not in "iu" else plan.ids.astype(np.int64)
+    items = pa.array(model.items.ids, pa.int64() if model.items.is_integer else pa.string())
+    schema = pa.schema([
+        ("user", pa.int64() if user_ids.dtype == np.int64 else pa.string()),
+        ("item", items.type),
+        ("rank", pa.int32()),
+        ("score", pa.float32()),
+        ("fallback", pa.bool_()),
+    ])
+    csv_options = csv_write_options(model.items, Vocabulary(user_ids)) if fmt == "csv" else None
+    n_rows = 0
+    path = Path(out)
+    with atomic_file(path) as tmp, ThreadPoolExecutor(1) as pool, \
+            progress_bar(plan.n, "recommending", enabled=progress) as bar:
+        writer = _Writer(tmp, fmt, schema, csv_options)
+        pending = None
+        try:
+            for begin in range(0, plan.n, batch_users):
+                rows = np.arange(begin, min(begin + batch_users, plan.n))
+                idx, scores, fallback = answer(model, index, plan, rows, k, include_seen=include_seen)
+                table = _chunk_table(user_ids[rows], items, idx, scores, fallback)
+                if pending is not None:
+                    pending.result()
+                # Writing (pyarrow, GIL released) overlaps the next chunk's search.
+                pending = pool.submit(writer.write, table)
+                n_rows += table.num_rows
+                bar.advance(len(rows))
+            if pending is not None:
+                pending.result()
+            if plan.n == 0:
+                writer.write(schema.empty_table())
+        finally:
+            writer.close()
+    fallback = plan.fallback
+    folded = plan.folded_index >= 0
+    return RecommendResult(
+        path=path,
+        k=k,
+        retrieval=getattr(index, "name", retrieval),
+        users=plan.n,
+        rows=n_rows,
+        known_users=int(((plan.model_index >= 0) & ~folded).sum()),
+        folded_users=int(folded.sum()),
+        fallback_users=int(fallback.sum()),
+        dropped_history_entries=0 if plan.folded is None else plan.folded.dropped_entries,
+        seconds=time.perf_counter() - start,
+    )
+
