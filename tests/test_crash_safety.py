@@ -51,7 +51,7 @@ JOBS = {
     "split": Job("dir", lambda i, out, seed: ["split", "--data", i.data, "--out-dir", out, "--seed", seed]),
     "evaluate --per-user": Job("file", lambda i, out, seed: [
         "evaluate", "--model", i.model, "--data", i.test, "--per-user", out, "--k", 5 + seed, "--quiet"]),
-    # "recommend": Job("file", lambda i, out, seed: ["recommend", "--model", i.model, ..., "--output", out]),
+    "recommend": Job("file", lambda i, out, seed: ["recommend", "--model", i.model, "--out", out, "--k", 2 + seed]),
 }
 POINTS = {"dir": "atomic_directory.before_replace", "file": "atomic_file.before_replace"}
 # Every job at its writer's last step; the two-rename fallback once (it is the same writer).
