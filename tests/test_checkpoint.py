@@ -146,7 +146,7 @@ def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, checkerb
     data = tmp_path / "data.csv"
     write_interactions(checkerboard, data)
     args = ["train", "--data", data, "--model", "mf", "--epochs", "12", "--factors", "8", "--seed", "3",
-            "-p", "batch_size=32", "-p", "negatives=8", "--device", "cpu", "--split", "none", "--quiet"]
+            "-p", "batch_size=32", "-p", "negatives=8", "--device", "cpu", "--split", "none", "--no-index", "--quiet"]
     ckpt = tmp_path / "m.checkpoint"
     proc = start(*args, "--output", tmp_path / "m", "--checkpoint-every", "1")
     wait_for(ckpt, proc)

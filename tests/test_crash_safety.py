@@ -47,7 +47,7 @@ class Job:
 JOBS = {
     "train": Job("dir", lambda i, out, seed: [
         "train", "--data", i.data, "--model", "mf", "--epochs", "2", "--factors", "4", "-p", "negatives=4",
-        "--device", "cpu", "--split", "none", "--seed", seed, "--output", out, "--quiet"]),
+        "--device", "cpu", "--split", "none", "--no-index", "--seed", seed, "--output", out, "--quiet"]),
     "split": Job("dir", lambda i, out, seed: ["split", "--data", i.data, "--out-dir", out, "--seed", seed]),
     "evaluate --per-user": Job("file", lambda i, out, seed: [
         "evaluate", "--model", i.model, "--data", i.test, "--per-user", out, "--k", 5 + seed, "--quiet"]),
