@@ -47,7 +47,7 @@ def train(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
     index: Annotated[bool, typer.Option("--index/--no-index", help="Build the Annoy index into the model directory.")] = True,
     trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 50).")] = None,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save a checkpoint every N epochs (iterative models); SIGINT/SIGTERM also save one.", rich_help_panel=_CKPT)] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save a checkpoint every N epochs (iterative models). SIGINT/SIGTERM always save one.", rich_help_panel=_CKPT)] = 0,
     checkpoint_dir: Annotated[Path | None, typer.Option("--checkpoint-dir", help="Checkpoint directory (default: the model directory + .checkpoint).", rich_help_panel=_CKPT)] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run saved in this checkpoint directory, with its settings.", rich_help_panel=_CKPT)] = None,
     fmt: Format = "table",
@@ -91,7 +91,8 @@ def train(
         patience=patience,
     )
     result = run_train(data, settings, test=test, read_options=read_options, output=output, progress=not quiet,
-                       index_trees=index_trees, checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir)
+                       index_trees=index_trees, checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
+                       checkpoint_on_signal=True)
     _report(result, fmt, quiet)
 
 

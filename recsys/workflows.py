@@ -153,6 +153,7 @@ def train(
     checkpoint_every: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
+    checkpoint_on_signal: bool = False,
     _output_locked: bool = False,
 ) -> TrainResult:
     """Load, split, fit, evaluate and save a model.
@@ -170,7 +171,8 @@ def train(
     checkpoint in DIR with the settings stored there (``data``, ``config``, ``test``,
     ``read_options`` and ``output`` default to the stored ones); on CPU with the same seed
     it ends with the same factors as an uninterrupted run. The checkpoint directory is
-    removed once the model is saved.
+    removed once the model is saved. ``checkpoint_on_signal`` (the CLI's default) saves one
+    on SIGINT/SIGTERM even without ``checkpoint_every``, for iterative models.
     """
     if resume is not None:
         data, config, test, read_options, output, checkpoint_every = _resume_settings(
@@ -191,10 +193,11 @@ def train(
                 data, config, test=test, read_options=read_options, output=directory, save=save,
                 callbacks=callbacks, progress=progress, on_saving=on_saving, index_trees=index_trees,
                 checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume,
-                _output_locked=True,
+                checkpoint_on_signal=checkpoint_on_signal, _output_locked=True,
             )
-    if checkpoint_every or checkpoint_dir is not None:
-        if not issubclass(MODELS[config.model], IterativeRecommender):
+    iterative = issubclass(MODELS[config.model], IterativeRecommender)
+    if checkpoint_every or checkpoint_dir is not None or (checkpoint_on_signal and iterative):
+        if not iterative:
             raise ConfigError(
                 f"model {config.model!r} trains in one step; checkpoints apply to iterative models "
                 f"({', '.join(n for n, c in MODELS.items() if issubclass(c, IterativeRecommender))})"

@@ -174,3 +174,30 @@ def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, checkerb
 def test_cli_resume_refuses_settings_flags(tmp_path):
     r = runner.invoke(app, ["train", "--resume", str(tmp_path), "--epochs", "3"])
     assert r.exit_code == 2 and "drop --epochs" in r.output
+
+
+def test_train_workflow_checkpoints_on_a_signal_by_default_and_resumes(tmp_path, checkerboard):
+    """What `recsys train` does without --checkpoint-every: Ctrl-C saves `<output>.checkpoint`."""
+    from recsys.workflows import TrainConfig, train
+
+    data = tmp_path / "data.csv"
+    write_interactions(checkerboard, data)
+    config = TrainConfig(model="ials", params={"factors": 8, "epochs": 5, "device": "cpu"}, split="none", seed=2)
+    reference = train(data, config, output=tmp_path / "ref").model
+
+    class Interrupt:
+        def on_epoch_end(self, model, epoch, figures):
+            if epoch == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(TrainingInterrupted):
+            train(data, config, output=tmp_path / "m", callbacks=[Interrupt()], checkpoint_on_signal=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    ckpt = tmp_path / "m.checkpoint"
+    assert load_checkpoint(ckpt).epoch == 3 and not (tmp_path / "m").exists()
+    result = train(None, resume=ckpt)
+    assert result.model_dir == (tmp_path / "m").resolve() and not ckpt.exists()
+    same_factors(result.model, reference)
