@@ -229,3 +229,26 @@ def test_checksums_are_sha256_of_the_files(saved):
     meta = json.loads((saved / "model.json").read_text())
     for name, digest in meta["files"].items():
         assert hashlib.sha256((saved / name).read_bytes()).hexdigest() == digest
+
+
+def test_a_damaged_annoy_index_of_the_right_size_is_refused_before_annoy_reads_it(tmp_path, checkerboard):
+    """Regression: a flipped byte in items.ann passed the size check and crashed queries (SIGSEGV)."""
+    from recsys_cli.main import app
+    from typer.testing import CliRunner
+
+    from recsys.data.io import write_interactions
+
+    runner = CliRunner()
+    write_interactions(checkerboard, tmp_path / "d.csv")
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "d.csv"), "--model", "ials", "--split", "none",
+                            "--output", str(tmp_path / "m"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    forest = tmp_path / "m" / "index" / "items.ann"
+    blob = bytearray(forest.read_bytes())
+    blob[len(blob) // 3] ^= 0xFF
+    forest.write_bytes(bytes(blob))
+    r = runner.invoke(app, ["recommend", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "r.csv"),
+                            "--retrieval", "annoy"])
+    assert r.exit_code == 2, r.output
+    assert "items.ann: does not match its checksum" in r.output
+    assert not (tmp_path / "r.csv").exists()
