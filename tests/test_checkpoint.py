@@ -145,8 +145,8 @@ def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, checkerb
     """A real `recsys train` subprocess gets SIGTERM mid-run; `--resume` finishes it."""
     data = tmp_path / "data.csv"
     write_interactions(checkerboard, data)
-    args = ["train", "--data", data, "--model", "mf", "--epochs", "12", "--factors", "8", "--seed", "3",
-            "-p", "batch_size=32", "-p", "negatives=8", "--device", "cpu", "--split", "none", "--no-index", "--quiet"]
+    args = ["train", "--data", data, "--model", "mf", "--epochs", "30", "--factors", "8", "--seed", "3",
+            "-p", "batch_size=128", "-p", "negatives=8", "--device", "cpu", "--split", "none", "--no-index", "--quiet"]
     ckpt = tmp_path / "m.checkpoint"
     proc = start(*args, "--output", tmp_path / "m", "--checkpoint-every", "1")
     wait_for(ckpt, proc)
@@ -158,7 +158,7 @@ def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, checkerb
     assert f"checkpoint saved in {ckpt}; continue with: recsys train --resume {ckpt}" in err
     assert not (tmp_path / "m").exists()
     stopped_at = load_checkpoint(ckpt).epoch
-    assert 1 <= stopped_at < 12
+    assert 1 <= stopped_at < 30
 
     r = runner.invoke(app, ["train", "--resume", str(ckpt), "--quiet", "--format", "json"])
     assert r.exit_code == 0, r.output
@@ -168,7 +168,7 @@ def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, checkerb
     assert r.exit_code == 0, r.output
     resumed, reference = Recommender.load(tmp_path / "m"), Recommender.load(tmp_path / "ref")
     same_factors(resumed, reference)
-    assert [h["epoch"] for h in resumed.history] == list(range(1, 13))
+    assert [h["epoch"] for h in resumed.history] == list(range(1, 31))
 
 
 def test_cli_resume_refuses_settings_flags(tmp_path):
