@@ -47,7 +47,7 @@ BROKEN = [
     ("ragged_row.csv", (), 4, None, "expected 3 fields (user, item, rating), found 2"),
     ("wrong_delimiter.csv", ("--sep", ","), 1, None, "is the separator right?"),
     ("unknown_delimiter.csv", (), 1, None, "cannot tell the column separator"),
-    ("latin1.csv", (), 3, None, "not valid utf-8"),
+    ("latin1.csv", (), 3, None, "not valid utf-8 (byte b'\\xe9' near b'Ren\\xe9e,11,5\\n'); pass --encoding latin-1"),
     ("truncated.csv.gz", (), None, None, "gzip"),
 ]
 
