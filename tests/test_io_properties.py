@@ -19,7 +19,7 @@ SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[Heal
 
 # Ids: letters, digits, blanks, quotes, commas, a few non-ASCII letters. No tabs, colons or
 # line breaks: those change which separator or line a human would read, not the loader's rules.
-ID_CHARS = st.sampled_from(list("abcXYZ0123456789 _-.,\"'é東😀"))
+ID_CHARS = st.sampled_from(list("abcXYZ0123456789 _-.,;|\"'é東😀"))
 ids = st.text(ID_CHARS, min_size=1, max_size=6).filter(lambda s: s.strip() != "")
 good_values = st.one_of(
     st.integers(0, 10**6).map(str),
@@ -30,7 +30,7 @@ bad_values = st.sampled_from(["abc", "", "nan", "NaN", "inf", "-inf", "-1", "-0.
 
 @st.composite
 def csv_text(draw) -> tuple[str, list[tuple[str, str, float]] | None]:
-    """CSV text with a header and the rows it holds, or None as rows when a row is malformed."""
+    """Delimited text with a header and the rows it holds, or None as rows when a row is malformed."""
     n = draw(st.integers(1, 8))
     rows, good = [], True
     for _ in range(n):
@@ -49,7 +49,8 @@ def csv_text(draw) -> tuple[str, list[tuple[str, str, float]] | None]:
         good = good and kind == "ok"
         rows.append(row)
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
+    delimiter = draw(st.sampled_from([",", ",", ";", "\t", "|"]))
+    writer = csv.writer(buf, delimiter=delimiter, lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
     writer.writerow(["user", "item", "rating"])
     writer.writerows(rows)
     expected = [(u.strip(), i.strip(), float(v)) for u, i, v in rows] if good else None
