@@ -190,13 +190,45 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
             isinstance(epoch, int) and epoch >= 1
             and isinstance(meta["model"], str) and isinstance(meta["params"], dict)
             and isinstance(meta["history"], list) and isinstance(meta["random"], dict)
-            and {"rng.torch", "rng.numpy_keys", "rng.numpy_rest", "rng.numpy_gauss"} <= set(arrays)
         )
     except KeyError:
         ok = False
     if not ok:
-        raise ModelFormatError(f"{directory}: {_META} or {_STATE} lacks fields a checkpoint needs")
+        raise ModelFormatError(f"{directory}: {_META} lacks fields a checkpoint needs")
+    try:
+        check_arrays(arrays, _rng_layout())
+        bad = [k for k, v in arrays.items() if v.dtype.kind not in "fiub"]
+        if bad:
+            raise ConfigError(f"{bad[0]} holds {arrays[bad[0]].dtype} values, expected real numbers")
+    except ConfigError as exc:
+        raise ModelFormatError(f"{directory}: {_STATE}: {exc}") from None
     return Checkpoint(directory, meta, arrays)
+
+
+def _rng_layout() -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shapes and kinds of the saved random states: torch's CPU generator, numpy's MT19937."""
+    import torch
+
+    return {
+        "rng.torch": (tuple(torch.get_rng_state().shape), "u"),
+        "rng.numpy_keys": ((624,), "u"),
+        "rng.numpy_rest": ((2,), "i"),
+        "rng.numpy_gauss": ((), "f"),
+    }
+
+
+def check_arrays(arrays: dict[str, np.ndarray], expected: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    """Check that each named array is present with its shape and dtype kind (``f``, ``i``, ``u``).
+
+    Used by models' :meth:`_set_training_state` before anything is copied: torch would
+    broadcast a (1, d) table into (n, d) without a word.
+    """
+    for name, (shape, kinds) in expected.items():
+        if name not in arrays:
+            raise ConfigError(f"{name} is missing")
+        value = arrays[name]
+        if tuple(value.shape) != tuple(shape) or value.dtype.kind not in kinds:
+            raise ConfigError(f"{name} has shape {value.shape} and type {value.dtype}, expected {tuple(shape)}")
 
 
 # -- signals --------------------------------------------------------------------------------------

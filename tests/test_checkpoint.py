@@ -201,3 +201,40 @@ def test_train_workflow_checkpoints_on_a_signal_by_default_and_resumes(tmp_path,
     result = train(None, resume=ckpt)
     assert result.model_dir == (tmp_path / "m").resolve() and not ckpt.exists()
     same_factors(result.model, reference)
+
+
+@pytest.mark.parametrize("change", ["drop", "shrink", "retype"])
+def test_damaged_state_behind_a_valid_checksum_is_refused_cleanly(tmp_path, checkerboard, change):
+    """Each array of a checkpoint damaged in turn (checksum recomputed): resume refuses cleanly.
+
+    Regression: a state without SparseAdam's step count loaded, then crashed at the first
+    step (KeyError); a complex or (1, d) factor table would have been cast or broadcast.
+    """
+    import io
+
+    from recsys.artifacts import sha256_file
+    from recsys.errors import RecsysError
+
+    params = MODELS["mf-bpr"][1]
+    good = tmp_path / "good"
+    create_model("mf", **params).fit(checkerboard, checkpointing=Checkpointing(good, every=2))
+    with np.load(good / "state.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for name in arrays:
+        damaged = dict(arrays)
+        if change == "drop":
+            del damaged[name]
+        elif change == "shrink":
+            damaged[name] = damaged[name].reshape(-1)[:-1] if damaged[name].size else np.zeros(3)
+        else:
+            damaged[name] = damaged[name].astype(np.complex64)
+        ckpt = tmp_path / f"{change}-{name}"
+        ckpt.mkdir()
+        buf = io.BytesIO()
+        np.savez(buf, **damaged)
+        (ckpt / "state.npz").write_bytes(buf.getvalue())
+        meta = json.loads((good / "checkpoint.json").read_text())
+        meta["files"] = {"state.npz": sha256_file(ckpt / "state.npz")}
+        (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+        with pytest.raises(RecsysError):
+            create_model("mf", **params).fit(checkerboard, checkpointing=Checkpointing(ckpt, resume=True))

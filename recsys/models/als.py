@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 from recsys.models.training import IterativeRecommender
@@ -120,6 +121,9 @@ class ALS(IterativeRecommender):
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
 
     def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        n_users, n_items = self._confidence.shape
+        check_arrays(state, {"user_factors": ((n_users, self.factors), "f"),
+                             "item_factors": ((n_items, self.factors), "f")})
         users = np.ascontiguousarray(state["user_factors"], dtype=np.float32)
         items = np.ascontiguousarray(state["item_factors"], dtype=np.float32)
         if self.device == "cuda":

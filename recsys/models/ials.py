@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.errors import ConfigError
@@ -178,6 +179,7 @@ class IALS(IterativeRecommender):
         return {"P": self._P.cpu().numpy().copy(), "Q": self._Q.cpu().numpy().copy()}
 
     def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        check_arrays(state, {"P": (tuple(self._P.shape), "f"), "Q": (tuple(self._Q.shape), "f")})
         self._P = torch.from_numpy(state["P"]).to(self._device)
         self._Q = torch.from_numpy(state["Q"]).to(self._device)
 

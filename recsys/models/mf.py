@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.errors import ConfigError
@@ -228,6 +229,8 @@ class MatrixFactorization(IterativeRecommender):
 
     def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
         tables = {"P": self._P, "Q": self._Q, "bu": self._bu, "bi": self._bi}
+        expected = {k: (tuple(t.weight.shape), "f") for k, t in tables.items() if t is not None}
+        check_arrays(state, {**expected, "generator": (tuple(self._gen.get_state().shape), "u")})
         with torch.no_grad():
             for k, t in tables.items():
                 if t is not None:

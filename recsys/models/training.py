@@ -255,13 +255,25 @@ def set_optimizer_state(optimizer: Any, arrays: dict[str, np.ndarray]) -> None:
     import torch
 
     current = optimizer.state_dict()
-    device = optimizer.param_groups[0]["params"][0].device
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict[str, Any]] = {}
     for name, value in arrays.items():
         if name.startswith("opt."):
             _, index, key = name.split(".", 2)
-            # 0-d entries are step counts, which SparseAdam keeps as Python ints.
-            state.setdefault(int(index), {})[key] = (
-                value.item() if value.ndim == 0 else torch.from_numpy(value).to(device)
-            )
+            state.setdefault(int(index), {})[key] = value
+    # Refuse what load_state_dict would take and a later step would crash on (or broadcast).
+    if state:
+        keys = {frozenset(entry) for entry in state.values()}
+        if set(state) != set(range(len(params))) or len(keys) != 1:
+            raise ConfigError("the optimizer state does not match the model's parameters")
+    for index, entry in state.items():
+        for key, value in entry.items():
+            if value.dtype.kind not in "fiu":
+                raise ConfigError(f"optimizer state {key!r} holds {value.dtype} values")
+            if value.ndim == 0:
+                entry[key] = value.item()  # step counts, which SparseAdam keeps as Python ints
+            elif value.shape == tuple(params[index].shape):
+                entry[key] = torch.from_numpy(value).to(params[index].device)
+            else:
+                raise ConfigError(f"optimizer state {key!r} has shape {value.shape}, expected {tuple(params[index].shape)}")
     optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
