@@ -78,6 +78,17 @@ def exact_seconds(users: np.ndarray, index: ExactIndex, exclude) -> tuple[float,
     return time.perf_counter() - start, found
 
 
+def latency_ms(index, vectors: np.ndarray, exclude, n: int = 100) -> float:
+    """Median milliseconds of one single-user query (online serving, no batching)."""
+    times = []
+    for row in range(min(n, len(vectors))):
+        excl = None if exclude is None else exclude[row:row + 1]
+        start = time.perf_counter()
+        index.search(vectors[row:row + 1], K, excl)
+        times.append(time.perf_counter() - start)
+    return round(1000 * float(np.median(times)), 3)
+
+
 def annoy_grid(model: Recommender, vectors: np.ndarray, exclude, truth: np.ndarray, trees_list, search_ks,
                test=None) -> list[dict]:
     rows = []
@@ -94,12 +105,13 @@ def annoy_grid(model: Recommender, vectors: np.ndarray, exclude, truth: np.ndarr
             seconds = time.perf_counter() - start
             row = {
                 "trees": trees,
-                "search_k": "default" if search_k is None else search_k,
+                "search_k": {None: "auto", -1: "annoy n*trees"}.get(search_k, search_k),
                 "build_s": round(index.meta["build_seconds"], 2),
                 "index_mb": round(size / 2**20, 1),
                 "items_ann_mb": round(items_bytes / 2**20, 1),
                 "users_per_s": round(len(vectors) / seconds, 1),
                 "overlap@20": round(float(overlap_at(found, truth, K).mean()), 4),
+                "ms_per_single_query": latency_ms(index, vectors, exclude),
             }
             if test is not None:
                 ev = evaluate_with_index(model, test, index, ks=(K,))
@@ -137,6 +149,7 @@ def real(data_dir: Path, trees_list, search_ks) -> list[dict]:
                 "top20_s": round(exact_s, 4),
                 "top20_over_product": round(exact_s / floor, 2),
                 "batch_job_to_parquet_s": round(job_s, 3),
+                "ms_per_single_query": latency_ms(index, vectors, model.seen),
             },
         }
         print(name, entry["exact"], flush=True)
@@ -145,20 +158,36 @@ def real(data_dir: Path, trees_list, search_ks) -> list[dict]:
     return out
 
 
-def synthetic_model(n_users: int, n_items: int, d: int, rank: int = 16, seed: int = 0) -> Recommender:
-    """Random factors with low-rank structure (real embeddings are far from isotropic)."""
+STRUCTURE = os.environ.get("BENCH_STRUCTURE", "lowrank")
+
+
+def synthetic_model(n_users: int, n_items: int, d: int, rank: int = 16, seed: int = 0,
+                    structure: str | None = None) -> Recommender:
+    """Random factors, either ``lowrank`` (Gaussian in a 16-dim subspace plus noise: no
+    clusters, the hard case for trees) or ``clustered`` (users and items around 1,000
+    shared centres, item norms log-normal like popularity: closer to learned embeddings)."""
     from recsys.data.vocabulary import Vocabulary
     from recsys.models import Popular
 
+    structure = structure or STRUCTURE
     rng = np.random.default_rng(seed)
-    basis = rng.normal(size=(rank, d)).astype(np.float32)
     model = Popular()  # any model: only the geometry is used
     model.users = Vocabulary(np.arange(n_users))
     model.items = Vocabulary(np.arange(n_items))
-    model.user_factors = (rng.normal(size=(n_users, rank)).astype(np.float32) @ basis
-                          + 0.3 * rng.normal(size=(n_users, d)).astype(np.float32))
-    model.item_factors = (rng.normal(size=(n_items, rank)).astype(np.float32) @ basis
-                          + 0.3 * rng.normal(size=(n_items, d)).astype(np.float32)) / np.sqrt(d)
+    if structure == "clustered":
+        centres = rng.normal(size=(1000, d)).astype(np.float32)
+        item_c = rng.integers(0, 1000, n_items)
+        user_c = rng.integers(0, 1000, n_users)
+        items = centres[item_c] + 0.5 * rng.normal(size=(n_items, d)).astype(np.float32)
+        scale = rng.lognormal(0.0, 0.5, size=(n_items, 1)).astype(np.float32)
+        model.item_factors = (items * scale / np.sqrt(d)).astype(np.float32)
+        model.user_factors = (centres[user_c] + 0.5 * rng.normal(size=(n_users, d))).astype(np.float32)
+    else:
+        basis = rng.normal(size=(rank, d)).astype(np.float32)
+        model.user_factors = (rng.normal(size=(n_users, rank)).astype(np.float32) @ basis
+                              + 0.3 * rng.normal(size=(n_users, d)).astype(np.float32))
+        model.item_factors = (rng.normal(size=(n_items, rank)).astype(np.float32) @ basis
+                              + 0.3 * rng.normal(size=(n_items, d)).astype(np.float32)) / np.sqrt(d)
     import scipy.sparse as sp
 
     model.seen = sp.csr_matrix((n_users, n_items), dtype=np.float32)
@@ -175,9 +204,10 @@ def synthetic(n_users: int, n_items: int, d: int, sample: int, trees_list, searc
     floor = bare_product_seconds(vectors, index)
     exact_s, _ = exact_seconds(vectors, index, None)
     entry = {
-        "data": f"synthetic {n_users}x{n_items}x{d}",
+        "data": f"synthetic {STRUCTURE} {n_users}x{n_items}x{d}",
         "exact": {"users_per_s": round(n_users / exact_s, 1), "bare_product_s": round(floor, 2),
-                  "top20_s": round(exact_s, 2), "top20_over_product": round(exact_s / floor, 2)},
+                  "top20_s": round(exact_s, 2), "top20_over_product": round(exact_s / floor, 2),
+                  "ms_per_single_query": latency_ms(index, vectors, None)},
     }
     print(entry, flush=True)
     sample_vectors = vectors[:sample]
@@ -194,7 +224,9 @@ def large_child(n_users: int, n_items: int, d: int, sample: int) -> None:
     vectors = model.user_vectors()[:sample]
     exclude = model.seen[:sample]
     seconds, _ = exact_seconds(vectors, index, exclude)
+    single = latency_ms(index, vectors, exclude, 50)
     print(json.dumps({
+        "ms_per_single_query": single,
         "users_queried": sample, "seconds": round(seconds, 2), "users_per_s": round(sample / seconds, 1),
         "block_users": index.block_users, "peak_rss_mb_before_search": round(base_rss),
         "peak_rss_mb": round(peak_rss_mb()),
@@ -212,24 +244,59 @@ def large(n_users: int, n_items: int, d: int, samples, trees_list, search_ks) ->
     vectors = model.user_vectors()[:samples[0]]
     _, truth = exact_seconds(vectors, model.exact_index("cpu"), None)
     annoy = annoy_grid(model, vectors, None, truth, trees_list, search_ks)
-    return {"data": f"synthetic {n_users}x{n_items}x{d}", "exact_runs": runs, "annoy": annoy}
+    return {"data": f"synthetic {STRUCTURE} {n_users}x{n_items}x{d}", "exact_runs": runs, "annoy": annoy}
+
+
+def render(results: dict) -> str:
+    """Markdown tables of a results file."""
+    lines = [f"machine: {results['machine']}", f"load after: {results.get('machine_after', {}).get('load')}", ""]
+    entries = [*results.get("real", []), *([results["synthetic"]] if "synthetic" in results else [])]
+    if entries:
+        lines += ["| data | exact recall@20 | exact users/s | bare product s | exact top-20 s | top-20 / product | ms per single query |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for e in entries:
+            x = e["exact"]
+            lines.append(f"| {e['data']} | {x.get('recall@20', '')} | {x['users_per_s']} | {x['bare_product_s']} "
+                         f"| {x['top20_s']} | {x['top20_over_product']} | {x.get('ms_per_single_query', '')} |")
+        lines.append("")
+    if "large" in results:
+        lines += ["| large exact: users queried | seconds | users/s | users per block | peak RSS MB (before search) | peak RSS MB | ms per single query |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in results["large"]["exact_runs"]:
+            lines.append(f"| {r['users_queried']} | {r['seconds']} | {r['users_per_s']} | {r['block_users']} "
+                         f"| {r['peak_rss_mb_before_search']} | {r['peak_rss_mb']} | {r.get('ms_per_single_query', '')} |")
+        lines.append("")
+    for e in [*entries, *([results["large"]] if "large" in results else [])]:
+        lines += [f"Annoy on {e['data']}:", "",
+                  "| trees | search_k | build s | index MB | users/s | overlap@20 | recall@20 | ms per single query |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in e["annoy"]:
+            lines.append(f"| {r['trees']} | {r['search_k']} | {r['build_s']} | {r['index_mb']} | {r['users_per_s']} "
+                         f"| {r['overlap@20']} | {r.get('recall@20', '')} | {r.get('ms_per_single_query', '')} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--large-child":
         large_child(*(int(x) for x in sys.argv[2:6]))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--render":
+        for path in sys.argv[2:]:
+            print(render(json.loads(Path(path).read_text())))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RECSYS_DATA", "/work/shared/data")))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
     parser.add_argument("--parts", default="real,synthetic,large")
-    parser.add_argument("--trees", default="10,50,100")
-    parser.add_argument("--search-k", default="default,5000,20000")
+    parser.add_argument("--trees", default="10,20,50")
+    parser.add_argument("--search-k", default="auto,-1,5000,20000", help="auto (the index's default), -1 (Annoy's n*trees) or numbers")
     parser.add_argument("--synthetic-users", type=int, default=30_000)
     parser.add_argument("--large-samples", default="500,2000")
+    parser.add_argument("--large-trees", default="10")
     args = parser.parse_args()
     trees = [int(t) for t in args.trees.split(",")]
-    search_ks = [None if s == "default" else int(s) for s in args.search_k.split(",")]
+    search_ks = [None if s == "auto" else int(s) for s in args.search_k.split(",")]
     results = {"machine": machine(), "k": K}
     print(results["machine"], flush=True)
     parts = args.parts.split(",")
@@ -239,7 +306,8 @@ def main() -> None:
         results["synthetic"] = synthetic(args.synthetic_users, 40_000, 128, 2000, trees, search_ks)
     if "large" in parts:
         samples = [int(s) for s in args.large_samples.split(",")]
-        results["large"] = large(100_000, 1_000_000, 32, samples, [min(trees)], search_ks)
+        large_trees = [int(t) for t in args.large_trees.split(",")]
+        results["large"] = large(100_000, 1_000_000, 32, samples, large_trees, search_ks)
     results["machine_after"] = machine()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
