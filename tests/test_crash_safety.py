@@ -5,12 +5,14 @@ The kill points inside the writers are reached through ``$RECSYS_CRASH_AT`` (see
 out-of-memory kill would. One more kill comes from outside, mid-training.
 
 To cover another command, add one line to ``JOBS``: a name, how its artifact is written
-(``dir`` or ``file``) and its argument list for a given output path and seed.
+(``dir`` or ``file``) and its argument list for a given output path and seed (and, for a
+job that writes into a model directory, the name it writes there).
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +44,14 @@ class Inputs:
 class Job:
     kind: str  # "dir" or "file": which atomic writer makes the artifact
     args: Callable[[Inputs, Path, int], list]
+    artifact: str = "artifact"  # the name the job writes in its output folder
+
+
+def _model_copy(i: Inputs, out: Path) -> Path:
+    """A copy of the input model in ``out``'s folder, for jobs that write into a model directory."""
+    if not (out.parent / "model.json").exists():
+        shutil.copytree(i.model, out.parent, dirs_exist_ok=True)
+    return out.parent
 
 
 JOBS = {
@@ -52,6 +62,8 @@ JOBS = {
     "evaluate --per-user": Job("file", lambda i, out, seed: [
         "evaluate", "--model", i.model, "--data", i.test, "--per-user", out, "--k", 5 + seed, "--quiet"]),
     "recommend": Job("file", lambda i, out, seed: ["recommend", "--model", i.model, "--out", out, "--k", 2 + seed]),
+    "index": Job("dir", lambda i, out, seed: ["index", "--model", _model_copy(i, out), "--trees", 2 + seed,
+                                              "--quiet"], artifact="index"),
 }
 POINTS = {"dir": "atomic_directory.before_replace", "file": "atomic_file.before_replace"}
 # Every job at its writer's last step; the two-rename fallback once (it is the same writer).
@@ -87,9 +99,10 @@ def suffix(job: str) -> str:
 @pytest.mark.parametrize(("job", "point"), CASES, ids=[f"{j}@{p}" for j, p in CASES])
 def test_kill_while_saving_leaves_the_previous_artifact(tmp_path, inputs, job, point):
     spec = JOBS[job]
-    out = tmp_path / "out" / f"artifact{suffix(job)}"
+    out = tmp_path / "out" / f"{spec.artifact}{suffix(job)}"
     invoke(*spec.args(inputs, out, 1))
     previous = snapshot(out)
+    neighbours = sorted(p.name for p in out.parent.iterdir())
     env = {"RECSYS_CRASH_AT": point}
     if point == "atomic_directory.after_aside":
         env["RECSYS_NO_RENAME_EXCHANGE"] = "1"  # the two-rename fallback, killed between them
@@ -105,7 +118,7 @@ def test_kill_while_saving_leaves_the_previous_artifact(tmp_path, inputs, job, p
     # ... and the next run cleans up whatever the killed one left.
     invoke(*spec.args(inputs, out, 2))
     assert snapshot(out) != previous
-    assert [p.name for p in out.parent.iterdir()] == [out.name]
+    assert sorted(p.name for p in out.parent.iterdir()) == neighbours
 
 
 def test_kill_while_saving_a_first_model_leaves_none(tmp_path, inputs):
