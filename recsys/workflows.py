@@ -195,12 +195,13 @@ def train(
                 checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume,
                 checkpoint_on_signal=checkpoint_on_signal, _output_locked=True,
             )
-    iterative = issubclass(MODELS[config.model], IterativeRecommender)
-    if checkpoint_every or checkpoint_dir is not None or (checkpoint_on_signal and iterative):
-        if not iterative:
+    model_cls = MODELS[config.model]
+    can = issubclass(model_cls, IterativeRecommender) and model_cls.supports_checkpoints()
+    if checkpoint_every or checkpoint_dir is not None or (checkpoint_on_signal and can):
+        if not can:
             raise ConfigError(
-                f"model {config.model!r} trains in one step; checkpoints apply to iterative models "
-                f"({', '.join(n for n, c in MODELS.items() if issubclass(c, IterativeRecommender))})"
+                f"model {config.model!r} has no checkpoints; they apply to iterative models "
+                f"({', '.join(n for n, c in MODELS.items() if issubclass(c, IterativeRecommender) and c.supports_checkpoints())})"
             )
         if checkpoint_dir is None:
             checkpoint_dir = directory.with_name(directory.name + ".checkpoint")

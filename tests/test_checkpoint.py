@@ -138,7 +138,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path, checkerboard):
 def test_popular_has_no_checkpoints(tmp_path, sample_ratings):
     r = runner.invoke(app, ["train", "--data", str(sample_ratings), "--model", "popular",
                             "--checkpoint-every", "1", "--output", str(tmp_path / "m")])
-    assert r.exit_code == 2 and "trains in one step" in r.output
+    assert r.exit_code == 2 and "model 'popular' has no checkpoints" in r.output
 
 
 def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, checkerboard):

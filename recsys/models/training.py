@@ -102,6 +102,11 @@ class IterativeRecommender(Recommender):
     def _end_training(self) -> None:
         """Release per-fit state (override where there is any)."""
 
+    @classmethod
+    def supports_checkpoints(cls) -> bool:
+        """Whether the model implements the two checkpoint hooks."""
+        return cls._training_state is not IterativeRecommender._training_state
+
     def _training_state(self) -> dict[str, np.ndarray]:
         """Everything that, with the loop's own state, makes the next epoch exact (override).
 
