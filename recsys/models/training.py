@@ -139,13 +139,13 @@ class IterativeRecommender(Recommender):
             try:
                 self._set_training_state(resume.group("model"))
                 set_random_states(resume.arrays, resume.meta["random"])
-            except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+                self.history = [dict(h) for h in resume.meta["history"]]
+                kept = resume.meta.get("validation") or {}
+                if kept.get("best_epoch") is not None:
+                    best = (float(kept["best_score"]), int(kept["best_epoch"]), resume.group("best"))
+                stale = int(kept.get("stale", 0))
+            except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
                 raise ConfigError(f"{resume.directory}: the checkpoint does not fit this model ({exc})") from None
-            self.history = [dict(h) for h in resume.meta["history"]]
-            kept = resume.meta.get("validation") or {}
-            if kept.get("best_epoch") is not None:
-                best = (float(kept["best_score"]), int(kept["best_epoch"]), resume.group("best"))
-            stale = int(kept.get("stale", 0))
             first = resume.epoch + 1
         guard = SignalGuard()
         try:
