@@ -28,7 +28,7 @@ def evaluate(
     k: Ks = "10,20,50",
     per_user: Annotated[Path | None, typer.Option("--per-user", help="Write each user's metrics to this CSV or Parquet file.")] = None,
     retrieval: Annotated[Literal["exact", "annoy"], typer.Option("--retrieval", help="annoy: rank through the model's Annoy index and report overlap@k with the exact top-k.")] = "exact",
-    search_k: Annotated[int | None, typer.Option("--search-k", help="Annoy nodes inspected per query (default: as saved).")] = None,
+    search_k: Annotated[int | None, typer.Option("--search-k", help="Annoy candidates inspected per query (default: as saved; -1: Annoy's own).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     read_options: Any = None,

@@ -298,7 +298,7 @@ def test_cli_train_index_recommend_similar_evaluate(trained_dir, tmp_path):
     assert 0.8 <= json.loads(r.stdout)["overlap@10"] <= 1.0
 
 
-def test_cli_annoy_without_an_index_is_a_clear_error(trained_dir, tmp_path, sample_ratings):
+def test_cli_annoy_without_an_index_is_a_clear_error(tmp_path, sample_ratings):
     run("train", "--data", str(sample_ratings), "--model", "popular", "--no-index", "--split", "none",
         "--output", str(tmp_path / "pop"), "--quiet")
     assert not (tmp_path / "pop" / "index").exists()
@@ -306,3 +306,29 @@ def test_cli_annoy_without_an_index_is_a_clear_error(trained_dir, tmp_path, samp
             "--retrieval", "annoy", code=2)
     assert "no Annoy index" in r.output and not (tmp_path / "r.csv").exists()
     run("recommend", "--model", str(tmp_path / "pop"), "--out", str(tmp_path / "r.txt"), code=2)
+
+
+def test_users_option_reads_ids_from_a_list_a_file_or_a_csv_column(tmp_path):
+    from recsys.retrieval.batch import parse_users
+
+    (tmp_path / "ids.txt").write_text("user\n7\n\n12\n")
+    (tmp_path / "log.csv").write_text("item,user\na,3\nb,4\n")
+    assert list(parse_users(str(tmp_path / "ids.txt"))) == ["7", "12"]
+    assert list(parse_users(str(tmp_path / "log.csv"))) == ["3", "4"]
+    assert list(parse_users("1, 2,x")) == ["1", "2", "x"]
+    assert parse_users("all") == "all" and parse_users(None) is None
+
+
+def test_include_seen_and_known_users_with_a_history(model, tmp_path):
+    result = recommend_to_file(model, tmp_path / "r.parquet", [100, 101], k=5, include_seen=True)
+    frame = pd.read_parquet(tmp_path / "r.parquet")
+    ids, _ = model.recommend([100, 101], k=5, exclude_seen=False)
+    assert result.rows == 10 and list(frame["item"]) == list(ids.ravel())
+    # A known user with a new history: folded in from it, and neither their training
+    # items nor the history's are recommended.
+    history = Interactions.from_arrays([100, 100], ["i000", "i001"], [4.0, 5.0])
+    ids, scores = model.recommend(100, k=N_ITEMS, history=history)
+    recommended = set(model.items.index(ids[np.isfinite(scores)]))
+    trained = set(model.seen[0].indices)
+    assert not recommended & (trained | {0, 1})
+    assert len(recommended) == N_ITEMS - len(trained | {0, 1})

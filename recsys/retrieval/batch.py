@@ -188,6 +188,8 @@ def _typed_ids(ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.dtype.kind in "iu":
         return ids.astype(np.int64)
+    if len(ids) and all(isinstance(x, (int, np.integer)) for x in ids):
+        return ids.astype(np.int64)
     return Vocabulary.from_strings(np.asarray([str(x) for x in ids], dtype=object)).ids
 
 
@@ -330,11 +332,18 @@ def recommend_to_file(
     start = time.perf_counter()
     if index is None:
         index = open_retrieval(model, retrieval, model_dir, search_k=search_k, n_jobs=n_jobs, device=device)
-    if users is not None and not (isinstance(users, str) and users == "all"):
+    given = users is not None and not (isinstance(users, str) and users == "all")
+    if given:
         users = unique_in_order(users)
     plan = plan_users(model, users, history)
-    user_ids = _typed_ids(plan.ids) if plan.ids.dtype.kind not in "iu" else plan.ids.astype(np.int64)
+    # Ids typed by the caller (text from a command line) become integers when they all are;
+    # the model's own ids keep their type.
+    user_ids = _typed_ids(plan.ids) if given else plan.ids
+    if user_ids.dtype.kind in "iu":
+        user_ids = user_ids.astype(np.int64)
     items = pa.array(model.items.ids, pa.int64() if model.items.is_integer else pa.string())
+    if user_ids.dtype != np.int64:
+        user_ids = np.asarray([str(x) for x in user_ids], dtype=object)
     schema = pa.schema([
         ("user", pa.int64() if user_ids.dtype == np.int64 else pa.string()),
         ("item", items.type),
