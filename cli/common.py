@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import sys
 import traceback
 import typing
@@ -30,6 +31,7 @@ def command(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _show_library_warnings()
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
@@ -38,7 +40,10 @@ def command(fn: F) -> F:
             if State.debug:
                 traceback.print_exc()
             print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(2) from None
+            # A run stopped by a signal after saving a checkpoint (TrainingInterrupted)
+            # exits like the shell would: 128 + the signal number.
+            signum = getattr(exc, "signum", None)
+            raise typer.Exit(2 if signum is None else 128 + signum) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
@@ -53,6 +58,20 @@ def command(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class _StderrNotes(logging.Handler):
+    """Prints the library's warnings (e.g. rows skipped by --skip-bad-rows) on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"warning: {record.getMessage()}", file=sys.stderr)  # the current stderr, always
+
+
+def _show_library_warnings() -> None:
+    logger = logging.getLogger("recsys")
+    if not any(isinstance(h, _StderrNotes) for h in logger.handlers):
+        logger.addHandler(_StderrNotes(logging.WARNING))
+        logger.propagate = False
 
 
 # -- options shared by commands that read interaction files ---------------------------------

@@ -22,12 +22,13 @@ from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracke
 _MODEL = "Model and hyper-parameters"
 _SPLIT = "Evaluation"
 _FEATURES = "Side information (two-tower)"
+_CKPT = "Checkpoints"
 
 
 @command
 @with_read_options
 def train(
-    data: Annotated[Path, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model: als, ials, mf, two-tower or popular (default als).", rich_help_panel=_MODEL)] = None,
     factors: Annotated[int | None, typer.Option(help="Embedding dimension.", rich_help_panel=_MODEL)] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", rich_help_panel=_MODEL)] = None,
@@ -52,6 +53,9 @@ def train(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
     index: Annotated[bool, typer.Option("--index/--no-index", help="Build the Annoy index into the model directory.")] = True,
     trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 20).")] = None,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save a checkpoint every N epochs (iterative models). SIGINT/SIGTERM always save one.", rich_help_panel=_CKPT)] = 0,
+    checkpoint_dir: Annotated[Path | None, typer.Option("--checkpoint-dir", help="Checkpoint directory (default: the model directory + .checkpoint).", rich_help_panel=_CKPT)] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run saved in this checkpoint directory, with its settings.", rich_help_panel=_CKPT)] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     track: Track = None,
@@ -63,9 +67,26 @@ def train(
 
     With no options but --data: implicit-feedback ALS, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
     from recsys.config import build_train_config
+    from recsys.errors import ConfigError
+    from recsys.retrieval.annoy_index import DEFAULT_TREES
     from recsys.tracking import train as run_train
 
     runs = tracker(track, tracking_uri, experiment)
+    index_trees = (trees or DEFAULT_TREES) if index else None
+    if resume is not None:
+        given = {"--model": model, "--factors": factors, "--epochs": epochs, "--learning-rate": learning_rate,
+                 "--regularization": regularization, "--loss": loss, "--param": param, "--config": config,
+                 "--seed": seed, "--split": split, "--test-fraction": test_fraction, "--split-n": split_n,
+                 "--validation-fraction": validation_fraction, "--patience": patience}
+        clash = [flag for flag, value in given.items() if value]
+        if clash:
+            raise ConfigError(f"--resume continues with the checkpoint's settings; drop {', '.join(clash)}")
+        result = run_train(data, None, tracker=runs, test=test, output=output, progress=not quiet, index_trees=index_trees,
+                           checkpoint_every=checkpoint_every, resume=resume)
+        _report(result, fmt, quiet)
+        if fmt != "json" and result.run_id:
+            note(run_note(result.run_id, runs), quiet)
+        return
     settings = build_train_config(
         config_file=config,
         model=model,
@@ -81,11 +102,10 @@ def train(
         validation_fraction=validation_fraction,
         patience=patience,
     )
-    from recsys.retrieval.annoy_index import DEFAULT_TREES
-
     result = run_train(
         data, settings, tracker=runs, test=test, read_options=read_options, output=output, progress=not quiet,
-        index_trees=(trees or DEFAULT_TREES) if index else None,
+        index_trees=index_trees, checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
+        checkpoint_on_signal=True,
         user_features=user_features or None, item_features=item_features or None,
         user_features_spec=user_features_spec, item_features_spec=item_features_spec,
     )

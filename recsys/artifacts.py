@@ -9,12 +9,15 @@ interleave: the second is refused with a clear message while the first holds the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,6 +28,15 @@ import numpy as np
 from recsys.errors import ModelFormatError, RecsysError
 
 _TMP_MARK = ".recsys-tmp-"
+# Fault injection for the crash-safety tests: when this variable names a point below, the
+# process SIGKILLs itself there, exactly as an out-of-memory kill or a power cut would.
+CRASH_ENV = "RECSYS_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    """Die here, hard, if ``$RECSYS_CRASH_AT`` names this point (tests only)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -32,27 +44,45 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock for writing ``path``; refuse at once if another run holds it.
 
     The lock is a ``.lock`` file beside the output, locked with ``flock`` so that it is
-    released by the kernel even if the holder is killed.
+    released by the kernel even if the holder is killed. Folders created to hold the lock
+    are removed again if nothing else was put in them (a failed run leaves nothing behind).
     """
     target = Path(path)
+    created = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f".{target.name}.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise RecsysError(
                     f"{target}: another recsys run is writing this output right now; "
                     "wait for it to finish or choose another path"
                 ) from None
             raise
+        # The holder before us unlinks the lock file as it finishes; if we locked that
+        # unlinked file, a third run could lock a fresh one beside us. Retry on a new one.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         yield
     finally:
         with contextlib.suppress(OSError):
             os.unlink(lock_path)
         os.close(fd)
+        for folder in created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def _fsync_dir(path: Path) -> None:
@@ -69,12 +99,14 @@ def atomic_file(path: str | os.PathLike, *, lock: bool = True) -> Iterator[Path]
     """Yield a temporary path in ``path``'s folder; on success it replaces ``path`` atomically.
 
     On any exception (or a kill) the temporary file is removed (or left under a hidden
-    temporary name) and ``path`` is untouched.
+    temporary name, which the next write to ``path`` removes) and ``path`` is untouched.
+    ``lock=False``: the caller holds :func:`output_lock` on ``path`` or the folder is private.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     ctx = output_lock(target) if lock else contextlib.nullcontext()
     with ctx:
+        _recover(target)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{_TMP_MARK}", dir=target.parent)
         os.close(fd)
         tmp_path = Path(tmp)
@@ -83,6 +115,7 @@ def atomic_file(path: str | os.PathLike, *, lock: bool = True) -> Iterator[Path]
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.chmod(tmp_path, 0o644)
+            crash_point("atomic_file.before_replace")
             os.replace(tmp_path, target)
             _fsync_dir(target.parent)
         except BaseException:
@@ -95,10 +128,12 @@ def atomic_file(path: str | os.PathLike, *, lock: bool = True) -> Iterator[Path]
 def atomic_directory(path: str | os.PathLike, *, lock: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success it takes the place of ``path``.
 
-    An existing directory at ``path`` is replaced only after the new one is complete: the
-    old one is first renamed aside, the new one renamed in, then the old one deleted. A
-    kill between the two renames leaves the old directory under a hidden name beside it,
-    never a half-written one at ``path``.
+    An existing directory at ``path`` is swapped with the new one in one atomic step
+    (``renameat2(RENAME_EXCHANGE)`` on Linux), then deleted. Where the kernel or file system
+    lacks that call, the old one is renamed aside, the new one renamed in, then the old one
+    deleted; a kill between those two renames leaves the old directory under a hidden name
+    beside ``path``, and the next write to ``path`` puts it back first. Temporary
+    directories left by killed runs are removed by the next write to the same ``path``.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +141,7 @@ def atomic_directory(path: str | os.PathLike, *, lock: bool = True) -> Iterator[
         raise RecsysError(f"{target}: exists and is not a directory")
     ctx = output_lock(target) if lock else contextlib.nullcontext()
     with ctx:
+        _recover(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_MARK}", dir=target.parent))
         try:
             yield tmp
@@ -114,10 +150,18 @@ def atomic_directory(path: str | os.PathLike, *, lock: bool = True) -> Iterator[
                     with open(f, "rb") as fh:
                         os.fsync(fh.fileno())
             os.chmod(tmp, 0o755)
+            _fsync_dir(tmp)
+            crash_point("atomic_directory.before_replace")
+            if target.exists() and _exchange(tmp, target):
+                # tmp now holds the previous directory.
+                _fsync_dir(target.parent)
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
             old = None
             if target.exists():
                 old = target.parent / f".{target.name}{_TMP_MARK}old-{os.getpid()}"
                 os.replace(target, old)
+                crash_point("atomic_directory.after_aside")
             os.replace(tmp, target)
             _fsync_dir(target.parent)
             if old is not None:
@@ -125,6 +169,37 @@ def atomic_directory(path: str | os.PathLike, *, lock: bool = True) -> Iterator[
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2``); False where that is unsupported."""
+    if os.environ.get("RECSYS_NO_RENAME_EXCHANGE"):  # exercises the fallback in tests
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _recover(target: Path) -> None:
+    """Under the output lock: restore a previous directory a killed swap left aside, and
+    remove temporary files and directories that killed runs left behind."""
+    leftovers = sorted(target.parent.glob(f".{glob.escape(target.name)}{_TMP_MARK}*"))
+    for stale in leftovers:
+        if stale.name.startswith(f".{target.name}{_TMP_MARK}old-") and not target.exists():
+            os.replace(stale, target)
+        elif stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys.artifacts import atomic_directory, atomic_file, write_json
+from recsys.artifacts import atomic_directory, atomic_file, output_lock, write_json
+from recsys.checkpoint import Checkpointing, read_checkpoint_meta
 from recsys.data.interactions import Interactions
 from recsys.data.io import read_interactions, write_interactions
 from recsys.data.splits import STRATEGIES, split
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import DEFAULT_KS, Evaluation, evaluate
 from recsys.models import MODELS, create_model
 from recsys.models.base import Recommender
-from recsys.models.training import Callback, Validation
+from recsys.models.training import Callback, IterativeRecommender, Validation
 
 DataSource = str | os.PathLike | Interactions
 
@@ -45,10 +48,22 @@ class ReadOptions:
 
 
 def load(source: DataSource, options: ReadOptions | None = None) -> Interactions:
-    """An :class:`Interactions` from a path (read with ``options``) or as given."""
+    """An :class:`Interactions` from a path (read with ``options``) or as given.
+
+    With ``skip_bad_rows`` the number of rows skipped is logged (logger ``recsys``, level
+    WARNING, which the CLI prints): skipping is a policy the user chose, never silent.
+    """
     if isinstance(source, Interactions):
         return source
-    return read_interactions(source, **dataclasses.asdict(options or ReadOptions()))  # type: ignore[return-value]
+    options = options or ReadOptions()
+    if not options.skip_bad_rows:
+        return read_interactions(source, **dataclasses.asdict(options))  # type: ignore[return-value]
+    data, report = read_interactions(source, **dataclasses.asdict(options), return_report=True)  # type: ignore[misc]
+    logging.getLogger("recsys").warning(
+        "%s: skipped %d malformed row%s (--skip-bad-rows)",
+        source, report.skipped, "" if report.skipped == 1 else "s",
+    )
+    return data
 
 
 @dataclass
@@ -126,7 +141,7 @@ def split_data(data: Interactions, config: TrainConfig) -> tuple[Interactions, I
 
 
 def train(
-    data: DataSource,
+    data: DataSource | None,
     config: TrainConfig | None = None,
     *,
     test: DataSource | None = None,
@@ -141,6 +156,11 @@ def train(
     user_features_spec: Any = None,
     item_features_spec: Any = None,
     index_trees: int | None = None,
+    checkpoint_every: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    checkpoint_on_signal: bool = False,
+    _output_locked: bool = False,
 ) -> TrainResult:
     """Load, split, fit, evaluate and save a model.
 
@@ -156,9 +176,56 @@ def train(
     (:func:`recsys.evaluation.cold.evaluate_cold_items`).
 
     ``index_trees`` builds the Annoy index with that many trees into the model directory.
+
+    Checkpoints (iterative models): ``checkpoint_every=N`` saves one every N epochs in
+    ``checkpoint_dir`` (default: the model directory's name plus ``.checkpoint``), and
+    SIGINT/SIGTERM save one before stopping with
+    :class:`~recsys.checkpoint.TrainingInterrupted`. ``resume=DIR`` continues from the
+    checkpoint in DIR with the settings stored there (``data``, ``config``, ``test``,
+    ``read_options`` and ``output`` default to the stored ones); on CPU with the same seed
+    it ends with the same factors as an uninterrupted run. The checkpoint directory is
+    removed once the model is saved. ``checkpoint_on_signal`` (the CLI's default) saves one
+    on SIGINT/SIGTERM even without ``checkpoint_every``, for iterative models.
     """
+    if resume is not None:
+        data, config, test, read_options, output, checkpoint_every = resume_settings(
+            resume, data, config, test, read_options, output, checkpoint_every
+        )
+        checkpoint_dir = resume
+    if data is None:
+        raise ConfigError("no training data: give --data (or --resume a checkpoint)")
     config = config or TrainConfig()
     config.check()
+    checkpointing = None
+    directory = Path(output) if output is not None else default_model_dir(config.model)
+    if save and not _output_locked:
+        # Hold the output for the whole run: a second run aimed at the same directory is
+        # refused at once with a clear message, not after hours of training.
+        with output_lock(directory):
+            return train(
+                data, config, test=test, read_options=read_options, output=directory, save=save,
+                callbacks=callbacks, progress=progress, on_saving=on_saving, index_trees=index_trees,
+                checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume,
+                checkpoint_on_signal=checkpoint_on_signal, user_features=user_features,
+                item_features=item_features, user_features_spec=user_features_spec,
+                item_features_spec=item_features_spec, _output_locked=True,
+            )
+    model_cls = MODELS[config.model]
+    can = issubclass(model_cls, IterativeRecommender) and model_cls.supports_checkpoints()
+    if checkpoint_every or checkpoint_dir is not None or (checkpoint_on_signal and can):
+        if not can:
+            raise ConfigError(
+                f"model {config.model!r} has no checkpoints; they apply to iterative models "
+                f"({', '.join(n for n, c in MODELS.items() if issubclass(c, IterativeRecommender) and c.supports_checkpoints())})"
+            )
+        if checkpoint_dir is None:
+            checkpoint_dir = directory.with_name(directory.name + ".checkpoint")
+        checkpointing = Checkpointing(
+            Path(checkpoint_dir),
+            every=int(checkpoint_every or 0),
+            resume=resume is not None,
+            run=_run_settings(data, test, config, read_options, directory, int(checkpoint_every or 0)),
+        )
     timings: dict[str, float] = {}
     start = time.perf_counter()
     full = load(data, read_options)
@@ -169,7 +236,13 @@ def train(
     test_data: Interactions | None = None
     if test is not None:
         train_data = full
-        test_data, _ = load(test, read_options).reindex(full.users, full.items)
+        test_data, dropped = load(test, read_options).reindex(full.users, full.items)
+        if test_data.nnz == 0:
+            raise InputError(
+                f"no test entry has a user and an item in the training data ({dropped} entries "
+                "dropped); is this the right test file for this training data?",
+                path=None if isinstance(test, Interactions) else test,
+            )
     elif config.split == "none":
         train_data = full
     else:
@@ -183,6 +256,8 @@ def train(
         fit_options["validation"] = Validation(validation, config.validation_metric, config.patience)
     model = create_model(config.model, **config.model_params())
     start = time.perf_counter()
+    if checkpointing is not None:
+        fit_options["checkpointing"] = checkpointing
     if config.model == "popular":
         fit_options = {}
     model.fit(train_data, **fit_options)
@@ -199,7 +274,6 @@ def train(
         timings["evaluate"] = evaluation.seconds
     result = TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, feature_report)
     if save:
-        directory = Path(output) if output is not None else default_model_dir(config.model)
         start = time.perf_counter()
 
         def extras(tmp: Path) -> None:
@@ -212,9 +286,13 @@ def train(
             if on_saving is not None:
                 on_saving(tmp, result)
 
-        model.save(directory, extras=extras)
+        model.save(directory, extras=extras, lock=False)
         result.model_dir = directory
         timings["save"] = time.perf_counter() - start
+    if checkpointing is not None and checkpointing.directory.exists():
+        # Its job is done: the run is complete and the model saved.
+        with output_lock(checkpointing.directory):
+            shutil.rmtree(checkpointing.directory, ignore_errors=True)
     return result
 
 
@@ -239,6 +317,56 @@ def _attach(
         data,
         load_features(user_features, "user", user_spec, encoding),
         load_features(item_features, "item", item_spec, encoding),
+    )
+
+
+def _run_settings(
+    data: DataSource, test: DataSource | None, config: TrainConfig,
+    read_options: ReadOptions | None, output: Path, every: int,
+) -> dict[str, Any]:
+    """What a checkpoint stores to rebuild the run (paths absolute: a resume may run elsewhere)."""
+
+    def where(source: DataSource | None) -> str | None:
+        return None if source is None or isinstance(source, Interactions) else str(Path(source).resolve())
+
+    return {
+        "data": where(data),
+        "test": where(test),
+        "config": dataclasses.asdict(config),
+        "read_options": None if read_options is None else dataclasses.asdict(read_options),
+        "output": str(output.resolve()),
+        "every": every,
+    }
+
+
+def resume_settings(
+    resume: str | os.PathLike,
+    data: DataSource | None,
+    config: TrainConfig | None,
+    test: DataSource | None,
+    read_options: ReadOptions | None,
+    output: str | os.PathLike | None,
+    every: int,
+) -> tuple[Any, ...]:
+    run = read_checkpoint_meta(resume).get("run")
+    if not isinstance(run, dict):
+        raise ConfigError(f"{resume}: the checkpoint holds no run settings; call train() with data and config")
+    if config is None and isinstance(run.get("config"), dict):
+        stored = dict(run["config"])
+        stored["ks"] = tuple(stored.get("ks", DEFAULT_KS))
+        try:
+            config = TrainConfig(**stored)
+        except TypeError as exc:
+            raise ConfigError(f"{resume}: unreadable run settings ({exc})") from None
+    if read_options is None and isinstance(run.get("read_options"), dict):
+        read_options = ReadOptions(**run["read_options"])
+    return (
+        data if data is not None else run.get("data"),
+        config,
+        test if test is not None else run.get("test"),
+        read_options,
+        output if output is not None else run.get("output"),
+        every or int(run.get("every") or 0),
     )
 
 

@@ -368,9 +368,9 @@ def _encoding_error(path: Path, layout: _Layout, encoding: str, exc: UnicodeDeco
         for line_no, raw_line in enumerate(fh, start=1):
             try:
                 raw_line.decode(encoding)
-            except UnicodeDecodeError:
+            except UnicodeDecodeError as here:  # ``exc`` counts bytes from a block, not this line
                 return InputError(
-                    f"text is not valid {encoding} (byte {raw_line[exc.start:exc.start + 1]!r}"
+                    f"text is not valid {encoding} (byte {raw_line[here.start:here.start + 1]!r}"
                     f" near {raw_line[:60]!r}); pass --encoding latin-1 (or the file's encoding)",
                     path=path,
                     line=line_no,
@@ -423,7 +423,8 @@ def _read_table(path: Path, layout: _Layout, encoding: str, skip_bad_rows: bool)
     )
     parse_options = pacsv.ParseOptions(
         delimiter="\t" if layout.delimiter == "::" else (layout.delimiter or ","),
-        invalid_row_handler=on_invalid_row,
+        # Only when skipping: pyarrow's handler call fails on rows that are not valid text.
+        invalid_row_handler=on_invalid_row if skip_bad_rows else None,
     )
     convert_options = pacsv.ConvertOptions(
         include_columns=columns,

@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 from recsys.models.training import IterativeRecommender
@@ -115,6 +116,24 @@ class ALS(IterativeRecommender):
         with threadpool_limits(1, "blas"):
             self._model.fit(self._confidence, show_progress=False)
         return {}
+
+    def _training_state(self) -> dict[str, np.ndarray]:
+        # implicit keeps factors that are already set and only initializes missing ones,
+        # so the factors are the whole state: the next sweep continues from them.
+        self._export()
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        n_users, n_items = self._confidence.shape
+        check_arrays(state, {"user_factors": ((n_users, self.factors), "f"),
+                             "item_factors": ((n_items, self.factors), "f")})
+        users = np.ascontiguousarray(state["user_factors"], dtype=np.float32)
+        items = np.ascontiguousarray(state["item_factors"], dtype=np.float32)
+        if self.device == "cuda":
+            import implicit.gpu
+
+            users, items = implicit.gpu.Matrix(users), implicit.gpu.Matrix(items)
+        self._model.user_factors, self._model.item_factors = users, items
 
     def _export(self) -> None:
         model = self._model.to_cpu() if self.device == "cuda" else self._model

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import recsys
 from recsys.artifacts import (
     atomic_directory,
+    inside,
     load_arrays,
     read_json,
     save_arrays,
@@ -366,17 +367,18 @@ class Recommender(ABC):
     def _load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`_extra_arrays` saved (override)."""
 
-    def save(self, path: str | Path, *, extras: Callable[[Path], None] | None = None) -> Path:
+    def save(self, path: str | Path, *, extras: Callable[[Path], None] | None = None, lock: bool = True) -> Path:
         """Save to directory ``path`` atomically (replacing an existing model there).
 
         Layout: ``model.json`` (type, hyper-parameters, format version, shapes, training
         fingerprint, file checksums), ``factors.npz``, ``vocabulary.npz``, ``seen.npz``.
         No pickle anywhere. ``extras(tmp_dir)`` may add files (an index, a run record)
         before the directory is moved into place, so they land in the same atomic step.
+        ``lock=False``: the caller already holds :func:`recsys.artifacts.output_lock` on ``path``.
         """
         self._check_fitted()
         path = Path(path)
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, lock=lock) as tmp:
             self._write(tmp)
             if extras is not None:
                 extras(tmp)
@@ -432,7 +434,7 @@ class Recommender(ABC):
                 f"{FORMAT_VERSION}); re-train or use the recsys version that wrote it"
             )
         kind = meta.get("model")
-        if kind not in MODELS:
+        if not isinstance(kind, str) or kind not in MODELS:
             raise ModelFormatError(f"{path}: unknown model type {kind!r}")
         model_cls = MODELS[kind]
         if cls is not Recommender and not issubclass(model_cls, cls):
@@ -441,7 +443,7 @@ class Recommender(ABC):
         if not isinstance(files, dict) or set(files) != set(_DATA_FILES):
             raise ModelFormatError(f"{path}: {_META} does not list the model's files")
         for name in _DATA_FILES:
-            file = path / name
+            file = inside(path, name)  # a data file linked out of the directory is refused
             if not file.is_file():
                 raise ModelFormatError(f"{path}: missing {name}")
             if sha256_file(file) != files[name]:
@@ -453,15 +455,22 @@ class Recommender(ABC):
             model = model_cls.from_params(params)
         except (ConfigError, TypeError) as exc:
             raise ModelFormatError(f"{path}: {exc}") from None
-        model._read(path, meta)
+        try:
+            model._read(path, meta)
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
+            # Whatever else a damaged or hand-edited directory holds is refused, not crashed on.
+            raise ModelFormatError(f"{path}: inconsistent model files ({type(exc).__name__}: {exc})") from None
         return model
 
     def _read(self, path: Path, meta: dict[str, Any]) -> None:
         factors = load_arrays(path / _FACTORS)
         vocab = load_arrays(path / _VOCAB)
         seen = load_arrays(path / _SEEN)
-        self.users = Vocabulary.from_arrays(vocab, "users")
-        self.items = Vocabulary.from_arrays(vocab, "items")
+        try:
+            self.users = Vocabulary.from_arrays(vocab, "users")
+            self.items = Vocabulary.from_arrays(vocab, "items")
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{path}: {_VOCAB}: {exc}") from None
         n_users, n_items = len(self.users), len(self.items)
         if (meta.get("n_users"), meta.get("n_items")) != (n_users, n_items):
             raise ModelFormatError(f"{path}: id maps do not match the sizes in {_META}")
@@ -476,6 +485,8 @@ class Recommender(ABC):
         for name, shape in expected.items():
             if name not in factors:
                 raise ModelFormatError(f"{path}: {_FACTORS} lacks {name}")
+            if factors[name].dtype.kind not in "fiu":
+                raise ModelFormatError(f"{path}: {name} has dtype {factors[name].dtype}, expected real numbers")
             if factors[name].shape != shape:
                 raise ModelFormatError(
                     f"{path}: {name} has shape {factors[name].shape}, expected {shape} from {_META}"

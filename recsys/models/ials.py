@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.errors import ConfigError
@@ -175,6 +176,15 @@ class IALS(IterativeRecommender):
         self._P = self._solve(self._users, self._P, self._Q, self._reg_users)
         self._Q = self._solve(self._items, self._Q, self._P, self._reg_items)
         return {}
+
+    def _training_state(self) -> dict[str, np.ndarray]:
+        # The sweeps are deterministic given the factors: nothing else to keep.
+        return {"P": self._P.cpu().numpy().copy(), "Q": self._Q.cpu().numpy().copy()}
+
+    def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        check_arrays(state, {"P": (tuple(self._P.shape), "f"), "Q": (tuple(self._Q.shape), "f")})
+        self._P = torch.from_numpy(state["P"]).to(self._device)
+        self._Q = torch.from_numpy(state["Q"]).to(self._device)
 
     def _export(self) -> None:
         self.user_factors = self._P.cpu().numpy().copy()

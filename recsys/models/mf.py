@@ -14,10 +14,11 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.errors import ConfigError
-from recsys.models.training import IterativeRecommender
+from recsys.models.training import IterativeRecommender, optimizer_state, set_optimizer_state
 from recsys.seeding import derive_seed
 
 Loss = Literal["softmax", "bpr", "mse"]
@@ -218,6 +219,24 @@ class MatrixFactorization(IterativeRecommender):
         neg = (neg - self._sampler.log_q(neg_items)).masked_fill(hit, -math.inf)
         logits = torch.cat([(pos - self._sampler.log_q(items))[:, None], neg], dim=1)
         return -F.log_softmax(logits, dim=1)[:, 0].mean() + self.reg * reg
+
+    def _training_state(self) -> dict[str, np.ndarray]:
+        tables = {"P": self._P, "Q": self._Q, "bu": self._bu, "bi": self._bi}
+        state = {k: t.weight.detach().cpu().numpy().copy() for k, t in tables.items() if t is not None}
+        state["generator"] = self._gen.get_state().numpy().copy()  # negatives and shuffles
+        state.update(optimizer_state(self._opt))
+        return state
+
+    def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        tables = {"P": self._P, "Q": self._Q, "bu": self._bu, "bi": self._bi}
+        expected = {k: (tuple(t.weight.shape), "f") for k, t in tables.items() if t is not None}
+        check_arrays(state, {**expected, "generator": (tuple(self._gen.get_state().shape), "u")})
+        with torch.no_grad():
+            for k, t in tables.items():
+                if t is not None:
+                    t.weight.copy_(torch.from_numpy(state[k]))
+        self._gen.set_state(torch.from_numpy(state["generator"]))
+        set_optimizer_state(self._opt, state)
 
     def _export(self) -> None:
         self.user_factors = self._P.weight.detach().cpu().numpy().copy()

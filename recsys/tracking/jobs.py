@@ -133,6 +133,12 @@ def train(data: Any, config: Any = None, *, tracker: Tracker | None = None, run_
     """
     from recsys import workflows
 
+    if train_options.get("resume") is not None:
+        # A resumed run records the checkpoint's own data and settings.
+        data, config, test, read_options, output, every = workflows.resume_settings(
+            train_options["resume"], data, config, train_options.get("test"), train_options.get("read_options"),
+            train_options.get("output"), train_options.get("checkpoint_every", 0))
+        train_options.update(test=test, read_options=read_options, output=output, checkpoint_every=every)
     config = config or workflows.TrainConfig()
     config.check()
     tracker = tracker or Tracker.disabled()
