@@ -143,6 +143,10 @@ def test_training_run_records_params_epochs_metrics_tags_and_artifacts(mf_run, s
     assert {"config.toml", "metrics.csv", "recsys_model"} <= artifacts
     model_files = {Path(a.path).name for a in client(uri).list_artifacts(result.run_id, "recsys_model")}
     assert "model.json" in model_files
+    # The embedding diagnostics (issue 8): the item map and the cluster summary.
+    diagnostics = {Path(a.path).name for a in client(uri).list_artifacts(result.run_id, "diagnostics")}
+    assert diagnostics == {"embedding_map.png", "clusters.json"}
+    assert run.data.metrics["gini_at_20"] > 0 and run.data.metrics["novelty_at_20"] > 0
 
 
 def test_pyfunc_model_predicts_the_library_top_n(mf_run):
