@@ -56,6 +56,8 @@ NDCG_GRID = {
 }
 NDCG_ALPHA0 = [0.01, 0.03, 0.1]
 NDCG_CHECKPOINTS = [8, 16, 24, 32]
+NDCG_REFINE = [(0.25, lam, a0) for lam in (0.5, 1.0, 2.0) for a0 in (0.1, 0.2, 0.4)]
+"""Around the grid's best (nu 0.25, lambda 1, alpha0 0.1, on the grid's alpha0 edge)."""
 
 FAST_GRID = [
     {"factors": f, "cg_steps": c, "weighting": w, "regularization": 0.01, "unobserved_weight": a0,
@@ -119,7 +121,7 @@ def stage_ndcg(log: Any) -> dict[str, Any]:
     fit_part, valid = seed0_validation("ml-latest-small")
     ref_r, ref_n = REF_VAL["ml-latest-small"]
     done = {(r["regularization_exponent"], r["regularization"], r["unobserved_weight"]) for r in state["rows"]}
-    combos = [(nu, lam, a0) for nu, lams in NDCG_GRID.items() for lam in lams for a0 in NDCG_ALPHA0]
+    combos = [(nu, lam, a0) for nu, lams in NDCG_GRID.items() for lam in lams for a0 in NDCG_ALPHA0] + NDCG_REFINE
     for n, (nu, lam, a0) in enumerate(combos, 1):
         if (nu, lam, a0) in done:
             continue
@@ -175,7 +177,10 @@ def stage_test(log: Any, seeds: list[int], only: list[str] | None = None) -> dic
                                 "iterations": 30},
             "lastfm-2k": {"factors": 32, "regularization": 30.0, "alpha": 10.0, "weighting": "binary",
                           "iterations": 15}}
-    picks = {"ml-latest-small": load("ndcg").get("best"), "lastfm-2k": load("fast")["best"], "lastfm-2k/64": LASTFM_64}
+    picks = {"ml-latest-small": load("ndcg").get("best"), "lastfm-2k": load("fast")["best"], "lastfm-2k/64": LASTFM_64,
+             # round one's picks again, for the Annoy index as changed in round two
+             "lastfm-2k/round1": json.loads((RESULTS / "lastfm-2k.ials.json").read_text())["best"],
+             "ml-latest-small/round1": json.loads((RESULTS / "ml-latest-small.ials.json").read_text())["best"]}
     for label, pick in picks.items():
         name = label.split("/")[0]
         if only and name not in only:
