@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
-from recsys.errors import ModelFormatError
+from recsys.errors import ConfigError, ModelFormatError
 from recsys.models import ALS, IALS, MatrixFactorization, Popular, load_model
 from recsys.retrieval import AnnoyIndex, build_index, recommend_to_file
 from recsys.retrieval import batch as batch_module
@@ -348,3 +348,17 @@ def test_augment_makes_cosine_order_the_dot_order():
     query = np.append(user, 0.0)
     cosine = aug @ query / (norms * np.linalg.norm(query))
     np.testing.assert_array_equal(np.argsort(-cosine)[:10], np.argsort(-(items @ user))[:10])
+
+
+def test_dot_metric_index_still_builds_saves_and_loads(model, tmp_path):
+    # Indexes written before issue 6 round two used Annoy's "dot" metric without the extra
+    # column; index.json says so, and they load and answer as before.
+    index = AnnoyIndex.build(model, trees=4, search_k=10**6, n_jobs=1, metric="dot")
+    assert index.meta["metric"] == "dot" and not index.meta["augmented"]
+    index.save(tmp_path / "index")
+    loaded = AnnoyIndex.load(model, tmp_path)
+    users = np.arange(N_USERS)
+    found, _ = model.recommend_indices(users, 10, index=loaded)
+    np.testing.assert_array_equal(found, model.recommend_indices(users, 10)[0])
+    with pytest.raises(ConfigError):
+        AnnoyIndex.build(model, metric="euclidean")

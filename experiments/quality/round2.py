@@ -202,7 +202,7 @@ def stage_test(log: Any, seeds: list[int], only: list[str] | None = None) -> dic
                            "fit_cpu_seconds": cpu - ttq.outside_cpu, "reached": ttq.reached, "curve": ttq.curve}
             out["ials_annoy"] = annoy_scores(ials, test, seed)
             st["runs"][str(seed)] = out
-            save("test", state)
+            save("test", {**load("test"), label: st})  # merge: another process may run other data sets
             log(f"{label} seed {seed}: " + ", ".join(f"{m} {v['recall']:.4f}/{v['ndcg']:.4f}" for m, v in out.items())
                 + f" reached {ttq.reached} ref fit {out['ref']['fit_cpu_seconds']:.2f}")
     return state
@@ -244,10 +244,43 @@ def stage_annoy(log: Any) -> dict[str, Any]:
     return state
 
 
+def table() -> str:
+    """The round-two table (mean ± std over seeds; paired differences against the reference)."""
+    state = load("test")
+    lines = ["| data set | model | recall@20 | NDCG@20 | paired diff. recall / NDCG | fit CPU (s) | reaches the reference "
+             "(epoch; CPU s) | reference fit CPU (s) | Annoy recall@20 vs exact (worst seed) | overlap@20 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    machines = []
+    for label, st in state.items():
+        runs = list(st["runs"].values())
+        if not runs:
+            continue
+        machines.append(f"- {label} ({len(runs)} seeds): {st['machine']}")
+
+        def arr(model: str, key: str, runs: list[dict[str, Any]] = runs) -> np.ndarray:
+            return np.array([r[model][key] for r in runs], dtype=float)
+
+        dr, dn = arr("ials", "recall") - arr("ref", "recall"), arr("ials", "ndcg") - arr("ref", "ndcg")
+        rel = arr("ials_annoy", "recall") / arr("ials", "recall") - 1
+        reached = [r["ials"]["reached"] for r in runs]
+        at = "; ".join("no" if x is None else f"{x[0]}: {x[2]:.2f}" for x in reached)
+        pick = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in st["pick"].items())
+        ref_row = f"| {label} | implicit ALS (round one's tuned grid) | {arr('ref', 'recall').mean():.4f} ± {arr('ref', 'recall').std():.4f} " \
+                  f"| {arr('ref', 'ndcg').mean():.4f} ± {arr('ref', 'ndcg').std():.4f} | | {arr('ref', 'fit_cpu_seconds').mean():.2f} | | | | |"
+        lines.append(ref_row)
+        lines.append(f"| {label} | recsys iALS ({pick}) | {arr('ials', 'recall').mean():.4f} ± {arr('ials', 'recall').std():.4f} "
+                     f"| {arr('ials', 'ndcg').mean():.4f} ± {arr('ials', 'ndcg').std():.4f} "
+                     f"| {dr.mean():+.4f} ± {dr.std():.4f} / {dn.mean():+.4f} ± {dn.std():.4f} "
+                     f"| {arr('ials', 'fit_cpu_seconds').mean():.2f} | {at} | "
+                     + "; ".join(f"{r['ref']['fit_cpu_seconds']:.2f}" for r in runs)
+                     + f" | {100 * rel.mean():+.2f}% ({100 * rel.min():+.2f}%) | {arr('ials_annoy', 'overlap').mean():.3f} |")
+    return "\n".join(["Machine when each block's test runs started:", "", *machines, "", *lines]) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stages", nargs="+", default=["ndcg", "fast", "test"],
-                        choices=["ndcg", "fast", "test", "annoy"])
+                        choices=["ndcg", "fast", "test", "annoy", "table"])
     parser.add_argument("--datasets", nargs="+", default=None, help="test stage: only these data sets")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
@@ -259,6 +292,10 @@ def main() -> None:
     for stage in args.stages:
         if stage == "test":
             stage_test(log, args.seeds, args.datasets)
+        elif stage == "table":
+            text = table()
+            (RESULTS / "round2.table.md").write_text(text)
+            print(text)
         else:
             {"ndcg": stage_ndcg, "fast": stage_fast, "annoy": stage_annoy}[stage](log)
 

@@ -10,7 +10,8 @@ Two Annoy forests live in ``<model>/index/``:
   meant to do the same internally, but its trees split far worse: on a 256-factor iALS model of
   ml-latest-small, 20 trees and the same ``search_k`` found 80% of the exact top-20 with
   ``dot`` and 100% with ``angular`` on the augmented vectors (experiments/quality/README.md,
-  "Round two"; spotify/annoy#619 reports the same). Every candidate is re-scored with the
+  "Round two"; spotify/annoy#619 reports the same). ``metric="dot"`` at build time keeps
+  Annoy's own metric, which finds more on a 32-factor ALS of lastfm-2k. Every candidate is re-scored with the
   exact dot product, so the order of what is returned is exactly the model's own score
   order; the approximation is only in which candidates are found.
 - ``similar.ann``, metric ``angular``, over the raw item factors, for item-to-item
@@ -48,8 +49,11 @@ ITEMS_FILE = "items.ann"
 SIMILAR_FILE = "similar.ann"
 META_FILE = "index.json"
 INDEX_FORMAT = "recsys-annoy-index"
-INDEX_FORMAT_VERSION = 2
-"""2: the item forest is ``angular`` over augmented vectors (1 used Annoy's ``dot``)."""
+INDEX_FORMAT_VERSION = 1
+ITEM_METRICS = ("angular", "dot")
+DEFAULT_ITEM_METRIC = "angular"
+"""The user-to-item forest: ``angular`` over explicitly augmented vectors, or Annoy's ``dot``
+(which older indexes used; ``index.json`` records which, so both load)."""
 DEFAULT_TREES = 20
 """Trees per forest. See experiments/retrieval/README.md for the trade-off."""
 
@@ -168,6 +172,7 @@ class AnnoyIndex:
             raise ConfigError("search_k must be a positive number of nodes (or -1 for Annoy's default)")
         self.search_k = None if search_k is None else int(search_k)
         self.n_jobs = resolve_jobs(n_jobs)
+        self._augmented = bool(meta.get("augmented", False))
 
     # -- building and persistence ------------------------------------------------------------
     @classmethod
@@ -179,16 +184,25 @@ class AnnoyIndex:
         search_k: int | None = None,
         n_jobs: int | None = -1,
         seed: int = 0,
+        metric: str = DEFAULT_ITEM_METRIC,
     ) -> AnnoyIndex:
-        """Build both forests from a fitted model's item vectors."""
+        """Build both forests from a fitted model's item vectors.
+
+        ``metric`` is the user-to-item forest's: ``angular`` (default) over the augmented
+        vectors, or Annoy's ``dot``. Which finds more of the exact top-k depends on the
+        model: ``angular`` on iALS of ml-latest-small (overlap@20 1.00 against 0.80 at twice
+        the catalogue), ``dot`` on a 32-factor ALS of lastfm-2k (see experiments/quality/README.md).
+        """
         model._check_fitted()
         if trees < 1:
             raise ConfigError(f"trees must be at least 1, got {trees}")
+        if metric not in ITEM_METRICS:
+            raise ConfigError(f"metric must be one of {ITEM_METRICS}, got {metric!r}")
         jobs = resolve_jobs(n_jobs)
         vectors = model.item_vectors()
         unit = unit_rows(model.item_factors)
         start = time.perf_counter()
-        items = _forest(augment(vectors), "angular", trees, jobs, seed)
+        items = _forest(augment(vectors) if metric == "angular" else vectors, metric, trees, jobs, seed)
         similar = _forest(unit, "angular", trees, jobs, seed)
         meta = {
             "format": INDEX_FORMAT,
@@ -196,8 +210,8 @@ class AnnoyIndex:
             "model": model.name,
             "n_items": len(vectors),
             "dimension": int(vectors.shape[1]),
-            "metric": "angular",
-            "augmented": True,
+            "metric": metric,
+            "augmented": metric == "angular",
             "similar_dimension": int(unit.shape[1]),
             "similar_metric": "angular",
             "trees": int(trees),
@@ -276,9 +290,12 @@ class AnnoyIndex:
         files = meta.get("files")
         if not isinstance(files, dict):
             raise ModelFormatError(f"{directory / META_FILE}: does not list the index files")
+        item_metric = meta.get("metric", "dot")
+        if item_metric not in ITEM_METRICS:
+            raise ModelFormatError(f"{directory / META_FILE}: unknown item metric {item_metric!r}{rebuild}")
         forests = []
         for name, metric, dim in (
-            (ITEMS_FILE, "angular", vectors.shape[1] + 1),  # the augmented dimension
+            (ITEMS_FILE, item_metric, vectors.shape[1] + int(bool(meta.get("augmented")))),
             (SIMILAR_FILE, "angular", model.item_factors.shape[1]),
         ):
             path = directory / name
@@ -318,7 +335,8 @@ class AnnoyIndex:
         if want <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         asked = min(k + len(seen), self.n_items)
-        query = np.append(vector, np.float32(0.0))  # the augmented dimension is 0 for queries
+        # The augmented dimension is 0 for queries.
+        query = np.append(vector, np.float32(0.0)) if self._augmented else vector
         while True:
             found = np.asarray(
                 self._items.get_nns_by_vector(query, asked, search_k=self._node_budget(asked)), dtype=np.int64
@@ -425,11 +443,12 @@ def build_index(
     search_k: int | None = None,
     n_jobs: int | None = -1,
     seed: int = 0,
+    metric: str = DEFAULT_ITEM_METRIC,
 ) -> AnnoyIndex:
     """Build the Annoy index of ``model`` and save it (atomically) as ``<model_dir>/index``.
 
     ``search_k`` is saved as the default of later searches.
     """
-    index = AnnoyIndex.build(model, trees=trees, search_k=search_k, n_jobs=n_jobs, seed=seed)
+    index = AnnoyIndex.build(model, trees=trees, search_k=search_k, n_jobs=n_jobs, seed=seed, metric=metric)
     index.save(Path(model_dir) / INDEX_DIR)
     return index
