@@ -12,12 +12,12 @@ Stages (each cached in ``results/round2.<stage>.json``):
   validation recall@20 (0.2496), with its training CPU time. The pick is the fastest.
 - ``test``: both picks on seeds 0-4 on test, next to the reference (same fits as
   run_quality.py), with the time-to-quality callback and the Annoy index.
-- ``annoy``: why the index loses recall on ml-latest-small (seed 0): overlap@20 by
-  search_k and by user history length, and the item-norm spread, for the iALS picks and
-  implicit's ALS.
+- ``table``: ``results/round2.table.md`` from the test runs.
+
+The Annoy diagnosis is ``annoy_diagnosis.py`` beside this file.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
-        .venv/bin/python experiments/quality/round2.py --stages ndcg fast test annoy
+        .venv/bin/python experiments/quality/round2.py --stages ndcg fast test table
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_quality import K, TimeToQuality, annoy_scores, scores, timed_fit
+from run_quality import TimeToQuality, annoy_scores, scores, timed_fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "baselines"))
 from reference import DATA_DIR, ImplicitALS, load_dataset, machine_line
@@ -208,42 +208,6 @@ def stage_test(log: Any, seeds: list[int], only: list[str] | None = None) -> dic
     return state
 
 
-def stage_annoy(log: Any) -> dict[str, Any]:
-    """Overlap@20 of the index by search_k multiple and by history length (seed 0, test users)."""
-    from recsys.retrieval.annoy_index import AnnoyIndex
-    from recsys.retrieval.evaluation import evaluate_with_index
-
-    state: dict[str, Any] = {}
-    data = load_dataset("ml-latest-small", DATA_DIR)
-    train, test = split(data, "user", test_fraction=0.2, seed=0)
-    old = {"factors": 256, "regularization": 0.01, "unobserved_weight": 0.015, "regularization_exponent": 1.0,
-           "weighting": "binary", "epochs": 32}
-    models = {"ials-round1": create_model("ials", **old, device="cpu", random_state=0),
-              "implicit-als": ImplicitALS(factors=256, regularization=10.0, alpha=1.0, weighting="binary",
-                                          iterations=30, num_threads=1, random_state=0)}
-    if load("ndcg"):
-        models["ials-round2"] = create_model("ials", **load("ndcg")["best"], device="cpu", random_state=0)
-    for label, model in models.items():
-        model.fit(train)
-        vec = model.item_vectors()
-        norms = np.linalg.norm(vec, axis=1)
-        entry: dict[str, Any] = {"norm_quantiles": np.quantile(norms, [0, 0.5, 0.9, 0.99, 1]).tolist(),
-                                 "exact": scores(model, test), "by_search_k": {}, "by_trees": {}}
-        for trees in (20, 50):
-            index = AnnoyIndex.build(model, trees=trees, n_jobs=1, seed=0)
-            ks = [None, 4 * data.n_items, 16 * data.n_items] if trees == 20 else [None]
-            for search_k in ks:
-                index.search_k = search_k
-                m = evaluate_with_index(model, test, index, ks=[K])
-                entry["by_search_k" if trees == 20 else "by_trees"][f"{trees} trees, search_k={search_k}"] = {
-                    "recall": m.metrics[f"recall@{K}"], "overlap": m.metrics[f"overlap@{K}"],
-                    "seconds": m.extra["seconds"]["index"]}
-                log(f"annoy {label} trees={trees} search_k={search_k}: {entry}")
-        state[label] = entry
-        save("annoy", state)
-    return state
-
-
 def table() -> str:
     """The round-two table (mean ± std over seeds; paired differences against the reference)."""
     state = load("test")
@@ -280,7 +244,7 @@ def table() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stages", nargs="+", default=["ndcg", "fast", "test"],
-                        choices=["ndcg", "fast", "test", "annoy", "table"])
+                        choices=["ndcg", "fast", "test", "table"])
     parser.add_argument("--datasets", nargs="+", default=None, help="test stage: only these data sets")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
@@ -297,7 +261,7 @@ def main() -> None:
             (RESULTS / "round2.table.md").write_text(text)
             print(text)
         else:
-            {"ndcg": stage_ndcg, "fast": stage_fast, "annoy": stage_annoy}[stage](log)
+            {"ndcg": stage_ndcg, "fast": stage_fast}[stage](log)
 
 
 if __name__ == "__main__":
