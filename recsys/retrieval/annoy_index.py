@@ -51,9 +51,11 @@ META_FILE = "index.json"
 INDEX_FORMAT = "recsys-annoy-index"
 INDEX_FORMAT_VERSION = 1
 ITEM_METRICS = ("angular", "dot")
-DEFAULT_ITEM_METRIC = "angular"
+DEFAULT_ITEM_METRIC = "auto"
 """The user-to-item forest: ``angular`` over explicitly augmented vectors, or Annoy's ``dot``
-(which older indexes used; ``index.json`` records which, so both load)."""
+(which older indexes used; ``index.json`` records which, so both load); ``auto`` builds both
+and keeps the one that finds more of a sample of users' exact top-20 (:func:`choose_metric`)."""
+METRIC_SAMPLE_USERS = 64
 DEFAULT_TREES = 20
 """Trees per forest. See experiments/retrieval/README.md for the trade-off."""
 
@@ -110,6 +112,32 @@ def augment(vectors: np.ndarray) -> np.ndarray:
     sq = np.einsum("ij,ij->i", vectors, vectors)
     extra = np.sqrt(np.maximum(sq.max(initial=0.0) - sq, 0.0))
     return np.hstack([vectors, extra[:, None]]).astype(np.float32)
+
+
+def choose_metric(
+    forests: dict[str, Any], vectors: np.ndarray, queries: np.ndarray, trees: int, seed: int, k: int = 20
+) -> tuple[str, dict[str, float]]:
+    """The item forest that finds more of the exact top-``k`` of up to
+    :data:`METRIC_SAMPLE_USERS` sampled query vectors at the default ``search_k``.
+
+    Which one wins depends on the model (experiments/quality/README.md, "Round two"): on a
+    256-factor iALS of ml-latest-small ``angular`` over augmented vectors found all of the
+    top-20 where ``dot`` found 80%; on a 32-factor ALS of lastfm-2k, 87% against 99%.
+    Returns the metric (``angular`` on ties) and each one's share found.
+    """
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(queries), min(METRIC_SAMPLE_USERS, len(queries)), replace=False)
+    k = min(k, len(vectors))
+    budget = auto_search_k(len(vectors), trees, k)
+    found = {metric: 0 for metric in forests}
+    for q in np.asarray(queries[rows], dtype=np.float32):
+        truth = np.argpartition(-(vectors @ q), k - 1)[:k] if k < len(vectors) else np.arange(len(vectors))
+        for metric, forest in forests.items():
+            query = np.append(q, np.float32(0.0)) if metric == "angular" else q
+            found[metric] += int(np.isin(truth, forest.get_nns_by_vector(query, k, search_k=budget)).sum())
+    shares = {metric: n / max(1, k * len(rows)) for metric, n in found.items()}
+    best = max(sorted(shares), key=lambda m: (shares[m], m == "angular"))
+    return best, shares
 
 
 def _forest(vectors: np.ndarray, metric: str, trees: int, n_jobs: int, seed: int) -> Any:
@@ -188,21 +216,26 @@ class AnnoyIndex:
     ) -> AnnoyIndex:
         """Build both forests from a fitted model's item vectors.
 
-        ``metric`` is the user-to-item forest's: ``angular`` (default) over the augmented
-        vectors, or Annoy's ``dot``. Which finds more of the exact top-k depends on the
-        model: ``angular`` on iALS of ml-latest-small (overlap@20 1.00 against 0.80 at twice
-        the catalogue), ``dot`` on a 32-factor ALS of lastfm-2k (see experiments/quality/README.md).
+        ``metric`` is the user-to-item forest's: ``angular`` over the augmented vectors,
+        Annoy's ``dot``, or ``auto`` (default): build both and keep the one that finds more
+        of a sample of the model's users' exact top-20 (:func:`choose_metric`; its shares
+        are in ``meta["metric_choice"]``). ``auto`` doubles the build time of that forest.
         """
         model._check_fitted()
         if trees < 1:
             raise ConfigError(f"trees must be at least 1, got {trees}")
-        if metric not in ITEM_METRICS:
-            raise ConfigError(f"metric must be one of {ITEM_METRICS}, got {metric!r}")
+        if metric not in (*ITEM_METRICS, "auto"):
+            raise ConfigError(f"metric must be one of {(*ITEM_METRICS, 'auto')}, got {metric!r}")
         jobs = resolve_jobs(n_jobs)
         vectors = model.item_vectors()
         unit = unit_rows(model.item_factors)
         start = time.perf_counter()
-        items = _forest(augment(vectors) if metric == "angular" else vectors, metric, trees, jobs, seed)
+        metrics = ITEM_METRICS if metric == "auto" else (metric,)
+        forests = {m: _forest(augment(vectors) if m == "angular" else vectors, m, trees, jobs, seed) for m in metrics}
+        shares: dict[str, float] = {}
+        if metric == "auto":
+            metric, shares = choose_metric(forests, vectors, model.user_vectors(), trees, seed)
+        items = forests[metric]
         similar = _forest(unit, "angular", trees, jobs, seed)
         meta = {
             "format": INDEX_FORMAT,
@@ -212,6 +245,7 @@ class AnnoyIndex:
             "dimension": int(vectors.shape[1]),
             "metric": metric,
             "augmented": metric == "angular",
+            "metric_choice": shares,  # with metric="auto": each forest's share of a sample's exact top-20
             "similar_dimension": int(unit.shape[1]),
             "similar_metric": "angular",
             "trees": int(trees),
