@@ -2,18 +2,20 @@
 
 Two Annoy forests live in ``<model>/index/``:
 
-- ``items.ann``, metric ``angular``, over the model's bias-folded item vectors
-  (:meth:`Recommender.item_vectors`) with one extra dimension, ``sqrt(M^2 - |v|^2)``
-  (``M`` the largest norm), the augmentation of Bachrach et al. (2014): every augmented
-  item has norm ``M``, and a query ``[u, 0]`` then ranks them by cosine exactly as by
-  ``u . v``. This is how implicit hands factors to Annoy. Annoy's own ``dot`` metric is
-  meant to do the same internally, but its trees split far worse: on a 256-factor iALS model of
-  ml-latest-small, 20 trees and the same ``search_k`` found 80% of the exact top-20 with
-  ``dot`` and 100% with ``angular`` on the augmented vectors (experiments/quality/README.md,
-  "Round two"; spotify/annoy#619 reports the same). ``metric="dot"`` at build time keeps
-  Annoy's own metric, which finds more on a 32-factor ALS of lastfm-2k. Every candidate is re-scored with the
-  exact dot product, so the order of what is returned is exactly the model's own score
-  order; the approximation is only in which candidates are found.
+- ``items.ann``, for user-to-item retrieval over the model's bias-folded item vectors
+  (:meth:`Recommender.item_vectors`): either metric ``angular`` over the vectors with one
+  extra dimension, ``sqrt(M^2 - |v|^2)`` (``M`` the largest norm), the augmentation of
+  Bachrach et al. (2014), so that every item has norm ``M`` and a query ``[u, 0]`` ranks
+  them by cosine exactly as by ``u . v`` (how implicit hands factors to Annoy); or Annoy's
+  own ``dot`` metric, meant to do the same internally. Which one's trees find more depends
+  on the model: on a 256-factor iALS of ml-latest-small, 20 trees and the same
+  ``search_k`` found 80% of the exact top-20 with ``dot`` and 100% with ``angular``; on a
+  32-factor ALS of lastfm-2k, 99% with ``dot`` and 87% with ``angular``
+  (experiments/quality/README.md, "Round two"; spotify/annoy#619 reports ``dot`` splitting
+  poorly). By default (``metric="auto"``) both are built and the one that finds more of a
+  sample of users' exact top-20 is kept. Every candidate is re-scored with the exact dot
+  product, so the order of what is returned is exactly the model's own score order; the
+  approximation is only in which candidates are found.
 - ``similar.ann``, metric ``angular``, over the raw item factors, for item-to-item
   "more like this". Angular distance ranks by cosine; candidates are re-scored with the
   exact cosine, the same similarity the exact path uses.
