@@ -362,3 +362,23 @@ def test_dot_metric_index_still_builds_saves_and_loads(model, tmp_path):
     np.testing.assert_array_equal(found, model.recommend_indices(users, 10)[0])
     with pytest.raises(ConfigError):
         AnnoyIndex.build(model, metric="euclidean")
+
+
+def test_choose_metric_keeps_the_forest_that_finds_the_exact_top_k():
+    from recsys.retrieval.annoy_index import choose_metric
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 4)).astype(np.float32)
+    queries = rng.normal(size=(10, 4)).astype(np.float32)
+
+    class Forest:  # stands in for an Annoy forest: exact, or always the first items
+        def __init__(self, exact: bool) -> None:
+            self.exact = exact
+
+        def get_nns_by_vector(self, q, k, search_k):
+            return list(np.argsort(-(vectors @ q[:4]))[:k]) if self.exact else list(range(k))
+
+    best, shares = choose_metric({"angular": Forest(False), "dot": Forest(True)}, vectors, queries, 2, 0, k=5)
+    assert best == "dot" and shares["dot"] == 1.0 > shares["angular"]
+    best, _ = choose_metric({"angular": Forest(True), "dot": Forest(True)}, vectors, queries, 2, 0, k=5)
+    assert best == "angular"  # ties keep angular
