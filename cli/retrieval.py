@@ -16,7 +16,7 @@ Retrieval = Annotated[
 ]
 SearchK = Annotated[
     int | None,
-    typer.Option("--search-k", help="Annoy candidates inspected per query (default: as saved, else twice the catalogue up to 50,000; -1: Annoy's own candidates x trees)."),
+    typer.Option("--search-k", help="Annoy candidates inspected per query (default: as saved, else four times the catalogue up to 50,000; -1: Annoy's own candidates x trees)."),
 ]
 Jobs = Annotated[int, typer.Option("--jobs", help="Threads for Annoy (-1: every core).")]
 Trees = Annotated[int | None, typer.Option("--trees", help="Annoy trees per forest (more: better recall, bigger index).")]

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
-from recsys.errors import ModelFormatError
+from recsys.errors import ConfigError, ModelFormatError
 from recsys.models import ALS, IALS, MatrixFactorization, Popular, load_model
 from recsys.retrieval import AnnoyIndex, build_index, recommend_to_file
 from recsys.retrieval import batch as batch_module
@@ -266,7 +266,7 @@ def trained_dir(tmp_path_factory, sample_ratings):
 def test_cli_train_index_recommend_similar_evaluate(trained_dir, tmp_path):
     model_dir = trained_dir / "model"
     meta = json.loads((model_dir / "index" / "index.json").read_text())
-    assert meta["trees"] == 10 and meta["metric"] == "dot"
+    assert meta["trees"] == 10 and meta["metric"] in ("angular", "dot") and set(meta["metric_choice"]) == {"angular", "dot"}
     r = run("index", "--model", str(model_dir), "--trees", "20", "--format", "json", "--quiet")
     assert json.loads(r.stdout)["trees"] == 20
 
@@ -332,3 +332,53 @@ def test_include_seen_and_known_users_with_a_history(model, tmp_path):
     trained = set(model.seen[0].indices)
     assert not recommended & (trained | {0, 1})
     assert len(recommended) == N_ITEMS - len(trained | {0, 1})
+
+
+def test_augment_makes_cosine_order_the_dot_order():
+    # Regression (issue 6): Annoy's own "dot" metric lost 20% of the exact top-20 of a
+    # 256-factor iALS model; the item forest is now "angular" over these augmented rows.
+    from recsys.retrieval.annoy_index import augment
+
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(50, 8)) * rng.lognormal(size=(50, 1))  # very unequal norms
+    user = rng.normal(size=8)
+    aug = augment(items)
+    norms = np.linalg.norm(aug, axis=1)
+    np.testing.assert_allclose(norms, norms.max(), rtol=1e-5)
+    query = np.append(user, 0.0)
+    cosine = aug @ query / (norms * np.linalg.norm(query))
+    np.testing.assert_array_equal(np.argsort(-cosine)[:10], np.argsort(-(items @ user))[:10])
+
+
+def test_dot_metric_index_still_builds_saves_and_loads(model, tmp_path):
+    # Indexes written before issue 6 round two used Annoy's "dot" metric without the extra
+    # column; index.json says so, and they load and answer as before.
+    index = AnnoyIndex.build(model, trees=4, search_k=10**6, n_jobs=1, metric="dot")
+    assert index.meta["metric"] == "dot" and not index.meta["augmented"]
+    index.save(tmp_path / "index")
+    loaded = AnnoyIndex.load(model, tmp_path)
+    users = np.arange(N_USERS)
+    found, _ = model.recommend_indices(users, 10, index=loaded)
+    np.testing.assert_array_equal(found, model.recommend_indices(users, 10)[0])
+    with pytest.raises(ConfigError):
+        AnnoyIndex.build(model, metric="euclidean")
+
+
+def test_choose_metric_keeps_the_forest_that_finds_the_exact_top_k():
+    from recsys.retrieval.annoy_index import choose_metric
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 4)).astype(np.float32)
+    queries = rng.normal(size=(10, 4)).astype(np.float32)
+
+    class Forest:  # stands in for an Annoy forest: exact, or always the first items
+        def __init__(self, exact: bool) -> None:
+            self.exact = exact
+
+        def get_nns_by_vector(self, q, k, search_k):
+            return list(np.argsort(-(vectors @ q[:4]))[:k]) if self.exact else list(range(k))
+
+    best, shares = choose_metric({"angular": Forest(False), "dot": Forest(True)}, vectors, queries, 2, 0, k=5)
+    assert best == "dot" and shares["dot"] == 1.0 > shares["angular"]
+    best, _ = choose_metric({"angular": Forest(True), "dot": Forest(True)}, vectors, queries, 2, 0, k=5)
+    assert best == "angular"  # ties keep angular

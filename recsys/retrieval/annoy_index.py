@@ -2,12 +2,20 @@
 
 Two Annoy forests live in ``<model>/index/``:
 
-- ``items.ann``, metric ``dot``, over the model's bias-folded item vectors
-  (:meth:`Recommender.item_vectors`), for user-to-item retrieval. Annoy's ``dot`` metric
-  applies the extra-dimension augmentation of Bachrach et al. (2014) internally, and every
-  candidate is re-scored with the exact dot product, so the order of what is returned is
-  exactly the model's own score order; the approximation is only in which candidates
-  are found.
+- ``items.ann``, for user-to-item retrieval over the model's bias-folded item vectors
+  (:meth:`Recommender.item_vectors`): either metric ``angular`` over the vectors with one
+  extra dimension, ``sqrt(M^2 - |v|^2)`` (``M`` the largest norm), the augmentation of
+  Bachrach et al. (2014), so that every item has norm ``M`` and a query ``[u, 0]`` ranks
+  them by cosine exactly as by ``u . v`` (how implicit hands factors to Annoy); or Annoy's
+  own ``dot`` metric, meant to do the same internally. Which one's trees find more depends
+  on the model: on a 256-factor iALS of ml-latest-small, 20 trees and the same
+  ``search_k`` found 80% of the exact top-20 with ``dot`` and 100% with ``angular``; on a
+  32-factor ALS of lastfm-2k, 99% with ``dot`` and 87% with ``angular``
+  (experiments/quality/README.md, "Round two"; spotify/annoy#619 reports ``dot`` splitting
+  poorly). By default (``metric="auto"``) both are built and the one that finds more of a
+  sample of users' exact top-20 is kept. Every candidate is re-scored with the exact dot
+  product, so the order of what is returned is exactly the model's own score order; the
+  approximation is only in which candidates are found.
 - ``similar.ann``, metric ``angular``, over the raw item factors, for item-to-item
   "more like this". Angular distance ranks by cosine; candidates are re-scored with the
   exact cosine, the same similarity the exact path uses.
@@ -44,23 +52,35 @@ SIMILAR_FILE = "similar.ann"
 META_FILE = "index.json"
 INDEX_FORMAT = "recsys-annoy-index"
 INDEX_FORMAT_VERSION = 1
+ITEM_METRICS = ("angular", "dot")
+DEFAULT_ITEM_METRIC = "auto"
+"""The user-to-item forest: ``angular`` over explicitly augmented vectors, or Annoy's ``dot``
+(which older indexes used; ``index.json`` records which, so both load); ``auto`` builds both
+and keeps the one that finds more of a sample of users' exact top-20 (:func:`choose_metric`)."""
+METRIC_SAMPLE_USERS = 64
 DEFAULT_TREES = 20
 """Trees per forest. See experiments/retrieval/README.md for the trade-off."""
 
 
 AUTO_SEARCH_K_CAP = 50_000
+AUTO_SEARCH_K_PER_ITEM = 4
+"""Leaf hits per catalogue item of the default ``search_k`` (below the cap)."""
 
 
 def auto_search_k(n_items: int, trees: int, n: int) -> int:
-    """The default ``search_k`` for ``n`` candidates: twice the catalogue, capped at
+    """The default ``search_k`` for ``n`` candidates: four times the catalogue, capped at
     :data:`AUTO_SEARCH_K_CAP`, and never below Annoy's own ``n x trees``.
 
-    Chosen from experiments/retrieval: it reaches overlap@20 >= 0.95 with the exact top-20 on
-    ALS models of ml-latest-small and lastfm-2k and on the synthetic catalogues, where Annoy's
-    own default finds 15-80%. The cap keeps queries on huge catalogues far cheaper than
-    scoring every item; there the table shows what a smaller or larger value buys.
+    Annoy counts leaf hits with repeats across trees: with 20 trees, twice the catalogue
+    reaches only 70-75% of the distinct items, enough for overlap@20 >= 0.95 with the exact
+    top-20 (experiments/retrieval) but not for recall@20 within 1% of exact search, which
+    four times does on iALS models of ml-latest-small and lastfm-2k (experiments/quality,
+    "Round two": overlap@20 0.997-0.999; twice: 0.965-0.97 and 1.7-1.9% less recall on
+    lastfm-2k). On such small catalogues the index then inspects about as many items as exact
+    search scores; the cap keeps queries on huge catalogues far cheaper than scoring every
+    item, and experiments/retrieval shows what a smaller or larger value buys there.
     """
-    return max(n * trees, min(2 * n_items, AUTO_SEARCH_K_CAP))
+    return max(n * trees, min(AUTO_SEARCH_K_PER_ITEM * n_items, AUTO_SEARCH_K_CAP))
 
 
 def resolve_jobs(n_jobs: int | None) -> int:
@@ -85,6 +105,41 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def augment(vectors: np.ndarray) -> np.ndarray:
+    """Item vectors with one extra column ``sqrt(M^2 - |v|^2)``: every row gets norm ``M``
+    (the largest), so for a query ``[u, 0]`` cosine order is ``u . v`` order."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", vectors, vectors)
+    extra = np.sqrt(np.maximum(sq.max(initial=0.0) - sq, 0.0))
+    return np.hstack([vectors, extra[:, None]]).astype(np.float32)
+
+
+def choose_metric(
+    forests: dict[str, Any], vectors: np.ndarray, queries: np.ndarray, trees: int, seed: int, k: int = 20
+) -> tuple[str, dict[str, float]]:
+    """The item forest that finds more of the exact top-``k`` of up to
+    :data:`METRIC_SAMPLE_USERS` sampled query vectors at the default ``search_k``.
+
+    Which one wins depends on the model (experiments/quality/README.md, "Round two"): on a
+    256-factor iALS of ml-latest-small ``angular`` over augmented vectors found all of the
+    top-20 where ``dot`` found 80%; on a 32-factor ALS of lastfm-2k, 87% against 99%.
+    Returns the metric (``angular`` on ties) and each one's share found.
+    """
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(queries), min(METRIC_SAMPLE_USERS, len(queries)), replace=False)
+    k = min(k, len(vectors))
+    budget = auto_search_k(len(vectors), trees, k)
+    found = {metric: 0 for metric in forests}
+    for q in np.asarray(queries[rows], dtype=np.float32):
+        truth = np.argpartition(-(vectors @ q), k - 1)[:k] if k < len(vectors) else np.arange(len(vectors))
+        for metric, forest in forests.items():
+            query = np.append(q, np.float32(0.0)) if metric == "angular" else q
+            found[metric] += int(np.isin(truth, forest.get_nns_by_vector(query, k, search_k=budget)).sum())
+    shares = {metric: n / max(1, k * len(rows)) for metric, n in found.items()}
+    best = max(sorted(shares), key=lambda m: (shares[m], m == "angular"))
+    return best, shares
 
 
 def _forest(vectors: np.ndarray, metric: str, trees: int, n_jobs: int, seed: int) -> Any:
@@ -147,6 +202,7 @@ class AnnoyIndex:
             raise ConfigError("search_k must be a positive number of nodes (or -1 for Annoy's default)")
         self.search_k = None if search_k is None else int(search_k)
         self.n_jobs = resolve_jobs(n_jobs)
+        self._augmented = bool(meta.get("augmented", False))
 
     # -- building and persistence ------------------------------------------------------------
     @classmethod
@@ -158,16 +214,30 @@ class AnnoyIndex:
         search_k: int | None = None,
         n_jobs: int | None = -1,
         seed: int = 0,
+        metric: str = DEFAULT_ITEM_METRIC,
     ) -> AnnoyIndex:
-        """Build both forests from a fitted model's item vectors."""
+        """Build both forests from a fitted model's item vectors.
+
+        ``metric`` is the user-to-item forest's: ``angular`` over the augmented vectors,
+        Annoy's ``dot``, or ``auto`` (default): build both and keep the one that finds more
+        of a sample of the model's users' exact top-20 (:func:`choose_metric`; its shares
+        are in ``meta["metric_choice"]``). ``auto`` doubles the build time of that forest.
+        """
         model._check_fitted()
         if trees < 1:
             raise ConfigError(f"trees must be at least 1, got {trees}")
+        if metric not in (*ITEM_METRICS, "auto"):
+            raise ConfigError(f"metric must be one of {(*ITEM_METRICS, 'auto')}, got {metric!r}")
         jobs = resolve_jobs(n_jobs)
         vectors = model.item_vectors()
         unit = unit_rows(model.item_factors)
         start = time.perf_counter()
-        items = _forest(vectors, "dot", trees, jobs, seed)
+        metrics = ITEM_METRICS if metric == "auto" else (metric,)
+        forests = {m: _forest(augment(vectors) if m == "angular" else vectors, m, trees, jobs, seed) for m in metrics}
+        shares: dict[str, float] = {}
+        if metric == "auto":
+            metric, shares = choose_metric(forests, vectors, model.user_vectors(), trees, seed)
+        items = forests[metric]
         similar = _forest(unit, "angular", trees, jobs, seed)
         meta = {
             "format": INDEX_FORMAT,
@@ -175,7 +245,9 @@ class AnnoyIndex:
             "model": model.name,
             "n_items": len(vectors),
             "dimension": int(vectors.shape[1]),
-            "metric": "dot",
+            "metric": metric,
+            "augmented": metric == "angular",
+            "metric_choice": shares,  # with metric="auto": each forest's share of a sample's exact top-20
             "similar_dimension": int(unit.shape[1]),
             "similar_metric": "angular",
             "trees": int(trees),
@@ -255,9 +327,12 @@ class AnnoyIndex:
         files = meta.get("files")
         if not isinstance(files, dict):
             raise ModelFormatError(f"{directory / META_FILE}: does not list the index files")
+        item_metric = meta.get("metric", "dot")
+        if item_metric not in ITEM_METRICS:
+            raise ModelFormatError(f"{directory / META_FILE}: unknown item metric {item_metric!r}{rebuild}")
         forests = []
         for name, metric, dim in (
-            (ITEMS_FILE, "dot", vectors.shape[1]),
+            (ITEMS_FILE, item_metric, vectors.shape[1] + int(bool(meta.get("augmented")))),
             (SIMILAR_FILE, "angular", model.item_factors.shape[1]),
         ):
             path = directory / name
@@ -297,9 +372,11 @@ class AnnoyIndex:
         if want <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         asked = min(k + len(seen), self.n_items)
+        # The augmented dimension is 0 for queries.
+        query = np.append(vector, np.float32(0.0)) if self._augmented else vector
         while True:
             found = np.asarray(
-                self._items.get_nns_by_vector(vector, asked, search_k=self._node_budget(asked)), dtype=np.int64
+                self._items.get_nns_by_vector(query, asked, search_k=self._node_budget(asked)), dtype=np.int64
             )
             keep = found[~np.isin(found, seen, assume_unique=True)] if len(seen) else found
             if len(keep) >= want or asked >= self.n_items:
@@ -403,11 +480,12 @@ def build_index(
     search_k: int | None = None,
     n_jobs: int | None = -1,
     seed: int = 0,
+    metric: str = DEFAULT_ITEM_METRIC,
 ) -> AnnoyIndex:
     """Build the Annoy index of ``model`` and save it (atomically) as ``<model_dir>/index``.
 
     ``search_k`` is saved as the default of later searches.
     """
-    index = AnnoyIndex.build(model, trees=trees, search_k=search_k, n_jobs=n_jobs, seed=seed)
+    index = AnnoyIndex.build(model, trees=trees, search_k=search_k, n_jobs=n_jobs, seed=seed, metric=metric)
     index.save(Path(model_dir) / INDEX_DIR)
     return index
