@@ -6,6 +6,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import sys
 import traceback
 import typing
@@ -33,9 +34,16 @@ def command(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _show_library_warnings()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return result
         except typer.Exit:
             raise
+        except BrokenPipeError:
+            # The reader went away (``recsys ... | head``): stop quietly, like the shell's
+            # tools. Point stdout at /dev/null so the interpreter's final flush stays silent.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except RecsysError as exc:
             if State.debug:
                 traceback.print_exc()

@@ -32,7 +32,7 @@ def train(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model: als, ials, mf, two-tower or popular (default als).", rich_help_panel=_MODEL)] = None,
     factors: Annotated[int | None, typer.Option(help="Embedding dimension.", rich_help_panel=_MODEL)] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", rich_help_panel=_MODEL)] = None,
-    learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Step size (mf).", rich_help_panel=_MODEL)] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Step size (mf, two-tower).", rich_help_panel=_MODEL)] = None,
     regularization: Annotated[float | None, typer.Option(help="L2 regularization.", rich_help_panel=_MODEL)] = None,
     loss: Annotated[str | None, typer.Option(help="mf loss: softmax, bpr or mse.", rich_help_panel=_MODEL)] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Any other hyper-parameter as KEY=VALUE (repeatable), e.g. -p alpha=4.", rich_help_panel=_MODEL)] = None,

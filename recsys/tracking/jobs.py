@@ -39,6 +39,30 @@ def data_params(source: Any, prefix: str = "data") -> dict[str, Any]:
             f"{prefix}_sha256": sha256_file(path)}
 
 
+def feature_params(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Path, size and SHA-256 of each feature table given to a train job, and the column specs.
+
+    ``user_features_path``, ``item_features_path`` (then ``item_features_1_path``... when a
+    side has several tables), ``item_features_spec``; tables given as frames are not described.
+    """
+    params: dict[str, Any] = {}
+    for side in ("user", "item"):
+        tables = options.get(f"{side}_features")
+        if tables is None:
+            continue
+        if isinstance(tables, (str, os.PathLike)):
+            tables = [tables]
+        if not isinstance(tables, (list, tuple)):
+            continue
+        for i, table in enumerate(tables):
+            if isinstance(table, (str, os.PathLike)):
+                params.update(data_params(table, f"{side}_features" + (f"_{i}" if i else "")))
+        spec = options.get(f"{side}_features_spec")
+        if isinstance(spec, (str, os.PathLike)):
+            params[f"{side}_features_spec"] = os.fspath(spec)
+    return params
+
+
 def config_params(config: Any) -> dict[str, Any]:
     """Run settings and every hyper-parameter of the model (defaults filled in)."""
     from recsys.models import create_model
@@ -147,6 +171,7 @@ def train(data: Any, config: Any = None, *, tracker: Tracker | None = None, run_
         run.log_params(data_info if data_info is not None else data_params(data))
         if train_options.get("test") is not None:
             run.log_params(data_params(train_options["test"], "test"))
+        run.log_params(feature_params(train_options))
         callbacks = [*train_options.pop("callbacks", ()), run.callback()]
         temporary = None
         if tracker.enabled and tracker.log_models and not train_options.get("save", True):

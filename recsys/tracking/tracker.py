@@ -199,7 +199,7 @@ class Tracker:
         """Record one job as a run (a child of the active run with ``nested``).
 
         The run ends ``FINISHED`` when the block completes, ``FAILED`` with the error as
-        the ``recsys.error`` tag when it raises, ``KILLED`` on Ctrl-C.
+        the ``recsys.error`` tag when it raises, ``KILLED`` on Ctrl-C or a signal.
         """
         if not self.enabled:
             yield NullRun()
@@ -213,7 +213,9 @@ class Tracker:
         try:
             yield run
         except BaseException as exc:
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            # Ctrl-C, or a signal that stopped training after a checkpoint (TrainingInterrupted).
+            stopped = isinstance(exc, KeyboardInterrupt) or getattr(exc, "signum", None) is not None
+            status = "KILLED" if stopped else "FAILED"
             with contextlib.suppress(Exception):
                 mlflow.set_tag("recsys.error", f"{type(exc).__name__}: {exc}"[:_MAX_PARAM])
             end_active_run(status)
