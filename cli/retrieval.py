@@ -112,7 +112,8 @@ def recommend(
     if result.folded_users:
         dropped = (f"; {result.dropped_history_entries} history entries with unknown items dropped"
                    if result.dropped_history_entries else "")
-        note(f"history  {result.folded_users} users folded in from {history}{dropped}", quiet)
+        sources = [str(path) for path in [history, *(user_features or [])] if path is not None]
+        note(f"history  {result.folded_users} users folded in from {', '.join(sources)}{dropped}", quiet)
     if result.fallback_users:
         # Not silenced by --quiet: it changes what the file means.
         note(f"fallback {result.fallback_users} users unknown to the model got the most popular items "

@@ -202,3 +202,8 @@ def test_recommend_cli_embeds_new_users_from_features(tmp_path, sample_ratings):
     fallback = recs.groupby("user")["fallback"].all()
     assert not fallback["newbie"] and not fallback["historic"] and fallback["stranger"]
     assert not {"m00001", "m00002"} & set(recs.loc[recs.user == "historic", "item"])
+    # Regression (merge review): without --history the note read "folded in from None".
+    r = runner.invoke(app, ["recommend", "--model", str(model_dir), "--user-features", str(new), "--k", "5",
+                            "--out", str(tmp_path / "features_only.csv")])
+    assert r.exit_code == 0, r.output
+    assert f"2 users folded in from {new}" in r.output and "None" not in r.output

@@ -179,6 +179,12 @@ class Tracker:
             self.experiment_id = mlflow.set_experiment(self.experiment).experiment_id
         except MlflowException as exc:
             raise TrackingError(f"tracking store {self.uri}: cannot use experiment {self.experiment!r}: {exc.message}") from None
+        except Exception as exc:  # e.g. SQLAlchemy's, for a store whose creation was interrupted
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(
+                f"tracking store {self.uri} cannot be opened ({first[:200]}); a run interrupted while "
+                "creating a new store leaves it half made: remove it, or pass --no-track"
+            ) from None
         finally:
             logger.setLevel(level)
 
