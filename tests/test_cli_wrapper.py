@@ -1,0 +1,60 @@
+"""The command wrapper when stdout is a pipe that the reader closes (``recsys ... | head``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SPAM = """
+import typer
+from recsys_cli.common import command
+
+@command
+def spam() -> None:
+    for _ in range(200_000):
+        print("x" * 80)
+
+typer.run(spam)
+"""
+
+
+def test_a_closed_pipe_exits_quietly():
+    """Regression (merge review): ``| head`` printed "a bug in recsys" (BrokenPipeError)."""
+    proc = subprocess.Popen([sys.executable, "-c", SPAM], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"x" * 80 + b"\n"
+    proc.stdout.close()  # what head does after its lines
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert stderr == ""
+
+
+SLEEPER = """
+import sys, time
+import typer
+from recsys_cli.common import command
+
+@command
+def work(done: str) -> None:
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    finally:
+        open(done, "w").write("cleaned up")
+
+typer.run(work)
+"""
+
+
+def test_sigterm_unwinds_the_command_like_ctrl_c(tmp_path):
+    """Regression (merge review): a model without checkpoint hooks (two-tower) died on SIGTERM
+    where it stood: its MLflow run stayed RUNNING, temporary files stayed behind."""
+    import signal
+
+    done = tmp_path / "done"
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPER, str(done)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert proc.stderr.read().decode().strip() == "terminated"
+    assert done.read_text() == "cleaned up"
