@@ -17,6 +17,7 @@ from recsys.data.synthetic import GENRES, generate
 from recsys.evaluation.cold import evaluate_cold_items
 from recsys.models import MatrixFactorization, TwoTower, load_model
 from recsys.models.two_tower import Tower
+from recsys.workflows import evaluate_model
 
 SMALL = {"factors": 16, "hidden": 32, "feature_dim": 8, "recent": 10, "epochs": 12, "learning_rate": 0.01,
          "batch_size": 256, "device": "cpu"}
@@ -80,9 +81,13 @@ def test_cold_item_split_scores_two_tower_and_refuses_mf(planted):
     _syn, full, _ = planted
     train, test = split(full, "cold-items", test_fraction=0.2, seed=0)
     assert not (train.item_counts()[test.matrix.indices] > 0).any()
-    tt = evaluate_cold_items(TwoTower(**SMALL).fit(train), test, ks=[5])
+    model = TwoTower(**SMALL).fit(train)
+    tt = evaluate_cold_items(model, test, ks=[5])
     random_recall = 5 / tt.extra["cold_items"]
     assert tt.metrics["recall@5"] > 2 * random_recall
+    # Regression (merge review): `recsys evaluate` had no cold-item protocol (it ranked the
+    # full catalogue, and models that cannot score cold items got zeros, not a note).
+    assert evaluate_model(model, test, ks=[5], cold_items=True).metrics == tt.metrics
     mf = evaluate_cold_items(MatrixFactorization(factors=4, epochs=2, device="cpu").fit(train), test, ks=[5])
     assert mf.metrics == {} and "cannot score" in mf.extra["note"]
 
@@ -146,6 +151,23 @@ def test_cli_trains_with_feature_files_and_cold_split(tmp_path, sample_ratings):
                             "--output", str(tmp_path / "mf")])
     assert r.exit_code == 0, r.output
     assert "cannot score" in r.stdout
+
+
+def test_cli_evaluate_cold_items(tmp_path, sample_ratings):
+    """Regression (merge review): evaluate ranks a cold-item test set as train --split cold-items does."""
+    r = runner.invoke(app, ["split", "--data", str(sample_ratings), "--strategy", "cold-items",
+                            "--out-dir", str(tmp_path / "split"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    # The same seed and share: the model's catalogue holds the held-out items, untrained.
+    r = runner.invoke(app, ["train", "--data", str(sample_ratings), "--model", "popular",
+                            "--split", "cold-items", "--no-index", "--quiet", "--output", str(tmp_path / "pop")])
+    assert r.exit_code == 0, r.output
+    evaluate = ["evaluate", "--model", str(tmp_path / "pop"), "--data", str(tmp_path / "split" / "test.csv"), "--cold-items"]
+    r = runner.invoke(app, evaluate)
+    assert r.exit_code == 0, r.output
+    assert "cold-item metrics: none; popular: cannot score" in r.stdout
+    r = runner.invoke(app, [*evaluate, "--retrieval", "annoy"])
+    assert r.exit_code == 2 and "drop --retrieval" in r.output
 
 
 def test_cli_reports_bad_feature_rows(tmp_path, sample_ratings):

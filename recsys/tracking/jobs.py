@@ -214,7 +214,7 @@ def evaluate_model(model: Any, test: Any, *, tracker: Tracker | None = None, run
         run.log_params(data_params(test))
         if options.get("train") is not None:
             run.log_params(data_params(options["train"], "train"))
-        run.log_params({k: options[k] for k in ("retrieval", "search_k") if options.get(k) is not None})
+        run.log_params({k: options[k] for k in ("retrieval", "search_k", "cold_items") if options.get(k)})
         run.log_params({"ks": ",".join(map(str, options.get("ks", ())))} if options.get("ks") else {})
         evaluation = workflows.evaluate_model(model, test, **options)
         log_evaluation(run, evaluation)
