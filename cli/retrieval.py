@@ -101,6 +101,7 @@ def recommend(
         history_data = with_new_users(history_data, frame, loaded.items)
     result = recommend_to_file(
         loaded, out, parse_users(users), k, tracker=runs, model_source=model,
+        user_features=user_features or None, user_features_spec=user_features_spec,
         retrieval=retrieval, model_dir=directory, include_seen=include_seen, history=history_data,
         batch_users=batch_users, search_k=search_k, n_jobs=jobs, device=device, progress=not quiet,
     )

@@ -19,6 +19,7 @@ import pytest
 from recsys_cli.main import app
 from typer.testing import CliRunner
 
+from recsys.data import read_interactions
 from recsys.errors import ConfigError, TrackingError
 from recsys.tracking import (
     Tracker,
@@ -250,6 +251,20 @@ def test_feature_tables_are_recorded_with_their_hashes(tmp_path):
     assert params["item_features_1_bytes"] == more.stat().st_size
     assert params["item_features_spec"] == "x=skip" and "user_features_spec" not in params
     assert feature_params({}) == {}
+
+
+def test_recommend_records_the_new_users_feature_tables(uri, tmp_path, sample_ratings):
+    """Regression (merge review): `recommend --user-features` recorded `history_path: None` and not the tables."""
+    from recsys.models import Popular
+    from recsys.tracking import recommend_to_file
+
+    users = sample_ratings.parent / "users.csv"
+    model = Popular().fit(read_interactions(sample_ratings))
+    result = recommend_to_file(model, tmp_path / "recs.csv", [1], 3, tracker=Tracker(uri, "rec-features"),
+                               user_features=[users])
+    params = client(uri).get_run(result.run_id).data.params
+    assert params["user_features_sha256"] == hashlib.sha256(users.read_bytes()).hexdigest()
+    assert "history_path" not in params
 
 
 def test_an_unreachable_server_fails_before_training_naming_the_uri(tmp_path, monkeypatch):

@@ -223,12 +223,14 @@ def evaluate_model(model: Any, test: Any, *, tracker: Tracker | None = None, run
 
 
 def recommend_to_file(model: Any, out: Any, users: Any = None, k: int = 10, *, tracker: Tracker | None = None,
-                      model_source: str | None = None, run_name: str | None = None, **options: Any) -> Any:
+                      model_source: str | None = None, run_name: str | None = None,
+                      user_features: Any = None, user_features_spec: Any = None, **options: Any) -> Any:
     """:func:`recsys.retrieval.batch.recommend_to_file`, recorded as a run.
 
     Records the model and its source (a directory or ``runs:/...``), ``k``, the retrieval
     settings and the output path as parameters; users, rows, fallback users and seconds
-    as metrics. The output file itself is not copied into the store.
+    as metrics. The output file itself is not copied into the store. ``user_features``
+    (the new users' feature tables, already attached to ``history``) are only recorded.
     """
     from recsys.retrieval.batch import recommend_to_file as write
 
@@ -240,7 +242,9 @@ def recommend_to_file(model: Any, out: Any, users: Any = None, k: int = 10, *, t
                         **{key: options[key] for key in ("retrieval", "search_k", "include_seen")
                            if options.get(key) is not None}})
         if options.get("history") is not None:
-            run.log_params(data_params(options["history"], "history"))
+            history = data_params(options["history"], "history")
+            run.log_params({k: v for k, v in history.items() if v is not None})
+        run.log_params(feature_params({"user_features": user_features, "user_features_spec": user_features_spec}))
         result = write(model, out, users, k, **options)
         run.log_metrics({name: value for name, value in result.to_dict().items()
                          if name not in ("k", "path", "retrieval")})
