@@ -58,3 +58,20 @@ def test_sigterm_unwinds_the_command_like_ctrl_c(tmp_path):
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert proc.stderr.read().decode().strip() == "terminated"
     assert done.read_text() == "cleaned up"
+
+
+def test_model_help_lists_every_model():
+    """Regression (merge review): help texts that list models drift when a model is added."""
+    import re
+
+    from recsys_cli.main import app
+    from typer.testing import CliRunner
+
+    from recsys.models import MODELS
+    from recsys.tuning import SEARCH_SPACES
+
+    for command, names in (("train", MODELS), ("tune", SEARCH_SPACES)):
+        out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"}).output
+        line = next(text for text in out.splitlines() if "--model" in text)
+        listed = set(re.findall(r"[a-z][a-z-]*", line.split("Model", 1)[1].split("(default")[0])) - {"or", "to", "tune"}
+        assert listed == set(names), (command, line)
