@@ -12,6 +12,7 @@ from recsys_cli.main import app
 from typer.testing import CliRunner
 
 from recsys.data.features import attach_features, feature_kinds
+from recsys.data.interactions import Interactions
 from recsys.data.splits import split
 from recsys.data.synthetic import GENRES, generate
 from recsys.evaluation.cold import evaluate_cold_items
@@ -202,6 +203,19 @@ def test_fold_in_hook_matches_embed_new_users(fitted):
     vectors, bias = fitted._fold_in(matrix, "count", user_features=features)
     assert bias is None
     np.testing.assert_allclose(vectors, fitted.embed_new_users(features, histories), rtol=1e-6)
+
+
+def test_fold_in_reads_the_latest_items_of_a_long_history(fitted):
+    """Regression (merge review): `recommend --history` gave the user tower a long history's
+    first item columns, not its latest items as in training."""
+    recent = fitted.recent
+    items = list(fitted.items.ids[: 3 * recent])
+    times = np.arange(len(items))  # the last items are the newest
+    history = Interactions.from_arrays(["new"] * len(items), items, timestamps=times)
+    folded = fitted.fold_in(history)
+    newest_first = items[::-1]
+    expected = fitted.embed_new_users(None, [newest_first])
+    np.testing.assert_allclose(folded.vectors, fitted.user_vectors(expected, None), rtol=1e-5, atol=1e-6)
 
 
 def test_recommend_cli_embeds_new_users_from_features(tmp_path, sample_ratings):
