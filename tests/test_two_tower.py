@@ -205,6 +205,19 @@ def test_fold_in_hook_matches_embed_new_users(fitted):
     np.testing.assert_allclose(vectors, fitted.embed_new_users(features, histories), rtol=1e-6)
 
 
+def test_diagnostics_keep_the_cold_items_the_item_tower_embeds(planted, fitted):
+    """Regression (merge review): maps and clusters left two-tower's cold items out as
+    "never learned", though the item tower embeds them from their features."""
+    from recsys.diagnostics import cluster_items, embedding_map
+
+    syn, full, _ = planted
+    cold = full.items.index(syn.cold_items)
+    assert (fitted.item_popularity[cold] == 0).all() and fitted.scores_cold_items
+    shown = embedding_map(fitted, max_points=10**6)
+    assert shown.n_learned == len(full.items) and set(syn.cold_items) <= set(shown.points["id"])
+    assert cluster_items(fitted, k=2).untrained == 0
+
+
 def test_fold_in_reads_the_latest_items_of_a_long_history(fitted):
     """Regression (merge review): `recommend --history` gave the user tower a long history's
     first item columns, not its latest items as in training."""
