@@ -267,6 +267,14 @@ def test_recommend_records_the_new_users_feature_tables(uri, tmp_path, sample_ra
     assert "history_path" not in params
 
 
+def test_a_cold_item_run_without_metrics_says_why(uri, sample_ratings):
+    """Regression (merge review): a cold-item split of a model that cannot score cold items
+    was recorded (and shown by grids) as a plain "finished" run without metrics."""
+    config = TrainConfig(model="popular", split="cold-items", ks=(10,))
+    result = tracked_train(sample_ratings, config, tracker=Tracker(uri, "cold-note"), save=False)
+    assert "cannot score" in client(uri).get_run(result.run_id).data.tags["recsys.note"]
+
+
 def test_an_unreachable_server_fails_before_training_naming_the_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     dead = f"http://127.0.0.1:{_free_port()}"

@@ -137,8 +137,13 @@ def log_diagnostics(run: Run, model: Any, item_features: Any = None) -> None:
 
 
 def log_evaluation(run: Run, evaluation: Any) -> None:
-    """Final test metrics (``recall_at_20``...) and the metrics table as ``metrics.csv``."""
+    """Final test metrics (``recall_at_20``...) and the metrics table as ``metrics.csv``.
+
+    Why there are none (a model that cannot score cold items) is the ``recsys.note`` tag.
+    """
     run.log_metrics(evaluation.metrics)
+    if evaluation.extra.get("note"):
+        run.set_tags({"recsys.note": str(evaluation.extra["note"])})
     run.log_metrics({"evaluated_users": evaluation.n_users, "skipped_users": evaluation.skipped_users})
     table = evaluation.table()
     table.index.name = "metric"
