@@ -81,6 +81,10 @@ def train(
         clash = [flag for flag, value in given.items() if value]
         if clash:
             raise ConfigError(f"--resume continues with the checkpoint's settings; drop {', '.join(clash)}")
+        from recsys.checkpoint import read_checkpoint_meta
+
+        stored = read_checkpoint_meta(resume)  # a missing or damaged checkpoint stops here
+        note(f"resume   {resume}: {stored.get('model')} after epoch {stored.get('epoch')} of {stored.get('epochs')}", quiet)
         result = run_train(data, None, tracker=runs, test=test, output=output, progress=not quiet, index_trees=index_trees,
                            checkpoint_every=checkpoint_every, resume=resume)
         _report(result, fmt, quiet)
