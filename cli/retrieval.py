@@ -98,6 +98,7 @@ def recommend(
         if not getattr(loaded, "uses_features", False):
             raise ConfigError(f"model {loaded.name!r} does not use user features; drop --user-features")
         frame = load_features(user_features, "user", user_features_spec, read_options.encoding)
+        loaded.check_user_features(list(frame.columns), ", ".join(map(str, user_features)))
         history_data = with_new_users(history_data, frame, loaded.items)
     result = recommend_to_file(
         loaded, out, parse_users(users), k, tracker=runs, model_source=model,

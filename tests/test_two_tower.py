@@ -15,6 +15,7 @@ from recsys.data.features import attach_features, feature_kinds
 from recsys.data.interactions import Interactions
 from recsys.data.splits import split
 from recsys.data.synthetic import GENRES, generate
+from recsys.errors import ConfigError
 from recsys.evaluation.cold import evaluate_cold_items
 from recsys.models import MatrixFactorization, TwoTower, load_model
 from recsys.models.two_tower import Tower
@@ -256,3 +257,20 @@ def test_recommend_cli_embeds_new_users_from_features(tmp_path, sample_ratings):
                             "--out", str(tmp_path / "features_only.csv")])
     assert r.exit_code == 0, r.output
     assert f"2 users folded in from {new}" in r.output and "None" not in r.output
+    # Regression (merge review): a table with none of the model's user columns gave every
+    # user the same featureless embedding, silently.
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("user_id,shoe_size\nnewbie,42\n")
+    r = runner.invoke(app, ["recommend", "--model", str(model_dir), "--user-features", str(foreign),
+                            "--out", str(tmp_path / "foreign_recs.csv")])
+    assert r.exit_code == 2 and "no column the model was trained with" in r.output
+    assert not (tmp_path / "foreign_recs.csv").exists()
+
+
+def test_new_user_features_refused_by_a_model_trained_without_them():
+    from recsys.data.features import FeatureEncoder
+
+    model = TwoTower(**SMALL)
+    model.user_encoder = FeatureEncoder()
+    with pytest.raises(ConfigError, match="trained without user features"):
+        model.check_user_features(["age"])

@@ -423,6 +423,18 @@ class TwoTower(IterativeRecommender):
             hist[r, : len(idx)] = idx
         return self._new_user_vectors(features, hist)
 
+    def check_user_features(self, columns: Sequence[str], source: Any = "the user feature table") -> None:
+        """Refuse new users' features that the user tower cannot read: a model trained
+        without user features, or a table sharing no column with training (every user
+        would get the same featureless embedding)."""
+        enc = self.user_encoder
+        known = {*enc.categorical, *enc.multi, *enc.numeric}
+        if not known:
+            raise ConfigError(f"this {self.name} model was trained without user features; "
+                              "drop the user features (a --history alone is embedded)")
+        if not known & set(columns):
+            raise ConfigError(f"{source}: no column the model was trained with (it knows {', '.join(sorted(known))})")
+
     @torch.no_grad()
     def _new_user_vectors(self, features: pd.DataFrame | None, hist: np.ndarray) -> np.ndarray:
         """The user tower without an id: ``features`` rows and ``hist`` (n, H) item indices + 1."""
