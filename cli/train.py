@@ -40,7 +40,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (auto: $RECSYS_DEVICE, else a GPU if present).", rich_help_panel=_MODEL)] = "auto",
     seed: Annotated[int | None, typer.Option(help="Seed of the split and the model (default 0).", rich_help_panel=_MODEL)] = None,
     split: Annotated[str | None, typer.Option(help="user (per-user 80/20), random, temporal, last-n, leave-one-out, cold-items (a share of items held out whole), or none (train on all).", rich_help_panel=_SPLIT)] = None,
-    test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Held-out share for user, random and temporal splits (default 0.2).", rich_help_panel=_SPLIT)] = None,
+    test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Held-out share for user, random and temporal splits, of the items for cold-items (default 0.2).", rich_help_panel=_SPLIT)] = None,
     split_n: Annotated[int | None, typer.Option("--split-n", help="Entries per user held out by last-n (default 1).", rich_help_panel=_SPLIT)] = None,
     test: Annotated[Path | None, typer.Option("--test", help="Evaluate on this file instead of splitting.", rich_help_panel=_SPLIT)] = None,
     k: Ks = "10,20,50",
