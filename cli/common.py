@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import traceback
 import typing
 from collections.abc import Callable
@@ -33,9 +37,17 @@ def command(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _show_library_warnings()
         try:
-            return fn(*args, **kwargs)
+            with _terminate_as_interrupt():
+                result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return result
         except typer.Exit:
             raise
+        except BrokenPipeError:
+            # The reader went away (``recsys ... | head``): stop quietly, like the shell's
+            # tools. Point stdout at /dev/null so the interpreter's final flush stays silent.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except RecsysError as exc:
             if State.debug:
                 traceback.print_exc()
@@ -44,9 +56,10 @@ def command(fn: F) -> F:
             # exits like the shell would: 128 + the signal number.
             signum = getattr(exc, "signum", None)
             raise typer.Exit(2 if signum is None else 128 + signum) from None
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            print("terminated" if signum == signal.SIGTERM else "interrupted", file=sys.stderr)
+            raise typer.Exit(128 + signum) from None
         except Exception as exc:
             if State.debug:
                 traceback.print_exc()
@@ -58,6 +71,31 @@ def command(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the command cleans up (temporary files, locks,
+    its MLflow run marked KILLED) instead of dying where it stands."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(_signum: int, _frame: Any) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Any:
+    """While a command runs, SIGTERM raises :class:`Terminated` (unless it is ignored or
+    already handled). Training's own handler (a checkpoint first) takes over during epochs."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _StderrNotes(logging.Handler):

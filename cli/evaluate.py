@@ -30,6 +30,7 @@ def evaluate(
     per_user: Annotated[Path | None, typer.Option("--per-user", help="Write each user's metrics to this CSV or Parquet file.")] = None,
     retrieval: Annotated[Literal["exact", "annoy"], typer.Option("--retrieval", help="annoy: rank through the model's Annoy index and report overlap@k with the exact top-k.")] = "exact",
     search_k: Annotated[int | None, typer.Option("--search-k", help="Annoy candidates inspected per query (default: as saved; -1: Annoy's own).")] = None,
+    cold_items: Annotated[bool, typer.Option("--cold-items", help="Rank the test's items without training interactions among themselves (as train --split cold-items).")] = False,
     fmt: Format = "table",
     quiet: Quiet = False,
     track: Track = None,
@@ -45,16 +46,24 @@ def evaluate(
     result = evaluate_model(
         model, data, tracker=runs, train=train, ks=parse_ks(k), read_options=read_options,
         per_user=per_user is not None, progress=not quiet, retrieval=retrieval, search_k=search_k,
+        cold_items=cold_items,
     )
     if per_user is not None and result.per_user is not None:
         write_table(result.per_user, per_user)
+    cold = {k: v for k, v in result.extra.items() if k != "run_id"} if cold_items else {}
     if fmt == "json":
-        print_json(result.metrics)
+        print_json({**result.metrics, **({"cold_items": cold} if cold else {})})
         return
+    if "note" in cold:
+        print(f"cold-item metrics: none; {cold['note']}")
+    elif cold:
+        note(f"cold     {cold['cold_items']} items without training interactions, ranked among themselves", quiet)
     skipped = f", {result.skipped_users} without training history skipped" if result.skipped_users else ""
     dropped = f"; {result.dropped_entries} test entries with ids unknown to the model dropped" if result.dropped_entries else ""
-    note(f"{result.n_users} users, full ranking ({result.retrieval}), training items excluded{skipped}{dropped}", quiet)
-    print(metrics_table(result))
+    if result.metrics:
+        ranking = "cold items only" if cold else f"full ranking ({result.retrieval})"
+        note(f"{result.n_users} users, {ranking}, training items excluded{skipped}{dropped}", quiet)
+        print(metrics_table(result))
     if per_user is not None:
         note(f"per-user metrics written to {per_user}", quiet)
     if result.extra.get("run_id"):

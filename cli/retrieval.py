@@ -98,9 +98,11 @@ def recommend(
         if not getattr(loaded, "uses_features", False):
             raise ConfigError(f"model {loaded.name!r} does not use user features; drop --user-features")
         frame = load_features(user_features, "user", user_features_spec, read_options.encoding)
+        loaded.check_user_features(list(frame.columns), ", ".join(map(str, user_features)))
         history_data = with_new_users(history_data, frame, loaded.items)
     result = recommend_to_file(
         loaded, out, parse_users(users), k, tracker=runs, model_source=model,
+        user_features=user_features or None, user_features_spec=user_features_spec,
         retrieval=retrieval, model_dir=directory, include_seen=include_seen, history=history_data,
         batch_users=batch_users, search_k=search_k, n_jobs=jobs, device=device, progress=not quiet,
     )
@@ -112,7 +114,8 @@ def recommend(
     if result.folded_users:
         dropped = (f"; {result.dropped_history_entries} history entries with unknown items dropped"
                    if result.dropped_history_entries else "")
-        note(f"history  {result.folded_users} users folded in from {history}{dropped}", quiet)
+        sources = [str(path) for path in [history, *(user_features or [])] if path is not None]
+        note(f"history  {result.folded_users} users folded in from {', '.join(sources)}{dropped}", quiet)
     if result.fallback_users:
         # Not silenced by --quiet: it changes what the file means.
         note(f"fallback {result.fallback_users} users unknown to the model got the most popular items "

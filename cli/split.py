@@ -15,7 +15,7 @@ def split(
     data: Annotated[Path, typer.Option("--data", help="Interaction log to split.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Directory for train.csv, test.csv and split.json (replaced as a whole).")],
     strategy: Annotated[str, typer.Option("--strategy", help="user (per-user fraction), random, temporal (global cutoff), last-n (per user), leave-one-out, cold-items (a share of items held out with all their entries).")] = "user",
-    test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share (user, random, temporal).")] = 0.2,
+    test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share (user, random, temporal; of the items for cold-items).")] = 0.2,
     n: Annotated[int, typer.Option("--n", help="Entries per user held out by last-n.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the random choices.")] = 0,
     fmt: Format = "table",

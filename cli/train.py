@@ -32,7 +32,7 @@ def train(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model: als, ials, mf, two-tower or popular (default als).", rich_help_panel=_MODEL)] = None,
     factors: Annotated[int | None, typer.Option(help="Embedding dimension.", rich_help_panel=_MODEL)] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", rich_help_panel=_MODEL)] = None,
-    learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Step size (mf).", rich_help_panel=_MODEL)] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Step size (mf, two-tower).", rich_help_panel=_MODEL)] = None,
     regularization: Annotated[float | None, typer.Option(help="L2 regularization.", rich_help_panel=_MODEL)] = None,
     loss: Annotated[str | None, typer.Option(help="mf loss: softmax, bpr or mse.", rich_help_panel=_MODEL)] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Any other hyper-parameter as KEY=VALUE (repeatable), e.g. -p alpha=4.", rich_help_panel=_MODEL)] = None,
@@ -40,7 +40,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (auto: $RECSYS_DEVICE, else a GPU if present).", rich_help_panel=_MODEL)] = "auto",
     seed: Annotated[int | None, typer.Option(help="Seed of the split and the model (default 0).", rich_help_panel=_MODEL)] = None,
     split: Annotated[str | None, typer.Option(help="user (per-user 80/20), random, temporal, last-n, leave-one-out, cold-items (a share of items held out whole), or none (train on all).", rich_help_panel=_SPLIT)] = None,
-    test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Held-out share for user, random and temporal splits (default 0.2).", rich_help_panel=_SPLIT)] = None,
+    test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Held-out share for user, random and temporal splits, of the items for cold-items (default 0.2).", rich_help_panel=_SPLIT)] = None,
     split_n: Annotated[int | None, typer.Option("--split-n", help="Entries per user held out by last-n (default 1).", rich_help_panel=_SPLIT)] = None,
     test: Annotated[Path | None, typer.Option("--test", help="Evaluate on this file instead of splitting.", rich_help_panel=_SPLIT)] = None,
     k: Ks = "10,20,50",
@@ -81,6 +81,10 @@ def train(
         clash = [flag for flag, value in given.items() if value]
         if clash:
             raise ConfigError(f"--resume continues with the checkpoint's settings; drop {', '.join(clash)}")
+        from recsys.checkpoint import read_checkpoint_meta
+
+        stored = read_checkpoint_meta(resume)  # a missing or damaged checkpoint stops here
+        note(f"resume   {resume}: {stored.get('model')} after epoch {stored.get('epoch')} of {stored.get('epochs')}", quiet)
         result = run_train(data, None, tracker=runs, test=test, output=output, progress=not quiet, index_trees=index_trees,
                            checkpoint_every=checkpoint_every, resume=resume)
         _report(result, fmt, quiet)

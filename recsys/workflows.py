@@ -395,17 +395,28 @@ def evaluate_model(
     progress: bool = False,
     retrieval: str = "exact",
     search_k: int | None = None,
+    cold_items: bool = False,
 ) -> Evaluation:
     """Evaluate a model (object or saved directory) on a test file.
 
     ``retrieval="annoy"`` ranks through the Annoy index saved in the model directory and
     adds ``overlap@k`` with the exact top-k (:func:`recsys.retrieval.evaluation.evaluate_with_index`).
+    ``cold_items`` ranks the test's items without training interactions among themselves,
+    as ``train`` does after a ``cold-items`` split (:func:`recsys.evaluation.cold.evaluate_cold_items`;
+    a model that cannot score them gets empty metrics and a note in ``extra``).
     """
     model_dir = None
     if not isinstance(model, Recommender):
         model_dir = model
         model = Recommender.load(model)
     test_data = load(test, read_options)
+    if cold_items:
+        if retrieval != "exact" or train is not None or per_user:
+            raise ConfigError("--cold-items ranks the cold items exactly with the model's own training data; "
+                              "drop --retrieval, --train and --per-user")
+        from recsys.evaluation.cold import evaluate_cold_items
+
+        return evaluate_cold_items(model, test_data, ks=ks, progress=progress)
     train_data = None if train is None else load(train, read_options)
     if retrieval != "exact":
         from recsys.retrieval.batch import open_retrieval

@@ -160,9 +160,11 @@ def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, checkerb
     stopped_at = load_checkpoint(ckpt).epoch
     assert 1 <= stopped_at < 30
 
-    r = runner.invoke(app, ["train", "--resume", str(ckpt), "--quiet", "--format", "json"])
+    r = runner.invoke(app, ["train", "--resume", str(ckpt), "--format", "json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["model_dir"] == str((tmp_path / "m").resolve())
+    # Regression (merge review): the resumed run did not say what it resumed.
+    assert f"resume   {ckpt}: mf after epoch {stopped_at} of 30" in r.stderr
     assert not ckpt.exists()  # removed once the model is saved
     r = runner.invoke(app, [*map(str, args), "--output", str(tmp_path / "ref")])
     assert r.exit_code == 0, r.output

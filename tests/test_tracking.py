@@ -19,6 +19,7 @@ import pytest
 from recsys_cli.main import app
 from typer.testing import CliRunner
 
+from recsys.data import read_interactions
 from recsys.errors import ConfigError, TrackingError
 from recsys.tracking import (
     Tracker,
@@ -209,6 +210,69 @@ def test_a_failed_run_is_marked_failed(uri, sample_ratings):
     run = c.search_runs([c.get_experiment_by_name("failing").experiment_id])[0]
     assert run.info.status == "FAILED"
     assert "learning_rate" in run.data.tags["recsys.error"]
+
+
+def test_a_run_stopped_by_a_signal_is_killed_not_failed(uri):
+    """Regression (merge review): TrainingInterrupted (SIGINT/SIGTERM after a checkpoint) left the run FAILED."""
+    from recsys.checkpoint import TrainingInterrupted
+
+    with pytest.raises(TrainingInterrupted), Tracker(uri, "interrupted").run("train-mf", kind="train"):
+        raise TrainingInterrupted(Path("m.checkpoint"), 3, 10, signal.SIGTERM)
+    c = client(uri)
+    run = c.search_runs([c.get_experiment_by_name("interrupted").experiment_id])[0]
+    assert run.info.status == "KILLED"
+    assert "SIGTERM" in run.data.tags["recsys.error"]
+
+
+def test_a_half_made_store_is_a_tracking_error_not_a_bug(tmp_path, monkeypatch):
+    """Regression (merge review): a store whose creation was interrupted raised SQLAlchemy's
+    error from MLflow, which the CLI reported as "a bug in recsys" with an SQL dump."""
+    import mlflow
+
+    def broken(_name):
+        raise RuntimeError("(sqlite3.OperationalError) table mcp_servers already exists\n[SQL: CREATE ...]")
+
+    monkeypatch.setattr(mlflow, "set_experiment", broken)
+    with pytest.raises(TrackingError, match=r"cannot be opened .*already exists.*remove it, or pass --no-track"):
+        Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "x").open()
+
+
+def test_feature_tables_are_recorded_with_their_hashes(tmp_path):
+    """Regression (merge review): a two-tower run recorded the log's hash but not its feature files'."""
+    from recsys.tracking.jobs import feature_params
+
+    users, items, more = (tmp_path / n for n in ("u.csv", "i.csv", "tags.csv"))
+    for path in (users, items, more):
+        path.write_text(f"id,x\n1,{path.name}\n")
+    params = feature_params({"user_features": [users], "item_features": [items, more],
+                             "item_features_spec": "x=skip", "user_features_spec": None})
+    assert params["user_features_path"] == str(users.resolve())
+    assert params["item_features_sha256"] == hashlib.sha256(items.read_bytes()).hexdigest()
+    assert params["item_features_1_bytes"] == more.stat().st_size
+    assert params["item_features_spec"] == "x=skip" and "user_features_spec" not in params
+    assert feature_params({}) == {}
+
+
+def test_recommend_records_the_new_users_feature_tables(uri, tmp_path, sample_ratings):
+    """Regression (merge review): `recommend --user-features` recorded `history_path: None` and not the tables."""
+    from recsys.models import Popular
+    from recsys.tracking import recommend_to_file
+
+    users = sample_ratings.parent / "users.csv"
+    model = Popular().fit(read_interactions(sample_ratings))
+    result = recommend_to_file(model, tmp_path / "recs.csv", [1], 3, tracker=Tracker(uri, "rec-features"),
+                               user_features=[users])
+    params = client(uri).get_run(result.run_id).data.params
+    assert params["user_features_sha256"] == hashlib.sha256(users.read_bytes()).hexdigest()
+    assert "history_path" not in params
+
+
+def test_a_cold_item_run_without_metrics_says_why(uri, sample_ratings):
+    """Regression (merge review): a cold-item split of a model that cannot score cold items
+    was recorded (and shown by grids) as a plain "finished" run without metrics."""
+    config = TrainConfig(model="popular", split="cold-items", ks=(10,))
+    result = tracked_train(sample_ratings, config, tracker=Tracker(uri, "cold-note"), save=False)
+    assert "cannot score" in client(uri).get_run(result.run_id).data.tags["recsys.note"]
 
 
 def test_an_unreachable_server_fails_before_training_naming_the_uri(tmp_path, monkeypatch):

@@ -12,11 +12,14 @@ from recsys_cli.main import app
 from typer.testing import CliRunner
 
 from recsys.data.features import attach_features, feature_kinds
+from recsys.data.interactions import Interactions
 from recsys.data.splits import split
 from recsys.data.synthetic import GENRES, generate
+from recsys.errors import ConfigError
 from recsys.evaluation.cold import evaluate_cold_items
 from recsys.models import MatrixFactorization, TwoTower, load_model
 from recsys.models.two_tower import Tower
+from recsys.workflows import evaluate_model
 
 SMALL = {"factors": 16, "hidden": 32, "feature_dim": 8, "recent": 10, "epochs": 12, "learning_rate": 0.01,
          "batch_size": 256, "device": "cpu"}
@@ -80,9 +83,13 @@ def test_cold_item_split_scores_two_tower_and_refuses_mf(planted):
     _syn, full, _ = planted
     train, test = split(full, "cold-items", test_fraction=0.2, seed=0)
     assert not (train.item_counts()[test.matrix.indices] > 0).any()
-    tt = evaluate_cold_items(TwoTower(**SMALL).fit(train), test, ks=[5])
+    model = TwoTower(**SMALL).fit(train)
+    tt = evaluate_cold_items(model, test, ks=[5])
     random_recall = 5 / tt.extra["cold_items"]
     assert tt.metrics["recall@5"] > 2 * random_recall
+    # Regression (merge review): `recsys evaluate` had no cold-item protocol (it ranked the
+    # full catalogue, and models that cannot score cold items got zeros, not a note).
+    assert evaluate_model(model, test, ks=[5], cold_items=True).metrics == tt.metrics
     mf = evaluate_cold_items(MatrixFactorization(factors=4, epochs=2, device="cpu").fit(train), test, ks=[5])
     assert mf.metrics == {} and "cannot score" in mf.extra["note"]
 
@@ -148,6 +155,23 @@ def test_cli_trains_with_feature_files_and_cold_split(tmp_path, sample_ratings):
     assert "cannot score" in r.stdout
 
 
+def test_cli_evaluate_cold_items(tmp_path, sample_ratings):
+    """Regression (merge review): evaluate ranks a cold-item test set as train --split cold-items does."""
+    r = runner.invoke(app, ["split", "--data", str(sample_ratings), "--strategy", "cold-items",
+                            "--out-dir", str(tmp_path / "split"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    # The same seed and share: the model's catalogue holds the held-out items, untrained.
+    r = runner.invoke(app, ["train", "--data", str(sample_ratings), "--model", "popular",
+                            "--split", "cold-items", "--no-index", "--quiet", "--output", str(tmp_path / "pop")])
+    assert r.exit_code == 0, r.output
+    evaluate = ["evaluate", "--model", str(tmp_path / "pop"), "--data", str(tmp_path / "split" / "test.csv"), "--cold-items"]
+    r = runner.invoke(app, evaluate)
+    assert r.exit_code == 0, r.output
+    assert "cold-item metrics: none; popular: cannot score" in r.stdout
+    r = runner.invoke(app, [*evaluate, "--retrieval", "annoy"])
+    assert r.exit_code == 2 and "drop --retrieval" in r.output
+
+
 def test_cli_reports_bad_feature_rows(tmp_path, sample_ratings):
     bad = tmp_path / "items.csv"
     bad.write_text("item_id,year\nm00001,1999\nm00002,nineteen\n")
@@ -182,6 +206,32 @@ def test_fold_in_hook_matches_embed_new_users(fitted):
     np.testing.assert_allclose(vectors, fitted.embed_new_users(features, histories), rtol=1e-6)
 
 
+def test_diagnostics_keep_the_cold_items_the_item_tower_embeds(planted, fitted):
+    """Regression (merge review): maps and clusters left two-tower's cold items out as
+    "never learned", though the item tower embeds them from their features."""
+    from recsys.diagnostics import cluster_items, embedding_map
+
+    syn, full, _ = planted
+    cold = full.items.index(syn.cold_items)
+    assert (fitted.item_popularity[cold] == 0).all() and fitted.scores_cold_items
+    shown = embedding_map(fitted, max_points=10**6)
+    assert shown.n_learned == len(full.items) and set(syn.cold_items) <= set(shown.points["id"])
+    assert cluster_items(fitted, k=2).untrained == 0
+
+
+def test_fold_in_reads_the_latest_items_of_a_long_history(fitted):
+    """Regression (merge review): `recommend --history` gave the user tower a long history's
+    first item columns, not its latest items as in training."""
+    recent = fitted.recent
+    items = list(fitted.items.ids[: 3 * recent])
+    times = np.arange(len(items))  # the last items are the newest
+    history = Interactions.from_arrays(["new"] * len(items), items, timestamps=times)
+    folded = fitted.fold_in(history)
+    newest_first = items[::-1]
+    expected = fitted.embed_new_users(None, [newest_first])
+    np.testing.assert_allclose(folded.vectors, fitted.user_vectors(expected, None), rtol=1e-5, atol=1e-6)
+
+
 def test_recommend_cli_embeds_new_users_from_features(tmp_path, sample_ratings):
     sample = sample_ratings.parent
     model_dir = tmp_path / "tt"
@@ -202,3 +252,25 @@ def test_recommend_cli_embeds_new_users_from_features(tmp_path, sample_ratings):
     fallback = recs.groupby("user")["fallback"].all()
     assert not fallback["newbie"] and not fallback["historic"] and fallback["stranger"]
     assert not {"m00001", "m00002"} & set(recs.loc[recs.user == "historic", "item"])
+    # Regression (merge review): without --history the note read "folded in from None".
+    r = runner.invoke(app, ["recommend", "--model", str(model_dir), "--user-features", str(new), "--k", "5",
+                            "--out", str(tmp_path / "features_only.csv")])
+    assert r.exit_code == 0, r.output
+    assert f"2 users folded in from {new}" in r.output and "None" not in r.output
+    # Regression (merge review): a table with none of the model's user columns gave every
+    # user the same featureless embedding, silently.
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("user_id,shoe_size\nnewbie,42\n")
+    r = runner.invoke(app, ["recommend", "--model", str(model_dir), "--user-features", str(foreign),
+                            "--out", str(tmp_path / "foreign_recs.csv")])
+    assert r.exit_code == 2 and "no column the model was trained with" in r.output
+    assert not (tmp_path / "foreign_recs.csv").exists()
+
+
+def test_new_user_features_refused_by_a_model_trained_without_them():
+    from recsys.data.features import FeatureEncoder
+
+    model = TwoTower(**SMALL)
+    model.user_encoder = FeatureEncoder()
+    with pytest.raises(ConfigError, match="trained without user features"):
+        model.check_user_features(["age"])

@@ -221,9 +221,13 @@ def trained_items(model: Recommender) -> np.ndarray:
 
     An item in the model's id map without training interactions (it reached the id map
     through data that was then split off) keeps its initial vector: it is no part of
-    the learned geometry, so clusters, outliers and maps leave it out.
+    the learned geometry, so clusters, outliers and maps leave it out. A model that
+    embeds such items from their features (``scores_cold_items``: two-tower with an
+    item table) learned their vectors too: they stay in.
     """
     norms = np.linalg.norm(model.item_factors, axis=1)
+    if getattr(model, "scores_cold_items", False):
+        return norms > 0
     return (np.asarray(model.item_popularity) > 0) & (norms > 0)
 
 

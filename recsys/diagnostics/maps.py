@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.artifacts import atomic_file
-from recsys.diagnostics.clusters import default_k, kmeans, normalize_rows
+from recsys.diagnostics.clusters import default_k, kmeans, normalize_rows, trained_items
 from recsys.diagnostics.metadata import require_column, title_column, values_of
 from recsys.errors import ConfigError
 from recsys.seeding import as_generator
@@ -191,7 +191,10 @@ def embedding_map(
         raise ConfigError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
     unit = normalize_rows(factors)
     # Items (users) without training data have unlearned vectors: left out of the map.
-    learned = np.flatnonzero((popularity > 0) & (np.linalg.norm(factors, axis=1) > 0))
+    if of == "items":
+        learned = np.flatnonzero(trained_items(model))  # cold items too, where features embed them
+    else:
+        learned = np.flatnonzero((popularity > 0) & (np.linalg.norm(factors, axis=1) > 0))
     keep = learned[subsample(popularity[learned], max_points, random_state)]
     xy = project(unit[keep], method, random_state)
     points = pd.DataFrame({"id": np.asarray(ids)[keep], "x": xy[:, 0], "y": xy[:, 1], "popularity": popularity[keep]})

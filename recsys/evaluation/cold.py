@@ -63,7 +63,8 @@ def evaluate_cold_items(
     test, dropped = test.reindex(model.users, model.items)
     cold = cold_item_indices(model, test)
     if len(cold) == 0:
-        raise InputError("the test data has no items without training interactions; use --split cold-items", path=test.source)
+        raise InputError("the test data has no items that the model knows without training interactions "
+                         "(cold items come from --split cold-items or an item feature table)", path=test.source)
     extra = {"cold_items": len(cold), "candidates": "cold items only"}
     if not scores_cold_items(model):
         return Evaluation({}, ks, 0, dropped_entries=dropped, extra={**extra, "note": f"{model.name}: {CANNOT_SCORE}"})

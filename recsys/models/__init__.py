@@ -23,7 +23,7 @@ MODELS: dict[str, type[Recommender]] = {
 
 
 def create_model(name: str, **params: Any) -> Recommender:
-    """A model by its name (``als``, ``ials``, ``mf``, ``popular``) with the given hyper-parameters."""
+    """A model by its name (``als``, ``ials``, ``mf``, ``two-tower``, ``popular``) with the given hyper-parameters."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name].from_params(params)

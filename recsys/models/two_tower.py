@@ -423,6 +423,18 @@ class TwoTower(IterativeRecommender):
             hist[r, : len(idx)] = idx
         return self._new_user_vectors(features, hist)
 
+    def check_user_features(self, columns: Sequence[str], source: Any = "the user feature table") -> None:
+        """Refuse new users' features that the user tower cannot read: a model trained
+        without user features, or a table sharing no column with training (every user
+        would get the same featureless embedding)."""
+        enc = self.user_encoder
+        known = {*enc.categorical, *enc.multi, *enc.numeric}
+        if not known:
+            raise ConfigError(f"this {self.name} model was trained without user features; "
+                              "drop the user features (a --history alone is embedded)")
+        if not known & set(columns):
+            raise ConfigError(f"{source}: no column the model was trained with (it knows {', '.join(sorted(known))})")
+
     @torch.no_grad()
     def _new_user_vectors(self, features: pd.DataFrame | None, hist: np.ndarray) -> np.ndarray:
         """The user tower without an id: ``features`` rows and ``hist`` (n, H) item indices + 1."""
@@ -440,18 +452,25 @@ class TwoTower(IterativeRecommender):
         the user tower; users with features and no history entries are embedded too.
         """
         features = history.user_features
-        folded = super().fold_in(history, user_features=features, **options)
+        # The user tower reads each user's latest items, as in training (by timestamp when
+        # the history has them), not the first ``recent`` item columns.
+        recent = recent_item_matrix(history.reindex(history.users, self.items)[0], self.recent)
+        folded = super().fold_in(history, user_features=features, recent_items=recent, **options)
         if features is None:
             return folded
         return FeatureFoldIn(folded.users, folded.vectors, folded.seen, folded.dropped_entries,
                              rows_with_values(features))
 
     def _fold_in(
-        self, matrix: sp.csr_matrix, feedback: str, user_features: pd.DataFrame | None = None, **options: Any
+        self, matrix: sp.csr_matrix, feedback: str, user_features: pd.DataFrame | None = None,
+        recent_items: np.ndarray | None = None, **options: Any
     ) -> tuple[np.ndarray, None]:
         """New users from history rows of ``matrix`` (n, n_items) and, optionally, their
-        ``user_features`` (n rows, aligned with ``matrix``): no retraining, the towers as trained."""
+        ``user_features`` (n rows, aligned with ``matrix``): no retraining, the towers as trained.
+        ``recent_items`` (n, recent): each row's latest item indices + 1 (:func:`recent_item_matrix`)."""
         n = matrix.shape[0]
+        if recent_items is not None:
+            return self._new_user_vectors(user_features, recent_items), None
         hist = np.zeros((n, max(1, self.recent)), dtype=np.int64)
         for r in range(n):
             items = matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]][: self.recent]

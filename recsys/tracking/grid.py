@@ -223,7 +223,8 @@ def run_grid(grid: Grid, tracker: Tracker, *, progress: bool = False,
                 result = train(data, combo.config, tracker=tracker, run_name=combo.name, tags=tags,
                                nested=True, save=False, progress=progress, data_info=info)
                 value = None if result.evaluation is None else result.evaluation.metrics.get(grid.metric)
-                state = "finished"
+                note = None if result.evaluation is None else result.evaluation.extra.get("note")
+                state = f"finished, no metrics: {note}" if note else "finished"
             except TrackingError:
                 raise
             except Exception as exc:  # recorded FAILED by the child run; the grid goes on

@@ -39,6 +39,30 @@ def data_params(source: Any, prefix: str = "data") -> dict[str, Any]:
             f"{prefix}_sha256": sha256_file(path)}
 
 
+def feature_params(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Path, size and SHA-256 of each feature table given to a train job, and the column specs.
+
+    ``user_features_path``, ``item_features_path`` (then ``item_features_1_path``... when a
+    side has several tables), ``item_features_spec``; tables given as frames are not described.
+    """
+    params: dict[str, Any] = {}
+    for side in ("user", "item"):
+        tables = options.get(f"{side}_features")
+        if tables is None:
+            continue
+        if isinstance(tables, (str, os.PathLike)):
+            tables = [tables]
+        if not isinstance(tables, (list, tuple)):
+            continue
+        for i, table in enumerate(tables):
+            if isinstance(table, (str, os.PathLike)):
+                params.update(data_params(table, f"{side}_features" + (f"_{i}" if i else "")))
+        spec = options.get(f"{side}_features_spec")
+        if isinstance(spec, (str, os.PathLike)):
+            params[f"{side}_features_spec"] = os.fspath(spec)
+    return params
+
+
 def config_params(config: Any) -> dict[str, Any]:
     """Run settings and every hyper-parameter of the model (defaults filled in)."""
     from recsys.models import create_model
@@ -113,8 +137,13 @@ def log_diagnostics(run: Run, model: Any, item_features: Any = None) -> None:
 
 
 def log_evaluation(run: Run, evaluation: Any) -> None:
-    """Final test metrics (``recall_at_20``...) and the metrics table as ``metrics.csv``."""
+    """Final test metrics (``recall_at_20``...) and the metrics table as ``metrics.csv``.
+
+    Why there are none (a model that cannot score cold items) is the ``recsys.note`` tag.
+    """
     run.log_metrics(evaluation.metrics)
+    if evaluation.extra.get("note"):
+        run.set_tags({"recsys.note": str(evaluation.extra["note"])})
     run.log_metrics({"evaluated_users": evaluation.n_users, "skipped_users": evaluation.skipped_users})
     table = evaluation.table()
     table.index.name = "metric"
@@ -147,6 +176,7 @@ def train(data: Any, config: Any = None, *, tracker: Tracker | None = None, run_
         run.log_params(data_info if data_info is not None else data_params(data))
         if train_options.get("test") is not None:
             run.log_params(data_params(train_options["test"], "test"))
+        run.log_params(feature_params(train_options))
         callbacks = [*train_options.pop("callbacks", ()), run.callback()]
         temporary = None
         if tracker.enabled and tracker.log_models and not train_options.get("save", True):
@@ -189,7 +219,7 @@ def evaluate_model(model: Any, test: Any, *, tracker: Tracker | None = None, run
         run.log_params(data_params(test))
         if options.get("train") is not None:
             run.log_params(data_params(options["train"], "train"))
-        run.log_params({k: options[k] for k in ("retrieval", "search_k") if options.get(k) is not None})
+        run.log_params({k: options[k] for k in ("retrieval", "search_k", "cold_items") if options.get(k)})
         run.log_params({"ks": ",".join(map(str, options.get("ks", ())))} if options.get("ks") else {})
         evaluation = workflows.evaluate_model(model, test, **options)
         log_evaluation(run, evaluation)
@@ -198,12 +228,14 @@ def evaluate_model(model: Any, test: Any, *, tracker: Tracker | None = None, run
 
 
 def recommend_to_file(model: Any, out: Any, users: Any = None, k: int = 10, *, tracker: Tracker | None = None,
-                      model_source: str | None = None, run_name: str | None = None, **options: Any) -> Any:
+                      model_source: str | None = None, run_name: str | None = None,
+                      user_features: Any = None, user_features_spec: Any = None, **options: Any) -> Any:
     """:func:`recsys.retrieval.batch.recommend_to_file`, recorded as a run.
 
     Records the model and its source (a directory or ``runs:/...``), ``k``, the retrieval
     settings and the output path as parameters; users, rows, fallback users and seconds
-    as metrics. The output file itself is not copied into the store.
+    as metrics. The output file itself is not copied into the store. ``user_features``
+    (the new users' feature tables, already attached to ``history``) are only recorded.
     """
     from recsys.retrieval.batch import recommend_to_file as write
 
@@ -215,7 +247,9 @@ def recommend_to_file(model: Any, out: Any, users: Any = None, k: int = 10, *, t
                         **{key: options[key] for key in ("retrieval", "search_k", "include_seen")
                            if options.get(key) is not None}})
         if options.get("history") is not None:
-            run.log_params(data_params(options["history"], "history"))
+            history = data_params(options["history"], "history")
+            run.log_params({k: v for k, v in history.items() if v is not None})
+        run.log_params(feature_params({"user_features": user_features, "user_features_spec": user_features_spec}))
         result = write(model, out, users, k, **options)
         run.log_metrics({name: value for name, value in result.to_dict().items()
                          if name not in ("k", "path", "retrieval")})

@@ -179,6 +179,12 @@ class Tracker:
             self.experiment_id = mlflow.set_experiment(self.experiment).experiment_id
         except MlflowException as exc:
             raise TrackingError(f"tracking store {self.uri}: cannot use experiment {self.experiment!r}: {exc.message}") from None
+        except Exception as exc:  # e.g. SQLAlchemy's, for a store whose creation was interrupted
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(
+                f"tracking store {self.uri} cannot be opened ({first[:200]}); a run interrupted while "
+                "creating a new store leaves it half made: remove it, or pass --no-track"
+            ) from None
         finally:
             logger.setLevel(level)
 
@@ -199,7 +205,7 @@ class Tracker:
         """Record one job as a run (a child of the active run with ``nested``).
 
         The run ends ``FINISHED`` when the block completes, ``FAILED`` with the error as
-        the ``recsys.error`` tag when it raises, ``KILLED`` on Ctrl-C.
+        the ``recsys.error`` tag when it raises, ``KILLED`` on Ctrl-C or a signal.
         """
         if not self.enabled:
             yield NullRun()
@@ -213,7 +219,9 @@ class Tracker:
         try:
             yield run
         except BaseException as exc:
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            # Ctrl-C, or a signal that stopped training after a checkpoint (TrainingInterrupted).
+            stopped = isinstance(exc, KeyboardInterrupt) or getattr(exc, "signum", None) is not None
+            status = "KILLED" if stopped else "FAILED"
             with contextlib.suppress(Exception):
                 mlflow.set_tag("recsys.error", f"{type(exc).__name__}: {exc}"[:_MAX_PARAM])
             end_active_run(status)
