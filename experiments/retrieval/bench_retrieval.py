@@ -119,6 +119,8 @@ def annoy_grid(model: Recommender, vectors: np.ndarray, exclude, truth: np.ndarr
             row = {
                 "trees": trees,
                 "search_k": {None: "auto", -1: "annoy n*trees"}.get(search_k, search_k),
+                "metric": index.meta.get("metric"),
+                "metric_choice": {m: round(v, 3) for m, v in (index.meta.get("metric_choice") or {}).items()},
                 "build_s": round(index.meta["build_seconds"], 2),
                 "index_mb": round(size / 2**20, 1),
                 "items_ann_mb": round(items_bytes / 2**20, 1),
@@ -294,10 +296,10 @@ def render(results: dict) -> str:
         lines.append("")
     for e in [*entries, *([results["large"]] if "large" in results else [])]:
         lines += [f"Annoy on {e['data']}:", "",
-                  "| trees | search_k | build s | index MB | users/s | overlap@20 | recall@20 | ms per single query |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| trees | search_k | metric | build s | index MB | users/s | overlap@20 | recall@20 | ms per single query |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in e["annoy"]:
-            lines.append(f"| {r['trees']} | {r['search_k']} | {r['build_s']} | {r['index_mb']} | {r['users_per_s']} "
+            lines.append(f"| {r['trees']} | {r['search_k']} | {r.get('metric', 'dot')} | {r['build_s']} | {r['index_mb']} | {r['users_per_s']} "
                          f"| {r['overlap@20']} | {r.get('recall@20', '')} | {r.get('ms_per_single_query', '')} |")
         lines.append("")
     return "\n".join(lines)
