@@ -40,20 +40,27 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("RECSYS_SHARED_DATA", "/work/shared/data"))
     parser.add_argument("--datasets", default="ml-100k,ml-latest-small")
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--output", default="tune_validation.json")
+    parser.add_argument("--append", action="store_true", help="add rows to an existing output file")
+    parser.add_argument("--reference", default="als", help="models scored on the same validation split (defaults)")
     args = parser.parse_args()
-    out = HERE / "tune_validation.json"
-    rows = []
+    out = HERE / args.output
+    rows = json.loads(out.read_text()) if out.exists() and args.append else []
     for ds in args.datasets.split(","):
         ratings, ufiles, ifiles = datasets(Path(args.data))[ds]
         _plain, featured, _report = load(ratings, ufiles, ifiles)
         train, _test = split(featured, "user", test_fraction=0.2, seed=0)
         del _test  # set aside: nothing below may see it
         fit_part, valid = validation_split(train, 0.2, 0)
-        for name in args.candidates.split(","):
+        runs = [("two-tower", name, CANDIDATES[name]) for name in args.candidates.split(",") if name]
+        runs += [(ref, f"{ref} (defaults, reference)", {}) for ref in args.reference.split(",") if ref]
+        for model_name, name, params in runs:
             t0 = time.perf_counter()
-            model = create_model("two-tower", device="cpu", **CANDIDATES[name]).fit(fit_part)
+            # Only the two-tower model reads the feature tables; the others ignore them.
+            extra = {"device": "cpu"} if model_name == "two-tower" else {}
+            model = create_model(model_name, **extra, **params).fit(fit_part)
             ev = evaluate(model, valid, ks=[K])
-            row = {"dataset": ds, "setting": name, "params": CANDIDATES[name],
+            row = {"dataset": ds, "setting": name, "params": params,
                    f"recall@{K}": ev.metrics[f"recall@{K}"], f"ndcg@{K}": ev.metrics[f"ndcg@{K}"],
                    "fit_s": round(time.perf_counter() - t0, 1), "load": round(os.getloadavg()[0], 1)}
             rows.append(row)
