@@ -31,7 +31,8 @@ CANDIDATES = {
     "default (10 epochs)": {},
     "15 epochs": {"epochs": 15},
     "20 epochs": {"epochs": 20},
-    "15 epochs, 128 factors": {"epochs": 15, "factors": 128},
+    "15 epochs + 128 factors": {"epochs": 15, "factors": 128},
+    "15 epochs + 32 factors": {"epochs": 15, "factors": 32},
 }
 
 
