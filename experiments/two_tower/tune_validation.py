@@ -33,6 +33,10 @@ CANDIDATES = {
     "20 epochs": {"epochs": 20},
     "15 epochs + 128 factors": {"epochs": 15, "factors": 128},
     "15 epochs + 32 factors": {"epochs": 15, "factors": 32},
+    "temperature 0.05": {"temperature": 0.05},
+    "temperature 0.2": {"temperature": 0.2},
+    "id dropout 0": {"id_dropout": 0.0},
+    "learning rate 0.01": {"learning_rate": 0.01},
 }
 
 
