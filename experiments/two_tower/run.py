@@ -9,7 +9,8 @@ no embedding for an item they never saw interact, so the table says "cannot scor
 random-ranking recall (k / number of cold items) is the floor; popularity has nothing to
 rank cold items by (all have zero training interactions).
 
-Writes results.md (the table) and results.json beside this script.
+Writes results.md (the table) and results.json beside this script (--output changes the stem;
+--two-tower-params sets two-tower settings over its defaults).
 """
 
 from __future__ import annotations
