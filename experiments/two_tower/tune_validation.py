@@ -6,7 +6,7 @@ For each data set: the same per-user 80/20 train/test split as run.py (seed 0); 
 part is dropped at once; ``recsys.workflows.validation_split`` carves 20% of each user's
 training interactions out as validation (seed 1). Each candidate setting is fitted on the
 rest, with the feature tables, and scored on validation (recall@20, NDCG@20). Writes
-tune_validation.json beside this script (rows appended as they finish).
+tune_validation.json beside this script (--output to change; rows written as they finish).
 """
 
 from __future__ import annotations
