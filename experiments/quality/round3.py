@@ -5,7 +5,7 @@ Stages (each cached in ``results/round3.<stage>.json``):
 - ``val``: iALS on seed 0's validation split only (as round two): 384 and 512 factors at
   round two's pick (nu 0.25, lambda 1, alpha0 0.1) and its neighbours (lambda x0.5, x2;
   alpha0 0.05, 0.2), epochs 8, 16, 24 scored from one fit; then ratings as confidence
-  (``weighting`` linear / log, alpha tuned) at 384 factors. Same pick rule as round two:
+  (``weighting`` linear / log, alpha tuned) at 384 factors, and around the best of those. Same pick rule as round two:
   maximize min(val recall / 0.2114, val NDCG / 0.2238). ``--shard i/n`` runs every n-th fit.
 - ``test``: the pick on seeds 0-4 on test; the reference's per-seed scores are reused from
   ``results/round2.test.json`` (same splits, same reference fits).
@@ -43,6 +43,9 @@ GRID = [{"factors": f, **BASE, **n} for f in (384, 512) for n in NEIGHBOURS]
 # ratings as confidence (alpha * r, alpha * log1p(r); ratings 0.5-5, mean about 3.5) at 384 factors
 GRID += [{"factors": 384, **BASE, "weighting": w, "alpha": a}
          for w, alphas in (("linear", (0.15, 0.3, 0.6)), ("log", (0.35, 0.7, 1.4))) for a in alphas]
+# around the best of those (linear, alpha 0.3): alpha 0.2 / 0.4, and 256 / 512 factors
+GRID += [{"factors": 384, **BASE, "weighting": "linear", "alpha": a} for a in (0.2, 0.4)]
+GRID += [{"factors": f, **BASE, "weighting": "linear", "alpha": 0.3} for f in (256, 512)]
 CHECKPOINTS = [8, 16, 24]
 
 
