@@ -7,6 +7,9 @@ Stages (each cached in ``results/round3.<stage>.json``):
   alpha0 0.05, 0.2), epochs 8, 16, 24 scored from one fit; then ratings as confidence
   (``weighting`` linear / log, alpha tuned) at 384 factors, and around the best of those. Same pick rule as round two:
   maximize min(val recall / 0.2114, val NDCG / 0.2238). ``--shard i/n`` runs every n-th fit.
+- ``refcheck``: the reference (implicit's ALS at its tuned setting) with linear confidence
+  on the same validation split, to see whether rating confidence helps it as much.
+- ``reftest``: the best of those (by the same rule) on the five test seeds, beside ours.
 - ``test``: the pick on seeds 0-4 on test; the reference's per-seed scores are reused from
   ``results/round2.test.json`` (same splits, same reference fits).
 - ``table``: ``results/round3.table.md``.
@@ -31,7 +34,7 @@ from round2 import REF_VAL, RESULTS, Marks, seed0_validation
 from run_quality import scores, timed_fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "baselines"))
-from reference import DATA_DIR, load_dataset, machine_line
+from reference import DATA_DIR, ImplicitALS, load_dataset, machine_line
 
 from recsys.data.splits import split
 from recsys.models import create_model
@@ -79,6 +82,43 @@ def stage_val(log: Any, shard: tuple[int, int]) -> None:
         state.setdefault("fits", {})[key] = rows
         save("val", state)
         log(f"val {params}: " + " ".join(f"{r['epochs']}:{r['val_recall']:.4f}/{r['val_ndcg']:.4f}" for r in rows))
+
+
+def stage_refcheck(log: Any) -> None:
+    fit_part, valid = seed0_validation("ml-latest-small")
+    state = load("refcheck") or {"rows": []}
+    done = {(r["weighting"], r["alpha"], r.get("regularization", 10.0)) for r in state["rows"]}
+    combos = [("binary", 1.0, 10.0), ("linear", 0.1, 10.0), ("linear", 0.3, 10.0), ("linear", 1.0, 10.0)]
+    combos += [("linear", a, lam) for a in (0.2, 0.3, 0.5) for lam in (3.0, 30.0)] + [("linear", a, 10.0) for a in (0.2, 0.5)]
+    combos += [("linear", 0.7, 10.0), ("linear", 0.5, 20.0), ("linear", 0.7, 20.0), ("linear", 0.4, 10.0)]
+    for weighting, alpha, lam in combos:
+        if (weighting, alpha, lam) in done:
+            continue
+        ref = ImplicitALS(factors=256, regularization=lam, alpha=alpha, weighting=weighting, iterations=30,
+                          num_threads=1, random_state=0)
+        ref.fit(fit_part)
+        m = scores(ref, valid)
+        state["rows"].append({"weighting": weighting, "alpha": alpha, "regularization": lam, "val_recall": m["recall"], "val_ndcg": m["ndcg"]})
+        save("refcheck", state)
+        log(f"reference {weighting} alpha {alpha} lambda {lam}: {m['recall']:.4f}/{m['ndcg']:.4f}")
+
+
+def stage_reftest(log: Any, seeds: list[int]) -> None:
+    ref_r, ref_n = REF_VAL["ml-latest-small"]
+    top = max(load("refcheck")["rows"], key=lambda r: min(r["val_recall"] / ref_r, r["val_ndcg"] / ref_n))
+    params = {"factors": 256, "regularization": top["regularization"], "alpha": top["alpha"],
+              "weighting": top["weighting"], "iterations": 30}
+    state = load("reftest") or {"params": params, "val": top, "runs": {}}
+    data = load_dataset("ml-latest-small", DATA_DIR)
+    for seed in seeds:
+        if str(seed) in state["runs"]:
+            continue
+        train, test = split(data, "user", test_fraction=0.2, seed=seed)
+        ref = ImplicitALS(**params, num_threads=1, random_state=seed)
+        cpu = timed_fit(ref, train)
+        state["runs"][str(seed)] = {**scores(ref, test), "fit_cpu_seconds": cpu}
+        save("reftest", state)
+        log(f"reference {params} seed {seed}: {state['runs'][str(seed)]['recall']:.4f}/{state['runs'][str(seed)]['ndcg']:.4f}")
 
 
 def best() -> dict[str, Any]:
@@ -139,12 +179,31 @@ def table() -> str:
         lines.append(f"| mean ± std | {' | '.join(cells)} | {dr.mean():+.4f} ± {dr.std():.4f} / "
                      f"{dn.mean():+.4f} ± {dn.std():.4f} |")
         lines.append(f"\nFit CPU (s, round three): {arr('ials', 'fit_cpu_seconds').mean():.2f}")
+        rt = load("reftest")
+        if len(rt.get("runs", {})) == len(runs):
+            lines += ["", "Reference with linear confidence (validation: " + ", ".join(
+                f"{r['weighting']} alpha {r['alpha']:g} lambda {r.get('regularization', 10.0):g}: "
+                f"{r['val_recall']:.4f} / {r['val_ndcg']:.4f}" for r in load("refcheck")["rows"])
+                + f"); on test, {rt['params']}:", "",
+                "| seed | reference (linear) recall / NDCG | round three recall / NDCG | paired diff. |",
+                "| --- | --- | --- | --- |"]
+            rr = np.array([rt["runs"][s]["recall"] for s in sorted(st["runs"])])
+            rn = np.array([rt["runs"][s]["ndcg"] for s in sorted(st["runs"])])
+            for i, s in enumerate(sorted(st["runs"])):
+                lines.append(f"| {s} | {rr[i]:.4f} / {rn[i]:.4f} | {arr('ials', 'recall')[i]:.4f} / "
+                             f"{arr('ials', 'ndcg')[i]:.4f} | {arr('ials', 'recall')[i] - rr[i]:+.4f} / "
+                             f"{arr('ials', 'ndcg')[i] - rn[i]:+.4f} |")
+            dr, dn = arr("ials", "recall") - rr, arr("ials", "ndcg") - rn
+            lines.append(f"| mean ± std | {rr.mean():.4f} ± {rr.std():.4f} / {rn.mean():.4f} ± {rn.std():.4f} | "
+                         f"{arr('ials', 'recall').mean():.4f} ± {arr('ials', 'recall').std():.4f} / "
+                         f"{arr('ials', 'ndcg').mean():.4f} ± {arr('ials', 'ndcg').std():.4f} | "
+                         f"{dr.mean():+.4f} ± {dr.std():.4f} / {dn.mean():+.4f} ± {dn.std():.4f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stages", nargs="+", default=["val", "test", "table"], choices=["val", "test", "table"])
+    parser.add_argument("--stages", nargs="+", default=["val", "test", "table"], choices=["val", "refcheck", "reftest", "test", "table"])
     parser.add_argument("--shard", default="0/1", help="val stage: i/n runs every n-th fit from the i-th")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
@@ -157,6 +216,10 @@ def main() -> None:
     for stage in args.stages:
         if stage == "val":
             stage_val(log, shard)
+        elif stage == "refcheck":
+            stage_refcheck(log)
+        elif stage == "reftest":
+            stage_reftest(log, args.seeds)
         elif stage == "test":
             stage_test(log, args.seeds)
         else:
