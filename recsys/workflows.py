@@ -6,6 +6,7 @@ object; the CLI only parses flags, calls one of these and prints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -160,7 +161,6 @@ def train(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
     checkpoint_on_signal: bool = False,
-    _output_locked: bool = False,
 ) -> TrainResult:
     """Load, split, fit, evaluate and save a model.
 
@@ -198,102 +198,95 @@ def train(
     config.check()
     checkpointing = None
     directory = Path(output) if output is not None else default_model_dir(config.model)
-    if save and not _output_locked:
-        # Hold the output for the whole run: a second run aimed at the same directory is
-        # refused at once with a clear message, not after hours of training.
-        with output_lock(directory):
-            return train(
-                data, config, test=test, read_options=read_options, output=directory, save=save,
-                callbacks=callbacks, progress=progress, on_saving=on_saving, index_trees=index_trees,
-                checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume,
-                checkpoint_on_signal=checkpoint_on_signal, user_features=user_features,
-                item_features=item_features, user_features_spec=user_features_spec,
-                item_features_spec=item_features_spec, _output_locked=True,
+    with contextlib.ExitStack() as held:
+        if save:
+            # Hold the output for the whole run: a second run aimed at the same directory is
+            # refused at once with a clear message, not after hours of training.
+            held.enter_context(output_lock(directory))
+        model_cls = MODELS[config.model]
+        can = issubclass(model_cls, IterativeRecommender) and model_cls.supports_checkpoints()
+        if checkpoint_every or checkpoint_dir is not None or (checkpoint_on_signal and can):
+            if not can:
+                raise ConfigError(
+                    f"model {config.model!r} has no checkpoints; they apply to iterative models "
+                    f"({', '.join(n for n, c in MODELS.items() if issubclass(c, IterativeRecommender) and c.supports_checkpoints())})"
+                )
+            if checkpoint_dir is None:
+                checkpoint_dir = directory.with_name(directory.name + ".checkpoint")
+            checkpointing = Checkpointing(
+                Path(checkpoint_dir),
+                every=int(checkpoint_every or 0),
+                resume=resume is not None,
+                run=_run_settings(data, test, config, read_options, directory, int(checkpoint_every or 0)),
             )
-    model_cls = MODELS[config.model]
-    can = issubclass(model_cls, IterativeRecommender) and model_cls.supports_checkpoints()
-    if checkpoint_every or checkpoint_dir is not None or (checkpoint_on_signal and can):
-        if not can:
-            raise ConfigError(
-                f"model {config.model!r} has no checkpoints; they apply to iterative models "
-                f"({', '.join(n for n, c in MODELS.items() if issubclass(c, IterativeRecommender) and c.supports_checkpoints())})"
-            )
-        if checkpoint_dir is None:
-            checkpoint_dir = directory.with_name(directory.name + ".checkpoint")
-        checkpointing = Checkpointing(
-            Path(checkpoint_dir),
-            every=int(checkpoint_every or 0),
-            resume=resume is not None,
-            run=_run_settings(data, test, config, read_options, directory, int(checkpoint_every or 0)),
-        )
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    full = load(data, read_options)
-    feature_report = None
-    if user_features is not None or item_features is not None:
-        full, feature_report = _attach(full, config, user_features, item_features, user_features_spec,
-                                       item_features_spec, (read_options or ReadOptions()).encoding)
-    test_data: Interactions | None = None
-    if test is not None:
-        train_data = full
-        test_data, dropped = load(test, read_options).reindex(full.users, full.items)
-        if test_data.nnz == 0:
-            raise InputError(
-                f"no test entry has a user and an item in the training data ({dropped} entries "
-                "dropped); is this the right test file for this training data?",
-                path=None if isinstance(test, Interactions) else test,
-            )
-    elif config.split == "none":
-        train_data = full
-    else:
-        train_data, test_data = split_data(full, config)
-    timings["load_split"] = time.perf_counter() - start
-
-    validation = None
-    fit_options: dict[str, Any] = {"callbacks": callbacks, "progress": progress}
-    if config.validation_fraction:
-        train_data, validation = validation_split(train_data, config.validation_fraction, config.seed)
-        fit_options["validation"] = Validation(validation, config.validation_metric, config.patience)
-    model = create_model(config.model, **config.model_params())
-    start = time.perf_counter()
-    if checkpointing is not None:
-        fit_options["checkpointing"] = checkpointing
-    if config.model == "popular":
-        fit_options = {}
-    model.fit(train_data, **fit_options)
-    timings["fit"] = time.perf_counter() - start
-
-    evaluation = None
-    if test_data is not None and test_data.nnz:
-        if config.split == "cold-items" and test is None:
-            from recsys.evaluation.cold import evaluate_cold_items
-
-            evaluation = evaluate_cold_items(model, test_data, ks=config.ks, progress=progress)
-        else:
-            evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
-        timings["evaluate"] = evaluation.seconds
-    result = TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, feature_report)
-    if save:
+        timings: dict[str, float] = {}
         start = time.perf_counter()
+        full = load(data, read_options)
+        feature_report = None
+        if user_features is not None or item_features is not None:
+            full, feature_report = _attach(full, config, user_features, item_features, user_features_spec,
+                                           item_features_spec, (read_options or ReadOptions()).encoding)
+        test_data: Interactions | None = None
+        if test is not None:
+            train_data = full
+            test_data, dropped = load(test, read_options).reindex(full.users, full.items)
+            if test_data.nnz == 0:
+                raise InputError(
+                    f"no test entry has a user and an item in the training data ({dropped} entries "
+                    "dropped); is this the right test file for this training data?",
+                    path=None if isinstance(test, Interactions) else test,
+                )
+        elif config.split == "none":
+            train_data = full
+        else:
+            train_data, test_data = split_data(full, config)
+        timings["load_split"] = time.perf_counter() - start
 
-        def extras(tmp: Path) -> None:
-            write_json(tmp / "run.json", run_record(result, data))
-            if index_trees:
-                from recsys.retrieval.annoy_index import INDEX_DIR, AnnoyIndex
+        validation = None
+        fit_options: dict[str, Any] = {"callbacks": callbacks, "progress": progress}
+        if config.validation_fraction:
+            train_data, validation = validation_split(train_data, config.validation_fraction, config.seed)
+            fit_options["validation"] = Validation(validation, config.validation_metric, config.patience)
+        model = create_model(config.model, **config.model_params())
+        start = time.perf_counter()
+        if checkpointing is not None:
+            fit_options["checkpointing"] = checkpointing
+        if config.model == "popular":
+            fit_options = {}
+        model.fit(train_data, **fit_options)
+        timings["fit"] = time.perf_counter() - start
 
-                (tmp / INDEX_DIR).mkdir()
-                AnnoyIndex.build(result.model, trees=index_trees).write(tmp / INDEX_DIR)
-            if on_saving is not None:
-                on_saving(tmp, result)
+        evaluation = None
+        if test_data is not None and test_data.nnz:
+            if config.split == "cold-items" and test is None:
+                from recsys.evaluation.cold import evaluate_cold_items
 
-        model.save(directory, extras=extras, lock=False)
-        result.model_dir = directory
-        timings["save"] = time.perf_counter() - start
-    if checkpointing is not None and checkpointing.directory.exists():
-        # Its job is done: the run is complete and the model saved.
-        with output_lock(checkpointing.directory):
-            shutil.rmtree(checkpointing.directory, ignore_errors=True)
-    return result
+                evaluation = evaluate_cold_items(model, test_data, ks=config.ks, progress=progress)
+            else:
+                evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
+            timings["evaluate"] = evaluation.seconds
+        result = TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, feature_report)
+        if save:
+            start = time.perf_counter()
+
+            def extras(tmp: Path) -> None:
+                write_json(tmp / "run.json", run_record(result, data))
+                if index_trees:
+                    from recsys.retrieval.annoy_index import INDEX_DIR, AnnoyIndex
+
+                    (tmp / INDEX_DIR).mkdir()
+                    AnnoyIndex.build(result.model, trees=index_trees).write(tmp / INDEX_DIR)
+                if on_saving is not None:
+                    on_saving(tmp, result)
+
+            model.save(directory, extras=extras, lock=False)
+            result.model_dir = directory
+            timings["save"] = time.perf_counter() - start
+        if checkpointing is not None and checkpointing.directory.exists():
+            # Its job is done: the run is complete and the model saved.
+            with output_lock(checkpointing.directory):
+                shutil.rmtree(checkpointing.directory, ignore_errors=True)
+        return result
 
 
 def _attach(
