@@ -5,16 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from recsys_cli.main import app
-from typer.testing import CliRunner
-
-runner = CliRunner()
-
-
-def run(*args: str, code: int = 0):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == code, (result.output, result.exception)
-    return result
+from cli_invoke import run
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from recsys_cli.main import app
-from typer.testing import CliRunner
+from cli_invoke import run
 
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
@@ -245,13 +244,6 @@ def test_history_with_no_known_item_falls_back_and_popular_folds_trivially(check
 
 
 # -- command line -----------------------------------------------------------------------------
-runner = CliRunner()
-
-
-def run(*args: str, code: int = 0):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == code, (result.output, result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from recsys_cli.main import app
-from typer.testing import CliRunner
+from cli_invoke import run as cli
 
 from recsys.data import read_interactions
 from recsys.errors import ConfigError, TrackingError
@@ -34,13 +33,6 @@ from recsys.tracking import tune as tracked_tune
 from recsys.workflows import TrainConfig
 
 pytest.importorskip("mlflow")
-runner = CliRunner()
-
-
-def cli(*args: str, code: int = 0):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == code, (result.output, result.exception)
-    return result
 
 
 def _free_port() -> int:
