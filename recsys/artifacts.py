@@ -246,6 +246,26 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ModelFormatError(f"{path}: not valid JSON ({exc})") from None
 
 
+def read_description(
+    path: str | os.PathLike, *, format: str, version: int, what: str, where: str | os.PathLike, advice: str = ""
+) -> dict[str, Any]:
+    """The JSON description of a saved artifact (model, index, checkpoint), checked.
+
+    Refused with :class:`ModelFormatError` unless it is an object whose ``format`` is
+    ``format`` and whose ``format_version`` is ``version``; ``what`` names the artifact in
+    the message, ``where`` its directory, ``advice`` what the user can do about an old one.
+    """
+    meta = read_json(path)
+    if not isinstance(meta, dict) or meta.get("format") != format:
+        raise ModelFormatError(f"{path}: not a recsys {what} description")
+    if meta.get("format_version") != version:
+        raise ModelFormatError(
+            f"{where}: {what} format version {meta.get('format_version')!r} is not supported "
+            f"(this recsys reads version {version}){'; ' + advice if advice else ''}"
+        )
+    return meta
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.integer):
         return int(obj)

@@ -34,7 +34,7 @@ from recsys.artifacts import (
     atomic_directory,
     inside,
     load_arrays,
-    read_json,
+    read_description,
     save_arrays,
     sha256_file,
     write_json,
@@ -160,15 +160,8 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     if not directory.is_dir():
         raise ConfigError(f"{directory}: no checkpoint directory there")
-    meta = read_json(inside(directory, _META))
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise ModelFormatError(f"{directory}: {_META} is not a recsys checkpoint description")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{directory}: checkpoint format version {meta.get('format_version')!r} is not supported "
-            f"(this recsys reads version {FORMAT_VERSION})"
-        )
-    return meta
+    return read_description(inside(directory, _META), format=FORMAT_NAME, version=FORMAT_VERSION,
+                            what="checkpoint", where=directory)
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:

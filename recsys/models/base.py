@@ -25,7 +25,7 @@ from recsys.artifacts import (
     atomic_directory,
     inside,
     load_arrays,
-    read_json,
+    read_description,
     save_arrays,
     sha256_file,
     write_json,
@@ -424,15 +424,8 @@ class Recommender(ABC):
         path = Path(path)
         if not path.is_dir():
             raise ModelFormatError(f"{path}: not a model directory (no such directory)")
-        meta = read_json(path / _META)
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise ModelFormatError(f"{path}: {_META} is not a recsys model description")
-        version = meta.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ModelFormatError(
-                f"{path}: model format version {version!r} is not supported (this recsys reads version "
-                f"{FORMAT_VERSION}); re-train or use the recsys version that wrote it"
-            )
+        meta = read_description(path / _META, format=FORMAT_NAME, version=FORMAT_VERSION, what="model", where=path,
+                                advice="re-train or use the recsys version that wrote it")
         kind = meta.get("model")
         if not isinstance(kind, str) or kind not in MODELS:
             raise ModelFormatError(f"{path}: unknown model type {kind!r}")

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.artifacts import atomic_directory, read_json, sha256_file, write_json
+from recsys.artifacts import atomic_directory, read_description, sha256_file, write_json
 from recsys.errors import ConfigError, ModelFormatError
 
 if TYPE_CHECKING:
@@ -305,14 +305,8 @@ class AnnoyIndex:
             raise ModelFormatError(
                 f"{model_dir}: has no Annoy index; build it with `recsys index --model {model_dir}`"
             )
-        meta = read_json(directory / META_FILE)
-        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
-            raise ModelFormatError(f"{directory / META_FILE}: not a recsys index description")
-        if meta.get("format_version") != INDEX_FORMAT_VERSION:
-            raise ModelFormatError(
-                f"{directory}: index format version {meta.get('format_version')!r} is not supported "
-                f"(this recsys reads {INDEX_FORMAT_VERSION}); rebuild it with `recsys index`"
-            )
+        meta = read_description(directory / META_FILE, format=INDEX_FORMAT, version=INDEX_FORMAT_VERSION,
+                                what="index", where=directory, advice="rebuild it with `recsys index`")
         vectors = model.item_vectors()
         rebuild = f"; rebuild it with `recsys index --model {model_dir}`"
         if meta.get("n_items") != len(vectors) or meta.get("dimension") != vectors.shape[1]:
