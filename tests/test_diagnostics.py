@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_invoke import run
 
 from recsys.data.synthetic import GENRES, generate
 from recsys.diagnostics import (
@@ -190,32 +191,37 @@ def test_align_items_matches_text_and_integer_ids():
 
 
 # -- command line -----------------------------------------------------------------------------
-def _run(*args: str, code: int = 0):
-    from recsys_cli.main import app
-    from typer.testing import CliRunner
-
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == code, (result.output, result.exception)
-    return result
-
-
 def test_cli_plot_clusters_audit(planted, tmp_path: Path):
     _, model_dir, items_file, _, _, wrong = planted
     out = tmp_path / "map.html"
-    r = _run("embeddings", "plot", "--model", str(model_dir), "--item-features", str(items_file),
+    r = run("embeddings", "plot", "--model", str(model_dir), "--item-features", str(items_file),
              "--color", "genres", "--out", str(out), "--format", "json", "--quiet")
     assert json.loads(r.stdout)["points"] == 150 and out.is_file()
-    _run("embeddings", "plot", "--model", str(model_dir), "--color", "cluster", "--out", str(tmp_path / "m.png"), "-q")
+    run("embeddings", "plot", "--model", str(model_dir), "--color", "cluster", "--out", str(tmp_path / "m.png"), "-q")
     assert (tmp_path / "m.png").is_file()
-    r = _run("embeddings", "clusters", "--model", str(model_dir), "--k", "5", "--item-features", str(items_file),
+    r = run("embeddings", "clusters", "--model", str(model_dir), "--k", "5", "--item-features", str(items_file),
              "--format", "json")
     assert len(json.loads(r.stdout)["clusters"]) == 5
-    r = _run("embeddings", "clusters", "--model", str(model_dir), "--item-features", str(items_file))
+    r = run("embeddings", "clusters", "--model", str(model_dir), "--item-features", str(items_file))
     assert "popular:" in r.stdout
-    r = _run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(items_file),
+    r = run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(items_file),
              "--column", "genres", "--format", "json", "--out", str(tmp_path / "audit.csv"))
     assert json.loads(r.stdout)[0]["item"] == wrong
     assert pd.read_csv(tmp_path / "audit.csv")["item"].iloc[0] == wrong
-    r = _run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(items_file),
+    r = run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(items_file),
              "--column", "nope", code=2)
     assert "no column 'nope'" in r.output and "Traceback" not in r.output
+
+
+def test_cli_plot_options(planted, tmp_path: Path):
+    """--of users, --method tsne, --max-points and --hover, through the command line."""
+    _, model_dir, items_file, _, _, _ = planted
+    r = run("embeddings", "plot", "--model", str(model_dir), "--of", "users", "--method", "tsne",
+            "--max-points", "60", "--out", str(tmp_path / "users.png"), "--format", "json", "--quiet")
+    payload = json.loads(r.stdout)
+    assert (payload["points"], payload["total"], payload["method"]) == (60, 400, "tsne")
+    assert (tmp_path / "users.png").stat().st_size > 0
+    out = tmp_path / "items.html"
+    run("embeddings", "plot", "--model", str(model_dir), "--item-features", str(items_file),
+        "--hover", "year", "--out", str(out), "--quiet")
+    assert "year: %{customdata" in out.read_text()  # the hover column is in the points' hover text

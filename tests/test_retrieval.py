@@ -374,3 +374,29 @@ def test_choose_metric_keeps_the_forest_that_finds_the_exact_top_k():
     assert best == "dot" and shares["dot"] == 1.0 > shares["angular"]
     best, _ = choose_metric({"angular": Forest(True), "dot": Forest(True)}, vectors, queries, 2, 0, k=5)
     assert best == "angular"  # ties keep angular
+
+
+def test_cli_retrieval_flags_do_what_their_help_says(trained_dir, tmp_path):
+    """--include-seen, --batch-users, --search-k and --jobs of recommend and index."""
+    model_dir = trained_dir / "model"
+    train = pd.read_csv(trained_dir / "split" / "train.csv")
+    seen = set(zip(train["user"], train["item"], strict=True))
+
+    def recs(name: str, *flags: str) -> pd.DataFrame:
+        run("recommend", "--model", str(model_dir), "--k", "10", "--out", str(tmp_path / name), "--quiet", *flags)
+        return pd.read_csv(tmp_path / name)
+
+    default = recs("default.csv")
+    assert not any(pair in seen for pair in zip(default["user"], default["item"], strict=True))
+    # Seen items allowed: a model fitted on these very items ranks many of them first.
+    with_seen = recs("seen.csv", "--include-seen")
+    assert sum(pair in seen for pair in zip(with_seen["user"], with_seen["item"], strict=True)) > len(with_seen) // 4
+    # Chunking changes how the file is written, not what is in it.
+    pd.testing.assert_frame_equal(recs("chunked.csv", "--batch-users", "7"), default)
+
+    r = run("index", "--model", str(model_dir), "--trees", "5", "--search-k", "1234", "--jobs", "1",
+            "--format", "json", "--quiet")
+    assert json.loads(r.stdout)["search_k"] == 1234
+    annoy = recs("annoy.csv", "--retrieval", "annoy", "--jobs", "1", "--search-k", "-1")
+    assert len(annoy) == len(default)
+    assert not any(pair in seen for pair in zip(annoy["user"], annoy["item"], strict=True))
