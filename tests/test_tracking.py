@@ -329,6 +329,10 @@ grid = {{ learning_rate = [-1.0] }}
     assert {a.path for a in c.list_artifacts(parent.info.run_id)} >= {"leaderboard.csv", "leaderboard.md"}
     shown = cli("experiment", "show", "grid-test", "--tracking-uri", uri)
     assert "factors=16" in shown.stdout and "FAILED" in shown.stdout
+    by_coverage = json.loads(cli("experiment", "show", "grid-test", "--tracking-uri", uri, "--run-id",
+                                 parent.info.run_id, "--metric", "coverage@10", "--format", "json").stdout)
+    finished = [row["coverage@10"] for row in by_coverage if row["status"] == "FINISHED"]
+    assert len(finished) == 2 and finished == sorted(finished, reverse=True)
     cli("experiment", "show", "no-such-experiment", "--tracking-uri", uri, code=2)
 
 
