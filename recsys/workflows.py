@@ -187,10 +187,15 @@ def train(
     removed once the model is saved. ``checkpoint_on_signal`` (the CLI's default) saves one
     on SIGINT/SIGTERM even without ``checkpoint_every``, for iterative models.
     """
+    features = {"user_features": user_features, "item_features": item_features,
+                "user_features_spec": user_features_spec, "item_features_spec": item_features_spec}
     if resume is not None:
         data, config, test, read_options, output, checkpoint_every = resume_settings(
             resume, data, config, test, read_options, output, checkpoint_every
         )
+        features = resume_features(resume, features)
+        user_features, item_features = features["user_features"], features["item_features"]
+        user_features_spec, item_features_spec = features["user_features_spec"], features["item_features_spec"]
         checkpoint_dir = resume
     if data is None:
         raise ConfigError("no training data: give --data (or --resume a checkpoint)")
@@ -217,7 +222,7 @@ def train(
                 Path(checkpoint_dir),
                 every=int(checkpoint_every or 0),
                 resume=resume is not None,
-                run=_run_settings(data, test, config, read_options, directory, int(checkpoint_every or 0)),
+                run=_run_settings(data, test, config, read_options, directory, int(checkpoint_every or 0), features),
             )
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -315,14 +320,30 @@ def _attach(
 
 def _run_settings(
     data: DataSource, test: DataSource | None, config: TrainConfig,
-    read_options: ReadOptions | None, output: Path, every: int,
+    read_options: ReadOptions | None, output: Path, every: int, features: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What a checkpoint stores to rebuild the run (paths absolute: a resume may run elsewhere)."""
+    """What a checkpoint stores to rebuild the run (paths absolute: a resume may run elsewhere).
+
+    Feature tables and specs given as paths are stored as paths; ones given in memory (data
+    frames, dicts) as ``IN_MEMORY``, so that a resume without them is refused, not run
+    without features.
+    """
 
     def where(source: DataSource | None) -> str | None:
         return None if source is None or isinstance(source, Interactions) else str(Path(source).resolve())
 
+    def feature_source(name: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str | os.PathLike):
+            return IN_MEMORY
+        text = os.fspath(value)
+        # A spec is either inline ("title=skip") or a TOML file; tables are files.
+        inline = name.endswith("_spec") and not text.endswith(".toml")
+        return text if inline else str(Path(text).resolve())
+
     return {
+        "features": {name: feature_source(name, value) for name, value in (features or {}).items()},
         "data": where(data),
         "test": where(test),
         "config": dataclasses.asdict(config),
@@ -330,6 +351,23 @@ def _run_settings(
         "output": str(output.resolve()),
         "every": every,
     }
+
+
+IN_MEMORY = "<in memory>"
+
+
+def resume_features(resume: str | os.PathLike, given: dict[str, Any]) -> dict[str, Any]:
+    """The feature tables and specs of a resumed run: the ones given, else the stored paths."""
+    run = read_checkpoint_meta(resume).get("run")
+    stored = run.get("features") if isinstance(run, dict) else None
+    stored = stored if isinstance(stored, dict) else {}
+    out = dict(given)
+    for name, value in given.items():
+        if value is None and stored.get(name) == IN_MEMORY:
+            raise ConfigError(f"{resume}: the run was given its {name.replace('_', ' ')} in memory; pass them again")
+        if value is None:
+            out[name] = stored.get(name)
+    return out
 
 
 def resume_settings(

@@ -29,6 +29,9 @@ MODELS = {
     "mf-mse": ("mf", {"factors": 8, "epochs": 5, "loss": "mse", "batch_size": 64, "device": "cpu"}),
     "ials": ("ials", {"factors": 8, "epochs": 5, "device": "cpu"}),
     "als": ("als", {"factors": 8, "epochs": 5, "use_gpu": False}),
+    # cosine decay and id dropout: the step count and the generator must both come back
+    "two-tower": ("two-tower", {"factors": 8, "hidden": 16, "recent": 4, "epochs": 5, "batch_size": 64,
+                                "lr_schedule": "cosine", "uniform_negatives": 8, "device": "cpu"}),
 }
 
 
@@ -46,6 +49,23 @@ def same_factors(a: Recommender, b: Recommender) -> None:
     if a.has_bias:
         np.testing.assert_array_equal(a.user_bias, b.user_bias)
         np.testing.assert_array_equal(a.item_bias, b.item_bias)
+
+
+def train_interrupted(at_epoch: int, *args, **kwargs) -> None:
+    """``recsys.workflows.train`` with a Ctrl-C (SIGINT) arriving at the end of ``at_epoch``."""
+    from recsys.workflows import train
+
+    class Interrupt:
+        def on_epoch_end(self, model, epoch, figures):
+            if epoch == at_epoch:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(TrainingInterrupted):
+            train(*args, callbacks=[Interrupt()], **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.parametrize("case", sorted(MODELS))
@@ -187,17 +207,7 @@ def test_train_workflow_checkpoints_on_a_signal_by_default_and_resumes(tmp_path,
     config = TrainConfig(model="ials", params={"factors": 8, "epochs": 5, "device": "cpu"}, split="none", seed=2)
     reference = train(data, config, output=tmp_path / "ref").model
 
-    class Interrupt:
-        def on_epoch_end(self, model, epoch, figures):
-            if epoch == 3:
-                os.kill(os.getpid(), signal.SIGINT)
-
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(TrainingInterrupted):
-            train(data, config, output=tmp_path / "m", callbacks=[Interrupt()], checkpoint_on_signal=True)
-    finally:
-        signal.signal(signal.SIGINT, before)
+    train_interrupted(3, data, config, output=tmp_path / "m", checkpoint_on_signal=True)
     ckpt = tmp_path / "m.checkpoint"
     assert load_checkpoint(ckpt).epoch == 3 and not (tmp_path / "m").exists()
     result = train(None, resume=ckpt)
@@ -240,3 +250,20 @@ def test_damaged_state_behind_a_valid_checksum_is_refused_cleanly(tmp_path, chec
         (ckpt / "checkpoint.json").write_text(json.dumps(meta))
         with pytest.raises(RecsysError):
             create_model("mf", **params).fit(checkerboard, checkpointing=Checkpointing(ckpt, resume=True))
+
+
+def test_two_tower_resume_reads_the_feature_files_again(tmp_path, sample_ratings):
+    """The checkpoint stores the feature files' paths: `recsys train --resume` needs no flags."""
+    from recsys.workflows import TrainConfig, train
+
+    sample = sample_ratings.parent
+    config = TrainConfig(model="two-tower", params={"factors": 8, "hidden": 16, "epochs": 3, "device": "cpu"},
+                         split="none")
+    features = {"user_features": sample / "users.csv", "item_features": sample / "items.csv",
+                "item_features_spec": "title=skip"}
+    reference = train(sample_ratings, config, output=tmp_path / "ref", **features).model
+
+    train_interrupted(2, sample_ratings, config, output=tmp_path / "m", checkpoint_on_signal=True, **features)
+    resumed = train(None, resume=tmp_path / "m.checkpoint").model
+    assert resumed.item_encoder == reference.item_encoder and resumed.user_encoder.categorical
+    same_factors(resumed, reference)

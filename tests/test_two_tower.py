@@ -18,7 +18,7 @@ from recsys.data.synthetic import GENRES, generate
 from recsys.errors import ConfigError
 from recsys.evaluation.cold import evaluate_cold_items
 from recsys.models import MatrixFactorization, TwoTower, load_model
-from recsys.models.two_tower import Tower
+from recsys.models.two_tower import Tower, cosine_decay
 from recsys.workflows import evaluate_model
 
 SMALL = {"factors": 16, "hidden": 32, "feature_dim": 8, "recent": 10, "epochs": 12, "learning_rate": 0.01,
@@ -110,6 +110,25 @@ def test_new_users_from_features_and_history(planted, fitted):
     assert ids2.shape == (1, 5) and not set(history[0]) & set(ids2[0]) and np.isfinite(scores2).all()
     ids3, _ = fitted.recommend_new_users(histories=[["unknown-item", *history[0]]], k=5)
     assert ids3.shape == (1, 5)
+
+
+@pytest.mark.parametrize("options", [{"softmax": "full"}, {"lr_schedule": "cosine"}], ids=["full-softmax", "cosine-lr"])
+def test_training_options_learn_the_planted_clusters(planted, options):
+    """Every user's top 10 warm items come mostly from the user's own cluster."""
+    syn, full, _ = planted
+    model = TwoTower(**SMALL, **options).fit(full)
+    warm = np.flatnonzero(model.item_popularity > 0)
+    users = full.users.index(syn.users["user_id"].to_numpy())
+    scores = model.user_vectors()[users] @ model.item_vectors()[warm].T
+    top = warm[np.argsort(-scores, axis=1)[:, :10]]
+    item_cluster = syn.item_cluster[[int(i[1:]) - 1 for i in full.items.ids]]
+    assert (item_cluster[top] == syn.user_cluster[:, None]).mean() > 0.8
+
+
+def test_cosine_decay_goes_from_the_base_rate_to_zero():
+    assert cosine_decay(0.01, 0, 100) == 0.01
+    assert cosine_decay(0.01, 50, 100) == pytest.approx(0.005)
+    assert cosine_decay(0.01, 100, 100) == pytest.approx(0.0) and cosine_decay(0.01, 120, 100) == pytest.approx(0.0)
 
 
 def test_same_seed_same_factors_with_features(planted):

@@ -41,6 +41,19 @@ CANDIDATES = {
     "id dropout 0.1": {"id_dropout": 0.1},
     "id dropout 0 + 15 epochs": {"id_dropout": 0.0, "epochs": 15},
     "id dropout 0 + 15 epochs + 32 factors": {"id_dropout": 0.0, "epochs": 15, "factors": 32},
+    # round four: the softmax over the whole catalogue, a decaying learning rate, longer history
+    "cosine lr": {"lr_schedule": "cosine"},
+    "full softmax": {"softmax": "full"},
+    "full softmax + cosine lr": {"softmax": "full", "lr_schedule": "cosine"},
+    "recent 200": {"recent": 200},
+    "recent 100": {"recent": 100},
+    "dot product": {"similarity": "dot"},
+    "batch 4096": {"batch_size": 4096},
+    "batch 256": {"batch_size": 256},
+    "linear towers": {"hidden": 0},
+    "15 epochs + cosine lr": {"epochs": 15, "lr_schedule": "cosine"},
+    "cosine lr + learning rate 0.01": {"lr_schedule": "cosine", "learning_rate": 0.01},
+    "recent 200 + 15 epochs + cosine lr": {"recent": 200, "epochs": 15, "lr_schedule": "cosine"},
 }
 
 
@@ -53,6 +66,7 @@ def main() -> None:
     parser.add_argument("--output", default="tune_validation.json")
     parser.add_argument("--append", action="store_true", help="add rows to an existing output file")
     parser.add_argument("--reference", default="als", help="models scored on the same validation split (defaults)")
+    parser.add_argument("--model-seeds", default="0", help="two-tower random_state values, each fitted (comma-separated)")
     args = parser.parse_args()
     out = HERE / args.output
     rows = json.loads(out.read_text()) if out.exists() and args.append else []
@@ -69,7 +83,9 @@ def main() -> None:
             del _test
             fit_part, valid = split(train, "cold-items", test_fraction=0.2, seed=1)
             score = evaluate_cold_items
-        runs = [("two-tower", name, CANDIDATES[name]) for name in args.candidates.split(",") if name]
+        seeds = [int(x) for x in args.model_seeds.split(",")]
+        runs = [("two-tower", name, {**CANDIDATES[name], **({"random_state": seed} if seed else {})})
+                for name in args.candidates.split(",") if name for seed in seeds]
         runs += [(ref, f"{ref} (defaults, reference)", {}) for ref in args.reference.split(",") if ref]
         for model_name, name, params in runs:
             t0 = time.perf_counter()

@@ -33,16 +33,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.checkpoint import check_arrays
 from recsys.data.features import EncodedFeatures, FeatureEncoder, rows_with_values
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.errors import ConfigError, ModelFormatError
 from recsys.models.base import FoldIn
 from recsys.models.mf import NegativeSampler
-from recsys.models.training import IterativeRecommender
+from recsys.models.training import IterativeRecommender, optimizer_state, set_optimizer_state
 from recsys.seeding import derive_seed
 
 Similarity = Literal["dot", "cosine"]
+Softmax = Literal["in-batch", "full"]
+Schedule = Literal["constant", "cosine"]
 
 
 class Tower(nn.Module):
@@ -128,6 +131,11 @@ class _Side:
         return self.categorical[index], [m[index] for m in self.multi], self.numeric[index]
 
 
+def cosine_decay(base: float, step: int, total: int) -> float:
+    """The learning rate at ``step`` of ``total``: ``base`` at 0, down to 0 at ``total``."""
+    return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
 def recent_item_matrix(data: Interactions, length: int) -> np.ndarray:
     """Each user's ``length`` most recent items (+1; 0 pads), by timestamp when known.
 
@@ -180,10 +188,20 @@ class TwoTower(IterativeRecommender):
         Score: cosine divided by ``temperature``, or plain dot product.
     temperature : float
         Softmax temperature for ``cosine``.
+    softmax : {"in-batch", "full"}
+        ``in-batch``: each batch's other positives are the negatives (scales to any
+        catalogue). ``full``: the softmax runs over every item with interactions, each
+        batch embedding the whole warm catalogue (exact, no sampling bias; for catalogues
+        of up to some tens of thousands of items).
+    lr_schedule : {"constant", "cosine"}
+        Learning rate over training: constant, or cosine decay from ``learning_rate`` to
+        zero over all ``epochs`` (steadier final embeddings).
     logq : bool
-        Subtract log of each item's in-batch sampling probability (popularity bias fix).
+        Subtract log of each item's in-batch sampling probability (popularity bias fix;
+        in-batch softmax only).
     uniform_negatives : int
-        Extra uniformly sampled (warm) negative items per batch, shared by its rows.
+        Extra uniformly sampled (warm) negative items per batch, shared by its rows
+        (in-batch softmax only).
     id_dropout : float
         Share of rows whose id embedding is dropped in training, so the towers also learn
         from features and history alone (cold items, new users).
@@ -212,6 +230,8 @@ class TwoTower(IterativeRecommender):
         batch_size: int = 1024,
         similarity: Similarity = "cosine",
         temperature: float = 0.1,
+        softmax: Softmax = "in-batch",
+        lr_schedule: Schedule = "constant",
         logq: bool = True,
         uniform_negatives: int = 0,
         id_dropout: float = 0.25,
@@ -230,6 +250,8 @@ class TwoTower(IterativeRecommender):
         self.batch_size = batch_size
         self.similarity = similarity
         self.temperature = temperature
+        self.softmax = softmax
+        self.lr_schedule = lr_schedule
         self.logq = logq
         self.uniform_negatives = uniform_negatives
         self.id_dropout = id_dropout
@@ -253,10 +275,16 @@ class TwoTower(IterativeRecommender):
                 raise ConfigError(f"{name} must be 0 or more")
         if self.similarity not in ("dot", "cosine"):
             raise ConfigError(f"unknown similarity {self.similarity!r}; use cosine or dot")
+        if self.softmax not in ("in-batch", "full"):
+            raise ConfigError(f"unknown softmax {self.softmax!r}; use in-batch or full")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; use constant or cosine")
         if self.learning_rate <= 0 or self.temperature <= 0 or self.regularization < 0:
             raise ConfigError("learning_rate and temperature must be > 0, regularization >= 0")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ConfigError("id_dropout must be in [0, 1)")
+        if self.softmax == "full" and self.uniform_negatives:
+            raise ConfigError("uniform_negatives add to the in-batch softmax; the full softmax already has every item")
 
     # -- building ------------------------------------------------------------------------------
     def _build(self, n_users: int, n_items: int) -> None:
@@ -289,6 +317,10 @@ class TwoTower(IterativeRecommender):
         # count_j / nnz per row, so B * that is its expected count (the logQ term).
         self._inbatch = NegativeSampler(counts, "popularity", gen, dev, power=1.0)
         self._warm = torch.as_tensor(np.flatnonzero(counts > 0), device=dev)
+        # Position of each item among the warm ones: the full softmax's class index.
+        self._warm_position = torch.full((data.n_items,), -1, dtype=torch.long, device=dev)
+        self._warm_position[self._warm] = torch.arange(len(self._warm), device=dev)
+        self._total_steps = self.epochs * math.ceil(data.matrix.nnz / self.batch_size)
         params = [*self._user_tower.parameters(), *self._item_tower.parameters()]
         self._opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.regularization)
         use_amp = self.mixed_precision and dev.type == "cuda"
@@ -317,8 +349,12 @@ class TwoTower(IterativeRecommender):
         order = torch.randperm(n, generator=self._gen, device=self._device)
         total = torch.zeros((), device=self._device)
         steps = 0
+        done = (epoch - 1) * math.ceil(n / self.batch_size)
         for start in range(0, n, self.batch_size):
             batch = order[start:start + self.batch_size]
+            if self.lr_schedule == "cosine":
+                for group in self._opt.param_groups:
+                    group["lr"] = cosine_decay(self.learning_rate, done + steps, self._total_steps)
             with self._autocast():
                 loss = self._batch_loss(self._rows[batch], self._cols[batch])
             self._opt.zero_grad(set_to_none=True)
@@ -331,8 +367,12 @@ class TwoTower(IterativeRecommender):
     def _batch_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         b = len(users)
         u = self._embed_users(users, self._keep(b), items + 1 if self.recent else None)
-        v = self._embed_items(items, self._keep(b))
-        u, v = self._finish(u.float(), users=True), self._finish(v.float(), users=False)
+        u = self._finish(u.float(), users=True)
+        if self.softmax == "full":
+            warm = self._warm
+            v_all = self._finish(self._embed_items(warm, self._keep(len(warm))).float(), users=False)
+            return F.cross_entropy(u @ v_all.T, self._warm_position[items])
+        v = self._finish(self._embed_items(items, self._keep(b)).float(), users=False)
         logits = u @ v.T
         hit = (items[None, :] == items[:, None]) & ~torch.eye(b, dtype=torch.bool, device=self._device)
         if self.logq:
@@ -349,6 +389,25 @@ class TwoTower(IterativeRecommender):
             logits = torch.cat([logits, extra], dim=1)
         target = torch.arange(b, device=self._device)
         return F.cross_entropy(logits, target)
+
+    def _training_state(self) -> dict[str, np.ndarray]:
+        state = {f"{prefix}.{name}": tensor.detach().cpu().numpy().copy()
+                 for prefix, tower in (("user", self._user_tower), ("item", self._item_tower))
+                 for name, tensor in tower.state_dict().items()}
+        # The generator draws the shuffles, id dropout and negatives.
+        state["generator"] = self._gen.get_state().numpy().copy()
+        state.update(optimizer_state(self._opt))
+        return state
+
+    def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        towers = (("user", self._user_tower), ("item", self._item_tower))
+        expected = {f"{prefix}.{name}": (tuple(t.shape), "f")
+                    for prefix, tower in towers for name, t in tower.state_dict().items()}
+        check_arrays(state, {**expected, "generator": (tuple(self._gen.get_state().shape), "u")})
+        for prefix, tower in towers:
+            tower.load_state_dict({name: torch.from_numpy(state[f"{prefix}.{name}"]) for name in tower.state_dict()})
+        self._gen.set_state(torch.from_numpy(state["generator"]))
+        set_optimizer_state(self._opt, state)
 
     @torch.no_grad()
     def _export(self) -> None:
@@ -391,7 +450,7 @@ class TwoTower(IterativeRecommender):
             self._item_tower.load_state_dict(towers[1])
 
     def _end_training(self) -> None:
-        for name in ("_opt", "_rows", "_cols", "_inbatch", "_warm", "_gen", "_users", "_items", "_recent", "_autocast"):
+        for name in ("_opt", "_rows", "_cols", "_inbatch", "_warm", "_warm_position", "_total_steps", "_gen", "_users", "_items", "_recent", "_autocast"):
             self.__dict__.pop(name, None)
         self._user_tower.cpu().eval()
         self._item_tower.cpu().eval()
