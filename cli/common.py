@@ -14,6 +14,7 @@ import threading
 import traceback
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
@@ -165,6 +166,11 @@ def with_read_options(fn: F) -> F:
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; results only.")]
 Format = Annotated[Literal["table", "json"], typer.Option("--format", help="Output: a table for people, JSON for scripts.")]
 Ks = Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated, e.g. 10,20,50.")]
+_FEATURES = "Side information (two-tower)"
+UserFeatures = Annotated[list[Path] | None, typer.Option("--user-features", help="User feature table(s), one row per user id (repeatable; joined on id). u.user is read as MovieLens.", rich_help_panel=_FEATURES)]
+ItemFeatures = Annotated[list[Path] | None, typer.Option("--item-features", help="Item feature table(s) (repeatable): CSV/TSV with a header, or MovieLens u.item, movies.csv, tags.csv.", rich_help_panel=_FEATURES)]
+UserFeaturesSpec = Annotated[str | None, typer.Option("--user-features-spec", help="Column types: 'age=numeric,country=categorical,id=user_id' or a TOML file.", rich_help_panel=_FEATURES)]
+ItemFeaturesSpec = Annotated[str | None, typer.Option("--item-features-spec", help="Column types, e.g. 'genres=multi:|,year=numeric,title=skip', or a TOML file.", rich_help_panel=_FEATURES)]
 
 
 def parse_ks(text: str) -> tuple[int, ...]:

@@ -8,8 +8,12 @@ from typing import Annotated, Any, Literal
 import typer
 from recsys_cli.common import (
     Format,
+    ItemFeatures,
+    ItemFeaturesSpec,
     Ks,
     Quiet,
+    UserFeatures,
+    UserFeaturesSpec,
     command,
     metrics_table,
     note,
@@ -21,7 +25,6 @@ from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracke
 
 _MODEL = "Model and hyper-parameters"
 _SPLIT = "Evaluation"
-_FEATURES = "Side information (two-tower)"
 _CKPT = "Checkpoints"
 
 
@@ -46,10 +49,10 @@ def train(
     k: Ks = "10,20,50",
     validation_fraction: Annotated[float | None, typer.Option("--validation-fraction", help="Carve a per-user validation split from train: per-epoch recall, early stopping.", rich_help_panel=_SPLIT)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without validation gain.", rich_help_panel=_SPLIT)] = None,
-    user_features: Annotated[list[Path] | None, typer.Option("--user-features", help="User feature table(s), one row per user id (repeatable; joined on id). u.user is read as MovieLens.", rich_help_panel=_FEATURES)] = None,
-    item_features: Annotated[list[Path] | None, typer.Option("--item-features", help="Item feature table(s) (repeatable): CSV/TSV with a header, or MovieLens u.item, movies.csv, tags.csv.", rich_help_panel=_FEATURES)] = None,
-    user_features_spec: Annotated[str | None, typer.Option("--user-features-spec", help="Column types: 'age=numeric,country=categorical,id=user_id' or a TOML file.", rich_help_panel=_FEATURES)] = None,
-    item_features_spec: Annotated[str | None, typer.Option("--item-features-spec", help="Column types, e.g. 'genres=multi:|,year=numeric,title=skip', or a TOML file.", rich_help_panel=_FEATURES)] = None,
+    user_features: UserFeatures = None,
+    item_features: ItemFeatures = None,
+    user_features_spec: UserFeaturesSpec = None,
+    item_features_spec: ItemFeaturesSpec = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
     index: Annotated[bool, typer.Option("--index/--no-index", help="Build the Annoy index into the model directory.")] = True,
     trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 20).")] = None,

@@ -6,7 +6,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from recsys_cli.common import Format, Quiet, command, note, print_json, with_read_options
+from recsys_cli.common import (
+    Format,
+    ItemFeatures,
+    ItemFeaturesSpec,
+    Quiet,
+    UserFeatures,
+    UserFeaturesSpec,
+    command,
+    note,
+    print_json,
+    with_read_options,
+)
 from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracker
 
 
@@ -27,6 +38,10 @@ def tune(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the best settings (default: tuned-<model>.toml).")] = None,
+    user_features: UserFeatures = None,
+    item_features: ItemFeatures = None,
+    user_features_spec: UserFeaturesSpec = None,
+    item_features_spec: ItemFeaturesSpec = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     track: Track = None,
@@ -52,6 +67,8 @@ def tune(
         data, settings, tracker=runs, trials=trials, space=search, metric=metric,
         validation_fraction=validation_fraction, timeout=timeout,
         read_options=read_options, progress=not quiet,
+        user_features=user_features or None, item_features=item_features or None,
+        user_features_spec=user_features_spec, item_features_spec=item_features_spec,
     )
     path = result.write_config(output or Path(f"tuned-{settings.model}.toml"))
     if fmt == "json":

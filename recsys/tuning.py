@@ -29,6 +29,7 @@ from recsys.workflows import (
     DataSource,
     ReadOptions,
     TrainConfig,
+    attach_feature_tables,
     load,
     split_data,
     validation_split,
@@ -167,8 +168,15 @@ def tune(
     read_options: ReadOptions | None = None,
     on_trial: TrialCallback | None = None,
     progress: bool = False,
+    user_features: Any = None,
+    item_features: Any = None,
+    user_features_spec: Any = None,
+    item_features_spec: Any = None,
 ) -> TuneResult:
     """Search ``config.model``'s hyper-parameters with Optuna's TPE sampler.
+
+    Feature tables (as for :func:`recsys.workflows.train`) are attached before the split,
+    so a ``two-tower`` search trains every trial with them.
 
     Hyper-parameters set in ``config.params`` are fixed in every trial and left out of
     the search.
@@ -195,6 +203,9 @@ def tune(
         raise ConfigError(f"metric must look like 'recall@20', got {metric!r}") from None
     fixed = config.model_params()
     full = load(data, read_options)
+    if any(f is not None for f in (user_features, item_features)):
+        full, _report = attach_feature_tables(full, config, user_features, item_features, user_features_spec,
+                                              item_features_spec, (read_options or ReadOptions()).encoding)
     train, _test = split_data(full, config)
     del _test  # set aside: nothing below may see it
     fit_part, valid = validation_split(train, validation_fraction, config.seed)

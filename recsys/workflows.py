@@ -229,7 +229,7 @@ def train(
         full = load(data, read_options)
         feature_report = None
         if user_features is not None or item_features is not None:
-            full, feature_report = _attach(full, config, user_features, item_features, user_features_spec,
+            full, feature_report = attach_feature_tables(full, config, user_features, item_features, user_features_spec,
                                            item_features_spec, (read_options or ReadOptions()).encoding)
         test_data: Interactions | None = None
         if test is not None:
@@ -294,7 +294,7 @@ def train(
         return result
 
 
-def _attach(
+def attach_feature_tables(
     data: Interactions,
     config: TrainConfig,
     user_features: Any,
@@ -303,6 +303,8 @@ def _attach(
     item_spec: Any,
     encoding: str,
 ) -> tuple[Interactions, Any]:
+    """``data`` with the user and item feature tables (paths or frames) attached, and the
+    feature report; refused for a model that reads no features."""
     from recsys.data.features import attach_features, load_features
 
     if not getattr(MODELS[config.model], "uses_features", False):
@@ -332,9 +334,11 @@ def _run_settings(
     def where(source: DataSource | None) -> str | None:
         return None if source is None or isinstance(source, Interactions) else str(Path(source).resolve())
 
-    def feature_source(name: str, value: Any) -> str | None:
+    def feature_source(name: str, value: Any) -> str | list[str] | None:
         if value is None:
             return None
+        if isinstance(value, list | tuple) and all(isinstance(v, str | os.PathLike) for v in value):
+            return [str(Path(v).resolve()) for v in value]  # several tables joined on id
         if not isinstance(value, str | os.PathLike):
             return IN_MEMORY
         text = os.fspath(value)

@@ -259,7 +259,7 @@ def test_two_tower_resume_reads_the_feature_files_again(tmp_path, sample_ratings
     sample = sample_ratings.parent
     config = TrainConfig(model="two-tower", params={"factors": 8, "hidden": 16, "epochs": 3, "device": "cpu"},
                          split="none")
-    features = {"user_features": sample / "users.csv", "item_features": sample / "items.csv",
+    features = {"user_features": sample / "users.csv", "item_features": [sample / "items.csv"],  # as the CLI gives them
                 "item_features_spec": "title=skip"}
     reference = train(sample_ratings, config, output=tmp_path / "ref", **features).model
 

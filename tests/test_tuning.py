@@ -99,3 +99,26 @@ def test_cli_tune_writes_settings(tmp_path, sample_ratings):
     r = CliRunner().invoke(app, ["train", "--data", str(sample_ratings), "--config", str(out), "-o", str(tmp_path / "m"), "--quiet", "--format", "json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["params"]["factors"] in (4, 8)
+
+
+def test_cli_tunes_two_tower_with_its_feature_tables(tmp_path, sample_ratings, monkeypatch):
+    """Every trial trains with the feature tables (the item tower reads the genres)."""
+    trained: list = []
+    real_evaluate = tuning.evaluate
+
+    def spying_evaluate(model, valid, **kw):
+        trained.append(model)
+        return real_evaluate(model, valid, **kw)
+
+    monkeypatch.setattr(tuning, "evaluate", spying_evaluate)
+    sample = sample_ratings.parent
+    r = CliRunner().invoke(app, [
+        "tune", "--data", str(sample_ratings), "--model", "two-tower", "--trials", "2", "--quiet", "--device", "cpu",
+        "-p", "epochs=1", "-p", "hidden=8", "-p", "factors=8", "--item-features", str(sample / "items.csv"),
+        "--item-features-spec", "title=skip", "--output", str(tmp_path / "best.toml")])
+    assert r.exit_code == 0, r.output
+    assert len(trained) == 2 and all(m.scores_cold_items for m in trained)
+    assert "genres" in trained[0].item_encoder.multi
+    r = CliRunner().invoke(app, ["tune", "--data", str(sample_ratings), "--model", "als", "--trials", "1",
+                                 "--item-features", str(sample / "items.csv"), "--output", str(tmp_path / "als.toml")])
+    assert r.exit_code == 2 and "does not use user or item features" in r.output
