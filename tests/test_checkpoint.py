@@ -167,8 +167,8 @@ def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, checkerb
     write_interactions(checkerboard, data)
     args = ["train", "--data", data, "--model", "mf", "--epochs", "30", "--factors", "8", "--seed", "3",
             "-p", "batch_size=128", "-p", "negatives=8", "--device", "cpu", "--split", "none", "--no-index", "--quiet"]
-    ckpt = tmp_path / "m.checkpoint"
-    proc = start(*args, "--output", tmp_path / "m", "--checkpoint-every", "1")
+    ckpt = tmp_path / "checkpoints" / "run-1"  # --checkpoint-dir: not beside the model
+    proc = start(*args, "--output", tmp_path / "m", "--checkpoint-every", "1", "--checkpoint-dir", ckpt)
     wait_for(ckpt, proc)
     proc.send_signal(signal.SIGSTOP)  # hold it mid-run while the signal is queued
     proc.send_signal(signal.SIGTERM)

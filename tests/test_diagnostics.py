@@ -225,3 +225,21 @@ def test_cli_plot_options(planted, tmp_path: Path):
     run("embeddings", "plot", "--model", str(model_dir), "--item-features", str(items_file),
         "--hover", "year", "--out", str(out), "--quiet")
     assert "year: %{customdata" in out.read_text()  # the hover column is in the points' hover text
+
+
+def test_cli_item_id_col_names_the_id_column(planted, tmp_path: Path):
+    """--item-id-col picks the id column of a table with two columns of catalogue ids."""
+    _, model_dir, items_file, _, _, wrong = planted
+    table = pd.read_csv(items_file)
+    id_col = next(c for c in ("item_id", "item", "movieId", "id") if c in table.columns)
+    renamed = table.rename(columns={id_col: "sku"})
+    renamed.insert(1, "decoy", np.roll(renamed["sku"].to_numpy(), 1))  # the same ids, each on the wrong row
+    odd = tmp_path / "odd.csv"
+    renamed.to_csv(odd, index=False)
+    audit = ["embeddings", "audit", "--model", str(model_dir), "--item-features", str(odd), "--column", "genres",
+             "--format", "json"]
+    assert json.loads(run(*audit, "--item-id-col", "sku").stdout)[0]["item"] == wrong
+    assert json.loads(run(*audit, "--item-id-col", "decoy").stdout)[0]["item"] != wrong
+    r = run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(odd), "--item-id-col", "nope",
+            "--column", "genres", code=2)
+    assert "nope" in r.output and "Traceback" not in r.output

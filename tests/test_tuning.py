@@ -122,3 +122,11 @@ def test_cli_tunes_two_tower_with_its_feature_tables(tmp_path, sample_ratings, m
     r = CliRunner().invoke(app, ["tune", "--data", str(sample_ratings), "--model", "als", "--trials", "1",
                                  "--item-features", str(sample / "items.csv"), "--output", str(tmp_path / "als.toml")])
     assert r.exit_code == 2 and "does not use user or item features" in r.output
+
+
+def test_cli_timeout_stops_the_search_early(tmp_path, sample_ratings):
+    r = CliRunner().invoke(app, ["tune", "--data", str(sample_ratings), "--model", "als", "--trials", "100000",
+                                 "--timeout", "1", "-p", "epochs=1", "--quiet", "--format", "json",
+                                 "--output", str(tmp_path / "best.toml")])
+    assert r.exit_code == 0, r.output
+    assert 1 <= json.loads(r.stdout)["trials"] < 100000 and (tmp_path / "best.toml").is_file()

@@ -54,6 +54,7 @@ CANDIDATES = {
     "15 epochs + cosine lr": {"epochs": 15, "lr_schedule": "cosine"},
     "cosine lr + learning rate 0.01": {"lr_schedule": "cosine", "learning_rate": 0.01},
     "recent 200 + 15 epochs + cosine lr": {"recent": 200, "epochs": 15, "lr_schedule": "cosine"},
+    "20 epochs + cosine lr": {"epochs": 20, "lr_schedule": "cosine"},
 }
 
 
