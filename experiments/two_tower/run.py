@@ -10,7 +10,10 @@ random-ranking recall (k / number of cold items) is the floor; popularity has no
 rank cold items by (all have zero training interactions).
 
 Writes results.md (the table) and results.json beside this script (--output changes the stem;
---two-tower-params sets two-tower settings over its defaults).
+--two-tower-params sets two-tower settings over its defaults). ``--split-seeds 0,1,2,3,4``
+repeats everything on several splits and adds, per data set and split, each model's mean
+± std over them and the two-tower model's paired gap to the best MF-family model (als or
+mf, by mean) on each split.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -72,6 +76,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--two-tower-params", default="{}", help="JSON settings for two-tower over its defaults")
     parser.add_argument("--output", default="results", help="stem of the .md and .json files written here")
+    parser.add_argument("--split-seeds", default="0", help="seeds of the train/test splits, comma-separated")
+    parser.add_argument("--splits", default="warm,cold-items")
     args = parser.parse_args()
     MODELS["two-tower"] = json.loads(args.two_tower_params)
     root = Path(args.data)
@@ -89,12 +95,12 @@ def main() -> None:
             raise SystemExit(f"{ratings}: missing; pass --data with the folder holding {ds}/")
         plain, featured, report = load(ratings, ufiles, ifiles)
         print(ds, plain, "features:", report, flush=True)
-        for split_name in ("warm", "cold-items"):
+        for split_name, seed in [(s, int(seed)) for s in args.splits.split(",") for seed in args.split_seeds.split(",")]:
             strategy = "user" if split_name == "warm" else "cold-items"
             for name in args.models.split(","):
                 # Feature tables only for the model that reads them; the others see the log.
                 data = featured if name == "two-tower" else plain
-                train, test = split(data, strategy, test_fraction=0.2, seed=0)
+                train, test = split(data, strategy, test_fraction=0.2, seed=seed)
                 model, seconds = fit(name, train, args.device)
                 if split_name == "warm":
                     ev = evaluate(model, test, ks=[K])
@@ -107,19 +113,49 @@ def main() -> None:
                     else:
                         recall, ndcg, note = ev.metrics[f"recall@{K}"], ev.metrics[f"ndcg@{K}"], ""
                     note += f" {ev.extra['cold_items']} cold items; random ranking recall@{K} = {K / ev.extra['cold_items']:.4f}"
-                row = {"dataset": ds, "split": split_name, "model": name, f"recall@{K}": recall, f"ndcg@{K}": ndcg,
+                row = {"dataset": ds, "split": split_name, "seed": seed, "model": name, f"recall@{K}": recall, f"ndcg@{K}": ndcg,
                        "fit_s": round(seconds, 1), "load": round(os.getloadavg()[0], 1), "note": note.strip()}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     (HERE / f"{args.output}.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
-    lines = [f"_{header}_", "", f"| data set | split | model | recall@{K} | NDCG@{K} | fit (s) | load | note |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"_{header}_", "", f"| data set | split | seed | model | recall@{K} | NDCG@{K} | fit (s) | load | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         fmt = lambda v: "cannot score" if v is None else f"{v:.4f}"  # noqa: E731
-        lines.append(f"| {r['dataset']} | {r['split']} | {r['model']} | {fmt(r[f'recall@{K}'])} | {fmt(r[f'ndcg@{K}'])} "
-                     f"| {r['fit_s']} | {r['load']} | {r['note']} |")
+        lines.append(f"| {r['dataset']} | {r['split']} | {r['seed']} | {r['model']} | {fmt(r[f'recall@{K}'])} "
+                     f"| {fmt(r[f'ndcg@{K}'])} | {r['fit_s']} | {r['load']} | {r['note']} |")
+    if len({r["seed"] for r in rows}) > 1:
+        lines += ["", *summary(rows)]
     (HERE / f"{args.output}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def mean_std(values: list[float], fmt: str = ".4f") -> str:
+    return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values) if len(values) > 1 else 0.0:{fmt.lstrip('+')}}"
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """Mean ± std over split seeds per model, and two-tower's paired relative gap to the
+    best MF-family model (by mean recall) on each seed."""
+    metrics = (f"recall@{K}", f"ndcg@{K}")
+    lines = [f"| data set | split | model | splits | recall@{K} | NDCG@{K} | gap to the best MF-family model "
+             "(recall / NDCG; mean ± std of the per-split gaps) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    groups: dict[tuple, dict[str, dict[int, dict]]] = {}
+    for r in rows:
+        if r[metrics[0]] is not None:
+            groups.setdefault((r["dataset"], r["split"]), {}).setdefault(r["model"], {})[r["seed"]] = r
+    for (ds, split_name), by_model in groups.items():
+        family = [m for m in ("als", "mf") if m in by_model]
+        best = max(family, key=lambda m: statistics.mean(r[metrics[0]] for r in by_model[m].values()), default=None)
+        for model, by_seed in by_model.items():
+            gap = ""
+            if model == "two-tower" and best is not None:
+                seeds = sorted(set(by_seed) & set(by_model[best]))
+                gap = " / ".join(mean_std([100 * (by_seed[s][m] / by_model[best][s][m] - 1) for s in seeds], "+.1f") + "%"
+                                 for m in metrics) + f" (vs {best})"
+            cells = " | ".join(mean_std([r[m] for r in by_seed.values()]) for m in metrics)
+            lines.append(f"| {ds} | {split_name} | {model} | {len(by_seed)} | {cells} | {gap} |")
+    return lines
 
 
 if __name__ == "__main__":

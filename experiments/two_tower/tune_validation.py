@@ -55,6 +55,9 @@ CANDIDATES = {
     "cosine lr + learning rate 0.01": {"lr_schedule": "cosine", "learning_rate": 0.01},
     "recent 200 + 15 epochs + cosine lr": {"recent": 200, "epochs": 15, "lr_schedule": "cosine"},
     "20 epochs + cosine lr": {"epochs": 20, "lr_schedule": "cosine"},
+    "no logQ": {"logq": False},
+    "20 epochs + cosine lr + 128 factors": {"epochs": 20, "lr_schedule": "cosine", "factors": 128},
+    "20 epochs + cosine lr + hidden 512": {"epochs": 20, "lr_schedule": "cosine", "hidden": 512},
 }
 
 
