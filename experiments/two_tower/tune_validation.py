@@ -41,10 +41,8 @@ CANDIDATES = {
     "id dropout 0.1": {"id_dropout": 0.1},
     "id dropout 0 + 15 epochs": {"id_dropout": 0.0, "epochs": 15},
     "id dropout 0 + 15 epochs + 32 factors": {"id_dropout": 0.0, "epochs": 15, "factors": 32},
-    # round four: the softmax over the whole catalogue, a decaying learning rate, longer history
+    # round four: a decaying learning rate, longer history, ...
     "cosine lr": {"lr_schedule": "cosine"},
-    "full softmax": {"softmax": "full"},
-    "full softmax + cosine lr": {"softmax": "full", "lr_schedule": "cosine"},
     "recent 200": {"recent": 200},
     "recent 100": {"recent": 100},
     "dot product": {"similarity": "dot"},

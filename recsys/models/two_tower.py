@@ -44,7 +44,6 @@ from recsys.models.training import IterativeRecommender, optimizer_state, set_op
 from recsys.seeding import derive_seed
 
 Similarity = Literal["dot", "cosine"]
-Softmax = Literal["in-batch", "full"]
 Schedule = Literal["constant", "cosine"]
 
 
@@ -188,20 +187,13 @@ class TwoTower(IterativeRecommender):
         Score: cosine divided by ``temperature``, or plain dot product.
     temperature : float
         Softmax temperature for ``cosine``.
-    softmax : {"in-batch", "full"}
-        ``in-batch``: each batch's other positives are the negatives (scales to any
-        catalogue). ``full``: the softmax runs over every item with interactions, each
-        batch embedding the whole warm catalogue (exact, no sampling bias; for catalogues
-        of up to some tens of thousands of items).
     lr_schedule : {"constant", "cosine"}
         Learning rate over training: constant, or cosine decay from ``learning_rate`` to
         zero over all ``epochs`` (steadier final embeddings).
     logq : bool
-        Subtract log of each item's in-batch sampling probability (popularity bias fix;
-        in-batch softmax only).
+        Subtract log of each item's in-batch sampling probability (popularity bias fix).
     uniform_negatives : int
-        Extra uniformly sampled (warm) negative items per batch, shared by its rows
-        (in-batch softmax only).
+        Extra uniformly sampled (warm) negative items per batch, shared by its rows.
     id_dropout : float
         Share of rows whose id embedding is dropped in training, so the towers also learn
         from features and history alone (cold items, new users).
@@ -230,7 +222,6 @@ class TwoTower(IterativeRecommender):
         batch_size: int = 1024,
         similarity: Similarity = "cosine",
         temperature: float = 0.1,
-        softmax: Softmax = "in-batch",
         lr_schedule: Schedule = "constant",
         logq: bool = True,
         uniform_negatives: int = 0,
@@ -250,7 +241,6 @@ class TwoTower(IterativeRecommender):
         self.batch_size = batch_size
         self.similarity = similarity
         self.temperature = temperature
-        self.softmax = softmax
         self.lr_schedule = lr_schedule
         self.logq = logq
         self.uniform_negatives = uniform_negatives
@@ -275,16 +265,12 @@ class TwoTower(IterativeRecommender):
                 raise ConfigError(f"{name} must be 0 or more")
         if self.similarity not in ("dot", "cosine"):
             raise ConfigError(f"unknown similarity {self.similarity!r}; use cosine or dot")
-        if self.softmax not in ("in-batch", "full"):
-            raise ConfigError(f"unknown softmax {self.softmax!r}; use in-batch or full")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; use constant or cosine")
         if self.learning_rate <= 0 or self.temperature <= 0 or self.regularization < 0:
             raise ConfigError("learning_rate and temperature must be > 0, regularization >= 0")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ConfigError("id_dropout must be in [0, 1)")
-        if self.softmax == "full" and self.uniform_negatives:
-            raise ConfigError("uniform_negatives add to the in-batch softmax; the full softmax already has every item")
 
     # -- building ------------------------------------------------------------------------------
     def _build(self, n_users: int, n_items: int) -> None:
@@ -317,9 +303,6 @@ class TwoTower(IterativeRecommender):
         # count_j / nnz per row, so B * that is its expected count (the logQ term).
         self._inbatch = NegativeSampler(counts, "popularity", gen, dev, power=1.0)
         self._warm = torch.as_tensor(np.flatnonzero(counts > 0), device=dev)
-        # Position of each item among the warm ones: the full softmax's class index.
-        self._warm_position = torch.full((data.n_items,), -1, dtype=torch.long, device=dev)
-        self._warm_position[self._warm] = torch.arange(len(self._warm), device=dev)
         self._total_steps = self.epochs * math.ceil(data.matrix.nnz / self.batch_size)
         params = [*self._user_tower.parameters(), *self._item_tower.parameters()]
         self._opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.regularization)
@@ -367,12 +350,8 @@ class TwoTower(IterativeRecommender):
     def _batch_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         b = len(users)
         u = self._embed_users(users, self._keep(b), items + 1 if self.recent else None)
-        u = self._finish(u.float(), users=True)
-        if self.softmax == "full":
-            warm = self._warm
-            v_all = self._finish(self._embed_items(warm, self._keep(len(warm))).float(), users=False)
-            return F.cross_entropy(u @ v_all.T, self._warm_position[items])
-        v = self._finish(self._embed_items(items, self._keep(b)).float(), users=False)
+        v = self._embed_items(items, self._keep(b))
+        u, v = self._finish(u.float(), users=True), self._finish(v.float(), users=False)
         logits = u @ v.T
         hit = (items[None, :] == items[:, None]) & ~torch.eye(b, dtype=torch.bool, device=self._device)
         if self.logq:
@@ -450,7 +429,7 @@ class TwoTower(IterativeRecommender):
             self._item_tower.load_state_dict(towers[1])
 
     def _end_training(self) -> None:
-        for name in ("_opt", "_rows", "_cols", "_inbatch", "_warm", "_warm_position", "_total_steps", "_gen", "_users", "_items", "_recent", "_autocast"):
+        for name in ("_opt", "_rows", "_cols", "_inbatch", "_warm", "_total_steps", "_gen", "_users", "_items", "_recent", "_autocast"):
             self.__dict__.pop(name, None)
         self._user_tower.cpu().eval()
         self._item_tower.cpu().eval()
