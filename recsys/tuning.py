@@ -99,6 +99,7 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
         "id_dropout": _c(0.0, 0.25, 0.5),
         "epochs": _c(10, 20, 30),
         "regularization": _c(0.0, 1e-4, 1e-2),
+        "lr_schedule": _c("constant", "cosine"),
     },
 }
 """Default search spaces of ``recsys tune`` per model (the model defaults themselves come from
