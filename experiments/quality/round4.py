@@ -19,7 +19,7 @@ Stages, each cached in ``results/round4.<stage>.json`` (a finished fit is never 
 - ``ml-ref``: implicit's ALS with linear confidence around round three's best (alpha 0.4,
   lambda 10): factors 128, 256, 512 x iterations 15, 30, 50 (one fit per factors), then
   alpha x {0.75, 1.25} and lambda x {0.5, 2} at the best factors, coordinate-wise until
-  the best stops moving. Pick: largest min(recall / 0.2114, NDCG / 0.2238) (round three's rule).
+  the best stops moving, then the same with alpha x {0.875, 1.125} and lambda x {0.75, 4/3}. Pick: largest min(recall / 0.2114, NDCG / 0.2238) (round three's rule).
 - ``ml-val``: our iALS with linear confidence, coordinate-wise from round three's pick over
   ``ML_COORDS`` (two passes), then the eALS exponent beta (``unobserved_exponent``) at the
   best, and alpha0 / lambda again at the best beta. Every fit scored at epochs 8, 16, 24, 32.
@@ -89,6 +89,8 @@ ML_REF_BASE = {"factors": 256, "weighting": "linear", "alpha": 0.4, "regularizat
 """Round three's best reference with linear confidence."""
 ML_REF_FACTORS = [128, 256, 512]
 ML_REF_ITERATIONS = [15, 30, 50]
+ML_REF_STEPS = [((0.75, 1.25), (0.5, 2.0)), ((0.875, 1.125), (0.75, 4 / 3))]
+"""Coarse, then fine steps (alpha, lambda) of the reference's coordinate search."""
 ROUND1_REF_VAL = REF_VAL["ml-latest-small"]
 
 
@@ -284,14 +286,15 @@ def stage_ml_ref(log: Any) -> dict[str, Any]:
 
     for f in ML_REF_FACTORS:
         run({**ML_REF_BASE, "factors": f})
-    for _ in range(3):  # coordinate-wise around the best, until it stops moving
-        before = key({k: v for k, v in ml_ref_best(state).items() if k in ML_REF_BASE})
-        for name, steps in (("alpha", (0.75, 1.25)), ("regularization", (0.5, 2.0))):
-            base = {k: v for k, v in ml_ref_best(state).items() if k in ML_REF_BASE}
-            for s in steps:
-                run({**base, name: round(base[name] * s, 6)})
-        if key({k: v for k, v in ml_ref_best(state).items() if k in ML_REF_BASE}) == before:
-            break
+    for alpha_steps, lambda_steps in ML_REF_STEPS:  # coordinate-wise around the best, until it stops moving
+        for _ in range(3):
+            before = key({k: v for k, v in ml_ref_best(state).items() if k in ML_REF_BASE})
+            for name, steps in (("alpha", alpha_steps), ("regularization", lambda_steps)):
+                base = {k: v for k, v in ml_ref_best(state).items() if k in ML_REF_BASE}
+                for s in steps:
+                    run({**base, name: round(base[name] * s, 6)})
+            if key({k: v for k, v in ml_ref_best(state).items() if k in ML_REF_BASE}) == before:
+                break
     state["best"] = ml_ref_best(state)
     save("ml-ref", state)
     log(f"reference best: {state['best']}")
