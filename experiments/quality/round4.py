@@ -22,7 +22,7 @@ Stages, each cached in ``results/round4.<stage>.json`` (a finished fit is never 
   the best stops moving, then the same with alpha x {0.875, 1.125} and lambda x {0.75, 4/3}. Pick: largest min(recall / 0.2114, NDCG / 0.2238) (round three's rule).
 - ``ml-val``: our iALS with linear confidence, coordinate-wise from round three's pick over
   ``ML_COORDS`` (two passes), then the eALS exponent beta (``unobserved_exponent``) at the
-  best, and alpha0 / lambda again at the best beta. Every fit scored at epochs 8, 16, 24, 32.
+  best, alpha0 / lambda x0.5, x2 at beta -0.25 and 0.25, and again around the best beta. Every fit scored at epochs 8, 16, 24, 32.
   Pick: largest min(recall / R, NDCG / N) with R, N the *best reference's* validation scores.
 - ``ml-test``: our pick and the best reference on seeds 0-4 on test (time to quality too).
 - ``table``: ``results/round4.table.md``.
@@ -84,6 +84,8 @@ NU_SCALE = 1000.0
 """Moving nu rescales lambda by 1000^(old - new nu), which keeps lambda (n + alpha0 N)^nu about
 the same (alpha0 N is about 970 on ml-latest-small); the lambda coordinate then refines it."""
 ML_BETAS = [-0.25, 0.25, 0.5, 1.0]
+ML_BETA_RETUNE = [-0.25, 0.25]
+"""At these betas, alpha0 and lambda x0.5, x2 (each from the best uniform setting)."""
 ML_CHECKPOINTS = [8, 16, 24, 32]
 ML_REF_BASE = {"factors": 256, "weighting": "linear", "alpha": 0.4, "regularization": 10.0}
 """Round three's best reference with linear confidence."""
@@ -336,8 +338,8 @@ def stage_ml_val(log: Any) -> dict[str, Any]:
         best = ml_best(state, ref, beta) if state["fits"] else ML_BASE
         return {k: best[k] for k in names if k in best}
 
-    def coordinate(name: str, values: list[float], beta: bool) -> None:
-        base = current(beta)
+    def coordinate(name: str, values: list[float], beta: bool, base: dict[str, Any] | None = None) -> None:
+        base = base or current(beta)
         for v in values:
             params = {**base, name: v}
             if name == "regularization_exponent":  # keep lambda (n + alpha0 N)^nu about the same
@@ -351,6 +353,9 @@ def stage_ml_val(log: Any) -> dict[str, Any]:
     linear = current(beta=False)
     for b in ML_BETAS:  # the eALS exponent at the best uniform-weight setting
         run({**linear, "unobserved_exponent": b})
+    for b in ML_BETA_RETUNE:  # eALS moves weight between items: give alpha0 and lambda another chance
+        for name in ("unobserved_weight", "regularization"):
+            coordinate(name, [round(linear[name] * s, 6) for s in (0.5, 2.0)], beta=True, base={**linear, "unobserved_exponent": b})
     if current(beta=True).get("unobserved_exponent"):
         for name in ("unobserved_weight", "regularization"):
             base = current(beta=True)
