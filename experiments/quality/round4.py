@@ -7,29 +7,34 @@ Stages, each cached in ``results/round4.<stage>.json`` (a finished fit is never 
 - ``lastfm-ref``: the reference (implicit's ALS at round one's tuned setting) fitted on the
   validation split: validation recall@20 / NDCG@20 and its fit CPU time (median of 5 fits).
 - ``lastfm-val``: iALS between the 64- and 256-factor picks (``LASTFM_GRID``: 64, 96, 128
-  factors, log confidence, alpha, alpha0, CG steps; lambda 0.01, nu 1), then lambda x0.5,
-  x2 around the best three. Each fit scores validation after every epoch until its recall
-  first reaches the reference's, then at ``LASTFM_CHECKPOINTS``; the CPU time of training
-  up to each epoch (scoring excluded). Pick (``lastfm_pick``): among (setting, epochs) that
-  reached the reference's validation recall within ``COMFORT`` x its fit time, the largest
-  min(recall / reference's, NDCG / reference's).
-- ``lastfm-test``: the pick on seeds 0-4 on test, with the time-to-quality callback and the
+  factors, log confidence, alpha, alpha0, CG steps; lambda 0.01, nu 1), then lambda x0.7,
+  x1.4 around the best three in time. Each setting is fitted right after a reference fit
+  (timed: the load drifts), and scores validation after every epoch until its recall first
+  reaches the reference's, then at ``LASTFM_CHECKPOINTS``; the CPU time of training up to
+  each epoch (scoring excluded). Pick (``lastfm_pick``): among (setting, epochs) that
+  reached the reference's validation recall within ``COMFORT`` x the reference's fit beside
+  it, the largest min(recall / reference's, NDCG / reference's); ``pick_just_in_time`` is
+  the same within 1.0 x, for contrast.
+- ``lastfm-test``: both on seeds 0-4 on test, with the time-to-quality callback and the
   Annoy index, beside the reference refitted in the same process (same load; its scores
   match ``results/round2.test.json``).
 - ``ml-ref``: implicit's ALS with linear confidence around round three's best (alpha 0.4,
   lambda 10): factors 128, 256, 512 x iterations 15, 30, 50 (one fit per factors), then
   alpha x {0.75, 1.25} and lambda x {0.5, 2} at the best factors, coordinate-wise until
-  the best stops moving, then the same with alpha x {0.875, 1.125} and lambda x {0.75, 4/3}. Pick: largest min(recall / 0.2114, NDCG / 0.2238) (round three's rule).
+  the best stops moving, then the same with alpha x {0.875, 1.125} and lambda x {0.75, 4/3}.
+  Pick: largest min(recall / 0.2114, NDCG / 0.2238) (round three's rule).
 - ``ml-val``: our iALS with linear confidence, coordinate-wise from round three's pick over
   ``ML_COORDS`` (two passes), then the eALS exponent beta (``unobserved_exponent``) at the
-  best, alpha0 / lambda x0.5, x2 at beta -0.25 and 0.25, and again around the best beta. Every fit scored at epochs 8, 16, 24, 32.
-  Pick: largest min(recall / R, NDCG / N) with R, N the *best reference's* validation scores.
+  best, alpha0 / lambda x0.5, x2 at beta -0.25 and 0.25, and again around the best beta.
+  Every fit scored at epochs 8, 16, 24, 32. Pick: largest min(recall / R, NDCG / N) with
+  R, N the *best reference's* validation scores.
 - ``ml-test``: our pick and the best reference on seeds 0-4 on test (time to quality too).
+- ``ml-annoy``: the same models refitted, top-20 through the Annoy index with its defaults.
 - ``table``: ``results/round4.table.md``.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
         .venv/bin/python experiments/quality/round4.py --stages lastfm-ref lastfm-val lastfm-test \
-            ml-ref ml-val ml-test table
+            ml-ref ml-val ml-test ml-annoy table
 """
 
 from __future__ import annotations
