@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from round2 import REF_VAL, RESULTS, both, seed0_validation
+from round2 import REF_VAL, RESULTS, both, read_result, seed0_validation, write_result
 from run_quality import TimeToQuality, annoy_scores, scores, timed_fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "baselines"))
@@ -102,15 +102,11 @@ ROUND1_REF_VAL = REF_VAL["ml-latest-small"]
 
 
 def load(stage: str) -> dict[str, Any]:
-    path = RESULTS / f"round4.{stage}.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_result(f"round4.{stage}")
 
 
 def save(stage: str, state: dict[str, Any]) -> None:
-    path = RESULTS / f"round4.{stage}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1, default=float))
-    tmp.replace(path)
+    write_result(f"round4.{stage}", state)
 
 
 def key(params: dict[str, Any]) -> str:
@@ -444,10 +440,7 @@ def lastfm_test_table(label: str, st: dict[str, Any]) -> list[str]:
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s, r in zip(sorted(st["runs"]), runs, strict=True):
         x = r["ials"]["reached"]
-        lines.append(f"| {s} | {r['ref']['recall']:.4f} / {r['ref']['ndcg']:.4f} | {r['ials']['recall']:.4f} / "
-                     f"{r['ials']['ndcg']:.4f} | {r['ials']['recall'] - r['ref']['recall']:+.4f} / "
-                     f"{r['ials']['ndcg'] - r['ref']['ndcg']:+.4f} | "
-                     + ("no" if x is None else f"{x[0]}: {x[1]:.3f} / {x[2]:.3f}")
+        lines.append(f"| {s} | {paired_cells(r)} | " + ("no" if x is None else f"{x[0]}: {x[1]:.3f} / {x[2]:.3f}")
                      + f" | {r['ref']['fit_seconds']:.3f} / {r['ref']['fit_cpu_seconds']:.3f} "
                        f"({r['ref']['round2_fit_cpu_seconds']:.3f}) | {r['ials']['fit_cpu_seconds']:.2f} | {annoy_cell(r)} |")
     g = {m: {k: [r[m][k] for r in runs] for k in ("recall", "ndcg")} for m in ("ref", "ials")}
@@ -456,6 +449,13 @@ def lastfm_test_table(label: str, st: dict[str, Any]) -> list[str]:
                  f"{diff(np.subtract(g['ials']['recall'], g['ref']['recall']))} / "
                  f"{diff(np.subtract(g['ials']['ndcg'], g['ref']['ndcg']))} | | | | |")
     return [*lines, ""]
+
+
+def paired_cells(run: dict[str, Any]) -> str:
+    """One seed's reference and our recall / NDCG, and their differences (three table cells)."""
+    ref, ours = run["ref"], run["ials"]
+    return (f"{ref['recall']:.4f} / {ref['ndcg']:.4f} | {ours['recall']:.4f} / {ours['ndcg']:.4f} | "
+            f"{ours['recall'] - ref['recall']:+.4f} / {ours['ndcg'] - ref['ndcg']:+.4f}")
 
 
 def annoy_cell(run: dict[str, Any]) -> str:
@@ -528,9 +528,7 @@ def table() -> str:
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for s, r in zip(sorted(mt["runs"]), runs, strict=True):
             x = r["ials"]["reached"]
-            lines.append(f"| {s} | {r['ref']['recall']:.4f} / {r['ref']['ndcg']:.4f} | {r['ials']['recall']:.4f} / "
-                         f"{r['ials']['ndcg']:.4f} | {r['ials']['recall'] - r['ref']['recall']:+.4f} / "
-                         f"{r['ials']['ndcg'] - r['ref']['ndcg']:+.4f} | {r['round3']['recall']:.4f} / "
+            lines.append(f"| {s} | {paired_cells(r)} | {r['round3']['recall']:.4f} / "
                          f"{r['round3']['ndcg']:.4f} | {r['round3_ref']['recall']:.4f} / {r['round3_ref']['ndcg']:.4f} | "
                          + ("no" if x is None else f"{x[0]}: {x[1]:.2f} / {x[2]:.2f}")
                          + f" | {r['ref']['fit_cpu_seconds']:.2f} | {r['ials']['fit_cpu_seconds']:.2f} | " + annoy_cell(r) + " |")
