@@ -218,6 +218,22 @@ def stage_lastfm_val(log: Any) -> dict[str, Any]:
     return state
 
 
+def reference_then_ours(ref_params: dict[str, Any], pick: dict[str, Any], train: Any, test: Any,
+                        seed: int) -> tuple[dict[str, Any], Any]:
+    """One seed: the reference fitted and timed, then our model with the time-to-quality callback
+    (its target: this reference's test recall). Returns the scores and our fitted model."""
+    ref = ImplicitALS(**ref_params, num_threads=1, random_state=seed)
+    cpu = timed_fit(ref, train)
+    out: dict[str, Any] = {"ref": {**scores(ref, test), "fit_seconds": ref.fit_seconds, "fit_cpu_seconds": cpu}}
+    ials = create_model("ials", **{**pick, "device": "cpu", "random_state": seed})
+    ttq = TimeToQuality(test, out["ref"]["recall"])
+    ttq.start()
+    cpu = timed_fit(ials, train, callbacks=[ttq])
+    out["ials"] = {**scores(ials, test), "fit_seconds": ials.fit_seconds - ttq.outside_wall,
+                   "fit_cpu_seconds": cpu - ttq.outside_cpu, "reached": ttq.reached, "curve": ttq.curve}
+    return out, ials
+
+
 def stage_lastfm_test(log: Any, seeds: list[int]) -> dict[str, Any]:
     """Both the pick (``pick``) and, for contrast, the best setting within 1.0 x (``pick_just_in_time``)."""
     val = load("lastfm-val")
@@ -235,23 +251,15 @@ def lastfm_test_one(log: Any, seeds: list[int], label: str, pick_row: dict[str, 
         if str(seed) in state["runs"]:
             continue
         train, test = split(data, "user", test_fraction=0.2, seed=seed)
-        ref = ImplicitALS(**LASTFM_REF, num_threads=1, random_state=seed)
-        cpu = timed_fit(ref, train)
-        out: dict[str, Any] = {"ref": {**scores(ref, test), "fit_seconds": ref.fit_seconds, "fit_cpu_seconds": cpu,
-                                       "round2_fit_cpu_seconds": stored[str(seed)]["ref"]["fit_cpu_seconds"]}}
+        out, ials = reference_then_ours(LASTFM_REF, pick, train, test, seed)
+        out["ref"]["round2_fit_cpu_seconds"] = stored[str(seed)]["ref"]["fit_cpu_seconds"]
         if abs(out["ref"]["recall"] - stored[str(seed)]["ref"]["recall"]) > 1e-9:
             log(f"  note: seed {seed} reference recall {out['ref']['recall']} differs from round two's")
-        ials = create_model("ials", **{**pick, "device": "cpu", "random_state": seed})
-        ttq = TimeToQuality(test, out["ref"]["recall"])
-        ttq.start()
-        cpu = timed_fit(ials, train, callbacks=[ttq])
-        out["ials"] = {**scores(ials, test), "fit_seconds": ials.fit_seconds - ttq.outside_wall,
-                       "fit_cpu_seconds": cpu - ttq.outside_cpu, "reached": ttq.reached, "curve": ttq.curve}
         out["ials_annoy"] = annoy_scores(ials, test, seed)
         state["runs"][str(seed)] = out
         save("lastfm-test", {**load("lastfm-test"), label: state})
         log(f"lastfm {label} seed {seed}: ours {out['ials']['recall']:.4f}/{out['ials']['ndcg']:.4f} ref "
-            f"{out['ref']['recall']:.4f}/{out['ref']['ndcg']:.4f} reached {ttq.reached} ref fit "
+            f"{out['ref']['recall']:.4f}/{out['ref']['ndcg']:.4f} reached {out['ials']['reached']} ref fit "
             f"{out['ref']['fit_seconds']:.2f}/{out['ref']['fit_cpu_seconds']:.2f}")
 
 
@@ -380,21 +388,13 @@ def stage_ml_test(log: Any, seeds: list[int]) -> dict[str, Any]:
         if str(seed) in state["runs"]:
             continue
         train, test = split(data, "user", test_fraction=0.2, seed=seed)
-        ref = ImplicitALS(**ref_params, num_threads=1, random_state=seed)
-        cpu = timed_fit(ref, train)
-        out: dict[str, Any] = {"ref": {**scores(ref, test), "fit_seconds": ref.fit_seconds, "fit_cpu_seconds": cpu},
-                               "round3": r3[str(seed)]["ials"], "round3_ref": r3ref[str(seed)],
-                               "round1_ref": r3[str(seed)]["ref"]}
-        ials = create_model("ials", **{**pick, "device": "cpu", "random_state": seed})
-        ttq = TimeToQuality(test, out["ref"]["recall"])
-        ttq.start()
-        cpu = timed_fit(ials, train, callbacks=[ttq])
-        out["ials"] = {**scores(ials, test), "fit_seconds": ials.fit_seconds - ttq.outside_wall,
-                       "fit_cpu_seconds": cpu - ttq.outside_cpu, "reached": ttq.reached}
+        out, _ = reference_then_ours(ref_params, pick, train, test, seed)
+        out.update(round3=r3[str(seed)]["ials"], round3_ref=r3ref[str(seed)], round1_ref=r3[str(seed)]["ref"])
         state["runs"][str(seed)] = out
         save("ml-test", state)
         log(f"ml seed {seed}: ours {out['ials']['recall']:.4f}/{out['ials']['ndcg']:.4f} ref "
-            f"{out['ref']['recall']:.4f}/{out['ref']['ndcg']:.4f} reached {ttq.reached} ref fit {cpu:.2f}")
+            f"{out['ref']['recall']:.4f}/{out['ref']['ndcg']:.4f} reached {out['ials']['reached']} ref fit "
+            f"{out['ref']['fit_cpu_seconds']:.2f}")
     return state
 
 
