@@ -72,16 +72,26 @@ LASTFM_64 = {"factors": 64, "regularization": 0.01, "unobserved_weight": 0.03, "
 one model that should both beat the reference and reach it fast."""
 
 
-def load(stage: str) -> dict[str, Any]:
-    path = RESULTS / f"round2.{stage}.json"
+def read_result(name: str) -> dict[str, Any]:
+    """``results/<name>.json``, or an empty dict when it is not there yet."""
+    path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def save(stage: str, state: dict[str, Any]) -> None:
-    path = RESULTS / f"round2.{stage}.json"
+def write_result(name: str, state: dict[str, Any]) -> None:
+    """Write ``results/<name>.json`` through a temporary file (an interrupted run leaves the old one)."""
+    path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=1, default=float))
     tmp.replace(path)
+
+
+def load(stage: str) -> dict[str, Any]:
+    return read_result(f"round2.{stage}")
+
+
+def save(stage: str, state: dict[str, Any]) -> None:
+    write_result(f"round2.{stage}", state)
 
 
 def both(model: Any, data: Any) -> dict[str, float]:

@@ -11,7 +11,18 @@ with each user's and item's frequency. It minimizes
       + lambda * sum_i (n_i + alpha0 * |U|)^nu |q_i|^2
 
 where ``c_ui`` is the confidence of an observed entry (1 for binary data), ``n_u`` and
-``n_i`` are the numbers of observed entries of the user and the item. Each half-epoch
+``n_i`` are the numbers of observed entries of the user and the item.
+
+With ``unobserved_exponent`` beta != 0 the unobserved weight depends on the item, as in
+eALS (He, Zhang, Kan and Chua, "Fast Matrix Factorization for Online Recommendation with
+Implicit Feedback", SIGIR 2016): ``alpha0`` becomes
+
+    w_i = alpha0 * |I| * f_i^beta / sum_j f_j^beta,     f_i = max(n_i, 1)
+
+(popular items weigh more as negatives for beta > 0; the mean weight stays alpha0), the
+all-pairs term becomes ``sum_{all (u,i)} w_i (p_u . q_i)^2`` and the regularization of item
+i uses ``(n_i + w_i |U|)^nu``; a user's stays ``(n_u + sum_i w_i)^nu = (n_u + alpha0 |I|)^nu``.
+beta = 0 is the model above, computed exactly as before. Each half-epoch
 solves every user's (then every item's) d x d system by a few conjugate-gradient steps
 warm-started at the current factors, as implicit does; the sparse parts are two native
 kernels (sampled dense-dense product and sparse-dense product), so one CG step costs
@@ -84,6 +95,10 @@ class IALS(IterativeRecommender):
         ``auto`` is binary for ratings, log for counts.
     alpha : float
         Scale of the confidence of observed entries.
+    unobserved_exponent : float
+        beta: item i's unobserved weight is proportional to ``max(n_i, 1) ** beta`` with mean
+        ``unobserved_weight`` (eALS's popularity-aware weights; see the module docstring);
+        0 (the default) weighs every unobserved pair the same.
     cg_steps : int
         Conjugate-gradient steps per half-epoch (warm-started, so few suffice).
     init_scale : float
@@ -109,6 +124,7 @@ class IALS(IterativeRecommender):
         weighting: Weighting = "auto",
         alpha: float = 1.0,
         cg_steps: int = 3,
+        unobserved_exponent: float = 0.0,
         init_scale: float = 0.1,
         device: str = "auto",
         random_state: int = 0,
@@ -121,6 +137,7 @@ class IALS(IterativeRecommender):
         self.weighting = weighting
         self.alpha = alpha
         self.cg_steps = cg_steps
+        self.unobserved_exponent = unobserved_exponent
         self.init_scale = init_scale
         self.device = device
         self.random_state = random_state
@@ -132,6 +149,8 @@ class IALS(IterativeRecommender):
             raise ConfigError("regularization and unobserved_weight must be >= 0, alpha > 0")
         if self.regularization == 0 and self.unobserved_weight == 0:
             raise ConfigError("regularization and unobserved_weight cannot both be 0 (the systems are singular)")
+        if not np.isfinite(self.unobserved_exponent):
+            raise ConfigError("unobserved_exponent must be a finite number")
 
     def _init_training(self, data: Interactions) -> None:
         dev = resolve_device(self.device)
@@ -148,16 +167,34 @@ class IALS(IterativeRecommender):
         n_users, n_items = data.shape
         a0, lam, nu = self.unobserved_weight, self.regularization, self.regularization_exponent
         self._reg_users = lam * (self._users.counts + a0 * n_items) ** nu
-        self._reg_items = lam * (self._items.counts + a0 * n_users) ** nu
+        # Per-item unobserved weights (eALS) or None: one alpha0 for all, the original path.
+        self._item_weights: torch.Tensor | None = None
+        if self.unobserved_exponent != 0:
+            w = unobserved_weights(data.item_counts(), a0, self.unobserved_exponent)
+            self._item_weights = torch.as_tensor(w, dtype=torch.float32, device=dev)
+            self._reg_items = lam * (self._items.counts + self._item_weights * n_users) ** nu
+        else:
+            self._reg_items = lam * (self._items.counts + a0 * n_users) ** nu
 
-    def _solve(self, side: _Side, x: torch.Tensor, fixed: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
-        """A few CG steps on (a0 Q'Q + sum_i c q q' + reg I) x = sum_i c q, for all rows at once."""
-        gram = self.unobserved_weight * (fixed.T @ fixed)
+    def _solve(self, side: _Side, x: torch.Tensor, fixed: torch.Tensor, reg: torch.Tensor, *,
+               fixed_weights: torch.Tensor | None = None, row_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """A few CG steps on (a0 Q'Q + sum_i c q q' + reg I) x = sum_i c q, for all rows at once.
+
+        With per-item unobserved weights w: solving users, ``fixed_weights`` = w gives the gram
+        ``Q' diag(w) Q``; solving items, ``row_weights`` = w scales item i's gram ``P'P`` by w_i.
+        """
+        if fixed_weights is not None:
+            gram = (fixed * fixed_weights[:, None]).T @ fixed
+        elif row_weights is not None:
+            gram = fixed.T @ fixed
+        else:
+            gram = self.unobserved_weight * (fixed.T @ fixed)
         fixed_t = fixed.T.contiguous()
         rhs = side.weighted @ fixed
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
-            return v @ gram + side.observed_term(v, fixed, fixed_t) + reg[:, None] * v
+            unobserved = v @ gram if row_weights is None else row_weights[:, None] * (v @ gram)
+            return unobserved + side.observed_term(v, fixed, fixed_t) + reg[:, None] * v
 
         residual = rhs - matvec(x)
         direction = residual.clone()
@@ -173,8 +210,9 @@ class IALS(IterativeRecommender):
         return x
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        self._P = self._solve(self._users, self._P, self._Q, self._reg_users)
-        self._Q = self._solve(self._items, self._Q, self._P, self._reg_items)
+        w = self._item_weights
+        self._P = self._solve(self._users, self._P, self._Q, self._reg_users, fixed_weights=w)
+        self._Q = self._solve(self._items, self._Q, self._P, self._reg_items, row_weights=w)
         return {}
 
     def _training_state(self) -> dict[str, np.ndarray]:
@@ -191,16 +229,31 @@ class IALS(IterativeRecommender):
         self.item_factors = self._Q.cpu().numpy().copy()
 
     def _end_training(self) -> None:
-        for name in ("_users", "_items", "_P", "_Q", "_reg_users", "_reg_items"):
+        for name in ("_users", "_items", "_P", "_Q", "_reg_users", "_reg_items", "_item_weights"):
             self.__dict__.pop(name, None)
 
     def _fold_in(self, matrix: sp.csr_matrix, feedback: str, **_: object) -> tuple[np.ndarray, None]:
         """The user half-epoch solved exactly (not by CG):
-        (alpha0 Q'Q + sum_i c_ui q_i q_i' + lambda (n_u + alpha0 |I|)^nu I) p = sum_i c_ui q_i."""
+        (alpha0 Q'Q + sum_i c_ui q_i q_i' + lambda (n_u + alpha0 |I|)^nu I) p = sum_i c_ui q_i,
+        with ``Q' diag(w) Q`` for ``alpha0 Q'Q`` when the unobserved weights depend on the item
+        (recomputed from the saved training counts, ``item_popularity``)."""
         from recsys.models.fold_in import weighted_least_squares
 
         conf = confidence(matrix, feedback, self.weighting, self.alpha)
         q = self.item_factors.astype(np.float64)
         a0 = self.unobserved_weight
+        if self.unobserved_exponent != 0:
+            w = unobserved_weights(self.item_popularity, a0, self.unobserved_exponent)
+            gram = (q * w[:, None]).T @ q
+        else:
+            gram = a0 * (q.T @ q)
         reg = self.regularization * (np.diff(matrix.indptr) + a0 * matrix.shape[1]) ** self.regularization_exponent
-        return weighted_least_squares(q, a0 * (q.T @ q), conf, 0.0, reg), None
+        return weighted_least_squares(q, gram, conf, 0.0, reg), None
+
+
+def unobserved_weights(item_counts: np.ndarray, unobserved_weight: float, exponent: float) -> np.ndarray:
+    """eALS's per-item unobserved weights, shape (n_items,), float64:
+    ``alpha0 * |I| * f_i^beta / sum_j f_j^beta`` with ``f_i = max(n_i, 1)`` (an item nobody
+    used in training counts as used once, so that every weight is finite and positive)."""
+    f = np.maximum(np.asarray(item_counts, dtype=np.float64), 1.0) ** exponent
+    return unobserved_weight * len(f) * f / f.sum()
