@@ -12,7 +12,7 @@ rank cold items by (all have zero training interactions).
 Writes results.md (the table) and results.json beside this script (--output changes the stem;
 --two-tower-params sets two-tower settings over its defaults). ``--split-seeds 0,1,2,3,4``
 repeats everything on several splits and adds, per data set and split, each model's mean
-± std over them and the two-tower model's paired gap to the best MF-family model (als or
+± std over them and the two-tower model's paired gap to the best MF-family model (als, ials or
 mf, by mean) on each split.
 """
 
@@ -40,6 +40,7 @@ MODELS = {
     "two-tower": {},
     "mf": {"loss": "softmax", "epochs": 20},
     "als": {},
+    "ials": {},
     "popular": {},
 }
 
@@ -61,7 +62,7 @@ def load(ratings: Path, user_files: list[Path], item_files: list[Path]):
 
 def fit(name: str, train, device: str):
     params = dict(MODELS[name])
-    if name in ("two-tower", "mf"):
+    if name in ("two-tower", "mf", "ials"):
         params["device"] = device
     start = time.perf_counter()
     model = create_model(name, **params).fit(train)
@@ -145,7 +146,7 @@ def summary(rows: list[dict]) -> list[str]:
         if r[metrics[0]] is not None:
             groups.setdefault((r["dataset"], r["split"]), {}).setdefault(r["model"], {})[r["seed"]] = r
     for (ds, split_name), by_model in groups.items():
-        family = [m for m in ("als", "mf") if m in by_model]
+        family = [m for m in ("als", "ials", "mf") if m in by_model]
         best = max(family, key=lambda m: statistics.mean(r[metrics[0]] for r in by_model[m].values()), default=None)
         for model, by_seed in by_model.items():
             gap = ""
