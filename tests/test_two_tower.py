@@ -112,17 +112,34 @@ def test_new_users_from_features_and_history(planted, fitted):
     assert ids3.shape == (1, 5)
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_learning_rate_schedules_learn_the_planted_clusters(planted, schedule):
+@pytest.mark.parametrize("options", [{"lr_schedule": "constant"}, {"lr_schedule": "cosine"}, {"tower_bias": True}],
+                         ids=["constant-lr", "cosine-lr", "tower-bias"])
+def test_training_options_learn_the_planted_clusters(planted, options):
     """Every user's top 10 warm items come mostly from the user's own cluster."""
     syn, full, _ = planted
-    model = TwoTower(**{**SMALL, "lr_schedule": schedule}).fit(full)
+    model = TwoTower(**{**SMALL, **options}).fit(full)
     warm = np.flatnonzero(model.item_popularity > 0)
     users = full.users.index(syn.users["user_id"].to_numpy())
     scores = model.user_vectors()[users] @ model.item_vectors()[warm].T
     top = warm[np.argsort(-scores, axis=1)[:, :10]]
     item_cluster = syn.item_cluster[[int(i[1:]) - 1 for i in full.items.ids]]
     assert (item_cluster[top] == syn.user_cluster[:, None]).mean() > 0.8
+
+
+def test_tower_bias_is_one_more_dimension_of_the_factors(planted, tmp_path):
+    """Score = cosine / temperature + the item tower's bias, as a plain dot product."""
+    _syn, full, _ = planted
+    model = TwoTower(**{**SMALL, "epochs": 2, "tower_bias": True}).fit(full)
+    d = SMALL["factors"]
+    assert model.user_factors.shape[1] == model.item_factors.shape[1] == d + 1
+    np.testing.assert_array_equal(model.user_factors[:, -1], 1.0)
+    np.testing.assert_allclose(np.linalg.norm(model.item_factors[:, :d], axis=1), 1.0, rtol=1e-5)
+    assert np.ptp(model.item_factors[:, -1]) > 0  # the biases differ between items
+    new_items = model.embed_new_items(pd.DataFrame({"genres": [("drama",)]}))
+    assert new_items.shape == (1, d + 1)
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(load_model(tmp_path / "m").embed_new_items(pd.DataFrame({"genres": [("drama",)]})),
+                                  new_items)
 
 
 def test_cosine_decay_goes_from_the_base_rate_to_zero():

@@ -54,6 +54,7 @@ CANDIDATES = {
     "recent 200 + 15 epochs + cosine lr": {"recent": 200, "epochs": 15, "lr_schedule": "cosine"},
     "20 epochs + cosine lr": {"epochs": 20, "lr_schedule": "cosine"},
     "no logQ": {"logq": False},
+    "tower bias": {"tower_bias": True},
     "20 epochs + cosine lr + 128 factors": {"epochs": 20, "lr_schedule": "cosine", "factors": 128},
     "20 epochs + cosine lr + hidden 512": {"epochs": 20, "lr_schedule": "cosine", "hidden": 512},
 }

@@ -63,6 +63,7 @@ class Tower(nn.Module):
         feature_dim: int,
         hidden: int,
         history_items: int = 0,
+        extra_outputs: int = 0,
     ) -> None:
         super().__init__()
         self.ids = nn.Embedding(n_ids, factors)
@@ -76,10 +77,11 @@ class Tower(nn.Module):
                 self.recent.weight[0].zero_()
         width = factors + feature_dim * (len(categorical) + len(multi)) + n_numeric
         width += factors if self.recent is not None else 0
+        out = factors + extra_outputs
         if hidden:
-            self.mlp: nn.Module = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, factors))
+            self.mlp: nn.Module = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, out))
         else:
-            self.mlp = nn.Linear(width, factors)
+            self.mlp = nn.Linear(width, out)
 
     def forward(
         self,
@@ -190,6 +192,10 @@ class TwoTower(IterativeRecommender):
     lr_schedule : {"constant", "cosine"}
         Learning rate over training: constant, or cosine decay from ``learning_rate`` to
         zero over all ``epochs`` (steadier final embeddings).
+    tower_bias : bool
+        The item tower also outputs a bias added to the score (a popularity prior the
+        unit-length cosine vectors cannot express; predicted from features for cold
+        items). Exported as one more dimension of the factors (1 for every user).
     logq : bool
         Subtract log of each item's in-batch sampling probability (popularity bias fix).
     uniform_negatives : int
@@ -223,6 +229,7 @@ class TwoTower(IterativeRecommender):
         similarity: Similarity = "cosine",
         temperature: float = 0.1,
         lr_schedule: Schedule = "cosine",
+        tower_bias: bool = False,
         logq: bool = True,
         uniform_negatives: int = 0,
         id_dropout: float = 0.25,
@@ -242,6 +249,7 @@ class TwoTower(IterativeRecommender):
         self.similarity = similarity
         self.temperature = temperature
         self.lr_schedule = lr_schedule
+        self.tower_bias = tower_bias
         self.logq = logq
         self.uniform_negatives = uniform_negatives
         self.id_dropout = id_dropout
@@ -280,7 +288,8 @@ class TwoTower(IterativeRecommender):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.random_state))
             self._user_tower = Tower(n_users, ucat, umulti, unum, self.factors, self.feature_dim, self.hidden, n_items if self.recent else 0)
-            self._item_tower = Tower(n_items, icat, imulti, inum, self.factors, self.feature_dim, self.hidden)
+            self._item_tower = Tower(n_items, icat, imulti, inum, self.factors, self.feature_dim, self.hidden,
+                                     extra_outputs=int(self.tower_bias))
 
     def _init_training(self, data: Interactions) -> None:
         dev = resolve_device(self.device)
@@ -401,15 +410,23 @@ class TwoTower(IterativeRecommender):
             idx = torch.arange(start, min(start + chunk, n), device=self._device)
             x = embed(idx, torch.ones(len(idx), device=self._device)).float()
             out.append(self._finish(x, users).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.factors), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.factors + int(self.tower_bias)), np.float32)
 
     def _finish(self, x: torch.Tensor, users: bool) -> torch.Tensor:
         """Tower output to exported factors: with cosine, unit items and users scaled by
-        1/temperature, so a plain dot product is the model's score."""
+        1/temperature, so a plain dot product is the model's score. With ``tower_bias`` the
+        item tower's last output is the item's bias, matched by a constant 1 in the users'
+        vectors."""
+        bias = None
+        if self.tower_bias:
+            if users:
+                bias = torch.ones(len(x), 1, device=x.device, dtype=x.dtype)
+            else:
+                x, bias = x[:, :-1], x[:, -1:]
         if self.similarity == "cosine":
             x = F.normalize(x, dim=1)
-            return x / self.temperature if users else x
-        return x
+            x = x / self.temperature if users else x
+        return x if bias is None else torch.cat([x, bias], dim=1)
 
     def _snapshot(self) -> dict[str, Any]:
         # Early stopping restores the best epoch: the towers too, not only the factors, so
