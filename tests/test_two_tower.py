@@ -100,7 +100,7 @@ def test_new_users_from_features_and_history(planted, fitted):
     genre = GENRES[c]
     features = pd.DataFrame({"age": [30.0], "country": ["de"], "favorite_genre": [genre]})
     vec = fitted.embed_new_users(features)
-    assert vec.shape == (1, SMALL["factors"])
+    assert vec.shape == (1, fitted.item_vectors().shape[1])  # the factors and the tower bias
     ids, _ = fitted.recommend_new_users(features, k=10)
     picked = full.items.index(ids[0])
     clusters = syn.item_cluster[[int(i[1:]) - 1 for i in full.items.ids[picked]]]

@@ -55,6 +55,10 @@ CANDIDATES = {
     "20 epochs + cosine lr": {"epochs": 20, "lr_schedule": "cosine"},
     "no logQ": {"logq": False},
     "tower bias": {"tower_bias": True},
+    "tower bias + 128 factors": {"tower_bias": True, "factors": 128},
+    "tower bias + temperature 0.05": {"tower_bias": True, "temperature": 0.05},
+    "tower bias + learning rate 0.005": {"tower_bias": True, "learning_rate": 0.005},
+    "tower bias + 30 epochs": {"tower_bias": True, "epochs": 30},
     "20 epochs + cosine lr + 128 factors": {"epochs": 20, "lr_schedule": "cosine", "factors": 128},
     "20 epochs + cosine lr + hidden 512": {"epochs": 20, "lr_schedule": "cosine", "hidden": 512},
 }

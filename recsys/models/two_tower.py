@@ -229,7 +229,7 @@ class TwoTower(IterativeRecommender):
         similarity: Similarity = "cosine",
         temperature: float = 0.1,
         lr_schedule: Schedule = "cosine",
-        tower_bias: bool = False,
+        tower_bias: bool = True,
         logq: bool = True,
         uniform_negatives: int = 0,
         id_dropout: float = 0.25,
