@@ -142,6 +142,20 @@ def test_tower_bias_is_one_more_dimension_of_the_factors(planted, tmp_path):
                                   new_items)
 
 
+def test_logq_strength_above_one_favours_popular_items(planted):
+    """Over-correcting the in-batch popularity bias makes the model score popular items higher."""
+    _syn, full, _ = planted
+
+    def popularity_of_top10(strength: float) -> float:
+        model = TwoTower(**{**SMALL, "logq": strength}).fit(full)
+        top, _ = model.recommend(full.users.ids, k=10)
+        return float(model.item_popularity[full.items.index(top.reshape(-1))].mean())
+
+    assert popularity_of_top10(2.0) > popularity_of_top10(0.5)
+    with pytest.raises(ConfigError, match="logq"):
+        TwoTower(logq=-1.0).fit(full)
+
+
 def test_cosine_decay_goes_from_the_base_rate_to_zero():
     assert cosine_decay(0.01, 0, 100) == 0.01
     assert cosine_decay(0.01, 50, 100) == pytest.approx(0.005)

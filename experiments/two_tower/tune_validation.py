@@ -59,6 +59,12 @@ CANDIDATES = {
     "tower bias + temperature 0.05": {"tower_bias": True, "temperature": 0.05},
     "tower bias + learning rate 0.005": {"tower_bias": True, "learning_rate": 0.005},
     "tower bias + 30 epochs": {"tower_bias": True, "epochs": 30},
+    "logQ x 0.5": {"logq": 0.5},
+    "logQ x 0.75": {"logq": 0.75},
+    "logQ x 1.25": {"logq": 1.25},
+    "logQ x 1.5": {"logq": 1.5},
+    "logQ x 2": {"logq": 2.0},
+    "logQ x 3": {"logq": 3.0},
     "20 epochs + cosine lr + 128 factors": {"epochs": 20, "lr_schedule": "cosine", "factors": 128},
     "20 epochs + cosine lr + hidden 512": {"epochs": 20, "lr_schedule": "cosine", "hidden": 512},
 }

@@ -196,8 +196,12 @@ class TwoTower(IterativeRecommender):
         The item tower also outputs a bias added to the score (a popularity prior the
         unit-length cosine vectors cannot express; predicted from features for cold
         items). Exported as one more dimension of the factors (1 for every user).
-    logq : bool
-        Subtract log of each item's in-batch sampling probability (popularity bias fix).
+    logq : bool or float
+        Subtract log of each item's in-batch sampling probability (the popularity bias of
+        in-batch negatives, Yi et al. 2019), times this strength (True = 1, the unbiased
+        full softmax; False = 0). Above 1 it over-corrects: training pushes popular items
+        down harder, so the model learns to score them higher, which favours popular items
+        in the recommendations.
     uniform_negatives : int
         Extra uniformly sampled (warm) negative items per batch, shared by its rows.
     id_dropout : float
@@ -230,7 +234,7 @@ class TwoTower(IterativeRecommender):
         temperature: float = 0.1,
         lr_schedule: Schedule = "cosine",
         tower_bias: bool = True,
-        logq: bool = True,
+        logq: bool | float = True,
         uniform_negatives: int = 0,
         id_dropout: float = 0.25,
         max_values: int = 32,
@@ -277,6 +281,8 @@ class TwoTower(IterativeRecommender):
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; use constant or cosine")
         if self.learning_rate <= 0 or self.temperature <= 0 or self.regularization < 0:
             raise ConfigError("learning_rate and temperature must be > 0, regularization >= 0")
+        if not (math.isfinite(float(self.logq)) and float(self.logq) >= 0):
+            raise ConfigError(f"logq must be true, false or a strength >= 0, got {self.logq!r}")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ConfigError("id_dropout must be in [0, 1)")
 
@@ -363,16 +369,17 @@ class TwoTower(IterativeRecommender):
         u, v = self._finish(u.float(), users=True), self._finish(v.float(), users=False)
         logits = u @ v.T
         hit = (items[None, :] == items[:, None]) & ~torch.eye(b, dtype=torch.bool, device=self._device)
-        if self.logq:
-            logits = logits - (self._inbatch.log_q(items) + math.log(b))[None, :]
+        strength = float(self.logq)
+        if strength:
+            logits = logits - strength * (self._inbatch.log_q(items) + math.log(b))[None, :]
         logits = logits.masked_fill(hit, -math.inf)  # the same item again is not a negative
         if self.uniform_negatives:
             pick = torch.randint(len(self._warm), (self.uniform_negatives,), generator=self._gen, device=self._device)
             neg = self._warm[pick]
             vn = self._finish(self._embed_items(neg, self._keep(len(neg))).float(), users=False)
             extra = u @ vn.T
-            if self.logq:
-                extra = extra - math.log(self.uniform_negatives / len(self._warm))
+            if strength:
+                extra = extra - strength * math.log(self.uniform_negatives / len(self._warm))
             extra = extra.masked_fill(neg[None, :] == items[:, None], -math.inf)
             logits = torch.cat([logits, extra], dim=1)
         target = torch.arange(b, device=self._device)
