@@ -79,16 +79,22 @@ def main() -> None:
     parser.add_argument("--output", default="results", help="stem of the .md and .json files written here")
     parser.add_argument("--split-seeds", default="0", help="seeds of the train/test splits, comma-separated")
     parser.add_argument("--splits", default="warm,cold-items")
+    parser.add_argument("--reuse", help="results .json of an earlier run: its rows of the models not run now join the table")
     args = parser.parse_args()
     MODELS["two-tower"] = json.loads(args.two_tower_params)
     root = Path(args.data)
     rows = []
+    if args.reuse:
+        # The other models are deterministic on the same splits: their earlier rows stand.
+        rows = [r for r in json.loads((HERE / args.reuse).read_text())["rows"] if r["model"] not in args.models.split(",")]
     header = (
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, device {args.device}; "
         f"load average at start {os.getloadavg()[0]:.1f} (a shared, busy machine: fit times are indicative)"
     )
     header += f"; two-tower settings over its defaults: {MODELS['two-tower']}"
+    if args.reuse:
+        header += f"; rows of the models other than {args.models} from {args.reuse}"
     print(header, flush=True)
     for ds in args.datasets.split(","):
         ratings, ufiles, ifiles = datasets(root)[ds]

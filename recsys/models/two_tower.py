@@ -234,7 +234,7 @@ class TwoTower(IterativeRecommender):
         temperature: float = 0.1,
         lr_schedule: Schedule = "cosine",
         tower_bias: bool = True,
-        logq: bool | float = True,
+        logq: bool | float = 1.5,
         uniform_negatives: int = 0,
         id_dropout: float = 0.25,
         max_values: int = 32,
