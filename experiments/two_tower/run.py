@@ -1,4 +1,4 @@
-"""Two-tower against MF and ALS on MovieLens: a warm split and a cold-item split.
+"""Two-tower against MF, ALS and iALS on MovieLens: a warm split and a cold-item split.
 
     python experiments/two_tower/run.py [--data /work/shared/data] [--datasets ml-100k,ml-latest-small]
 

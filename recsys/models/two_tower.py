@@ -222,7 +222,7 @@ class TwoTower(IterativeRecommender):
 
     def __init__(
         self,
-        factors: int = 64,
+        factors: int = 128,
         hidden: int = 256,
         feature_dim: int = 32,
         recent: int = 50,
