@@ -88,8 +88,11 @@ def train(
 
         stored = read_checkpoint_meta(resume)  # a missing or damaged checkpoint stops here
         note(f"resume   {resume}: {stored.get('model')} after epoch {stored.get('epoch')} of {stored.get('epochs')}", quiet)
+        # Feature files given again replace the stored paths (a moved file); absent ones are the stored ones.
         result = run_train(data, None, tracker=runs, test=test, output=output, progress=not quiet, index_trees=index_trees,
-                           checkpoint_every=checkpoint_every, resume=resume)
+                           checkpoint_every=checkpoint_every, resume=resume,
+                           user_features=user_features or None, item_features=item_features or None,
+                           user_features_spec=user_features_spec, item_features_spec=item_features_spec)
         _report(result, fmt, quiet)
         if fmt != "json" and result.run_id:
             note(run_note(result.run_id, runs), quiet)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from recsys.checkpoint import Checkpointing, TrainingInterrupted, load_checkpoint
 from recsys.data.interactions import Interactions
 from recsys.data.io import write_interactions
-from recsys.errors import ConfigError, ModelFormatError
+from recsys.errors import ConfigError, InputError, ModelFormatError
 from recsys.models import create_model
 from recsys.models.base import Recommender
 from recsys.models.training import Validation
@@ -105,14 +105,18 @@ def test_signal_saves_a_checkpoint_and_resume_continues(tmp_path, checkerboard):
     same_factors(resumed, reference)
 
 
-def test_resume_keeps_validation_and_early_stopping_state(tmp_path, checkerboard):
+@pytest.mark.parametrize("case", ["ials", "two-tower"])
+def test_resume_keeps_validation_and_early_stopping_state(tmp_path, checkerboard, case):
+    """Regression: a two-tower checkpoint with a validation split failed to save its best
+    epoch (the snapshot held the towers as a list of tensors)."""
     from recsys.workflows import validation_split
 
     train, valid = validation_split(checkerboard, 0.3, 0)
-    params = {**MODELS["ials"][1], "epochs": 6}
+    name, params = MODELS[case]
+    params = {**params, "epochs": 6}
 
     def fit(**kw):
-        return create_model("ials", **params).fit(train, validation=Validation(valid, "recall@5", patience=10), **kw)
+        return create_model(name, **params).fit(train, validation=Validation(valid, "recall@5", patience=10), **kw)
 
     reference = fit()
     fit(checkpointing=Checkpointing(tmp_path / "c", every=3))
@@ -264,6 +268,19 @@ def test_two_tower_resume_reads_the_feature_files_again(tmp_path, sample_ratings
     reference = train(sample_ratings, config, output=tmp_path / "ref", **features).model
 
     train_interrupted(2, sample_ratings, config, output=tmp_path / "m", checkpoint_on_signal=True, **features)
-    resumed = train(None, resume=tmp_path / "m.checkpoint").model
+    # The item table moved: the stored path is gone; given again, the new path is used.
+    moved = tmp_path / "moved-items.csv"
+    moved.write_bytes((sample / "items.csv").read_bytes())
+    with pytest.raises(InputError, match=r"missing/items\.csv"):
+        train(None, resume=tmp_path / "m.checkpoint", item_features=[tmp_path / "missing" / "items.csv"])
+    resumed = train(None, resume=tmp_path / "m.checkpoint", item_features=[moved]).model
     assert resumed.item_encoder == reference.item_encoder and resumed.user_encoder.categorical
     same_factors(resumed, reference)
+
+
+def test_two_tower_cosine_schedule_refuses_a_resume_with_other_epochs(tmp_path, checkerboard):
+    """The decay is laid over the run's epochs: more or fewer on resume would reshape it."""
+    name, params = MODELS["two-tower"]
+    create_model(name, **params).fit(checkerboard, checkpointing=Checkpointing(tmp_path / "c", every=2))
+    with pytest.raises(ConfigError, match="decays over the run's 5 epochs"):
+        create_model(name, **{**params, "epochs": 8}).fit(checkerboard, checkpointing=Checkpointing(tmp_path / "c", resume=True))

@@ -110,3 +110,8 @@ def test_cuda_matches_cpu_with_popularity_weights(skewed):
     cpu = IALS(**{**PARAMS, "device": "cpu"}, epochs=4, unobserved_exponent=0.5).fit(skewed)
     gpu = IALS(**{**PARAMS, "device": "cuda"}, epochs=4, unobserved_exponent=0.5).fit(skewed)
     np.testing.assert_allclose(cpu.item_factors, gpu.item_factors, rtol=1e-3, atol=1e-4)
+
+
+def test_weights_stay_finite_for_large_exponents():
+    w = unobserved_weights(np.array([5000, 3, 0]), 1.0, 100.0)
+    assert np.isfinite(w).all() and w.mean() == pytest.approx(1.0)

@@ -152,8 +152,28 @@ def test_logq_strength_above_one_favours_popular_items(planted):
         return float(model.item_popularity[full.items.index(top.reshape(-1))].mean())
 
     assert popularity_of_top10(2.0) > popularity_of_top10(0.5)
-    with pytest.raises(ConfigError, match="logq"):
-        TwoTower(logq=-1.0).fit(full)
+
+
+def test_model_saved_before_the_tower_bias_still_loads(planted, tmp_path):
+    """A model.json without the hyper-parameters added later loads as it was trained."""
+    _syn, full, _ = planted
+    old = TwoTower(**{**SMALL, "epochs": 1, "tower_bias": False, "lr_schedule": "constant"}).fit(full)
+    old.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    for name in ("tower_bias", "lr_schedule"):
+        del meta["params"][name]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    loaded = load_model(tmp_path / "m")
+    assert loaded.tower_bias is False
+    np.testing.assert_array_equal(loaded.item_factors, old.item_factors)
+
+
+@pytest.mark.parametrize("bad", [{"logq": "high"}, {"logq": None}, {"logq": -1.0}, {"logq": float("nan")},
+                                 {"tower_bias": 2}, {"tower_bias": "no"}])
+def test_bad_settings_are_refused_clearly(planted, bad):
+    _syn, full, _ = planted
+    with pytest.raises(ConfigError):
+        TwoTower(**{**SMALL, **bad}).fit(full)
 
 
 def test_cosine_decay_goes_from_the_base_rate_to_zero():

@@ -86,6 +86,8 @@ class Recommender(ABC):
 
     name: ClassVar[str] = ""
     predicts_ratings: ClassVar[bool] = False
+    legacy_params: ClassVar[dict[str, Any]] = {}
+    """Values of hyper-parameters added after the first release, for models saved before them."""
 
     users: Vocabulary
     items: Vocabulary
@@ -445,7 +447,8 @@ class Recommender(ABC):
         if not isinstance(params, dict):
             raise ModelFormatError(f"{path}: {_META} has no hyper-parameters")
         try:
-            model = model_cls.from_params(params)
+            # Hyper-parameters added after a model was saved take the value it was trained with.
+            model = model_cls.from_params({**model_cls.legacy_params, **params})
         except (ConfigError, TypeError) as exc:
             raise ModelFormatError(f"{path}: {exc}") from None
         try:

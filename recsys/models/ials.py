@@ -255,5 +255,7 @@ def unobserved_weights(item_counts: np.ndarray, unobserved_weight: float, expone
     """eALS's per-item unobserved weights, shape (n_items,), float64:
     ``alpha0 * |I| * f_i^beta / sum_j f_j^beta`` with ``f_i = max(n_i, 1)`` (an item nobody
     used in training counts as used once, so that every weight is finite and positive)."""
-    f = np.maximum(np.asarray(item_counts, dtype=np.float64), 1.0) ** exponent
+    # In log space: f ** beta overflows for large counts and exponents.
+    log_f = exponent * np.log(np.maximum(np.asarray(item_counts, dtype=np.float64), 1.0))
+    f = np.exp(log_f - log_f.max())
     return unobserved_weight * len(f) * f / f.sum()

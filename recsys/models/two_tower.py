@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -219,6 +219,8 @@ class TwoTower(IterativeRecommender):
 
     name = "two-tower"
     uses_features = True
+    # Models saved before these hyper-parameters existed were trained without them.
+    legacy_params: ClassVar[dict[str, Any]] = {"tower_bias": False, "lr_schedule": "constant"}
 
     def __init__(
         self,
@@ -281,10 +283,20 @@ class TwoTower(IterativeRecommender):
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; use constant or cosine")
         if self.learning_rate <= 0 or self.temperature <= 0 or self.regularization < 0:
             raise ConfigError("learning_rate and temperature must be > 0, regularization >= 0")
-        if not (math.isfinite(float(self.logq)) and float(self.logq) >= 0):
+        if isinstance(self.logq, str) or not isinstance(self.logq, bool | int | float) or not (
+            math.isfinite(self.logq) and self.logq >= 0
+        ):
             raise ConfigError(f"logq must be true, false or a strength >= 0, got {self.logq!r}")
+        if not isinstance(self.tower_bias, bool):
+            raise ConfigError(f"tower_bias must be true or false, got {self.tower_bias!r}")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ConfigError("id_dropout must be in [0, 1)")
+
+    def _check_resume(self, checkpoint: Any) -> None:
+        super()._check_resume(checkpoint)
+        if self.lr_schedule == "cosine" and checkpoint.meta.get("epochs") != self.epochs:
+            raise ConfigError(f"{checkpoint.directory}: the learning rate decays over the run's "
+                              f"{checkpoint.meta.get('epochs')} epochs; resume with that many, not {self.epochs}")
 
     # -- building ------------------------------------------------------------------------------
     def _build(self, n_users: int, n_items: int) -> None:
@@ -385,22 +397,32 @@ class TwoTower(IterativeRecommender):
         target = torch.arange(b, device=self._device)
         return F.cross_entropy(logits, target)
 
+    def _tower_arrays(self) -> dict[str, np.ndarray]:
+        """Both towers' weights as ``user.<name>`` / ``item.<name>`` arrays (saved models,
+        checkpoints and early-stopping snapshots share this form)."""
+        return {f"{prefix}.{name}": tensor.detach().cpu().numpy().copy()
+                for prefix, tower in (("user", self._user_tower), ("item", self._item_tower))
+                for name, tensor in tower.state_dict().items()}
+
+    def _load_tower_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        towers = (("user", self._user_tower), ("item", self._item_tower))
+        check_arrays(arrays, {f"{prefix}.{name}": (tuple(t.shape), "f")
+                              for prefix, tower in towers for name, t in tower.state_dict().items()})
+        for prefix, tower in towers:
+            device = next(tower.parameters()).device
+            tower.load_state_dict({name: torch.as_tensor(arrays[f"{prefix}.{name}"], device=device)
+                                   for name in tower.state_dict()})
+
     def _training_state(self) -> dict[str, np.ndarray]:
-        state = {f"{prefix}.{name}": tensor.detach().cpu().numpy().copy()
-                 for prefix, tower in (("user", self._user_tower), ("item", self._item_tower))
-                 for name, tensor in tower.state_dict().items()}
+        state = self._tower_arrays()
         # The generator draws the shuffles, id dropout and negatives.
         state["generator"] = self._gen.get_state().numpy().copy()
         state.update(optimizer_state(self._opt))
         return state
 
     def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
-        towers = (("user", self._user_tower), ("item", self._item_tower))
-        expected = {f"{prefix}.{name}": (tuple(t.shape), "f")
-                    for prefix, tower in towers for name, t in tower.state_dict().items()}
-        check_arrays(state, {**expected, "generator": (tuple(self._gen.get_state().shape), "u")})
-        for prefix, tower in towers:
-            tower.load_state_dict({name: torch.from_numpy(state[f"{prefix}.{name}"]) for name in tower.state_dict()})
+        check_arrays(state, {"generator": (tuple(self._gen.get_state().shape), "u")})
+        self._load_tower_arrays(state)
         self._gen.set_state(torch.from_numpy(state["generator"]))
         set_optimizer_state(self._opt, state)
 
@@ -438,19 +460,16 @@ class TwoTower(IterativeRecommender):
     def _snapshot(self) -> dict[str, Any]:
         # Early stopping restores the best epoch: the towers too, not only the factors, so
         # that new users are scored by the same model as the exported factors.
+        # Plain arrays under "tower.", so that a checkpoint can keep the best epoch too.
         snap = super()._snapshot()
-        snap["_towers"] = [
-            {k: v.detach().clone() for k, v in t.state_dict().items()} for t in (self._user_tower, self._item_tower)
-        ]
+        snap.update({f"tower.{k}": v for k, v in self._tower_arrays().items()})
         return snap
 
     def _restore(self, snapshot: dict[str, Any]) -> None:
-        snapshot = dict(snapshot)
-        towers = snapshot.pop("_towers", None)
-        super()._restore(snapshot)
-        if towers is not None:
-            self._user_tower.load_state_dict(towers[0])
-            self._item_tower.load_state_dict(towers[1])
+        towers = {k[len("tower."):]: v for k, v in snapshot.items() if k.startswith("tower.")}
+        super()._restore({k: v for k, v in snapshot.items() if not k.startswith("tower.")})
+        if towers:
+            self._load_tower_arrays(towers)
 
     def _end_training(self) -> None:
         for name in ("_opt", "_rows", "_cols", "_inbatch", "_warm", "_total_steps", "_gen", "_users", "_items", "_recent", "_autocast"):
@@ -589,11 +608,8 @@ class TwoTower(IterativeRecommender):
             "n_users": len(self.users),
             "n_items": len(self.items),
         }
-        arrays = {"towers_json": np.frombuffer(json.dumps(spec).encode("utf-8"), dtype=np.uint8)}
-        for prefix, tower in (("user", self._user_tower), ("item", self._item_tower)):
-            for name, tensor in tower.state_dict().items():
-                arrays[f"{prefix}.{name}"] = tensor.detach().cpu().numpy()
-        return arrays
+        return {"towers_json": np.frombuffer(json.dumps(spec).encode("utf-8"), dtype=np.uint8),
+                **self._tower_arrays()}
 
     def _load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         if "towers_json" not in arrays:
@@ -603,10 +619,9 @@ class TwoTower(IterativeRecommender):
             self.user_encoder = FeatureEncoder.from_dict(spec["user_encoder"])
             self.item_encoder = FeatureEncoder.from_dict(spec["item_encoder"])
             self._build(int(spec["n_users"]), int(spec["n_items"]))
-            for prefix, tower in (("user", self._user_tower), ("item", self._item_tower)):
-                state = {k[len(prefix) + 1:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith(prefix + ".")}
-                tower.load_state_dict(state)
-                tower.eval()
-        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            self._load_tower_arrays(arrays)
+            self._user_tower.eval()
+            self._item_tower.eval()
+        except (ValueError, KeyError, TypeError, RuntimeError, ConfigError) as exc:
             raise ModelFormatError(f"two-tower weights do not match their description ({exc})") from None
         self._device = torch.device("cpu")

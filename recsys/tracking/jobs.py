@@ -168,6 +168,9 @@ def train(data: Any, config: Any = None, *, tracker: Tracker | None = None, run_
             train_options["resume"], data, config, train_options.get("test"), train_options.get("read_options"),
             train_options.get("output"), train_options.get("checkpoint_every", 0))
         train_options.update(test=test, read_options=read_options, output=output, checkpoint_every=every)
+        names = ("user_features", "item_features", "user_features_spec", "item_features_spec")
+        train_options.update(workflows.resume_features(train_options["resume"],
+                                                       {n: train_options.get(n) for n in names}))
     config = config or workflows.TrainConfig()
     config.check()
     tracker = tracker or Tracker.disabled()
