@@ -135,6 +135,11 @@ def test_tower_bias_is_one_more_dimension_of_the_factors(planted, tmp_path):
     np.testing.assert_array_equal(model.user_factors[:, -1], 1.0)
     np.testing.assert_allclose(np.linalg.norm(model.item_factors[:, :d], axis=1), 1.0, rtol=1e-5)
     assert np.ptp(model.item_factors[:, -1]) > 0  # the biases differ between items
+    # Item-to-item geometry (similar items, maps, diversity) leaves the bias out.
+    np.testing.assert_array_equal(model.item_embeddings(), model.item_factors[:, :d])
+    ids, sims = model.similar_items(full.items.ids[:1], k=3)
+    unit = model.item_embeddings() / np.linalg.norm(model.item_embeddings(), axis=1, keepdims=True)
+    np.testing.assert_allclose(sims[0], unit[full.items.index(ids[0])] @ unit[0], rtol=1e-5)
     new_items = model.embed_new_items(pd.DataFrame({"genres": [("drama",)]}))
     assert new_items.shape == (1, d + 1)
     model.save(tmp_path / "m")

@@ -153,7 +153,7 @@ def cluster_items(
     values.
     """
     model._check_fitted()
-    unit = normalize_rows(model.item_factors)
+    unit = normalize_rows(model.item_embeddings())
     n = len(unit)
     popularity = np.asarray(model.item_popularity)
     trained = np.flatnonzero(trained_items(model))
@@ -225,7 +225,7 @@ def trained_items(model: Recommender) -> np.ndarray:
     embeds such items from their features (``scores_cold_items``: two-tower with an
     item table) learned their vectors too: they stay in.
     """
-    norms = np.linalg.norm(model.item_factors, axis=1)
+    norms = np.linalg.norm(model.item_embeddings(), axis=1)
     if getattr(model, "scores_cold_items", False):
         return norms > 0
     return (np.asarray(model.item_popularity) > 0) & (norms > 0)
@@ -278,7 +278,7 @@ def label_audit(
         raise ConfigError(
             f"fewer than two items have a value in {column!r} and at least {min_popularity} training users"
         )
-    unit = normalize_rows(model.item_factors)
+    unit = normalize_rows(model.item_embeddings())
     rows = np.flatnonzero(audited)
     nbr, sim = nearest_neighbours(unit[rows], neighbours)
     valid = nbr >= 0

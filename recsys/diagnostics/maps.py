@@ -177,7 +177,7 @@ def embedding_map(
     if of not in ("items", "users"):
         raise ConfigError(f"--of takes items or users, got {of!r}")
     if of == "items":
-        factors = model.item_factors
+        factors = model.item_embeddings()
         popularity = np.asarray(model.item_popularity)
         ids = model.item_ids(np.arange(len(factors)))
     else:

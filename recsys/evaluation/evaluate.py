@@ -171,7 +171,7 @@ def evaluate(
     )
     metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in values.items()}
     assert top is not None
-    metrics.update(beyond_accuracy(top, ks, model.item_popularity, model.item_factors))
+    metrics.update(beyond_accuracy(top, ks, model.item_popularity, model.item_embeddings()))
     if model.predicts_ratings and test.feedback == "rating":
         pred = model.score_pairs(test.row_indices, test.matrix.indices)
         err = pred.astype(np.float64) - test.matrix.data

@@ -197,6 +197,13 @@ class Recommender(ABC):
         ones = np.ones((len(self.item_factors), 1), dtype=np.float32)
         return np.hstack([self.item_factors, self.item_bias[:, None], ones]).astype(np.float32, copy=False)
 
+    def item_embeddings(self) -> np.ndarray:
+        """The item factors that place items relative to each other (similar items, maps,
+        clusters, diversity): :attr:`item_factors` less any column that only adds to the
+        score (two-tower's item bias)."""
+        self._check_fitted()
+        return self.item_factors
+
     def score_pairs(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
         """Model scores of (user, item) index pairs, shape (n,)."""
         self._check_fitted()
@@ -354,7 +361,7 @@ class Recommender(ABC):
         out_sim = np.full((len(index_of), k), np.nan, dtype=np.float32)
         if known.any():
             if index is None:
-                found, sims = cosine_neighbours(self.item_factors, index_of[known], k)
+                found, sims = cosine_neighbours(self.item_embeddings(), index_of[known], k)
             else:
                 found, sims = index.similar(index_of[known], k)
             out_idx[known], out_sim[known] = found, sims

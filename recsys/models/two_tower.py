@@ -441,6 +441,11 @@ class TwoTower(IterativeRecommender):
             out.append(self._finish(x, users).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.factors + int(self.tower_bias)), np.float32)
 
+    def item_embeddings(self) -> np.ndarray:
+        """The item vectors without the tower bias column (item-to-item geometry)."""
+        factors = super().item_embeddings()
+        return factors[:, :-1] if self.tower_bias else factors
+
     def _finish(self, x: torch.Tensor, users: bool) -> torch.Tensor:
         """Tower output to exported factors: with cosine, unit items and users scaled by
         1/temperature, so a plain dot product is the model's score. With ``tower_bias`` the

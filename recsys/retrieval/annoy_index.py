@@ -230,7 +230,7 @@ class AnnoyIndex:
             raise ConfigError(f"metric must be one of {(*ITEM_METRICS, 'auto')}, got {metric!r}")
         jobs = resolve_jobs(n_jobs)
         vectors = model.item_vectors()
-        unit = unit_rows(model.item_factors)
+        unit = unit_rows(model.item_embeddings())
         start = time.perf_counter()
         metrics = ITEM_METRICS if metric == "auto" else (metric,)
         forests = {m: _forest(augment(vectors) if m == "angular" else vectors, m, trees, jobs, seed) for m in metrics}
@@ -253,7 +253,7 @@ class AnnoyIndex:
             "trees": int(trees),
             "seed": int(seed),
             "fingerprint": fingerprint(vectors),
-            "similar_fingerprint": fingerprint(model.item_factors),
+            "similar_fingerprint": fingerprint(model.item_embeddings()),
             "training_fingerprint": getattr(model, "training_fingerprint", ""),
             "build_seconds": time.perf_counter() - start,
             "search_k": search_k,
@@ -315,7 +315,7 @@ class AnnoyIndex:
                 f"the model {len(vectors)} of dimension {vectors.shape[1]}{rebuild}"
             )
         if meta.get("fingerprint") != fingerprint(vectors) or meta.get("similar_fingerprint") != fingerprint(
-            model.item_factors
+            model.item_embeddings()
         ):
             raise ModelFormatError(f"{directory}: index was built from other item factors than this model's{rebuild}")
         files = meta.get("files")
@@ -327,7 +327,7 @@ class AnnoyIndex:
         forests = []
         for name, metric, dim in (
             (ITEMS_FILE, item_metric, vectors.shape[1] + int(bool(meta.get("augmented")))),
-            (SIMILAR_FILE, "angular", model.item_factors.shape[1]),
+            (SIMILAR_FILE, "angular", model.item_embeddings().shape[1]),
         ):
             path = directory / name
             record = files.get(name) or {}
@@ -347,7 +347,7 @@ class AnnoyIndex:
             forests.append(forest)
         if search_k is None:
             search_k = meta.get("search_k")
-        return cls(forests[0], forests[1], vectors, unit_rows(model.item_factors), meta,
+        return cls(forests[0], forests[1], vectors, unit_rows(model.item_embeddings()), meta,
                    search_k=search_k, n_jobs=n_jobs)
 
     # -- queries -------------------------------------------------------------------------------

@@ -148,4 +148,4 @@ class ExactRetrieval:
         return self.index.search(user_vectors, k, exclude)
 
     def similar(self, item_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return cosine_neighbours(self.model.item_factors, item_index, k)
+        return cosine_neighbours(self.model.item_embeddings(), item_index, k)
