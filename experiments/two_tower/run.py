@@ -10,7 +10,8 @@ random-ranking recall (k / number of cold items) is the floor; popularity has no
 rank cold items by (all have zero training interactions).
 
 Writes results.md (the table) and results.json beside this script (--output changes the stem;
---two-tower-params sets two-tower settings over its defaults). ``--split-seeds 0,1,2,3,4``
+--two-tower-params sets two-tower settings over its defaults; ``--before-round-four`` puts
+them over the defaults the model had before round four, which the older tables used). ``--split-seeds 0,1,2,3,4``
 repeats everything on several splits and adds, per data set and split, each model's mean
 ± std over them and the two-tower model's paired gap to the best MF-family model (als, ials or
 mf, by mean) on each split.
@@ -35,6 +36,10 @@ from recsys.models import create_model
 
 HERE = Path(__file__).resolve().parent
 K = 20
+
+# The two-tower defaults before round four (README, "Round four"): the older tables and the
+# validation candidates of tune_validation.py are over these.
+BEFORE_ROUND_FOUR = {"factors": 64, "epochs": 10, "lr_schedule": "constant", "tower_bias": False, "logq": 1.0}
 
 MODELS = {
     "two-tower": {},
@@ -76,12 +81,14 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--two-tower-params", default="{}", help="JSON settings for two-tower over its defaults")
+    parser.add_argument("--before-round-four", action="store_true",
+                        help="two-tower settings over the defaults before round four (the older tables)")
     parser.add_argument("--output", default="results", help="stem of the .md and .json files written here")
     parser.add_argument("--split-seeds", default="0", help="seeds of the train/test splits, comma-separated")
     parser.add_argument("--splits", default="warm,cold-items")
     parser.add_argument("--reuse", help="results .json of an earlier run: its rows of the models not run now join the table")
     args = parser.parse_args()
-    MODELS["two-tower"] = json.loads(args.two_tower_params)
+    MODELS["two-tower"] = {**(BEFORE_ROUND_FOUR if args.before_round_four else {}), **json.loads(args.two_tower_params)}
     root = Path(args.data)
     rows = []
     if args.reuse:
