@@ -18,7 +18,7 @@ from recsys.data.synthetic import GENRES, generate
 from recsys.errors import ConfigError
 from recsys.evaluation.cold import evaluate_cold_items
 from recsys.models import MatrixFactorization, TwoTower, load_model
-from recsys.models.two_tower import Tower, cosine_decay
+from recsys.models.two_tower import Tower, cosine_decay, first_items
 from recsys.workflows import evaluate_model
 
 SMALL = {"factors": 16, "hidden": 32, "feature_dim": 8, "recent": 10, "epochs": 12, "learning_rate": 0.01,
@@ -179,6 +179,24 @@ def test_bad_settings_are_refused_clearly(planted, bad):
     _syn, full, _ = planted
     with pytest.raises(ConfigError):
         TwoTower(**{**SMALL, **bad}).fit(full)
+
+
+def test_first_items_keeps_each_rows_order_and_length():
+    rows = np.array([0, 0, 0, 2, 2])
+    items = np.array([5, 3, 9, 1, 0])
+    np.testing.assert_array_equal(first_items(rows, items, 3, 2), [[6, 4], [0, 0], [2, 1]])
+
+
+def test_many_new_users_at_once_match_one_at_a_time(fitted):
+    """One id lookup for all histories: the same vectors as embedding each user alone."""
+    ids = list(fitted.items.ids[:6])
+    histories = [ids[:3], [], ["unknown", ids[4]], ids[2:6]]
+    together = fitted.embed_new_users(histories=histories)
+    alone = np.vstack([fitted.embed_new_users(histories=[h]) for h in histories])
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+    top, _ = fitted.recommend_new_users(histories=histories, k=5)
+    for row, history in zip(top, histories):
+        assert not set(row) & set(history)
 
 
 def test_cosine_decay_goes_from_the_base_rate_to_zero():

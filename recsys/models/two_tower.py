@@ -19,6 +19,7 @@ items are in the catalogue with embeddings from their features.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -137,23 +138,27 @@ def cosine_decay(base: float, step: int, total: int) -> float:
     return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
+def first_items(rows: np.ndarray, items: np.ndarray, n_rows: int, length: int) -> np.ndarray:
+    """Each row's first ``length`` items (+1; 0 pads), from (row, item index) pairs grouped
+    by row in order of preference. Returns int64 (n_rows, max(1, length))."""
+    out = np.zeros((n_rows, max(1, length)), dtype=np.int64)
+    if length <= 0 or len(rows) == 0:
+        return out
+    position = np.arange(len(rows)) - np.searchsorted(rows, rows)  # rank within its row
+    keep = position < length
+    out[rows[keep], position[keep]] = np.asarray(items)[keep].astype(np.int64) + 1
+    return out
+
+
 def recent_item_matrix(data: Interactions, length: int) -> np.ndarray:
     """Each user's ``length`` most recent items (+1; 0 pads), by timestamp when known.
 
     Returns int64 (n_users, max(1, length)).
     """
-    m = data.matrix
-    out = np.zeros((data.n_users, max(1, length)), dtype=np.int64)
-    if length <= 0 or m.nnz == 0:
-        return out
     rows = data.row_indices
-    time = data.timestamps if data.timestamps is not None else np.zeros(m.nnz, dtype=np.int64)
+    time = data.timestamps if data.timestamps is not None else np.zeros(len(rows), dtype=np.int64)
     order = np.lexsort((-time, rows))  # by user, newest first
-    starts = m.indptr[:-1][rows[order]]
-    position = np.arange(m.nnz) - starts
-    keep = position < length
-    out[rows[order][keep], position[keep]] = m.indices[order][keep].astype(np.int64) + 1
-    return out
+    return first_items(rows[order], data.matrix.indices[order], data.n_users, length)
 
 
 @dataclass
@@ -502,12 +507,19 @@ class TwoTower(IterativeRecommender):
         n = len(features) if features is not None else len(histories or [])
         if histories is not None and len(histories) != n:
             raise ConfigError(f"{len(histories)} histories for {n} users with features")
-        hist = np.zeros((n, max(1, self.recent)), dtype=np.int64)
-        for r, items in enumerate(histories or []):
-            idx = np.atleast_1d(self.items.index(list(items))) if len(items) else np.zeros(0, np.int64)
-            idx = idx[idx >= 0][: self.recent] + 1
-            hist[r, : len(idx)] = idx
-        return self._new_user_vectors(features, hist)
+        rows, idx = self._history_pairs(histories or [])
+        return self._new_user_vectors(features, first_items(rows, idx, n, self.recent))
+
+    def _history_pairs(self, histories: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """(row, item index) of every known item of the histories, in their given order."""
+        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+        flat = list(itertools.chain.from_iterable(histories))
+        if not flat:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        rows = np.repeat(np.arange(len(histories)), lengths)
+        idx = np.atleast_1d(self.items.index(flat))  # one lookup for all users
+        known = idx >= 0
+        return rows[known], idx[known].astype(np.int64)
 
     def check_user_features(self, columns: Sequence[str], source: Any = "the user feature table") -> None:
         """Refuse new users' features that the user tower cannot read: a model trained
@@ -554,14 +566,11 @@ class TwoTower(IterativeRecommender):
         """New users from history rows of ``matrix`` (n, n_items) and, optionally, their
         ``user_features`` (n rows, aligned with ``matrix``): no retraining, the towers as trained.
         ``recent_items`` (n, recent): each row's latest item indices + 1 (:func:`recent_item_matrix`)."""
-        n = matrix.shape[0]
-        if recent_items is not None:
-            return self._new_user_vectors(user_features, recent_items), None
-        hist = np.zeros((n, max(1, self.recent)), dtype=np.int64)
-        for r in range(n):
-            items = matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]][: self.recent]
-            hist[r, : len(items)] = items + 1
-        return self._new_user_vectors(user_features, hist), None
+        if recent_items is None:
+            n = matrix.shape[0]
+            rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
+            recent_items = first_items(rows, matrix.indices, n, self.recent)
+        return self._new_user_vectors(user_features, recent_items), None
 
     @torch.no_grad()
     def embed_new_items(self, features: pd.DataFrame) -> np.ndarray:
@@ -591,15 +600,9 @@ class TwoTower(IterativeRecommender):
         """
         vectors = self.embed_new_users(features, histories)
         n = len(vectors)
-        rows, cols = [], []
-        for r, items in enumerate(histories or []):
-            idx = np.atleast_1d(self.items.index(list(items))) if len(items) else np.zeros(0, np.int64)
-            idx = np.unique(idx[idx >= 0])
-            rows.append(np.full(len(idx), r))
-            cols.append(idx)
-        rows_a = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        cols_a = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-        exclude = sp.csr_matrix((np.ones(len(rows_a), np.float32), (rows_a, cols_a)), shape=(n, len(self.items)))
+        rows, cols = self._history_pairs(histories or [])
+        exclude = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, len(self.items)))
+        exclude.sum_duplicates()
         idx, scores = self.recommend_indices(
             np.zeros(n, np.int64), k, exclude_seen=exclude_seen, user_vectors=vectors, exclude=exclude
         )
