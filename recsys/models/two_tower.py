@@ -288,9 +288,7 @@ class TwoTower(IterativeRecommender):
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; use constant or cosine")
         if self.learning_rate <= 0 or self.temperature <= 0 or self.regularization < 0:
             raise ConfigError("learning_rate and temperature must be > 0, regularization >= 0")
-        if isinstance(self.logq, str) or not isinstance(self.logq, bool | int | float) or not (
-            math.isfinite(self.logq) and self.logq >= 0
-        ):
+        if not isinstance(self.logq, bool | int | float) or not (math.isfinite(self.logq) and self.logq >= 0):
             raise ConfigError(f"logq must be true, false or a strength >= 0, got {self.logq!r}")
         if not isinstance(self.tower_bias, bool):
             raise ConfigError(f"tower_bias must be true or false, got {self.tower_bias!r}")
