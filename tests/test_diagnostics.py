@@ -20,9 +20,10 @@ from recsys.diagnostics import (
     subsample,
     write_diagnostics,
 )
-from recsys.diagnostics.clusters import nearest_neighbours, normalize_rows
+from recsys.diagnostics.clusters import nearest_neighbours
 from recsys.errors import ConfigError
 from recsys.models import ALS
+from recsys.retrieval.annoy_index import unit_rows
 
 N_CLUSTERS = 5
 ARI_THRESHOLD = 0.8
@@ -96,7 +97,7 @@ def test_outliers_flag_a_planted_stray_vector(planted):
 
 
 def test_nearest_neighbours_leave_self_out_and_respect_candidates():
-    unit = normalize_rows(np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]], dtype=np.float32))
+    unit = unit_rows(np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]], dtype=np.float32))
     idx, _ = nearest_neighbours(unit, 2, batch=3)
     assert idx[0].tolist() == [1, 2]
     assert idx[3, 0] == 2
@@ -243,3 +244,22 @@ def test_cli_item_id_col_names_the_id_column(planted, tmp_path: Path):
     r = run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(odd), "--item-id-col", "nope",
             "--column", "genres", code=2)
     assert "nope" in r.output and "Traceback" not in r.output
+
+
+def test_audit_and_cluster_counts_are_checked(planted, tmp_path: Path):
+    _, model_dir, items_file, _, _, _ = planted
+    r = run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(items_file),
+            "--column", "genres", "--neighbours", "0", code=2)
+    assert "neighbours must be at least 1" in r.output
+    r = run("embeddings", "clusters", "--model", str(model_dir), "--top", "-1", code=2)
+    assert "top must be 0 or more" in r.output
+
+
+def test_item_table_separator_is_guessed_as_for_feature_tables(planted, tmp_path: Path):
+    """Regression (review): a tab-separated .txt table, which training reads, failed here."""
+    _, model_dir, items_file, _, _, wrong = planted
+    tabbed = tmp_path / "items.txt"
+    pd.read_csv(items_file).to_csv(tabbed, sep="\t", index=False)
+    r = run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(tabbed),
+            "--column", "genres", "--format", "json")
+    assert json.loads(r.stdout)[0]["item"] == wrong

@@ -145,6 +145,11 @@ def _is_number(token: str) -> bool:
         return False
 
 
+def header_delimiter(header: str) -> str:
+    """The column separator of a table with a header: the one the header line holds most of."""
+    return max(_DELIMITERS, key=header.count)
+
+
 def _infer(values: list[str], sep: str, delimiter: str) -> ColumnSpec:
     present = [v for v in values if v != ""]
     if present and all(_is_number(v) for v in present):
@@ -191,7 +196,7 @@ def read_features(
     if not lines or not lines[0].strip():
         raise InputError("the file is empty; expected a header and one row per id", path=path)
     if delimiter is None:
-        delimiter = max(_DELIMITERS, key=lambda d: lines[0].count(d))
+        delimiter = header_delimiter(lines[0])
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [h.strip() for h in names] if names is not None else [h.strip() for h in next(reader)]
     if len(set(header)) != len(header):

@@ -28,18 +28,12 @@ import pandas as pd
 
 from recsys.diagnostics.metadata import membership, require_column, title_column, values_of
 from recsys.errors import ConfigError
+from recsys.retrieval.annoy_index import unit_rows
 
 if TYPE_CHECKING:
     from recsys.models.base import Recommender
 
 OUTLIER_Z = 3.5
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), float32."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
 def nearest_neighbours(
@@ -153,7 +147,9 @@ def cluster_items(
     values.
     """
     model._check_fitted()
-    unit = normalize_rows(model.item_embeddings())
+    if top < 0:
+        raise ConfigError(f"top must be 0 or more, got {top}")
+    unit = unit_rows(model.item_embeddings())
     n = len(unit)
     popularity = np.asarray(model.item_popularity)
     trained = np.flatnonzero(trained_items(model))
@@ -270,6 +266,8 @@ def label_audit(
     model._check_fitted()
     if not 0 <= threshold <= 1:
         raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
+    if neighbours < 1:
+        raise ConfigError(f"neighbours must be at least 1, got {neighbours}")
     values = values_of(require_column(features, column))
     matrix, names = membership(values)
     popularity = np.asarray(model.item_popularity)
@@ -278,7 +276,7 @@ def label_audit(
         raise ConfigError(
             f"fewer than two items have a value in {column!r} and at least {min_popularity} training users"
         )
-    unit = normalize_rows(model.item_embeddings())
+    unit = unit_rows(model.item_embeddings())
     rows = np.flatnonzero(audited)
     nbr, sim = nearest_neighbours(unit[rows], neighbours)
     valid = nbr >= 0

@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 
 from recsys.artifacts import atomic_file
-from recsys.diagnostics.clusters import default_k, kmeans, normalize_rows, trained_items
+from recsys.diagnostics.clusters import default_k, kmeans, trained_items
 from recsys.diagnostics.metadata import require_column, title_column, values_of
 from recsys.errors import ConfigError
+from recsys.retrieval.annoy_index import unit_rows
 from recsys.seeding import as_generator
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ def embedding_map(
         features = None
     if method not in METHODS:
         raise ConfigError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
-    unit = normalize_rows(factors)
+    unit = unit_rows(factors)
     # Items (users) without training data have unlearned vectors: left out of the map.
     if of == "items":
         learned = np.flatnonzero(trained_items(model))  # cold items too, where features embed them

@@ -15,17 +15,16 @@ TITLE_COLUMNS = ("title", "name", "item_name")
 MULTI_SEP = "|"
 
 
-def read_item_features(
-    path: str | os.PathLike,
-    *,
-    sep: str | None = None,
-    encoding: str = "utf-8",
-) -> pd.DataFrame:
-    """Read an item table (CSV, TSV or Parquet, with a header row) as strings.
+def read_item_features(path: str | os.PathLike, *, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read an item table (delimited text with a header row, or Parquet) as strings.
 
-    Multi-valued columns (``drama|romance``) are kept as written; :func:`values_of` splits
-    them.
+    The separator is guessed from the header as the feature tables' reader does
+    (:func:`recsys.data.features.header_delimiter`), so a table training accepted reads here
+    too. Multi-valued columns (``drama|romance``) are kept as written; :func:`values_of`
+    splits them.
     """
+    from recsys.data.features import header_delimiter
+
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path=path)
@@ -33,8 +32,8 @@ def read_item_features(
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
         else:
-            if sep is None:
-                sep = "\t" if path.suffix in (".tsv", ".tab") else ","
+            with open(path, encoding=encoding) as fh:
+                sep = header_delimiter(fh.readline())
             frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
                                 encoding=encoding)
     except (ValueError, OSError, UnicodeDecodeError) as exc:

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from recsys.retrieval.annoy_index import unit_rows
+
 BEYOND_METRICS: tuple[str, ...] = ("coverage", "gini", "popularity_percentile", "novelty", "diversity")
 """Beyond-accuracy figures, in the order they are reported (after the accuracy metrics)."""
 
@@ -72,9 +74,7 @@ def intra_list_diversity(top: np.ndarray, item_factors: np.ndarray, *, batch: in
     ``top`` (n_lists, k) holds item indices, -1 for padding.
     """
     top = np.asarray(top, dtype=np.int64)
-    factors = np.asarray(item_factors, dtype=np.float32)
-    norms = np.linalg.norm(factors, axis=1, keepdims=True)
-    unit = np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0)
+    unit = unit_rows(np.asarray(item_factors, dtype=np.float32))
     out = np.full(len(top), np.nan)
     for start in range(0, len(top), batch):
         block = top[start:start + batch]
@@ -124,6 +124,8 @@ def beyond_accuracy(
     percentile = popularity_percentiles(item_popularity)
     info = self_information(item_popularity)
     with_factors = item_factors is not None and np.asarray(item_factors).shape[1] > 0
+    if with_factors:
+        item_factors = unit_rows(np.asarray(item_factors, dtype=np.float32))  # once, not per k
     out: dict[str, float] = {}
     for k in sorted(set(int(k) for k in ks)):
         lists = top[:, :k]

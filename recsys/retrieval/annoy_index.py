@@ -230,7 +230,8 @@ class AnnoyIndex:
             raise ConfigError(f"metric must be one of {(*ITEM_METRICS, 'auto')}, got {metric!r}")
         jobs = resolve_jobs(n_jobs)
         vectors = model.item_vectors()
-        unit = unit_rows(model.item_embeddings())
+        embeddings = model.item_embeddings()
+        unit = unit_rows(embeddings)
         start = time.perf_counter()
         metrics = ITEM_METRICS if metric == "auto" else (metric,)
         forests = {m: _forest(augment(vectors) if m == "angular" else vectors, m, trees, jobs, seed) for m in metrics}
@@ -253,7 +254,7 @@ class AnnoyIndex:
             "trees": int(trees),
             "seed": int(seed),
             "fingerprint": fingerprint(vectors),
-            "similar_fingerprint": fingerprint(model.item_embeddings()),
+            "similar_fingerprint": fingerprint(embeddings),
             "training_fingerprint": getattr(model, "training_fingerprint", ""),
             "build_seconds": time.perf_counter() - start,
             "search_k": search_k,
@@ -307,7 +308,7 @@ class AnnoyIndex:
             )
         meta = read_description(directory / META_FILE, format=INDEX_FORMAT, version=INDEX_FORMAT_VERSION,
                                 what="index", where=directory, advice="rebuild it with `recsys index`")
-        vectors = model.item_vectors()
+        vectors, embeddings = model.item_vectors(), model.item_embeddings()
         rebuild = f"; rebuild it with `recsys index --model {model_dir}`"
         if meta.get("n_items") != len(vectors) or meta.get("dimension") != vectors.shape[1]:
             raise ModelFormatError(
@@ -315,7 +316,7 @@ class AnnoyIndex:
                 f"the model {len(vectors)} of dimension {vectors.shape[1]}{rebuild}"
             )
         if meta.get("fingerprint") != fingerprint(vectors) or meta.get("similar_fingerprint") != fingerprint(
-            model.item_embeddings()
+            embeddings
         ):
             raise ModelFormatError(f"{directory}: index was built from other item factors than this model's{rebuild}")
         files = meta.get("files")
@@ -327,7 +328,7 @@ class AnnoyIndex:
         forests = []
         for name, metric, dim in (
             (ITEMS_FILE, item_metric, vectors.shape[1] + int(bool(meta.get("augmented")))),
-            (SIMILAR_FILE, "angular", model.item_embeddings().shape[1]),
+            (SIMILAR_FILE, "angular", embeddings.shape[1]),
         ):
             path = directory / name
             record = files.get(name) or {}
@@ -347,7 +348,7 @@ class AnnoyIndex:
             forests.append(forest)
         if search_k is None:
             search_k = meta.get("search_k")
-        return cls(forests[0], forests[1], vectors, unit_rows(model.item_embeddings()), meta,
+        return cls(forests[0], forests[1], vectors, unit_rows(embeddings), meta,
                    search_k=search_k, n_jobs=n_jobs)
 
     # -- queries -------------------------------------------------------------------------------

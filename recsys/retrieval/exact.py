@@ -67,11 +67,6 @@ class ExactIndex:
         self.n_items = self.items.shape[0]
         self.block_users = block_size_for(self.n_items, block_bytes)
 
-    def scores(self, user_vectors: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Dense scores for a (small) batch of users, shape (B, n_items), on the device."""
-        users = torch.as_tensor(user_vectors, dtype=torch.float32).to(self.device)
-        return users @ self.items.T
-
     def search(
         self,
         user_vectors: np.ndarray,
