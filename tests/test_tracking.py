@@ -177,6 +177,20 @@ def test_evaluate_takes_a_runs_uri_and_is_recorded(mf_run, monkeypatch, sample_r
     assert "recall_at_10" in runs[0].data.metrics
 
 
+def test_a_runs_uri_is_fetched_from_the_given_store_in_a_fresh_process(mf_run, tmp_path):
+    """Regression (review): MLflow looked the logged model up in the global store (./mlflow.db
+    of the working directory), not in --tracking-uri, unless something had set it before."""
+    uri, result = mf_run
+    code = ("import sys; from recsys.tracking.serving import resolve_model_dir; "
+            "print(resolve_model_dir(sys.argv[1], sys.argv[2]))")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-c", code, f"runs:/{result.run_id}/model", uri], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (Path(done.stdout.strip()) / "model.json").is_file()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_recommend_from_a_runs_uri_uses_the_logged_annoy_index(uri, tmp_path, sample_ratings):
     r = cli("train", "--data", str(sample_ratings), "--model", "als", "--factors", "8", "--epochs", "2",
             "--trees", "2", "-o", str(tmp_path / "model"), "--k", "10", "--format", "json",

@@ -437,6 +437,7 @@ class TwoTower(IterativeRecommender):
         self.item_factors = self._all(self._embed_items, self._items.numeric.shape[0], users=False)
 
     def _all(self, embed: Any, n: int, users: bool, chunk: int = 8192) -> np.ndarray:
+        """``embed(rows, keep)`` for rows 0..n-1 in chunks, finished into exported factors."""
         out = []
         for start in range(0, n, chunk):
             idx = torch.arange(start, min(start + chunk, n), device=self._device)
@@ -501,12 +502,18 @@ class TwoTower(IterativeRecommender):
         first (unknown ids are ignored). Returns float32 (n, factors): the scores against
         :meth:`item_vectors`.
         """
+        return self._embed_new(features, histories)[0]
+
+    def _embed_new(
+        self, features: pd.DataFrame | None, histories: Sequence[Sequence[Any]] | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`embed_new_users`, and the (row, item index) pairs of the histories."""
         self._check_fitted()
         n = len(features) if features is not None else len(histories or [])
         if histories is not None and len(histories) != n:
             raise ConfigError(f"{len(histories)} histories for {n} users with features")
         rows, idx = self._history_pairs(histories or [])
-        return self._new_user_vectors(features, first_items(rows, idx, n, self.recent))
+        return self._new_user_vectors(features, first_items(rows, idx, n, self.recent)), rows, idx
 
     def _history_pairs(self, histories: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
         """(row, item index) of every known item of the histories, in their given order."""
@@ -536,10 +543,13 @@ class TwoTower(IterativeRecommender):
         """The user tower without an id: ``features`` rows and ``hist`` (n, H) item indices + 1."""
         n = len(hist)
         enc = self.user_encoder.transform(features.reset_index(drop=True) if features is not None else None, n)
-        cat, multi, num = _Side(enc, torch.device("cpu")).rows(torch.arange(n))
-        x = self._user_tower(torch.zeros(n, dtype=torch.long), torch.zeros(n), cat, multi, num,
-                             torch.as_tensor(hist) if self.recent else None)
-        return self._finish(x.float(), users=True).numpy().astype(np.float32)
+        side, history = _Side(enc, torch.device("cpu")), torch.as_tensor(hist)
+
+        def embed(idx: torch.Tensor, _keep: torch.Tensor) -> torch.Tensor:
+            none = torch.zeros(len(idx))  # no id: these users were not in training
+            return self._user_tower(none.long(), none, *side.rows(idx), history[idx] if self.recent else None)
+
+        return self._all(embed, n, users=True)  # in chunks: memory bounded for any number of users
 
     def fold_in(self, history: Interactions, **options: Any) -> FoldIn:
         """New users from a history and, when attached to it, their features.
@@ -580,9 +590,12 @@ class TwoTower(IterativeRecommender):
         self._check_fitted()
         n = len(features)
         side = _Side(self.item_encoder.transform(features.reset_index(drop=True), n), torch.device("cpu"))
-        cat, multi, num = side.rows(torch.arange(n))
-        x = self._item_tower(torch.zeros(n, dtype=torch.long), torch.zeros(n), cat, multi, num)
-        return self._finish(x.float(), users=False).numpy().astype(np.float32)
+
+        def embed(idx: torch.Tensor, _keep: torch.Tensor) -> torch.Tensor:
+            none = torch.zeros(len(idx))
+            return self._item_tower(none.long(), none, *side.rows(idx))
+
+        return self._all(embed, n, users=False)
 
     def recommend_new_users(
         self,
@@ -596,9 +609,8 @@ class TwoTower(IterativeRecommender):
 
         Items in a user's history are left out when ``exclude_seen``.
         """
-        vectors = self.embed_new_users(features, histories)
+        vectors, rows, cols = self._embed_new(features, histories)
         n = len(vectors)
-        rows, cols = self._history_pairs(histories or [])
         exclude = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, len(self.items)))
         exclude.sum_duplicates()
         idx, scores = self.recommend_indices(

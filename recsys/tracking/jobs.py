@@ -216,7 +216,7 @@ def evaluate_model(model: Any, test: Any, *, tracker: Tracker | None = None, run
         else:
             source = os.fspath(model)
             # A local directory (an MLflow URI downloaded), so a saved Annoy index is found.
-            model = resolve_model_dir(source, tracker.uri if tracker.enabled else None)
+            model = resolve_model_dir(source, tracker.uri)  # --tracking-uri counts with --no-track too
             meta = read_json(Path(model) / "model.json") if (Path(model) / "model.json").is_file() else {}
             run.log_params({"model": meta.get("model"), "model_source": source, **meta.get("params", {})})
         run.log_params(data_params(test))

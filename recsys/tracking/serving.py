@@ -158,12 +158,16 @@ def resolve_model_dir(source: str | os.PathLike, tracking_uri: str | None = None
     tracking store (``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``).
     """
     if is_model_uri(source):
+        import mlflow
         from mlflow.artifacts import download_artifacts
 
         from recsys.tracking.tracker import check_store, resolve_uri
 
         uri = resolve_uri(tracking_uri)
         check_store(uri)
+        # download_artifacts resolves a logged model through the global store whatever its
+        # tracking_uri argument says: point the global store at ours first.
+        mlflow.set_tracking_uri(uri)
         try:
             with _quiet_mlflow():
                 path = Path(download_artifacts(artifact_uri=os.fspath(source), tracking_uri=uri))
