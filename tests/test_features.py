@@ -118,3 +118,13 @@ def test_movielens_loaders(tmp_path):
     # Recognised by file name too.
     assert read_features(tmp_path / "u.item").attrs["kinds"] == {"genres": "multi", "year": "numeric"}
     assert read_features(movies).attrs["kinds"] == {"genres": "multi", "year": "numeric"}
+
+
+def test_a_table_sharing_no_id_with_the_log_is_refused(tmp_path, sample_ratings):
+    """Regression (review): users.csv given as the item table added 1000 fake cold items."""
+    from recsys.data.io import read_interactions
+
+    data = read_interactions(sample_ratings)
+    wrong = read_features(sample_ratings.parent / "users.csv", "item")
+    with pytest.raises(InputError, match="none of its 1000 item ids is in the interaction log"):
+        attach_features(data, item_features=wrong)

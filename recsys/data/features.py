@@ -491,6 +491,13 @@ def attach_features(
         vocab[side], index = _extend(vocab[side], ids, str(frame.attrs.get("source")))
         report.cold[side] = len(vocab[side]) - n
         report.missing[side] = int(n - (index < n).sum())
+        if n and len(ids) and report.missing[side] == n:
+            # Not one id in common: the wrong file, or ids written differently ("1" vs "m1").
+            raise InputError(
+                f"none of its {len(ids)} {side} ids is in the interaction log (its first: {ids[0]!r}; "
+                f"the log's first: {vocab[side].ids[0]!r}); is it the right {side} table?",
+                path=frame.attrs.get("source"),
+            )
         out = replace(out, **{f"{side}_features": _aligned(frame, index, len(vocab[side]))})
     users, items = vocab["user"], vocab["item"]
     matrix = data.matrix
