@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys.data.features import (
@@ -128,3 +129,18 @@ def test_a_table_sharing_no_id_with_the_log_is_refused(tmp_path, sample_ratings)
     wrong = read_features(sample_ratings.parent / "users.csv", "item")
     with pytest.raises(InputError, match="none of its 1000 item ids is in the interaction log"):
         attach_features(data, item_features=wrong)
+
+
+def test_encoder_reads_new_rows_with_its_own_types():
+    """Regression (review): new users' tables are typed by guessing; a one-genre-per-row
+    column read as text lost its values, and 'abc' in a numeric column passed silently."""
+    train = pd.DataFrame({"genres": [("drama", "war"), ("comedy",)], "age": [20.0, 40.0], "country": ["de", "us"]})
+    train.attrs["kinds"] = {"genres": "multi", "age": "numeric", "country": "categorical"}
+    enc = FeatureEncoder.fit(train)
+    new = pd.DataFrame({"genres": ["war", "comedy|drama"], "age": [30.0, None], "country": ["us", "xx"]})
+    out = enc.transform(new, 2)
+    assert sorted(out.multi[0][0][out.multi[0][0] > 0]) == [enc.multi["genres"].index("war") + 1]
+    assert (out.multi[0][1] > 0).sum() == 2
+    np.testing.assert_array_equal(out.categorical[:, 0], [enc.categorical["country"].index("us") + 1, 0])
+    with pytest.raises(InputError, match="column 'age', row 2: expected a number"):
+        enc.transform(pd.DataFrame({"age": ["31", "abc"]}), 2)

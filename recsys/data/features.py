@@ -606,12 +606,16 @@ class FeatureEncoder:
         has = (lambda c: False) if frame is None else (lambda c: c in frame.columns)
         for j, (name, values) in enumerate(self.categorical.items()):
             if has(name):
-                lookup = {v: i + 1 for i, v in enumerate(values)}
-                cat[:, j] = [lookup.get(str(v), 0) if _present(v) else 0 for v in frame[name]]
+                col = frame[name]
+                # One vectorized lookup; unknown values (-1) and missing ones become 0.
+                found = pd.Index(values).get_indexer(col.astype(str)) + 1
+                cat[:, j] = np.where(col.notna().to_numpy(), found, 0)
         for name, tokens in self.multi.items():
             lookup = {v: i + 1 for i, v in enumerate(tokens)}
+            # A table of new rows may hold one value per row, read as text: split it as training did.
+            column = [tuple(v.split("|")) if isinstance(v, str) else v for v in frame[name]] if has(name) else []
             rows = [[lookup[t] for t in vals if t in lookup][: self.max_values] if isinstance(vals, (tuple, list)) else []
-                    for vals in frame[name]] if has(name) else []
+                    for vals in column]
             width = max([1, *map(len, rows)])
             arr = np.zeros((n, width), dtype=np.int64)
             for r, ixs in enumerate(rows):
@@ -619,7 +623,13 @@ class FeatureEncoder:
             multi.append(arr)
         for j, (name, (mean, std)) in enumerate(self.numeric.items()):
             if has(name):
-                v = (pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64) - mean) / std
+                raw = pd.to_numeric(frame[name], errors="coerce")
+                bad = raw.isna() & frame[name].notna()
+                if bad.any():
+                    row = int(np.flatnonzero(bad.to_numpy())[0])
+                    raise InputError(f"column {name!r}, row {row + 1}: expected a number (the model was trained "
+                                     f"with numbers there), got {frame[name].iloc[row]!r}")
+                v = (raw.to_numpy(dtype=np.float64) - mean) / std
                 num[:, j] = np.where(np.isfinite(v), v, 0.0)
         return EncodedFeatures(cat, multi, num)
 
