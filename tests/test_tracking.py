@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -402,3 +403,35 @@ def test_against_a_real_mlflow_server(mlflow_server, tmp_path, sample_ratings, m
     assert "config.toml" in {a.path for a in client(url).list_artifacts(result.run_id)}
     loaded = load_recommender(f"runs:/{result.run_id}/model", url)
     np.testing.assert_array_equal(loaded.item_factors, result.model.item_factors)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('split = "bogus"', "unknown split 'bogus'"),
+    ("path = 'missing.csv'", "no such file"),
+    ("read = { nope = 1 }", "bad read options"),
+    ('k = "10"', "k must be a list of positive integers"),
+    ('metric = "ndcg@x"', "metric must look like 'ndcg@10'"),
+    ("splits = [1]", "every [[splits]] entry is a table"),
+])
+def test_grid_mistakes_are_caught_when_the_file_is_read(tmp_path, sample_ratings, bad, message):
+    """Regression (review): these failed every combination before its run started, and the
+    command printed an empty leaderboard and exited 0 (or crashed on int())."""
+    from recsys.tracking.grid import read_grid
+
+    lines = {"top": "", "data": f'path = "{sample_ratings}"', "split": ""}
+    if bad.startswith(("k =", "metric", "splits")):
+        lines["top"] = bad
+    elif bad.startswith(("path", "read")):
+        lines["data"] = bad if bad.startswith("path") else lines["data"] + "\n" + bad
+    else:
+        lines["split"] = "[[splits]]\nstrategy = " + bad.split("= ")[1]
+    grid = tmp_path / "g.toml"
+    grid.write_text(f"""{lines['top']}
+[[datasets]]
+{lines['data']}
+{lines['split']}
+[[models]]
+model = "als"
+""")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_grid(grid)

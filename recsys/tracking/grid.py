@@ -130,6 +130,7 @@ def read_grid(path: str | Path) -> Grid:
     from recsys.config import read_toml
     from recsys.evaluation.evaluate import DEFAULT_KS
     from recsys.models import MODELS
+    from recsys.workflows import ReadOptions
 
     path = Path(path)
     spec = read_toml(path)
@@ -146,9 +147,18 @@ def read_grid(path: str | Path) -> Grid:
             raise ConfigError(f"{where}: data set path {entry['path']!r} names an unset environment variable")
         if not data_path.is_absolute():
             data_path = (path.parent / data_path).resolve()
-        datasets.append(Dataset(str(entry.get("name", data_path.stem)), data_path, dict(entry.get("read", {}))))
+        if not data_path.is_file():
+            raise ConfigError(f"{where}: data set {entry['path']!r}: no such file ({data_path})")
+        read = dict(entry.get("read", {}))
+        try:
+            ReadOptions(**read)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: data set {entry['path']!r}: bad read options ({exc})") from None
+        datasets.append(Dataset(str(entry.get("name", data_path.stem)), data_path, read))
     splits = []
     for entry in spec.get("splits", [{}]):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: every [[splits]] entry is a table, got {entry!r}")
         bad = sorted(set(entry) - _SPLIT_KEYS)
         if bad:
             raise ConfigError(f"{where}: unknown split keys {', '.join(bad)}; known: {', '.join(sorted(_SPLIT_KEYS))}")
@@ -167,15 +177,27 @@ def read_grid(path: str | Path) -> Grid:
         if any(not v for v in grid.values()):
             raise ConfigError(f"{where}: a grid of model {name!r} lists no values")
         models.append(ModelGrid(name, params, grid))
-    ks = tuple(spec.get("k", DEFAULT_KS))
+    ks = spec.get("k", DEFAULT_KS)
+    if not isinstance(ks, list | tuple) or not ks or not all(type(k) is int and k > 0 for k in ks):
+        raise ConfigError(f"{where}: k must be a list of positive integers, e.g. k = [10, 20], got {ks!r}")
+    ks = tuple(ks)
     metric = str(spec.get("metric", f"ndcg@{ks[0]}"))
-    if "@" in metric and int(metric.split("@")[1]) not in ks:
-        raise ConfigError(f"{where}: metric {metric} needs k = {metric.split('@')[1]} in k = {list(ks)}")
-    return Grid(
+    cut = metric.partition("@")[2]
+    if cut and not cut.isdigit():
+        raise ConfigError(f"{where}: metric must look like 'ndcg@10', got {metric!r}")
+    if cut and int(cut) not in ks:
+        raise ConfigError(f"{where}: metric {metric} needs k = {cut} in k = {list(ks)}")
+    grid = Grid(
         experiment=str(spec.get("experiment", path.stem)), metric=metric, ks=ks, datasets=datasets,
         splits=splits, models=models, validation_fraction=spec.get("validation_fraction"),
         log_models=bool(spec.get("log_models", True)), source=path,
     )
+    for combo in grid.combinations():
+        try:
+            combo.config.check()  # a bad split or setting stops here, not once per combination
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {combo.name}: {exc}") from None
+    return grid
 
 
 def _tables(spec: Mapping[str, Any], key: str, where: str) -> list[dict[str, Any]]:
