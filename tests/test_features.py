@@ -144,3 +144,15 @@ def test_encoder_reads_new_rows_with_its_own_types():
     np.testing.assert_array_equal(out.categorical[:, 0], [enc.categorical["country"].index("us") + 1, 0])
     with pytest.raises(InputError, match="column 'age', row 2: expected a number"):
         enc.transform(pd.DataFrame({"age": ["31", "abc"]}), 2)
+
+
+@pytest.mark.parametrize("form", ["gzip", "bom"])
+def test_feature_tables_read_gzip_and_a_byte_order_mark(tmp_path, sample_ratings, form):
+    """Regression (review): the interaction reader took both, the feature reader neither."""
+    import gzip
+
+    raw = (sample_ratings.parent / "items.csv").read_bytes()
+    path = tmp_path / ("items.csv.gz" if form == "gzip" else "items.csv")
+    path.write_bytes(gzip.compress(raw) if form == "gzip" else b"\xef\xbb\xbf" + raw)
+    frame = read_features(path, "item", spec="genres=multi")
+    assert frame.equals(read_features(sample_ratings.parent / "items.csv", "item", spec="genres=multi"))

@@ -31,6 +31,7 @@ import math
 import os
 import re
 import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -128,9 +129,17 @@ def _decode(path: Path, encoding: str) -> str:
         raise InputError("no such file", path=path)
     if path.is_dir():
         raise InputError("is a directory; expected a feature table", path=path)
-    raw = path.read_bytes()
+    from recsys.data.io import _open_text_bytes
+
+    with open(path, "rb") as fh:
+        is_gzip = fh.read(2) == b"\x1f\x8b"  # gzip by content, as the interaction reader decides
     try:
-        return raw.decode(encoding)
+        with _open_text_bytes(path, is_gzip) as fh:
+            raw = fh.read()
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(f"damaged gzip data ({exc})", path=path) from None
+    try:
+        return raw.decode(encoding).lstrip("\ufeff")  # a byte-order mark is not part of the header
     except LookupError:
         raise InputError(f"unknown text encoding {encoding!r}", path=path) from None
     except UnicodeDecodeError as exc:
