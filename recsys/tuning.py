@@ -138,6 +138,7 @@ class TuneResult:
     metric: str
     trials: pd.DataFrame
     seconds: float
+    features: dict[str, Any] = dataclasses.field(default_factory=dict)  # the feature tables trials trained with
 
     def write_config(self, path: str | Path) -> Path:
         """Write the best settings as TOML for ``recsys train --config``, atomically."""
@@ -148,6 +149,12 @@ class TuneResult:
             f"# Best of {len(self.trials)} trials by validation {self.metric} = {self.best_value:.6f}\n"
             "# (written by recsys tune; use with: recsys train --config THIS_FILE)\n"
         )
+        given = {name: value for name, value in self.features.items() if value is not None}
+        if given:
+            # The settings were found with these tables: training without them is another model.
+            flags = " ".join(f"--{name.replace('_', '-')} {v}" for name, value in given.items()
+                             for v in (value if isinstance(value, list | tuple) else [value]))
+            header += f"# tuned with feature tables: pass them to train too: {flags}\n"
         with atomic_file(path) as tmp:
             tmp.write_text(settings_toml(self.config, header), encoding="utf-8")
         return path
@@ -254,6 +261,8 @@ def tune(
         metric=metric,
         trials=pd.DataFrame(rows),
         seconds=time.perf_counter() - start,
+        features={"user_features": user_features, "item_features": item_features,
+                  "user_features_spec": user_features_spec, "item_features_spec": item_features_spec},
     )
 
 

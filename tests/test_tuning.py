@@ -118,6 +118,8 @@ def test_cli_tunes_two_tower_with_its_feature_tables(tmp_path, sample_ratings, m
         "--item-features-spec", "title=skip", "--output", str(tmp_path / "best.toml")])
     assert r.exit_code == 0, r.output
     assert len(trained) == 2 and all(m.scores_cold_items for m in trained)
+    # The written config says which tables to pass again (a config holds no feature tables).
+    assert f"--item-features {sample / 'items.csv'} --item-features-spec title=skip" in (tmp_path / "best.toml").read_text()
     assert "genres" in trained[0].item_encoder.multi
     r = CliRunner().invoke(app, ["tune", "--data", str(sample_ratings), "--model", "als", "--trials", "1",
                                  "--item-features", str(sample / "items.csv"), "--output", str(tmp_path / "als.toml")])
