@@ -39,11 +39,12 @@ def index(
     seed: Annotated[int, typer.Option(help="Seed of the trees.")] = 0,
     fmt: Format = "table",
     quiet: Quiet = False,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Build (or rebuild) the Annoy index of a saved model, inside its directory (index/)."""
     from recsys.retrieval.annoy_index import DEFAULT_TREES, INDEX_DIR, build_index
 
-    loaded, directory = _load(model)
+    loaded, directory = _load(model, tracking_uri)
     built = build_index(loaded, directory, trees=trees or DEFAULT_TREES, search_k=search_k, n_jobs=jobs, seed=seed)
     meta = {k: v for k, v in built.meta.items() if k != "files"}
     meta["bytes"] = sum(f["bytes"] for f in built.meta["files"].values())
@@ -136,6 +137,7 @@ def similar(
     search_k: SearchK = None,
     fmt: Format = "table",
     quiet: Quiet = False,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Items most similar to the given ones, by cosine of the item factors."""
     import numpy as np
@@ -143,7 +145,7 @@ def similar(
     from recsys.retrieval.annoy_index import INDEX_DIR, META_FILE
     from recsys.retrieval.batch import open_retrieval
 
-    loaded, directory = _load(model)
+    loaded, directory = _load(model, tracking_uri)
     if retrieval == "auto":
         retrieval = "annoy" if (directory / INDEX_DIR / META_FILE).is_file() else "exact"
     searcher = open_retrieval(loaded, retrieval, directory, search_k=search_k)

@@ -192,6 +192,15 @@ def test_a_runs_uri_is_fetched_from_the_given_store_in_a_fresh_process(mf_run, t
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_similar_takes_a_runs_uri_with_its_store(mf_run, tmp_path, monkeypatch):
+    uri, result = mf_run
+    monkeypatch.chdir(tmp_path)
+    item = str(result.model.items.ids[0])
+    r = cli("similar", "--model", f"runs:/{result.run_id}/model", "--tracking-uri", uri, "--item", item,
+            "--k", "3", "--format", "json")
+    assert [row["rank"] for row in json.loads(r.stdout)["similar"]] == [1, 2, 3]
+
+
 def test_recommend_from_a_runs_uri_uses_the_logged_annoy_index(uri, tmp_path, sample_ratings):
     r = cli("train", "--data", str(sample_ratings), "--model", "als", "--factors", "8", "--epochs", "2",
             "--trees", "2", "-o", str(tmp_path / "model"), "--k", "10", "--format", "json",
