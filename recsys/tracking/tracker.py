@@ -126,9 +126,6 @@ class NullRun:
     def callback(self) -> EpochLogger:
         return EpochLogger(self)  # type: ignore[arg-type]
 
-    def child(self, *args: Any, **kwargs: Any) -> contextlib.AbstractContextManager[NullRun]:
-        return contextlib.nullcontext(self)
-
 
 class Tracker:
     """An MLflow tracking store and experiment; :meth:`run` records one job.
@@ -290,13 +287,6 @@ class TrackedRun:
     def callback(self) -> EpochLogger:
         """A training callback logging each epoch's figures (loss, validation metric) by step."""
         return EpochLogger(self)
-
-    @contextlib.contextmanager
-    def child(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None) -> Iterator[TrackedRun]:
-        """A child run under this one (a grid combination, a tuning trial)."""
-        with self.tracker.run(name, kind=kind, tags={"mlflow.parentRunId": self.run_id, **(tags or {})},
-                              nested=True) as run:
-            yield run  # type: ignore[misc]
 
 
 def _default_index(frame: Any) -> bool:
