@@ -190,7 +190,7 @@ def _typed_ids(ids: np.ndarray) -> np.ndarray:
         return ids.astype(np.int64)
     if len(ids) and all(isinstance(x, (int, np.integer)) for x in ids):
         return ids.astype(np.int64)
-    return Vocabulary.from_strings(np.asarray([str(x) for x in ids], dtype=object)).ids
+    return Vocabulary.from_strings(ids.astype(str).astype(object)).ids
 
 
 def unique_in_order(ids: Any) -> np.ndarray:
@@ -339,11 +339,9 @@ def recommend_to_file(
     # Ids typed by the caller (text from a command line) become integers when they all are;
     # the model's own ids keep their type.
     user_ids = _typed_ids(plan.ids) if given else plan.ids
-    if user_ids.dtype.kind in "iu":
-        user_ids = user_ids.astype(np.int64)
+    # One vectorized conversion (not a Python loop over every user).
+    user_ids = user_ids.astype(np.int64) if user_ids.dtype.kind in "iu" else user_ids.astype(str).astype(object)
     items = pa.array(model.items.ids, pa.int64() if model.items.is_integer else pa.string())
-    if user_ids.dtype != np.int64:
-        user_ids = np.asarray([str(x) for x in user_ids], dtype=object)
     schema = pa.schema([
         ("user", pa.int64() if user_ids.dtype == np.int64 else pa.string()),
         ("item", items.type),
