@@ -18,7 +18,12 @@ from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.errors import ConfigError
-from recsys.models.training import IterativeRecommender, optimizer_state, set_optimizer_state
+from recsys.models.training import (
+    IterativeRecommender,
+    minibatch_epoch,
+    optimizer_state,
+    set_optimizer_state,
+)
 from recsys.seeding import derive_seed
 
 Loss = Literal["softmax", "bpr", "mse"]
@@ -182,19 +187,8 @@ class MatrixFactorization(IterativeRecommender):
         self._sampler = NegativeSampler(data.item_counts(), self.sampling, gen, dev)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        n = self._rows.shape[0]
-        order = torch.randperm(n, generator=self._gen, device=self._device)
-        total = torch.zeros((), device=self._device)
-        steps = 0
-        for start in range(0, n, self.batch_size):
-            batch = order[start:start + self.batch_size]
-            loss = self._batch_loss(self._rows[batch], self._cols[batch], self._vals[batch])
-            self._opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self._opt.step()
-            total += loss.detach()
-            steps += 1
-        return {"loss": float(total) / max(steps, 1)}  # float(): the epoch's one host sync
+        return minibatch_epoch(self._rows.shape[0], self.batch_size, self._gen, self._opt,
+                               lambda b: self._batch_loss(self._rows[b], self._cols[b], self._vals[b]))
 
     def _batch_loss(self, users: torch.Tensor, items: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         p = self._P(users)

@@ -14,10 +14,11 @@ model's own generators), so that a resumed run continues exactly where it stoppe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -235,6 +236,39 @@ class IterativeRecommender(Recommender):
     def _restore(self, snapshot: dict[str, Any]) -> None:
         for name, value in snapshot.items():
             setattr(self, name, value)
+
+
+def minibatch_epoch(
+    n: int,
+    batch_size: int,
+    generator: Any,
+    optimizer: Any,
+    batch_loss: Callable[[Any], Any],
+    *,
+    before_step: Callable[[int], None] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> dict[str, float]:
+    """One pass over ``n`` training entries in shuffled minibatches (the loop of every
+    gradient-trained model): ``batch_loss(entry_indices)`` gives each batch's loss,
+    ``before_step(step)`` runs before each step of the epoch (a learning-rate schedule).
+    Returns ``{"loss": mean batch loss}``, with one host sync per epoch."""
+    import torch
+
+    device = generator.device
+    order = torch.randperm(n, generator=generator, device=device)
+    total = torch.zeros((), device=device)
+    steps = 0
+    for start in range(0, n, batch_size):
+        if before_step is not None:
+            before_step(steps)
+        with autocast():
+            loss = batch_loss(order[start:start + batch_size])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+        steps += 1
+    return {"loss": float(total) / max(steps, 1)}
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,12 @@ from recsys.device import resolve_device
 from recsys.errors import ConfigError, ModelFormatError
 from recsys.models.base import FoldIn
 from recsys.models.mf import NegativeSampler
-from recsys.models.training import IterativeRecommender, optimizer_state, set_optimizer_state
+from recsys.models.training import (
+    IterativeRecommender,
+    minibatch_epoch,
+    optimizer_state,
+    set_optimizer_state,
+)
 from recsys.seeding import derive_seed
 
 Similarity = Literal["dot", "cosine"]
@@ -359,23 +364,16 @@ class TwoTower(IterativeRecommender):
         self._user_tower.train()
         self._item_tower.train()
         n = self._rows.shape[0]
-        order = torch.randperm(n, generator=self._gen, device=self._device)
-        total = torch.zeros((), device=self._device)
-        steps = 0
         done = (epoch - 1) * math.ceil(n / self.batch_size)
-        for start in range(0, n, self.batch_size):
-            batch = order[start:start + self.batch_size]
-            if self.lr_schedule == "cosine":
-                for group in self._opt.param_groups:
-                    group["lr"] = cosine_decay(self.learning_rate, done + steps, self._total_steps)
-            with self._autocast():
-                loss = self._batch_loss(self._rows[batch], self._cols[batch])
-            self._opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self._opt.step()
-            total += loss.detach()
-            steps += 1
-        return {"loss": float(total) / max(steps, 1)}  # float(): the epoch's one host sync
+
+        def schedule(step: int) -> None:
+            for group in self._opt.param_groups:
+                group["lr"] = cosine_decay(self.learning_rate, done + step, self._total_steps)
+
+        return minibatch_epoch(n, self.batch_size, self._gen, self._opt,
+                               lambda b: self._batch_loss(self._rows[b], self._cols[b]),
+                               before_step=schedule if self.lr_schedule == "cosine" else None,
+                               autocast=self._autocast)
 
     def _batch_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         b = len(users)
