@@ -194,6 +194,9 @@ def test_many_new_users_at_once_match_one_at_a_time(fitted):
     together = fitted.embed_new_users(histories=histories)
     alone = np.vstack([fitted.embed_new_users(histories=[h]) for h in histories])
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+    # A repeated item counts once, as in training.
+    np.testing.assert_allclose(fitted.embed_new_users(histories=[[ids[0], ids[1], ids[0]]]),
+                               fitted.embed_new_users(histories=[[ids[0], ids[1]]]), rtol=1e-6)
     top, _ = fitted.recommend_new_users(histories=histories, k=5)
     for row, history in zip(top, histories):
         assert not set(row) & set(history)

@@ -522,7 +522,11 @@ class TwoTower(IterativeRecommender):
         rows = np.repeat(np.arange(len(histories)), lengths)
         idx = np.atleast_1d(self.items.index(flat))  # one lookup for all users
         known = idx >= 0
-        return rows[known], idx[known].astype(np.int64)
+        rows, idx = rows[known], idx[known].astype(np.int64)
+        # An item repeated in a history counts once, as in training (the matrix dedupes it).
+        _, first = np.unique(rows * len(self.items) + idx, return_index=True)
+        first.sort()
+        return rows[first], idx[first]
 
     def check_user_features(self, columns: Sequence[str], source: Any = "the user feature table") -> None:
         """Refuse new users' features that the user tower cannot read: a model trained
