@@ -9,13 +9,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from recsys.data.io import read_interactions
 from recsys.errors import InputError
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: the same 100 cases on every run, so a CI failure is a change in the code, not
+# in the draw; new cases come from widening the strategies (and found bugs are @example-d).
+SETTINGS = settings(
+    max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # Ids: letters, digits, blanks, quotes, commas, a few non-ASCII letters. No tabs, colons or
 # line breaks: those change which separator or line a human would read, not the loader's rules.
@@ -71,6 +75,9 @@ def as_text_triples(data) -> dict[tuple[str, str], float]:
 
 @SETTINGS
 @given(csv_text())
+# A tab file with one two-field line was sniffed as space-separated (str.split() splits on
+# tabs too) and pyarrow then failed on the header: a crash, not an InputError.
+@example(('user\titem\trating\n0\t""" "\n0\t0\t0\n0\t0\t0\n0\t0\t0\n0\t0\t0\n0\t0\t0\n', None))
 def test_generated_csv_loads_exactly_or_raises_input_error(case):
     text, expected = case
     try:

@@ -156,8 +156,10 @@ def _detect_delimiter(lines: list[str], path: Path) -> str:
 def _split(line: str, delim: str) -> list[str]:
     if delim == "::":
         return line.split("::")
-    if delim == " ":
-        return line.split()
+    # Every single-character separator, the space included, is split as pyarrow will parse
+    # it (quotes honoured, runs of separators not merged): detection must not find columns
+    # that the parser then does not see (a tab file once sniffed as space-separated because
+    # str.split() also splits on tabs).
     return next(csv.reader([line], delimiter=delim))
 
 
@@ -292,7 +294,7 @@ def _iter_rows(path: Path, layout: _Layout, encoding: str) -> Iterator[tuple[int
     raw = _open_text_bytes(path, layout.gzip)
     text = io.TextIOWrapper(raw, encoding=encoding, newline="")
     try:
-        if layout.delimiter in ("::", " "):
+        if layout.delimiter == "::":
             pending = 0
             for line_no, line in enumerate(text, start=1):
                 if line_no == 1 and layout.header is not None:
