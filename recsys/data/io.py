@@ -1,4 +1,5 @@
-"""Reading and writing interaction logs: CSV, TSV, ``::``-separated, Parquet; gzip or not.
+"""Reading and writing interaction logs: CSV, TSV, ``::``-separated, Parquet, adjacency
+lists (``user item item ...``, in :mod:`recsys.data.lists`); gzip or not.
 
 The fast path parses with pyarrow (multi-threaded, typed, ids dictionary-encoded). When
 pyarrow rejects a file, a slow second pass with Python's ``csv`` module finds the first
@@ -29,8 +30,9 @@ import pyarrow.parquet as pq
 from recsys.artifacts import atomic_file
 from recsys.data.interactions import Feedback, Interactions, build_csr
 from recsys.data.vocabulary import Vocabulary
-from recsys.errors import InputError
+from recsys.errors import ConfigError, InputError
 
+DataFormat = Literal["auto", "table", "lists"]
 Role = Literal["user", "item", "rating", "weight", "timestamp"]
 
 # Spellings seen in public logs, compared after lower-casing and dropping "_", "-" and spaces.
@@ -80,18 +82,20 @@ def _norm(name: str) -> str:
 
 @dataclass(frozen=True)
 class ReadReport:
-    """What a read did besides loading: rows read, rows skipped (only with ``skip_bad_rows``)."""
+    """What a read did besides loading: rows (lines, for adjacency lists) read, rows skipped
+    (only with ``skip_bad_rows``)."""
 
     rows: int
     skipped: int
     columns: dict[str, str]
     delimiter: str | None
     has_header: bool
+    data_format: Literal["table", "lists"] = "table"
 
 
 @dataclass(frozen=True)
 class _Layout:
-    fmt: Literal["csv", "parquet"]
+    fmt: Literal["csv", "parquet", "lists"]
     gzip: bool
     delimiter: str | None
     header: list[str] | None  # the file's own header, if it has one
@@ -239,10 +243,15 @@ def _layout(
     header: bool | None,
     encoding: str,
     explicit: dict[Role, str | None],
+    data_format: DataFormat = "auto",
 ) -> _Layout:
+    from recsys.data import lists  # imported here: it builds on this module's helpers
+
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic == b"PAR1" or path.suffix.lower() in (".parquet", ".pq"):
+        if data_format == "lists":
+            raise InputError("is Parquet, a table; --data-format lists reads text lines user item item ...", path=path)
         try:
             names = pq.read_schema(path).names
         except Exception as exc:
@@ -250,6 +259,10 @@ def _layout(
         return _Layout("parquet", False, None, names, names, _match_roles(names, explicit, path))
     is_gzip = magic[:2] == b"\x1f\x8b"
     lines = _sniff_lines(_head(path, is_gzip), encoding, path)
+    # Options that only a table has (a separator, a header, named columns) keep it a table.
+    table_options = sep not in (None, " ") or header or any(explicit.values())
+    if data_format == "lists" or (data_format == "auto" and not table_options and lists.looks_like_lists(lines)):
+        return _Layout("lists", is_gzip, " ", None, ["user", "item"], {"user": "user", "item": "item"})
     delim = sep if sep is not None else _detect_delimiter(lines, path)
     if sep is not None and delim == "\\t":
         delim = "\t"
@@ -271,7 +284,8 @@ def _layout(
     if len(first) not in _POSITIONAL:
         raise InputError(
             f"no header and {len(first)} columns; expected 2 to 4 columns in the order "
-            "user, item[, rating][, timestamp] or a header naming them",
+            "user, item[, rating][, timestamp] or a header naming them"
+            + (lists.hint(first) if delim == " " else ""),
             path=path,
             line=1,
         )
@@ -323,6 +337,8 @@ def _iter_rows(path: Path, layout: _Layout, encoding: str) -> Iterator[tuple[int
 
 def _diagnose(path: Path, layout: _Layout, encoding: str, fallback: str) -> InputError:
     """Find the first bad row with a slow exact pass; ``fallback`` if none is found."""
+    from recsys.data import lists
+
     expected = len(layout.names)
     positions = {role: layout.names.index(col) for role, col in layout.roles.items()}
     try:
@@ -331,7 +347,7 @@ def _diagnose(path: Path, layout: _Layout, encoding: str, fallback: str) -> Inpu
             if len(fields) != expected:
                 return InputError(
                     f"expected {expected} fields ({', '.join(layout.names)}), found "
-                    f"{len(fields)}",
+                    f"{len(fields)}" + (lists.hint(fields) if layout.delimiter == " " else ""),
                     path=path,
                     line=line_no,
                 )
@@ -540,6 +556,7 @@ def read_interactions(
     feedback: Feedback | None = None,
     encoding: str = "utf-8",
     skip_bad_rows: bool = False,
+    data_format: DataFormat = "auto",
     return_report: bool = False,
 ) -> Interactions | tuple[Interactions, ReadReport]:
     """Read an interaction log into :class:`Interactions`.
@@ -550,6 +567,11 @@ def read_interactions(
     found by common spellings (``user_id``, ``userId``, ``movieId``, ``artistID``,
     ``rating``, ``weight``, ``timestamp``, ...) unless named. A file without a header
     holds ``user, item[, rating][, timestamp]`` in that order.
+
+    Adjacency lists (KGAT, NGCF, LightGCN: one line per user, ``user item item ...``,
+    space-separated integers) are detected when line lengths vary, or forced with
+    ``data_format="lists"``; each pair counts 1 and a line with only a user id adds
+    nothing. ``data_format="table"`` turns the detection off.
 
     Ids are read as text and kept exactly as written; when every id of a column is a
     canonical integer they are stored as int64. A ``rating`` column makes explicit
@@ -566,15 +588,21 @@ def read_interactions(
         skipped instead and counted in the report.
     """
     path = Path(path)
-    _check_path(path)
     explicit: dict[Role, str | None] = {
         "user": user_col, "item": item_col, "rating": rating_col,
         "weight": weight_col, "timestamp": timestamp_col,
     }
+    _check_data_format(data_format, sep, header, explicit)
+    _check_path(path)
     try:
-        layout = _layout(path, sep=sep, header=header, encoding=encoding, explicit=explicit)
+        layout = _layout(path, sep=sep, header=header, encoding=encoding, explicit=explicit, data_format=data_format)
     except LookupError:
         raise InputError(f"unknown text encoding {encoding!r}", path=path) from None
+    if layout.fmt == "lists":
+        from recsys.data import lists
+
+        data, report = lists.read_lists(path, layout, encoding, skip_bad_rows, feedback)
+        return (data, report) if return_report else data
     table, skipped = _read_table(path, layout, encoding, skip_bad_rows)
     if table.num_rows == 0:
         raise InputError(
@@ -659,6 +687,18 @@ def read_interactions(
         has_header=layout.header is not None,
     )
     return data, report
+
+
+def _check_data_format(
+    data_format: str, sep: str | None, header: bool | None, explicit: dict[Role, str | None]
+) -> None:
+    if data_format not in ("auto", "table", "lists"):
+        raise ConfigError(f"data format must be auto, table or lists, not {data_format!r}")
+    if data_format == "lists" and (sep not in (None, " ") or header or any(explicit.values())):
+        raise ConfigError(
+            "--data-format lists reads space-separated lines user item item ... without a header; "
+            "it takes no --sep, --header or column options"
+        )
 
 
 def _compact(uniques: np.ndarray, codes: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
