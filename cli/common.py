@@ -126,14 +126,16 @@ _READ_PARAMS: list[tuple[str, Any, Any]] = [
     ("feedback", Literal["rating", "count"] | None, typer.Option("--feedback", help="Treat values as explicit ratings or implicit counts (default: from the column name).", rich_help_panel=_COLS)),
     ("encoding", str, typer.Option("--encoding", help="Text encoding of the files.", rich_help_panel=_COLS)),
     ("skip_bad_rows", bool, typer.Option("--skip-bad-rows", help="Skip malformed rows (and report how many) instead of stopping at the first.", rich_help_panel=_COLS)),
+    # Not --format: that flag is the output format (table/json) on every command.
+    ("data_format", Literal["auto", "table", "lists"], typer.Option("--data-format", help="auto (detected), table (one row per interaction), or lists (one line per user: user item item ...).", rich_help_panel=_COLS)),
 ]
-_READ_DEFAULTS: dict[str, Any] = {"encoding": "utf-8", "skip_bad_rows": False}
+_READ_DEFAULTS: dict[str, Any] = {"encoding": "utf-8", "skip_bad_rows": False, "data_format": "auto"}
 
 
 def with_read_options(fn: F) -> F:
     """Add the input-column options to a command; it receives them as ``read_options``.
 
-    One definition of the ten reader flags serves every command that reads a log.
+    One definition of the reader flags serves every command that reads a log.
     """
     sig = inspect.signature(fn)
     hints = typing.get_type_hints(fn, include_extras=True)  # resolve string annotations

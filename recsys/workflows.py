@@ -21,7 +21,7 @@ from typing import Any
 from recsys.artifacts import atomic_directory, atomic_file, output_lock, write_json
 from recsys.checkpoint import Checkpointing, read_checkpoint_meta
 from recsys.data.interactions import Interactions
-from recsys.data.io import read_interactions, write_interactions
+from recsys.data.io import DataFormat, read_interactions, write_interactions
 from recsys.data.splits import STRATEGIES, split
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import DEFAULT_KS, Evaluation, evaluate
@@ -46,6 +46,7 @@ class ReadOptions:
     feedback: str | None = None
     encoding: str = "utf-8"
     skip_bad_rows: bool = False
+    data_format: DataFormat = "auto"
 
 
 def load(source: DataSource, options: ReadOptions | None = None) -> Interactions:

@@ -1,11 +1,12 @@
 """Adjacency lists (``user item item ...``, the KGAT / NGCF / LightGCN format): detection,
-the forced format, exact pairs, gzip, blank and user-only lines, bad lines."""
+the forced format, exact pairs, gzip, blank and user-only lines, bad lines, the CLI flag."""
 
 from __future__ import annotations
 
 import gzip
 
 import pytest
+from cli_invoke import run
 
 from recsys.data.io import read_interactions
 from recsys.errors import ConfigError, InputError
@@ -124,3 +125,21 @@ def test_forced_lists_refuses_table_options(tmp_path):
         read_interactions(p, data_format="lists", sep=",")
     with pytest.raises(ConfigError, match="auto, table or lists"):
         read_interactions(p, data_format="list")  # type: ignore[arg-type]
+
+
+def test_cli_flag_bad_line_exits_2_with_file_and_line(tmp_path):
+    p = tmp_path / "three.txt"
+    p.write_text("0 10 11\n1 12 13\n2 10 zz\n3 10 12\n")
+    r = run("split", "--data", p, "--data-format", "lists", "--out-dir", tmp_path / "s", "--quiet", code=2)
+    assert f"{p}:3: expected an item id (an integer), got 'zz'" in r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_flag_forces_lists(tmp_path):
+    p = tmp_path / "three.txt"
+    p.write_text("".join(f"{u} {10 + u % 7} {20 + u % 5}\n" for u in range(30)))
+    r = run("split", "--data", p, "--data-format", "lists", "--out-dir", tmp_path / "s", "--format", "json", "--quiet")
+    assert '"train_entries"' in r.output
+    header = (tmp_path / "s" / "train.csv").read_text().splitlines()[0]
+    assert header == "user,item,weight"  # counts, not the ratings a table read would give
