@@ -166,6 +166,36 @@ def checkerboard(n_users: int = 60, n_items: int = 40, density: float = 0.5, see
     return Interactions.from_arrays(user[keep], item[keep])
 
 
+def latent_factor_log(
+    n_users: int = 3000,
+    n_items: int = 10_000,
+    dim: int = 24,
+    items_per_user: int = 10,
+    signal: float = 10.0,
+    seed: Seed = 0,
+) -> Interactions:
+    """Implicit feedback from a planted dot-product model with many weak directions.
+
+    Users and items get standard normal vectors in ``dim`` dimensions; each user picks
+    ``items_per_user`` distinct items with probability proportional to
+    ``exp(signal * u . v / sqrt(dim))`` (Gumbel top-k). Unlike :func:`generate`'s few strong
+    clusters, the structure is spread over ``dim`` directions of similar strength, as in
+    large sparse catalogues, so a model that keeps only the strongest few does little better
+    than popularity. Memory stays at one block of users times the catalogue.
+    """
+    rng = as_generator(seed)
+    user_vectors = rng.standard_normal((n_users, dim))
+    item_vectors = rng.standard_normal((n_items, dim))
+    picks = np.empty((n_users, items_per_user), dtype=np.int64)
+    block = max(1, 1_000_000 // n_items)
+    for start in range(0, n_users, block):
+        rows = slice(start, min(start + block, n_users))
+        keys = signal * (user_vectors[rows] @ item_vectors.T) / np.sqrt(dim)
+        keys += rng.gumbel(size=keys.shape)
+        picks[rows] = np.argpartition(-keys, items_per_user, axis=1)[:, :items_per_user]
+    return Interactions.from_arrays(np.repeat(np.arange(n_users), items_per_user), picks.ravel())
+
+
 def write_sample(out: str | Path, seed: int = 0) -> list[Path]:
     """Write the bundled sample (ratings.csv, users.csv, items.csv) to ``out``."""
     out = Path(out)

@@ -33,6 +33,7 @@ from recsys.artifacts import (
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError, ModelFormatError, RecsysError
+from recsys.models.auto import DataShape, describe
 
 FORMAT_NAME = "recsys-model"
 FORMAT_VERSION = 1
@@ -82,6 +83,9 @@ class Recommender(ABC):
     - ``seen``: CSR (n_users, n_items) of training entries, for excluding seen items
     - ``item_popularity`` (n_items,): training users per item, for cold-user fallbacks
     - ``training_fingerprint``: content hash of the training data
+    - ``fitted_params``: the hyper-parameters training used, with each ``"auto"`` replaced
+      by the value its rule chose for the data (:mod:`recsys.models.auto`);
+      ``data_shape`` the shape they were chosen for (None when nothing was ``"auto"``)
     """
 
     name: ClassVar[str] = ""
@@ -101,6 +105,8 @@ class Recommender(ABC):
     global_bias: float = 0.0
     fit_seconds: float = 0.0
     history: list[dict[str, float]]
+    fitted_params: dict[str, Any]
+    data_shape: dict[str, Any] | None = None
 
     # -- hyper-parameters -------------------------------------------------------------------
     @classmethod
@@ -139,6 +145,8 @@ class Recommender(ABC):
         """
         if data.nnz == 0:
             raise ConfigError("cannot fit on data with no interactions")
+        self.fitted_params, shape = self._resolve_params(data)
+        self.data_shape = None if shape is None else shape.to_dict()
         self._validate_params()
         self.users = data.users
         self.items = data.items
@@ -154,7 +162,21 @@ class Recommender(ABC):
         return self
 
     def _validate_params(self) -> None:
-        """Check hyper-parameters; raise :class:`ConfigError`. Called at the start of ``fit``."""
+        """Check hyper-parameters; raise :class:`ConfigError`. Called at the start of ``fit``,
+        after :meth:`_resolve_params` (so ``fitted_params`` holds no ``"auto"``)."""
+
+    def _resolve_params(self, data: Interactions) -> tuple[dict[str, Any], DataShape | None]:
+        """The hyper-parameters for ``data``, each ``"auto"`` that has a shape rule replaced by
+        the rule's value, and the shape the rules read (None when no rule ran). Models with
+        rules override this. (``"auto"`` also names choices a model makes itself, such as
+        ``weighting`` or ``device``; those stay as given.)"""
+        return self.get_params(), None
+
+    def describe_auto(self) -> str | None:
+        """One line naming the values ``"auto"`` chose and the data shape they were chosen
+        for (see :func:`recsys.models.auto.describe`); None when nothing was ``"auto"``."""
+        self._check_fitted()
+        return describe(self.name, self.get_params(), self.fitted_params, self.data_shape)
 
     @abstractmethod
     def _fit(self, data: Interactions, **fit_options: Any) -> None:
@@ -409,6 +431,8 @@ class Recommender(ABC):
             "format_version": FORMAT_VERSION,
             "model": self.name,
             "params": self.get_params(),
+            "fitted_params": self.fitted_params,
+            "data_shape": self.data_shape,
             "n_users": len(self.users),
             "n_items": len(self.items),
             "factors": int(self.item_factors.shape[1]),
@@ -515,6 +539,13 @@ class Recommender(ABC):
         self.training_fingerprint = str(meta.get("training_fingerprint", ""))
         self.fit_seconds = float(meta.get("fit_seconds", 0.0))
         self.history = list(meta.get("history", []))
+        fitted = meta.get("fitted_params")
+        # Models saved before "auto" existed were trained with their params as given.
+        self.fitted_params = dict(fitted) if isinstance(fitted, dict) else self.get_params()
+        if set(self.fitted_params) != set(self.get_params()):
+            raise ModelFormatError(f"{path}: {_META}'s fitted_params do not match the model's hyper-parameters")
+        shape = meta.get("data_shape")
+        self.data_shape = dict(shape) if isinstance(shape, dict) else None
         self._load_extra_arrays({k[6:]: v for k, v in factors.items() if k.startswith("extra_")})
 
 

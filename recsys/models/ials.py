@@ -32,6 +32,7 @@ O(nnz * d + n * d^2) with no (nnz, d) intermediate.
 from __future__ import annotations
 
 import warnings
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,6 +43,7 @@ from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.errors import ConfigError
 from recsys.models.als import Weighting, confidence
+from recsys.models.auto import AUTO, UNOBSERVED_RATIO, DataShape
 from recsys.models.training import IterativeRecommender
 from recsys.seeding import derive_seed
 
@@ -86,8 +88,12 @@ class IALS(IterativeRecommender):
         Alternating sweeps (users, then items).
     regularization : float
         lambda, scaled per user and item by ``(n + unobserved_weight * N) ** regularization_exponent``.
-    unobserved_weight : float
-        alpha0, the weight of every unobserved (user, item) pair relative to an observed one.
+    unobserved_weight : float or "auto"
+        alpha0, the weight of every unobserved (user, item) pair relative to an observed
+        one. ``"auto"`` sets it from the data: ``UNOBSERVED_RATIO`` (10) times the
+        confidence density, so that a user's unobserved pairs together weigh ten times the
+        mean user's observed confidence on any catalogue size and density (a fixed alpha0
+        suits one density only; see :mod:`recsys.models.auto`).
     regularization_exponent : float
         nu: 0 gives plain L2; 1 scales with frequency (Rendle et al. recommend 1).
     weighting : {"auto", "binary", "linear", "log"}
@@ -108,8 +114,7 @@ class IALS(IterativeRecommender):
     random_state : int
         Seed of the initial factors.
 
-    The defaults come from the searches in ``experiments/quality`` (the setting closest to
-    each data set's best on ml-latest-small and lastfm-2k; see the README).
+    The defaults come from the leave-one-data-set-out search in ``experiments/quality``.
     """
 
     name = "ials"
@@ -119,7 +124,7 @@ class IALS(IterativeRecommender):
         factors: int = 128,
         epochs: int = 8,
         regularization: float = 0.01,
-        unobserved_weight: float = 0.1,
+        unobserved_weight: float | Literal["auto"] = AUTO,
         regularization_exponent: float = 1.0,
         weighting: Weighting = "auto",
         alpha: float = 1.0,
@@ -142,12 +147,26 @@ class IALS(IterativeRecommender):
         self.device = device
         self.random_state = random_state
 
+    def _resolve_params(self, data: Interactions) -> tuple[dict[str, Any], DataShape | None]:
+        params = self.get_params()
+        if self.unobserved_weight != AUTO:
+            return super()._resolve_params(data)
+        if not isinstance(self.alpha, int | float) or self.alpha <= 0:
+            raise ConfigError(f"alpha must be a number > 0, got {self.alpha!r}")
+        conf = confidence(data.matrix, data.feedback, self.weighting, self.alpha)
+        shape = DataShape.of(data.matrix, data.feedback, conf)
+        params["unobserved_weight"] = UNOBSERVED_RATIO * shape.confidence_density
+        return params, shape
+
     def _validate_params(self) -> None:
+        a0 = self.fitted_params["unobserved_weight"]
         if int(self.factors) < 1 or int(self.epochs) < 1 or int(self.cg_steps) < 1:
             raise ConfigError("factors, epochs and cg_steps must be at least 1")
-        if self.regularization < 0 or self.unobserved_weight < 0 or self.alpha <= 0:
+        if not isinstance(a0, int | float):
+            raise ConfigError(f"unobserved_weight must be a number or 'auto', got {a0!r}")
+        if self.regularization < 0 or a0 < 0 or self.alpha <= 0:
             raise ConfigError("regularization and unobserved_weight must be >= 0, alpha > 0")
-        if self.regularization == 0 and self.unobserved_weight == 0:
+        if self.regularization == 0 and a0 == 0:
             raise ConfigError("regularization and unobserved_weight cannot both be 0 (the systems are singular)")
         if not np.isfinite(self.unobserved_exponent):
             raise ConfigError("unobserved_exponent must be a finite number")
@@ -165,7 +184,8 @@ class IALS(IterativeRecommender):
         self._P = (torch.randn(data.n_users, self.factors, generator=gen) * std).to(dev)
         self._Q = (torch.randn(data.n_items, self.factors, generator=gen) * std).to(dev)
         n_users, n_items = data.shape
-        a0, lam, nu = self.unobserved_weight, self.regularization, self.regularization_exponent
+        a0, lam, nu = self.fitted_params["unobserved_weight"], self.regularization, self.regularization_exponent
+        self._a0 = a0
         self._reg_users = lam * (self._users.counts + a0 * n_items) ** nu
         # Per-item unobserved weights (eALS) or None: one alpha0 for all, the original path.
         self._item_weights: torch.Tensor | None = None
@@ -188,7 +208,7 @@ class IALS(IterativeRecommender):
         elif row_weights is not None:
             gram = fixed.T @ fixed
         else:
-            gram = self.unobserved_weight * (fixed.T @ fixed)
+            gram = self._a0 * (fixed.T @ fixed)
         fixed_t = fixed.T.contiguous()
         rhs = side.weighted @ fixed
 
@@ -229,7 +249,7 @@ class IALS(IterativeRecommender):
         self.item_factors = self._Q.cpu().numpy().copy()
 
     def _end_training(self) -> None:
-        for name in ("_users", "_items", "_P", "_Q", "_reg_users", "_reg_items", "_item_weights"):
+        for name in ("_users", "_items", "_P", "_Q", "_reg_users", "_reg_items", "_item_weights", "_a0"):
             self.__dict__.pop(name, None)
 
     def _fold_in(self, matrix: sp.csr_matrix, feedback: str, **_: object) -> tuple[np.ndarray, None]:
@@ -241,7 +261,7 @@ class IALS(IterativeRecommender):
 
         conf = confidence(matrix, feedback, self.weighting, self.alpha)
         q = self.item_factors.astype(np.float64)
-        a0 = self.unobserved_weight
+        a0 = self.fitted_params["unobserved_weight"]
         if self.unobserved_exponent != 0:
             w = unobserved_weights(self.item_popularity, a0, self.unobserved_exponent)
             gram = (q * w[:, None]).T @ q
