@@ -130,6 +130,8 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
         print_json({
             "model": model.name,
             "params": model.get_params(),
+            "fitted_params": model.fitted_params,
+            "data_shape": model.data_shape,
             "model_dir": str(result.model_dir) if result.model_dir else None,
             "train_entries": result.train.nnz,
             "test_entries": None if result.test is None else result.test.nnz,
@@ -148,6 +150,9 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
                 note(f"features {side}s: {result.features.cold[side]} cold (features, no interactions), "
                      f"{result.features.missing[side]} without a feature row", quiet)
     note(f"model    {model!r} fitted in {result.seconds['fit']:.2f}s", quiet)
+    chosen = model.describe_auto()
+    if chosen:
+        note(f"auto     {chosen}", quiet)
     if result.evaluation is not None and "cold_items" in result.evaluation.extra:
         extra = result.evaluation.extra
         note(f"cold     {extra['cold_items']} held-out items, ranked among themselves", quiet)

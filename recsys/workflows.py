@@ -411,6 +411,8 @@ def run_record(result: TrainResult, data: DataSource) -> dict[str, Any]:
     config = dataclasses.asdict(result.config)
     config["params"] = result.model.get_params()
     return {
+        "fitted_params": result.model.fitted_params,
+        "data_shape": result.model.data_shape,
         "data": str(data) if not isinstance(data, Interactions) else data.source,
         "config": config,
         "train_entries": result.train.nnz,

@@ -8,7 +8,7 @@ user of implicit gets out of the box), once with the same settings as ``recsys``
 defaults (which shows the wrapper adds nothing and loses nothing).
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
-        .venv/bin/python experiments/baselines/run_baselines.py
+        .venv/bin/python -m experiments.baselines.run_baselines
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from reference import DATA_DIR, ImplicitALS, load_dataset, machine_line
 
+from experiments.common import DATA_DIR, ImplicitALS, load_dataset, machine_line
 from recsys.data.splits import split
 from recsys.evaluation.evaluate import evaluate
 from recsys.models import ALS, create_model

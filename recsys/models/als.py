@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -11,6 +11,8 @@ from threadpoolctl import threadpool_limits
 from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
+from recsys.models import auto
+from recsys.models.auto import AUTO, DataShape
 from recsys.models.training import IterativeRecommender
 from recsys.seeding import derive_seed
 
@@ -48,10 +50,15 @@ class ALS(IterativeRecommender):
         Embedding dimension.
     epochs : int
         ALS sweeps (each solves users, then items).
-    regularization : float
-        L2 weight on the factors.
-    alpha : float
-        Confidence scale of observed entries (see :func:`confidence`).
+    regularization : float or "auto"
+        L2 weight on the factors. ``"auto"``: a share (``REGULARIZATION_SHARE``) of the mean
+        user's total observed confidence, so the ridge keeps pace with the confidences it
+        tempers (:func:`recsys.models.auto.ridge`).
+    alpha : float or "auto"
+        Confidence scale of observed entries (see :func:`confidence`). ``"auto"``: the
+        observed confidences together weigh a fixed share (``OBSERVED_SHARE``) of the unit
+        weights of all user-item pairs, whatever the density
+        (:func:`recsys.models.auto.confidence_scale`).
     weighting : {"auto", "binary", "linear", "log"}
         How values become confidences.
     use_gpu : {"auto", True, False}
@@ -59,8 +66,7 @@ class ALS(IterativeRecommender):
     random_state : int
         Seed of the initial factors.
 
-    The defaults come from the searches in ``experiments/quality`` (the setting closest to
-    each data set's best on ml-latest-small and lastfm-2k; see the README).
+    The defaults come from the leave-one-data-set-out search in ``experiments/quality``.
     """
 
     name = "als"
@@ -69,8 +75,8 @@ class ALS(IterativeRecommender):
         self,
         factors: int = 32,
         epochs: int = 30,
-        regularization: float = 0.1,
-        alpha: float = 3.0,
+        regularization: float | Literal["auto"] = AUTO,
+        alpha: float | Literal["auto"] = AUTO,
         weighting: Weighting = "auto",
         use_gpu: bool | Literal["auto"] = "auto",
         random_state: int = 0,
@@ -83,10 +89,27 @@ class ALS(IterativeRecommender):
         self.use_gpu = use_gpu
         self.random_state = random_state
 
+    def _resolve_params(self, data: Interactions) -> tuple[dict[str, Any], DataShape | None]:
+        params = self.get_params()
+        if AUTO not in (self.alpha, self.regularization):
+            return params, None
+        # The shape of the confidences at scale 1: alpha is what the rule chooses.
+        shape = DataShape.of(data.matrix, data.feedback, confidence(data.matrix, data.feedback, self.weighting, 1.0))
+        if self.alpha == AUTO:
+            params["alpha"] = auto.confidence_scale(shape)
+        if self.regularization == AUTO:
+            if not isinstance(params["alpha"], int | float):
+                raise ConfigError(f"alpha must be a number > 0 or 'auto', got {params['alpha']!r}")
+            params["regularization"] = auto.ridge(shape, params["alpha"])
+        return params, shape
+
     def _validate_params(self) -> None:
+        alpha, regularization = self.fitted_params["alpha"], self.fitted_params["regularization"]
         if self.factors < 1 or self.epochs < 1:
             raise ConfigError("factors and epochs must be at least 1")
-        if self.regularization < 0 or self.alpha <= 0:
+        if not isinstance(alpha, int | float) or not isinstance(regularization, int | float):
+            raise ConfigError(f"alpha and regularization must be numbers or 'auto', got {alpha!r} and {regularization!r}")
+        if regularization < 0 or alpha <= 0:
             raise ConfigError("regularization must be >= 0 and alpha > 0")
 
     @property
@@ -99,11 +122,12 @@ class ALS(IterativeRecommender):
     def _init_training(self, data: Interactions) -> None:
         from implicit.als import AlternatingLeastSquares
 
-        self._confidence = confidence(data.matrix, data.feedback, self.weighting, self.alpha)
+        params = self.fitted_params
+        self._confidence = confidence(data.matrix, data.feedback, self.weighting, params["alpha"])
         with threadpool_limits(1, "blas"):
             self._model = AlternatingLeastSquares(
                 factors=self.factors,
-                regularization=self.regularization,
+                regularization=params["regularization"],
                 alpha=1.0,  # already applied in the confidence
                 iterations=1,  # the shared loop runs the epochs
                 use_gpu=self.device == "cuda",
@@ -148,6 +172,7 @@ class ALS(IterativeRecommender):
         """implicit's user step, solved exactly: (Y'Y + sum_i (c_ui - 1) y_i y_i' + reg I) x = sum_i c_ui y_i."""
         from recsys.models.fold_in import weighted_least_squares
 
-        conf = confidence(matrix, feedback, self.weighting, self.alpha)
+        params = self.fitted_params
+        conf = confidence(matrix, feedback, self.weighting, params["alpha"])
         y = self.item_factors.astype(np.float64)
-        return weighted_least_squares(y, y.T @ y, conf, -1.0, self.regularization), None
+        return weighted_least_squares(y, y.T @ y, conf, -1.0, params["regularization"]), None

@@ -37,6 +37,16 @@ UNOBSERVED_RATIO = 10.0
 """iALS: the unobserved pairs of a user weigh this many times the user's mean observed
 confidence, i.e. ``alpha0 = UNOBSERVED_RATIO * confidence density``."""
 
+OBSERVED_SHARE = 0.03
+"""ALS (implicit's loss: weight 1 on every unobserved pair, the confidence on an observed
+one): the observed confidences together weigh this share of all pairs' unit weights, i.e.
+``alpha = OBSERVED_SHARE / density`` of the weighted values (scale 1)."""
+
+REGULARIZATION_SHARE = 0.3
+"""ALS: lambda is this share of the mean user's total observed confidence,
+``lambda = REGULARIZATION_SHARE * alpha * density * n_items`` (the ridge must grow with the
+confidences it tempers, or a denser log is regularized less)."""
+
 
 @dataclass(frozen=True)
 class DataShape:
@@ -74,6 +84,22 @@ class DataShape:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def unobserved_weight(shape: DataShape, ratio: float = UNOBSERVED_RATIO) -> float:
+    """iALS's alpha0 for data of ``shape`` (confidences with their ``alpha``)."""
+    return ratio * shape.confidence_density
+
+
+def confidence_scale(shape: DataShape, share: float = OBSERVED_SHARE) -> float:
+    """ALS's alpha for data of ``shape`` (confidences with scale 1)."""
+    return share / shape.confidence_density
+
+
+def ridge(shape: DataShape, alpha: float, share: float = REGULARIZATION_SHARE) -> float:
+    """ALS's lambda for data of ``shape`` (confidences with scale 1) and confidence scale
+    ``alpha``: ``share`` of the mean user's observed confidence."""
+    return share * alpha * shape.confidence_density * shape.n_items
 
 
 def chosen(given: Mapping[str, Any], fitted: Mapping[str, Any]) -> list[str]:

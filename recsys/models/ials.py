@@ -42,8 +42,9 @@ from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.errors import ConfigError
+from recsys.models import auto
 from recsys.models.als import Weighting, confidence
-from recsys.models.auto import AUTO, UNOBSERVED_RATIO, DataShape
+from recsys.models.auto import AUTO, DataShape
 from recsys.models.training import IterativeRecommender
 from recsys.seeding import derive_seed
 
@@ -155,7 +156,7 @@ class IALS(IterativeRecommender):
             raise ConfigError(f"alpha must be a number > 0, got {self.alpha!r}")
         conf = confidence(data.matrix, data.feedback, self.weighting, self.alpha)
         shape = DataShape.of(data.matrix, data.feedback, conf)
-        params["unobserved_weight"] = UNOBSERVED_RATIO * shape.confidence_density
+        params["unobserved_weight"] = auto.unobserved_weight(shape)
         return params, shape
 
     def _validate_params(self) -> None:

@@ -103,7 +103,13 @@ def log_training(run: Run, result: Any, *, log_model: bool = True, item_features
     if getattr(model, "best_epoch", None) is not None:
         run.log_metrics({"best_epoch": model.best_epoch})
     run.set_tags({"recsys.device": device_of(model), "recsys.model": model.name})
-    resolved = dataclasses.replace(result.config, params=model.get_params())
+    chosen = model.describe_auto()
+    if chosen:
+        # The values "auto" chose for this data (the params logged at the start say "auto").
+        given = model.get_params()
+        run.log_params({f"fitted.{k}": v for k, v in model.fitted_params.items() if v != given[k]})
+        run.set_tags({"recsys.auto": chosen})
+    resolved = dataclasses.replace(result.config, params=model.fitted_params)
     run.log_text(settings_toml(resolved, "# resolved settings of this run (recsys train --config)\n"), "config.toml")
     if result.evaluation is not None:
         log_evaluation(run, result.evaluation)

@@ -1,4 +1,8 @@
-"""Shared by the experiment scripts: the public data sets and implicit's ALS called directly.
+"""Shared by the experiment scripts: the public data sets, result files named by date and
+commit, the machine, and implicit's ALS called directly.
+
+Run the scripts as modules from the repository root (``python -m experiments.quality.benchmark``),
+so that they import this one as ``experiments.common``.
 
 ``ImplicitALS`` is a thin :class:`~recsys.models.base.Recommender` around
 ``implicit.als.AlternatingLeastSquares``: one ``fit`` call with all iterations, as a user of
@@ -9,8 +13,11 @@ through the same code for every model.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import platform
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,54 @@ def load_dataset(name: str, data_dir: Path = DATA_DIR) -> Interactions:
     if not path.is_file():
         raise SystemExit(f"{path}: not found; give --data-dir (or set RECSYS_DATA) to the folder of the public data sets")
     return read_interactions(path)
+
+
+def stamp() -> str:
+    """``<UTC date>.<short commit>`` (``+dirty`` when the tree has changes): the name of a
+    result file, so every figure can be traced to the code that produced it."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "nogit"
+    dirty = "+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", "recsys", "experiments") else ""
+    return f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}.{commit}{dirty}"
+
+
+def write_result(folder: Path, name: str, payload: dict[str, Any]) -> Path:
+    """Write ``folder/<name>.<stamp>.json`` with the machine recorded beside the payload."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.{stamp()}.json"
+    record = {"name": name, "stamp": stamp(), "machine": machine(), **payload}
+    path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    return path
+
+
+def newest_result(folder: Path, name: str) -> dict[str, Any] | None:
+    """The newest ``folder/<name>.<stamp>.json`` (by date, then file time), or None."""
+    paths = sorted(folder.glob(f"{name}.*.json"), key=lambda p: (p.name.split(".")[1], p.stat().st_mtime))
+    return json.loads(paths[-1].read_text()) if paths else None
+
+
+def machine() -> dict[str, Any]:
+    """The machine a result was measured on: processor, cores, memory, load, accelerator."""
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # an experiment without torch still records the rest
+        gpu = None
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory, 1),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "gpu": gpu,
+        "python": platform.python_version(),
+    }
 
 
 def machine_line(threads: int) -> str:

@@ -1,0 +1,351 @@
+"""The quality benchmark: recsys's defaults against implicit's ALS tuned on each data set.
+
+One script, one config per data set (``configs/<name>.toml``: the files, the seeds), and
+every stage's output in ``results/<data set>.<stage>.<date>.<commit>.json``; the README's
+table is generated from the newest of each (``table``). Run from the repository root:
+
+    python -m experiments.quality.benchmark reference --dataset amazon-book
+    python -m experiments.quality.benchmark rules --dataset amazon-book
+    python -m experiments.quality.benchmark lodo
+    python -m experiments.quality.benchmark test --dataset amazon-book
+    python -m experiments.quality.benchmark tune --dataset amazon-book --budget 300
+    python -m experiments.quality.benchmark table
+
+Protocol (the README says why):
+
+- test split: the data set's own (amazon-book), else the per-user 80/20 holdout that
+  ``recsys train`` makes with each seed; full ranking over every item, training items
+  excluded; recall@20 (hits / relevant) and NDCG@20.
+- validation split: a per-user 20% carved out of the first seed's training part, as
+  ``recsys tune`` carves it. Every choice (the reference's settings, the rules' constants,
+  the tuned configs) is made on it; test is scored only by ``test`` and ``tune``'s final
+  refit, once per setting.
+- reference: implicit's ``AlternatingLeastSquares`` called directly, tuned on validation by
+  a grid then a coordinate search (``reference``); fit times on the same cores as ours.
+- rules: the constants of the ``"auto"`` rules (``recsys/models/auto.py``) scored on
+  validation over a grid (``rules``), and chosen leave-one-data-set-out (``lodo``): for each
+  data set, the constants that do best in the worst case over the other three, then checked
+  on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomllib
+
+from experiments.common import DATA_DIR, ImplicitALS, newest_result, write_result
+from recsys.data.interactions import Interactions
+from recsys.evaluation.evaluate import evaluate
+from recsys.models import auto, create_model
+from recsys.models.als import confidence
+from recsys.models.auto import DataShape
+from recsys.models.base import Recommender
+from recsys.workflows import TrainConfig, load, split_data, validation_split
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DATASETS = ("ml-100k", "ml-latest-small", "lastfm-2k", "amazon-book")
+K = 20
+
+
+# -- data ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Config:
+    name: str
+    data: Path
+    test: Path | None
+    seeds: tuple[int, ...]
+
+
+def read_config(name: str, data_dir: Path = DATA_DIR) -> Config:
+    spec = tomllib.loads((HERE / "configs" / f"{name}.toml").read_text())
+    data = Path(data_dir) / spec["data"]
+    if not data.is_file():
+        raise SystemExit(f"{data}: not found; give --data-dir (or set RECSYS_DATA) to the folder of the public data sets")
+    test = Path(data_dir) / spec["test"] if "test" in spec else None
+    return Config(name, data, test, tuple(spec["seeds"]))
+
+
+_LOADED: dict[tuple[Path, Path | None], tuple[Interactions, Interactions | None]] = {}
+
+
+def _read(config: Config) -> tuple[Interactions, Interactions | None]:
+    key = (config.data, config.test)
+    if key not in _LOADED:
+        full = load(config.data)
+        test = None if config.test is None else load(config.test).reindex(full.users, full.items)[0]
+        _LOADED[key] = (full, test)
+    return _LOADED[key]
+
+
+def test_split(config: Config, seed: int) -> tuple[Interactions, Interactions]:
+    """The training and test parts for ``seed``, exactly as ``recsys train`` makes them."""
+    full, test = _read(config)
+    if test is not None:
+        return full, test
+    return split_data(full, TrainConfig(seed=seed))
+
+
+def validation_part(config: Config) -> tuple[Interactions, Interactions]:
+    """The part every choice is fitted on, and the validation part it is scored on."""
+    train, _ = test_split(config, config.seeds[0])
+    return validation_split(train, 0.2, config.seeds[0])
+
+
+# -- scoring ------------------------------------------------------------------------------
+def scores(model: Recommender, data: Interactions) -> dict[str, float]:
+    metrics = evaluate(model, data, ks=[K]).metrics
+    return {"recall": metrics[f"recall@{K}"], "ndcg": metrics[f"ndcg@{K}"]}
+
+
+class ScoreAt:
+    """An epoch callback scoring the model at the given epochs; the training time it
+    reports leaves the scoring out."""
+
+    def __init__(self, data: Interactions, epochs: Iterable[int]) -> None:
+        self.data, self.epochs, self.rows = data, set(epochs), []
+        self.start, self.scoring = time.perf_counter(), 0.0
+
+    def __call__(self, model: Recommender, epoch: int) -> None:
+        if epoch not in self.epochs:
+            return
+        began = time.perf_counter()
+        train_seconds = began - self.start - self.scoring
+        if hasattr(model, "_export"):
+            model._export()  # an iterative model's factors are exported at the end only
+        self.rows.append({"epoch": epoch, **scores(model, self.data), "train_seconds": train_seconds})
+        self.scoring += time.perf_counter() - began
+
+    # the shared epoch loop's callback protocol
+    def on_epoch_end(self, model: Recommender, epoch: int, figures: dict[str, float]) -> None:
+        self(model, epoch)
+
+
+def quality(row: dict[str, float], reference: dict[str, float]) -> float:
+    """The worse of recall and NDCG, each as a share of the reference's: the figure every
+    choice here maximizes (a setting must hold on both metrics)."""
+    return min(row["recall"] / reference["recall"], row["ndcg"] / reference["ndcg"])
+
+
+# -- the reference: implicit's ALS tuned on validation --------------------------------------
+REFERENCE_EPOCHS = (10, 15, 25)
+
+
+def weightings(data: Interactions) -> list[str]:
+    """The confidence weightings worth trying: binary or linear for ratings, binary or log for
+    counts (binary only when every value is 1: the others only rescale alpha)."""
+    if np.all(data.matrix.data == 1):
+        return ["binary"]
+    return ["binary", "linear"] if data.feedback == "rating" else ["binary", "log"]
+
+
+def fit_reference(params: dict[str, Any], fit: Interactions, validation: Interactions) -> list[dict[str, Any]]:
+    model = ImplicitALS(iterations=max(REFERENCE_EPOCHS), num_threads=0, **params)
+    scorer = ScoreAt(validation, REFERENCE_EPOCHS)
+    model.fit(fit, callback=scorer)
+    return [{**params, **row} for row in scorer.rows]
+
+
+def reference_search(fit: Interactions, validation: Interactions, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """A grid at 128 factors, then the factors, then alpha and lambda coordinate-wise until the
+    best stops moving. The grid is laid out relative to the data (alpha so that the observed
+    confidences are 0.1%-10% of the unobserved weight, lambda a share of a user's mean
+    confidence); the coordinate steps then move freely."""
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+
+    def run(params: dict[str, Any]) -> None:
+        key = tuple(sorted(params.items()))
+        if key in seen:
+            return
+        seen.add(key)
+        new = fit_reference(params, fit, validation)
+        rows.extend(new)
+        top = max(new, key=lambda r: r["recall"])
+        log(f"  {params} -> recall {top['recall']:.4f} ndcg {top['ndcg']:.4f} (epoch {top['epoch']}, {top['train_seconds']:.1f}s)")
+
+    def best() -> dict[str, Any]:
+        ref = {"recall": max(r["recall"] for r in rows), "ndcg": max(r["ndcg"] for r in rows)}
+        return max(rows, key=lambda r: quality(r, ref))
+
+    for weighting in weightings(fit):
+        density = DataShape.of(fit.matrix, fit.feedback, confidence(fit.matrix, fit.feedback, weighting, 1.0)).confidence_density
+        for share, lam in itertools.product((0.001, 0.003, 0.01, 0.03, 0.1), (0.01, 0.1, 1.0)):
+            alpha = share / density
+            run({"factors": 128, "weighting": weighting, "alpha": _round(alpha), "regularization": _round(lam * share * fit.n_items)})
+    top = best()
+    for factors in (64, 256, 512):
+        run({**_settings(top), "factors": factors})
+    for _ in range(4):
+        top = best()
+        for name, step in (("alpha", 2.0), ("regularization", 3.0)):
+            for scale in (1 / step, step):
+                run({**_settings(top), name: _round(top[name] * scale)})
+        if best() is top:
+            break
+    return rows
+
+
+def _settings(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("factors", "weighting", "alpha", "regularization")}
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.3g}")
+
+
+def stage_reference(config: Config, log: Callable[[str], None]) -> None:
+    fit, validation = validation_part(config)
+    log(f"{config.name}: reference search on validation ({fit.nnz:,} pairs fitted, {validation.nnz:,} held out)")
+    rows = reference_search(fit, validation, log)
+    ref = {"recall": max(r["recall"] for r in rows), "ndcg": max(r["ndcg"] for r in rows)}
+    pick = max(rows, key=lambda r: quality(r, ref))
+    log(f"{config.name}: reference pick {pick}")
+    write_result(RESULTS, f"{config.name}.reference", {"rows": rows, "pick": pick, "epochs": REFERENCE_EPOCHS})
+
+
+# -- the rules' constants ------------------------------------------------------------------
+RULE_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
+    # ALS: alpha = share / density, lambda = ridge * alpha * density * n_items (recsys.models.auto)
+    "als": {"share": (0.003, 0.01, 0.03, 0.1), "ridge": (0.03, 0.1, 0.3, 1.0)},
+    # iALS: alpha0 = ratio * density, lambda as given (frequency-scaled, nu = 1)
+    "ials": {"ratio": (3.0, 10.0, 30.0), "regularization": (0.003, 0.01, 0.03)},
+}
+RULE_EPOCHS = {"als": (5, 10, 15, 25), "ials": (4, 8, 12, 16)}
+
+
+def rule_params(model: str, data: Interactions, constants: dict[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters the library's rules give ``data`` with these constants."""
+    shape = DataShape.of(data.matrix, data.feedback, confidence(data.matrix, data.feedback, "auto", 1.0))
+    if model == "als":
+        alpha = auto.confidence_scale(shape, constants["share"])
+        return {"alpha": alpha, "regularization": auto.ridge(shape, alpha, constants["ridge"])}
+    return {"unobserved_weight": auto.unobserved_weight(shape, constants["ratio"]),
+            "regularization": constants["regularization"]}
+
+
+def stage_rules(config: Config, log: Callable[[str], None], model: str, grid: dict[str, tuple[Any, ...]],
+                factors: Sequence[int]) -> None:
+    fit, validation = validation_part(config)
+    rows = []
+    names = sorted(grid)
+    for values in itertools.product(*(grid[n] for n in names)):
+        constants = dict(zip(names, values))
+        for f in factors:
+            params = {**rule_params(model, fit, constants), "factors": f, "epochs": max(RULE_EPOCHS[model])}
+            scorer = ScoreAt(validation, RULE_EPOCHS[model])
+            create_model(model, **params).fit(fit, callbacks=[scorer])
+            rows += [{**constants, "factors": f, **row} for row in scorer.rows]
+            top = max(scorer.rows, key=lambda r: r["recall"])
+            log(f"  {model} {constants} {f} factors -> recall {top['recall']:.4f} ndcg {top['ndcg']:.4f} "
+                f"(epoch {top['epoch']}, {top['train_seconds']:.1f}s)")
+    write_result(RESULTS, f"{config.name}.rules-{model}", {"model": model, "rows": rows})
+
+
+def rule_rows(name: str, model: str) -> list[dict[str, Any]]:
+    """Every rules row of a data set and model, over all result files (a later file's row
+    replaces an earlier one with the same constants)."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for path in sorted(RESULTS.glob(f"{name}.rules-{model}.*.json"), key=lambda p: p.stat().st_mtime):
+        for row in json.loads(path.read_text())["rows"]:
+            rows[candidate(row)] = row
+    return list(rows.values())
+
+
+def candidate(row: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, v) for k, v in row.items() if k not in ("recall", "ndcg", "train_seconds")))
+
+
+def reference_scores(name: str) -> dict[str, float]:
+    result = newest_result(RESULTS, f"{name}.reference")
+    if result is None:
+        raise SystemExit(f"no reference for {name}: run the reference stage first")
+    return {"recall": result["pick"]["recall"], "ndcg": result["pick"]["ndcg"]}
+
+
+def lodo(model: str, names: Sequence[str]) -> dict[str, Any]:
+    """Leave one data set out: for each, the candidate (constants, factors, epochs) with the
+    best worst-case quality over the others, and how it does on the one left out."""
+    table = {}
+    for name in names:
+        ref = reference_scores(name)
+        table[name] = {candidate(r): (quality(r, ref), r) for r in rule_rows(name, model)}
+    common = set.intersection(*(set(t) for t in table.values()))
+    if not common:
+        raise SystemExit(f"no {model} candidate was scored on every data set")
+
+    def cheapest_best(over: Sequence[str]) -> tuple:
+        # Ties (within 0.1%) go to fewer factors, then fewer epochs: the cheaper default.
+        worst = {c: min(table[n][c][0] for n in over) for c in common}
+        top = max(worst.values())
+        near = [c for c in common if worst[c] >= top - 1e-3]
+        return min(near, key=lambda c: (dict(c)["factors"], dict(c)["epoch"], -worst[c]))
+
+    folds = []
+    for held_out in names:
+        others = [n for n in names if n != held_out]
+        pick = cheapest_best(others)
+        best_here = max(common, key=lambda c: table[held_out][c][0])
+        folds.append({
+            "held_out": held_out, "pick": dict(pick),
+            "chosen_on_others": min(table[n][pick][0] for n in others),
+            "held_out_quality": table[held_out][pick][0],
+            "held_out_row": table[held_out][pick][1],
+            "held_out_best": table[held_out][best_here][0],
+        })
+    overall = cheapest_best(names)
+    return {"model": model, "folds": folds, "pick": dict(overall),
+            "pick_quality": {n: table[n][overall][0] for n in names}}
+
+
+def stage_lodo(names: Sequence[str], log: Callable[[str], None]) -> None:
+    for model in RULE_GRIDS:
+        result = lodo(model, names)
+        log(f"{model}: leave one data set out (quality = min of recall and NDCG as a share of the tuned reference, validation)")
+        for fold in result["folds"]:
+            log(f"  held out {fold['held_out']}: pick {fold['pick']} (worst on the others {fold['chosen_on_others']:.3f}) "
+                f"-> {fold['held_out_quality']:.3f} there (its own best {fold['held_out_best']:.3f})")
+        log(f"  on all four: {result['pick']} -> " + ", ".join(f"{n} {q:.3f}" for n, q in result["pick_quality"].items()))
+        write_result(RESULTS, f"lodo-{model}", result)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("stage", choices=["reference", "rules", "lodo", "test", "tune", "table"])
+    parser.add_argument("--dataset", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--model", choices=sorted(RULE_GRIDS), help="rules: the model whose rule constants to score")
+    parser.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2",
+                        help="rules: constants to score instead of the default grid's")
+    parser.add_argument("--factors", nargs="+", type=int, default=[128], help="rules: factor counts to score")
+    args = parser.parse_args(argv)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    if args.stage == "lodo":
+        stage_lodo(args.dataset, log)
+        return
+    for name in args.dataset:
+        config = read_config(name, args.data_dir)
+        if args.stage == "reference":
+            stage_reference(config, log)
+        elif args.stage == "rules":
+            grid = dict(RULE_GRIDS[args.model])
+            for item in args.grid:
+                key, _, values = item.partition("=")
+                grid[key] = tuple(float(v) for v in values.split(","))
+            stage_rules(config, log, args.model, grid, args.factors)
+
+
+if __name__ == "__main__":
+    main()
