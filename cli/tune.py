@@ -26,7 +26,7 @@ from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracke
 def tune(
     data: Annotated[Path, typer.Option("--data", help="Interaction log.")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model to tune: als, ials, mf or two-tower (default: the config's, else als).")] = None,
-    trials: Annotated[int, typer.Option("--trials", help="Number of trials.")] = 30,
+    trials: Annotated[int | None, typer.Option("--trials", help="Number of trials (default 30, or as many as fit with --time-budget).")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Validation metric to maximize.")] = "recall@20",
     validation_fraction: Annotated[float, typer.Option("--validation-fraction", help="Per-user share of train held out for validation.")] = 0.2,
     space: Annotated[Path | None, typer.Option("--space", help="TOML search space: name = [choices] or name = {low=, high=, log=true}.")] = None,
@@ -36,7 +36,7 @@ def tune(
     test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Test share set aside, as for train.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split and the sampler.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.")] = None,
+    time_budget: Annotated[str | None, typer.Option("--time-budget", help="Wall time for the whole search, e.g. 90s, 5m, 1h: no trial starts that would likely end past it.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the best settings (default: tuned-<model>.toml).")] = None,
     user_features: UserFeatures = None,
     item_features: ItemFeatures = None,
@@ -65,7 +65,7 @@ def tune(
     runs = tracker(track, tracking_uri, experiment)
     result = run_tune(
         data, settings, tracker=runs, trials=trials, space=search, metric=metric,
-        validation_fraction=validation_fraction, timeout=timeout,
+        validation_fraction=validation_fraction, time_budget=time_budget,
         read_options=read_options, progress=not quiet,
         user_features=user_features or None, item_features=item_features or None,
         user_features_spec=user_features_spec, item_features_spec=item_features_spec,

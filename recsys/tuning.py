@@ -11,7 +11,10 @@ the untouched test part once.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import re
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from recsys.artifacts import atomic_file
 from recsys.errors import ConfigError, RecsysError
 from recsys.evaluation.evaluate import evaluate
 from recsys.models import MODELS, create_model
+from recsys.models.auto import AUTO
 from recsys.progress import progress_bar
 from recsys.workflows import (
     DataSource,
@@ -38,13 +42,19 @@ from recsys.workflows import (
 
 @dataclass(frozen=True)
 class Dimension:
-    """One searched hyper-parameter: a float or int range (optionally log-scaled) or choices."""
+    """One searched hyper-parameter: a float or int range (optionally log-scaled) or choices.
+
+    A ``relative`` range is a multiplier of the value the model's ``"auto"`` rule gives the
+    data (:mod:`recsys.models.auto`): alpha x [1/4, 4] suits a dense log and a sparse one
+    alike, where any fixed range of alpha fits one density only.
+    """
 
     kind: Literal["float", "int", "categorical"]
     low: float | None = None
     high: float | None = None
     log: bool = False
     choices: tuple[Any, ...] = ()
+    relative: bool = False
 
     def suggest(self, trial: Any, name: str) -> Any:
         if self.kind == "float":
@@ -56,11 +66,16 @@ class Dimension:
     def describe(self) -> str:
         if self.kind == "categorical":
             return "{" + ", ".join(map(str, self.choices)) + "}"
-        return f"[{self.low:g}, {self.high:g}]{' log' if self.log else ''}"
+        return f"{'auto x ' if self.relative else ''}[{self.low:g}, {self.high:g}]{' log' if self.log else ''}"
 
 
 def _f(low: float, high: float, log: bool = True) -> Dimension:
     return Dimension("float", low, high, log)
+
+
+def _x(low: float, high: float) -> Dimension:
+    """A multiplier of the ``"auto"`` value, log-scaled."""
+    return Dimension("float", low, high, True, relative=True)
 
 
 def _c(*choices: Any) -> Dimension:
@@ -68,21 +83,20 @@ def _c(*choices: Any) -> Dimension:
 
 
 SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
+    # Relative ranges first: ALS's ridge rule reads the alpha chosen before it.
     "als": {
-        "factors": _c(32, 64, 128, 256),
-        "regularization": _f(1e-3, 10.0),
-        "alpha": _f(0.3, 50.0),
+        "alpha": _x(0.25, 4.0),
+        "regularization": _x(0.1, 10.0),
+        "factors": _c(64, 128, 256, 512),
         "epochs": _c(10, 15, 25),
-        "weighting": _c("binary", "log", "linear"),
+        "weighting": _c("auto", "binary", "log", "linear"),
     },
     "ials": {
-        "factors": _c(32, 64, 128, 256),
-        "regularization": _f(1e-4, 0.1),
-        "unobserved_weight": _f(0.01, 3.0),
-        "regularization_exponent": _f(0.0, 1.5, log=False),
+        "unobserved_weight": _x(0.1, 10.0),
+        "factors": _c(64, 128, 256, 512),
+        "regularization": _f(1e-3, 0.1),
         "epochs": _c(8, 16, 24),
-        "weighting": _c("binary", "log"),
-        "alpha": _f(0.1, 10.0),
+        "weighting": _c("auto", "binary", "log", "linear"),
     },
     "mf": {
         "factors": _c(32, 64, 128),
@@ -103,7 +117,21 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
     },
 }
 """Default search spaces of ``recsys tune`` per model (the model defaults themselves come from
-the searches in ``experiments/quality``; see the README)."""
+the leave-one-data-set-out search in ``experiments/quality``; see the README)."""
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``text``: ``90``, ``90s``, ``5m``, ``1.5h`` (a number alone is seconds)."""
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", str(text).lower())
+        if match is None:
+            raise ConfigError(f"a time budget looks like 90s, 5m or 1.5h, not {text!r}")
+        seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"a time budget must be positive, got {text!r}")
+    return seconds
 
 
 def parse_space(spec: Mapping[str, Any], model: str) -> dict[str, Dimension]:
@@ -120,9 +148,10 @@ def parse_space(spec: Mapping[str, Any], model: str) -> dict[str, Dimension]:
         elif isinstance(value, Mapping) and {"low", "high"} <= set(value):
             kind = "int" if value.get("int") else "float"
             low, high = float(value["low"]), float(value["high"])
-            if not low < high or (value.get("log") and low <= 0):
-                raise ConfigError(f"search range for {name!r} must have 0 < low < high (log) or low < high")
-            space[name] = Dimension(kind, low, high, bool(value.get("log", False)))
+            relative = bool(value.get("relative", False))
+            if not low < high or ((value.get("log") or relative) and low <= 0):
+                raise ConfigError(f"search range for {name!r} must have 0 < low < high (log, relative) or low < high")
+            space[name] = Dimension(kind, low, high, bool(value.get("log", False)) or relative, relative=relative)
         else:
             raise ConfigError(f"search space for {name!r} must be a list of choices or a table with low and high")
     return space
@@ -168,11 +197,11 @@ def tune(
     data: DataSource,
     config: TrainConfig,
     *,
-    trials: int = 30,
+    trials: int | None = None,
     space: Mapping[str, Dimension] | None = None,
     metric: str = "recall@20",
     validation_fraction: float = 0.2,
-    timeout: float | None = None,
+    time_budget: float | str | None = None,
     read_options: ReadOptions | None = None,
     on_trial: TrialCallback | None = None,
     progress: bool = False,
@@ -187,11 +216,25 @@ def tune(
     so a ``two-tower`` search trains every trial with them.
 
     Hyper-parameters set in ``config.params`` are fixed in every trial and left out of
-    the search.
+    the search. The first trial is the model's defaults (as far as the space holds them),
+    so the best is never worse than the defaults on validation. ``trials`` bounds the
+    number of trials (default 30, or none with a budget); ``time_budget`` (seconds, or
+    ``"5m"``) bounds the whole search, loading included: no trial starts that would likely
+    end past it. Relative dimensions search multipliers of the ``"auto"`` values; the
+    written settings hold the multiplier times the rule's value on the whole training part
+    (the part ``recsys train --config`` fits), so the balance found on validation carries
+    over.
+
     Returns the best settings; never evaluates on the test part of the split.
     """
     import optuna
 
+    start = time.perf_counter()
+    budget = None if time_budget is None else parse_duration(time_budget)
+    if trials is None:
+        trials = None if budget is not None else 30
+    elif trials < 1:
+        raise ConfigError(f"trials must be at least 1, got {trials}")
     config.check()
     if config.split == "none":
         raise ConfigError("tuning needs a split (the test part is set aside); --split none trains on everything")
@@ -219,10 +262,9 @@ def tune(
     fit_part, valid = validation_split(train, validation_fraction, config.seed)
 
     rows: list[dict[str, Any]] = []
-    start = time.perf_counter()
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**fixed, **{name: dim.suggest(trial, name) for name, dim in search.items()}}
+        params = _absolute(config.model, fixed, search, {name: dim.suggest(trial, name) for name, dim in search.items()}, fit_part)
         t0 = time.perf_counter()
         model = create_model(config.model, **params).fit(fit_part)
         value = evaluate(model, valid, ks=[k]).metrics.get(metric)
@@ -234,6 +276,15 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=config.seed)
     study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.enqueue_trial(_default_point(config.model, search))
+
+    def within_budget(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        # Stop before a trial that would likely end past the budget (a trial cannot be cut short).
+        done = [r["seconds"] for r in rows if r["state"] == "complete"]
+        if budget is not None and time.perf_counter() - start + statistics.mean(done or [0.0]) > budget:
+            study.stop()
+
+    left = None if budget is None else max(budget - (time.perf_counter() - start), 0.0)
     with progress_bar(trials, f"tuning {config.model}", enabled=progress) as bar:
 
         def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -247,16 +298,18 @@ def tune(
 
         # A trial that fails (a diverging setting, a bad combination) is recorded as failed
         # and the search goes on; programming errors still surface.
-        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after],
+        study.optimize(objective, n_trials=trials, timeout=left, callbacks=[after, within_budget],
                        catch=(RecsysError, FloatingPointError, RuntimeError))
     complete = [t for t in study.trials if t.value is not None and math.isfinite(t.value)]
     if not complete:
         raise RecsysError(f"no trial of {config.model} completed; see the failed trials' errors with --debug")
     best = study.best_trial
-    best_config = dataclasses.replace(config, params={**config.params, **best.params})
+    # Relative values become absolute on the whole training part, the data train will fit.
+    best_params = {k: v for k, v in _absolute(config.model, fixed, search, best.params, train).items() if k in search}
+    best_config = dataclasses.replace(config, params={**config.params, **best_params})
     return TuneResult(
         config=best_config,
-        best_params=dict(best.params),
+        best_params=best_params,
         best_value=float(best.value),
         metric=metric,
         trials=pd.DataFrame(rows),
@@ -266,8 +319,40 @@ def tune(
     )
 
 
+def _absolute(model: str, fixed: Mapping[str, Any], search: Mapping[str, Dimension], point: Mapping[str, Any],
+              data: Any) -> dict[str, Any]:
+    """The hyper-parameters of a trial ``point`` for ``data``: relative values times what the
+    ``"auto"`` rule gives ``data`` (in the space's order: a rule may read a value set before it)."""
+    params = {**fixed, **{k: v for k, v in point.items() if not search[k].relative}}
+    for name, dim in search.items():
+        if dim.relative:
+            base = create_model(model, **{**params, name: AUTO}).resolved_params(data)[name]
+            params[name] = float(point[name]) * float(base)
+    return params
+
+
+def _default_point(model: str, search: Mapping[str, Dimension]) -> dict[str, Any]:
+    """The model's defaults as a point of the space (1 for relative dimensions); a default
+    outside a dimension's range is left to the sampler."""
+    defaults = {p.name: p.default for p in inspect.signature(MODELS[model].__init__).parameters.values()}
+    point: dict[str, Any] = {}
+    for name, dim in search.items():
+        value = defaults.get(name)
+        if dim.relative and value == AUTO:
+            point[name] = 1.0
+        elif _holds(dim, value):
+            point[name] = value
+    return point
+
+
+def _holds(dim: Dimension, value: Any) -> bool:
+    if dim.kind == "categorical":
+        return value in dim.choices
+    return not dim.relative and isinstance(value, int | float) and dim.low <= value <= dim.high
+
+
 def describe_space(space: Mapping[str, Dimension]) -> list[str]:
     return [f"{name} in {dim.describe()}" for name, dim in space.items()]
 
 
-__all__: Sequence[str] = ["SEARCH_SPACES", "Dimension", "TuneResult", "parse_space", "tune"]
+__all__: Sequence[str] = ["SEARCH_SPACES", "Dimension", "TuneResult", "parse_duration", "parse_space", "tune"]

@@ -13,8 +13,9 @@ import recsys.tuning as tuning
 from recsys.config import build_train_config, read_toml
 from recsys.data.synthetic import generate
 from recsys.errors import ConfigError
+from recsys.models import ALS
 from recsys.tuning import parse_space, tune
-from recsys.workflows import TrainConfig, split_data
+from recsys.workflows import TrainConfig, load, split_data
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +127,34 @@ def test_cli_tunes_two_tower_with_its_feature_tables(tmp_path, sample_ratings, m
     assert r.exit_code == 2 and "does not use user or item features" in r.output
 
 
-def test_cli_timeout_stops_the_search_early(tmp_path, sample_ratings):
-    r = CliRunner().invoke(app, ["tune", "--data", str(sample_ratings), "--model", "als", "--trials", "100000",
-                                 "--timeout", "1", "-p", "epochs=1", "--quiet", "--format", "json",
+def test_cli_time_budget_stops_the_search_in_time(tmp_path, sample_ratings):
+    r = CliRunner().invoke(app, ["tune", "--data", str(sample_ratings), "--model", "als", "--time-budget", "3s",
+                                 "-p", "epochs=2", "-p", "factors=8", "--quiet", "--format", "json",
                                  "--output", str(tmp_path / "best.toml")])
     assert r.exit_code == 0, r.output
-    assert 1 <= json.loads(r.stdout)["trials"] < 100000 and (tmp_path / "best.toml").is_file()
+    # Without --trials the budget alone ends the search (the test would not end otherwise).
+    assert json.loads(r.stdout)["trials"] >= 1 and (tmp_path / "best.toml").is_file()
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("5m", 300), ("1.5h", 5400), (" 2M ", 120)])
+def test_durations(text, seconds):
+    assert tuning.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5 minutes", "-5m", "0", "m"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ConfigError, match="time budget"):
+        tuning.parse_duration(text)
+
+
+def test_first_trial_is_the_defaults_and_relative_values_land_on_the_training_part(sample_ratings):
+    config = TrainConfig(model="als", params={"factors": 8, "epochs": 2})
+    result = tuning.tune(sample_ratings, config, trials=1)
+    first = result.trials.iloc[0]
+    assert first["alpha"] == 1.0 and first["regularization"] == 1.0 and first["weighting"] == "auto"
+    # The written alpha is the multiplier (1) times the rule's value on the whole training part,
+    # which differs from its value on the smaller part the trial was fitted on.
+    train, _ = split_data(load(sample_ratings), config)
+    expected = ALS(factors=8).resolved_params(train)
+    assert result.best_params["alpha"] == pytest.approx(expected["alpha"])
+    assert result.best_params["regularization"] == pytest.approx(expected["regularization"])

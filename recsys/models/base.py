@@ -172,6 +172,11 @@ class Recommender(ABC):
         ``weighting`` or ``device``; those stay as given.)"""
         return self.get_params(), None
 
+    def resolved_params(self, data: Interactions) -> dict[str, Any]:
+        """The hyper-parameters :meth:`fit` would train ``data`` with (every ``"auto"`` that
+        has a rule replaced by its value), without fitting."""
+        return self._resolve_params(data)[0]
+
     def describe_auto(self) -> str | None:
         """One line naming the values ``"auto"`` chose and the data shape they were chosen
         for (see :func:`recsys.models.auto.describe`); None when nothing was ``"auto"``."""

@@ -280,8 +280,8 @@ def tune(data: Any, config: Any, *, tracker: Tracker | None = None, run_name: st
     metric = options.get("metric", "recall@20")
     with tracker.run(run_name or f"tune-{config.model}", kind="tune") as run:
         run.log_params({**config_params(config), "metric": metric,
-                        "trials": options.get("trials", 30),
                         "validation_fraction": options.get("validation_fraction", 0.2)})
+        run.log_params({k: options[k] for k in ("trials", "time_budget") if options.get(k) is not None})
         run.log_params(data_params(data))
         space = options.get("space") or tuning.SEARCH_SPACES.get(config.model, {})
         run.log_text("\n".join(tuning.describe_space(space)) + "\n", "search_space.txt")
