@@ -215,6 +215,10 @@ def tune(
     Feature tables (as for :func:`recsys.workflows.train`) are attached before the split,
     so a ``two-tower`` search trains every trial with them.
 
+    With ``config.split == "none"`` the data is taken as all training data (a log with a
+    test file of its own, as ``recsys train --test`` reads it) and the validation part is
+    carved from all of it.
+
     Hyper-parameters set in ``config.params`` are fixed in every trial and left out of
     the search. The first trial is the model's defaults (as far as the space holds them),
     so the best is never worse than the defaults on validation. ``trials`` bounds the
@@ -236,8 +240,6 @@ def tune(
     elif trials < 1:
         raise ConfigError(f"trials must be at least 1, got {trials}")
     config.check()
-    if config.split == "none":
-        raise ConfigError("tuning needs a split (the test part is set aside); --split none trains on everything")
     if not 0 < validation_fraction < 1:
         raise ConfigError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
     # Hyper-parameters set explicitly in the config are fixed, not searched.
@@ -257,8 +259,11 @@ def tune(
     if any(f is not None for f in (user_features, item_features)):
         full, _report = attach_feature_tables(full, config, user_features, item_features, user_features_spec,
                                               item_features_spec, (read_options or ReadOptions()).encoding)
-    train, _test = split_data(full, config)
-    del _test  # set aside: nothing below may see it
+    if config.split == "none":
+        train = full  # the data is all training data (the user holds a test file of their own)
+    else:
+        train, _test = split_data(full, config)
+        del _test  # set aside: nothing below may see it
     fit_part, valid = validation_split(train, validation_fraction, config.seed)
 
     rows: list[dict[str, Any]] = []

@@ -81,8 +81,20 @@ def test_bad_spaces_and_settings(data):
         parse_space({"alpha": {"low": 2, "high": 1}}, "als")
     with pytest.raises(ConfigError, match=r"nothing|no hyper-parameters"):
         tune(data, TrainConfig(model="popular"), trials=1)
-    with pytest.raises(ConfigError, match="needs a split"):
-        tune(data, TrainConfig(model="als", split="none"), trials=1)
+
+
+def test_split_none_tunes_on_all_the_data_given(data, monkeypatch):
+    # A log with its own test file: the whole file is training data, validation carved from it.
+    seen = []
+    real = tuning.validation_split
+
+    def spy(train, fraction, seed):
+        seen.append(train)
+        return real(train, fraction, seed)
+
+    monkeypatch.setattr(tuning, "validation_split", spy)
+    tune(data, TrainConfig(model="als", split="none", params={"epochs": 1, "factors": 4}), trials=1)
+    assert seen[0].nnz == data.nnz
 
 
 def test_cli_tune_writes_settings(tmp_path, sample_ratings):

@@ -318,6 +318,82 @@ def stage_lodo(names: Sequence[str], log: Callable[[str], None]) -> None:
         write_result(RESULTS, f"lodo-{model}", result)
 
 
+# -- test: the reference, and recsys train as a user runs it --------------------------------
+TEST_MODELS = ("als", "ials", "mf", "two-tower")
+
+
+def fit_reference_for_test(config: Config, seed: int) -> dict[str, Any]:
+    """The reference's validation pick, fitted on the seed's training part in one call to
+    implicit (its own loop, as a user of implicit would run it) and scored on test."""
+    pick = newest_result(RESULTS, f"{config.name}.reference")
+    if pick is None:
+        raise SystemExit(f"no reference for {config.name}: run the reference stage first")
+    params = {**_settings(pick["pick"]), "iterations": pick["pick"]["epoch"]}
+    train, test = test_split(config, seed)
+    model = ImplicitALS(num_threads=0, random_state=seed, **params)
+    start = time.perf_counter()
+    model.fit(train)
+    seconds = time.perf_counter() - start
+    return {"what": "reference", "seed": seed, "params": params, "fit_seconds": seconds, **scores(model, test)}
+
+
+def train_as_a_user(config: Config, seed: int, model: str | None, params: dict[str, Any] | None = None,
+                    what: str | None = None) -> dict[str, Any]:
+    """``recsys train --data DATA [--test TEST] [--model MODEL] --seed SEED`` through the library's
+    own job (reading, splitting, fitting, scoring): what a user gets."""
+    from recsys.workflows import train
+
+    settings = TrainConfig(seed=seed, ks=(K,), params=dict(params or {}))
+    if model is not None:
+        settings.model = model
+    start = time.perf_counter()
+    result = train(config.data, settings, test=config.test, save=False)
+    wall = time.perf_counter() - start
+    metrics = result.evaluation.metrics
+    return {"what": what or settings.model, "model": settings.model, "seed": seed,
+            "fitted_params": result.model.fitted_params, "auto": result.model.describe_auto(),
+            "fit_seconds": result.seconds["fit"], "job_seconds": wall,
+            "recall": metrics[f"recall@{K}"], "ndcg": metrics[f"ndcg@{K}"]}
+
+
+def stage_test(config: Config, log: Callable[[str], None], models: Sequence[str]) -> None:
+    rows = []
+    for seed in config.seeds:
+        for what in ("reference", "default", *models):
+            if what == "reference":
+                row = fit_reference_for_test(config, seed)
+            else:
+                row = train_as_a_user(config, seed, None if what == "default" else what, what=what)
+            rows.append(row)
+            log(f"  {config.name} seed {seed} {what}: recall {row['recall']:.4f} ndcg {row['ndcg']:.4f} "
+                f"fit {row['fit_seconds']:.1f}s" + (f" (job {row['job_seconds']:.1f}s)" if "job_seconds" in row else ""))
+    write_result(RESULTS, f"{config.name}.test", {"rows": rows, "default_model": TrainConfig().model})
+
+
+# -- tune: recsys tune with a time budget, then its config on test ------------------------
+def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: str) -> None:
+    """``recsys tune --time-budget BUDGET`` (validation only), then ``recsys train --config``
+    with what it wrote, on every seed's test part."""
+    from recsys.tuning import parse_duration, tune
+
+    # The tuner carves its validation part from the first seed's training part, as above
+    # (from the whole training file when the data set has its own test file: split "none").
+    start = time.perf_counter()
+    settings = TrainConfig(model=model, seed=config.seeds[0], ks=(K,), split="user" if config.test is None else "none")
+    result = tune(config.data, settings, time_budget=budget, metric=f"recall@{K}")
+    seconds = time.perf_counter() - start
+    log(f"  {config.name} tune {model} {budget}: {len(result.trials)} trials in {seconds:.0f}s, "
+        f"best validation recall {result.best_value:.4f} with {result.best_params}")
+    rows = [train_as_a_user(config, seed, model, result.best_params, what=f"{model} tuned {budget}")
+            for seed in config.seeds]
+    for row in rows:
+        log(f"    seed {row['seed']}: recall {row['recall']:.4f} ndcg {row['ndcg']:.4f} fit {row['fit_seconds']:.1f}s")
+    write_result(RESULTS, f"{config.name}.tune-{model}-{budget}", {
+        "budget_seconds": parse_duration(budget), "search_seconds": seconds, "trials": len(result.trials),
+        "best_value": result.best_value, "best_params": result.best_params, "rows": rows,
+        "trial_table": result.trials.to_dict(orient="records")})
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("stage", choices=["reference", "rules", "lodo", "test", "tune", "table"])
@@ -327,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2",
                         help="rules: constants to score instead of the default grid's")
     parser.add_argument("--factors", nargs="+", type=int, default=[128], help="rules: factor counts to score")
+    parser.add_argument("--models", nargs="*", default=list(TEST_MODELS), help="test: models to train with their defaults")
+    parser.add_argument("--budget", default="5m", help="tune: the time budget (recsys tune --time-budget)")
     args = parser.parse_args(argv)
 
     def log(line: str) -> None:
@@ -339,6 +417,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = read_config(name, args.data_dir)
         if args.stage == "reference":
             stage_reference(config, log)
+        elif args.stage == "test":
+            stage_test(config, log, args.models)
+        elif args.stage == "tune":
+            stage_tune(config, log, args.model or "ials", args.budget)
         elif args.stage == "rules":
             grid = dict(RULE_GRIDS[args.model])
             for item in args.grid:
