@@ -52,8 +52,8 @@ def same_factors(a: Recommender, b: Recommender) -> None:
 
 
 def train_interrupted(at_epoch: int, *args, **kwargs) -> None:
-    """``recsys.workflows.train`` with a Ctrl-C (SIGINT) arriving at the end of ``at_epoch``."""
-    from recsys.workflows import train
+    """``recsys.jobs.train`` with a Ctrl-C (SIGINT) arriving at the end of ``at_epoch``."""
+    from recsys.jobs import train
 
     class Interrupt:
         def on_epoch_end(self, model, epoch, figures):
@@ -109,7 +109,7 @@ def test_signal_saves_a_checkpoint_and_resume_continues(tmp_path, checkerboard):
 def test_resume_keeps_validation_and_early_stopping_state(tmp_path, checkerboard, case):
     """Regression: a two-tower checkpoint with a validation split failed to save its best
     epoch (the snapshot held the towers as a list of tensors)."""
-    from recsys.workflows import validation_split
+    from recsys.jobs import validation_split
 
     train, valid = validation_split(checkerboard, 0.3, 0)
     name, params = MODELS[case]
@@ -204,7 +204,7 @@ def test_cli_resume_refuses_settings_flags(tmp_path):
 
 def test_train_workflow_checkpoints_on_a_signal_by_default_and_resumes(tmp_path, checkerboard):
     """What `recsys train` does without --checkpoint-every: Ctrl-C saves `<output>.checkpoint`."""
-    from recsys.workflows import TrainConfig, train
+    from recsys.jobs import TrainConfig, train
 
     data = tmp_path / "data.csv"
     write_interactions(checkerboard, data)
@@ -258,22 +258,22 @@ def test_damaged_state_behind_a_valid_checksum_is_refused_cleanly(tmp_path, chec
 
 def test_two_tower_resume_reads_the_feature_files_again(tmp_path, sample_ratings):
     """The checkpoint stores the feature files' paths: `recsys train --resume` needs no flags."""
-    from recsys.workflows import TrainConfig, train
+    from recsys.jobs import FeatureTables, TrainConfig, train
 
     sample = sample_ratings.parent
     config = TrainConfig(model="two-tower", params={"factors": 8, "hidden": 16, "epochs": 3, "device": "cpu"},
                          split="none")
-    features = {"user_features": sample / "users.csv", "item_features": [sample / "items.csv"],  # as the CLI gives them
-                "item_features_spec": "title=skip"}
-    reference = train(sample_ratings, config, output=tmp_path / "ref", **features).model
+    features = FeatureTables(users=sample / "users.csv", items=[sample / "items.csv"],  # as the CLI gives them
+                             item_spec="title=skip")
+    reference = train(sample_ratings, config, output=tmp_path / "ref", features=features).model
 
-    train_interrupted(2, sample_ratings, config, output=tmp_path / "m", checkpoint_on_signal=True, **features)
+    train_interrupted(2, sample_ratings, config, output=tmp_path / "m", checkpoint_on_signal=True, features=features)
     # The item table moved: the stored path is gone; given again, the new path is used.
     moved = tmp_path / "moved-items.csv"
     moved.write_bytes((sample / "items.csv").read_bytes())
     with pytest.raises(InputError, match=r"missing/items\.csv"):
-        train(None, resume=tmp_path / "m.checkpoint", item_features=[tmp_path / "missing" / "items.csv"])
-    resumed = train(None, resume=tmp_path / "m.checkpoint", item_features=[moved]).model
+        train(None, resume=tmp_path / "m.checkpoint", features=FeatureTables(items=[tmp_path / "missing" / "items.csv"]))
+    resumed = train(None, resume=tmp_path / "m.checkpoint", features=FeatureTables(items=[moved])).model
     assert resumed.item_encoder == reference.item_encoder and resumed.user_encoder.categorical
     same_factors(resumed, reference)
 

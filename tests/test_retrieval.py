@@ -14,10 +14,10 @@ from cli_invoke import run
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError, ModelFormatError
+from recsys.evaluation.approximate import overlap_at
 from recsys.models import ALS, IALS, MatrixFactorization, Popular, load_model
 from recsys.retrieval import AnnoyIndex, build_index, recommend_to_file
 from recsys.retrieval import batch as batch_module
-from recsys.retrieval.evaluation import overlap_at
 
 N_USERS, N_ITEMS, D = 80, 150, 6
 

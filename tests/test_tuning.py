@@ -9,13 +9,13 @@ import pytest
 from recsys_cli.main import app
 from typer.testing import CliRunner
 
-import recsys.tuning as tuning
-from recsys.config import build_train_config, read_toml
+import recsys.jobs.tuning as tuning
 from recsys.data.synthetic import generate
 from recsys.errors import ConfigError
+from recsys.jobs import TrainConfig, load, split_data
+from recsys.jobs.config import build_train_config, read_toml
+from recsys.jobs.tuning import parse_space, tune
 from recsys.models import ALS
-from recsys.tuning import parse_space, tune
-from recsys.workflows import TrainConfig, load, split_data
 
 
 @pytest.fixture(scope="module")

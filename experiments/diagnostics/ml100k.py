@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from recsys.workflows import ReadOptions, TrainConfig, train
 
 from recsys.diagnostics import cluster_items, embedding_map, label_audit, load_item_features
 from recsys.evaluation.beyond import beyond_accuracy
-from recsys.workflows import ReadOptions, TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
 

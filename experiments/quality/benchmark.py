@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import tomllib
+from recsys.workflows import TrainConfig, load, split_data, validation_split
 
 from experiments.common import DATA_DIR, ImplicitALS, newest_result, write_result
 from recsys.data.interactions import Interactions
@@ -50,7 +51,6 @@ from recsys.models import auto, create_model
 from recsys.models.als import confidence
 from recsys.models.auto import DataShape
 from recsys.models.base import Recommender
-from recsys.workflows import TrainConfig, load, split_data, validation_split
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -37,11 +37,11 @@ import torch
 
 from recsys.data.io import read_interactions
 from recsys.data.splits import split
+from recsys.evaluation.approximate import evaluate_with_index, overlap_at
 from recsys.evaluation.evaluate import evaluate
 from recsys.models import ALS
 from recsys.models.base import Recommender
 from recsys.retrieval import AnnoyIndex, ExactIndex, recommend_to_file
-from recsys.retrieval.evaluation import evaluate_with_index, overlap_at
 
 K = 20
 

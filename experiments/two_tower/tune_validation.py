@@ -17,13 +17,13 @@ import os
 import time
 from pathlib import Path
 
+from recsys.workflows import validation_split
 from run import BEFORE_ROUND_FOUR, datasets, load  # same data sets and feature tables as run.py
 
 from recsys.data.splits import split
 from recsys.evaluation import evaluate
 from recsys.evaluation.cold import evaluate_cold_items
 from recsys.models import create_model
-from recsys.workflows import validation_split
 
 HERE = Path(__file__).resolve().parent
 K = 20

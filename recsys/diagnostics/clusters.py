@@ -146,7 +146,7 @@ def cluster_items(
     named ``genres``, ``genre`` or ``category`` if present) each cluster lists its dominant
     values.
     """
-    model._check_fitted()
+    model.check_fitted()
     if top < 0:
         raise ConfigError(f"top must be 0 or more, got {top}")
     unit = unit_rows(model.item_embeddings())
@@ -222,7 +222,7 @@ def trained_items(model: Recommender) -> np.ndarray:
     item table) learned their vectors too: they stay in.
     """
     norms = np.linalg.norm(model.item_embeddings(), axis=1)
-    if getattr(model, "scores_cold_items", False):
+    if model.scores_cold_items:
         return norms > 0
     return (np.asarray(model.item_popularity) > 0) & (norms > 0)
 
@@ -263,7 +263,7 @@ def label_audit(
     agreement random neighbours would give), ``popularity`` and ``neighbours`` (the first
     five neighbours' ids).
     """
-    model._check_fitted()
+    model.check_fitted()
     if not 0 <= threshold <= 1:
         raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
     if neighbours < 1:

@@ -174,7 +174,7 @@ def embedding_map(
     --------
     >>> embedding_map(model, method="tsne", color="genres", features=items).save("map.html")
     """
-    model._check_fitted()
+    model.check_fitted()
     if of not in ("items", "users"):
         raise ConfigError(f"--of takes items or users, got {of!r}")
     if of == "items":

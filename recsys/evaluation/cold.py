@@ -42,7 +42,7 @@ def cold_item_indices(model: Recommender, test: Interactions) -> np.ndarray:
 
 def scores_cold_items(model: Recommender) -> bool:
     """Whether ``model`` can rank items without interactions (a feature-based model)."""
-    return bool(getattr(model, "scores_cold_items", False))
+    return model.scores_cold_items
 
 
 def evaluate_cold_items(
@@ -57,7 +57,7 @@ def evaluate_cold_items(
     Returns an :class:`Evaluation` whose ``extra`` holds ``cold_items`` (the candidate
     count) and, for a model that cannot score cold items, ``note`` with empty metrics.
     """
-    model._check_fitted()
+    model.check_fitted()
     ks = _validate_ks(ks)
     start = time.perf_counter()
     test, dropped = test.reindex(model.users, model.items)

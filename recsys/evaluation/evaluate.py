@@ -143,7 +143,7 @@ def evaluate(
     Rating models (``model.predicts_ratings``) on rating data also get RMSE and MAE over
     the test entries.
     """
-    model._check_fitted()
+    model.check_fitted()
     ks = _validate_ks(ks)
     start = time.perf_counter()
     test, dropped = test.reindex(model.users, model.items)

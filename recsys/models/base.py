@@ -90,6 +90,10 @@ class Recommender(ABC):
 
     name: ClassVar[str] = ""
     predicts_ratings: ClassVar[bool] = False
+    uses_features: ClassVar[bool] = False
+    """Whether ``fit`` reads user and item feature tables (attached to the interactions)."""
+    trains_by_epoch: ClassVar[bool] = False
+    """Whether ``fit`` runs the shared epoch loop (callbacks, validation, progress, checkpoints)."""
     legacy_params: ClassVar[dict[str, Any]] = {}
     """Values of hyper-parameters added after the first release, for models saved before them."""
 
@@ -180,20 +184,32 @@ class Recommender(ABC):
     def describe_auto(self) -> str | None:
         """One line naming the values ``"auto"`` chose and the data shape they were chosen
         for (see :func:`recsys.models.auto.describe`); None when nothing was ``"auto"``."""
-        self._check_fitted()
+        self.check_fitted()
         return describe(self.name, self.get_params(), self.fitted_params, self.data_shape)
 
     @abstractmethod
     def _fit(self, data: Interactions, **fit_options: Any) -> None:
         """Set ``user_factors`` and ``item_factors`` (and biases) from ``data``."""
 
+    @classmethod
+    def supports_checkpoints(cls) -> bool:
+        """Whether training can be checkpointed and resumed (iterative models)."""
+        return False
+
     @property
     def is_fitted(self) -> bool:
         return hasattr(self, "item_factors")
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless the model was fitted or loaded."""
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+
+    @property
+    def scores_cold_items(self) -> bool:
+        """Whether items without training interactions get meaningful scores (only a model
+        that embeds items from their features can)."""
+        return False
 
     # -- scoring geometry --------------------------------------------------------------------
     @property
@@ -206,7 +222,7 @@ class Recommender(ABC):
         With biases: ``[p_u, 1, b_u + mu]`` against ``[q_i, b_i, 1]``. Shape (n, d') with
         d' = d (no biases) or d + 2.
         """
-        self._check_fitted()
+        self.check_fitted()
         p = self.user_factors if user_factors is None else user_factors
         if not self.has_bias:
             return p
@@ -218,7 +234,7 @@ class Recommender(ABC):
 
     def item_vectors(self) -> np.ndarray:
         """Item side of :meth:`user_vectors`, shape (n_items, d')."""
-        self._check_fitted()
+        self.check_fitted()
         if not self.has_bias:
             return self.item_factors
         ones = np.ones((len(self.item_factors), 1), dtype=np.float32)
@@ -228,12 +244,12 @@ class Recommender(ABC):
         """The item factors that place items relative to each other (similar items, maps,
         clusters, diversity): :attr:`item_factors` less any column that only adds to the
         score (two-tower's item bias)."""
-        self._check_fitted()
+        self.check_fitted()
         return self.item_factors
 
     def score_pairs(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
         """Model scores of (user, item) index pairs, shape (n,)."""
-        self._check_fitted()
+        self.check_fitted()
         u = self.user_vectors()[user_index] if self.has_bias else self.user_factors[user_index]
         return np.einsum("ij,ij->i", u, self.item_vectors()[item_index]).astype(np.float32)
 
@@ -278,7 +294,7 @@ class Recommender(ABC):
         ``index`` is any retrieval with a ``search(vectors, k, exclude)`` method (an
         :class:`~recsys.retrieval.AnnoyIndex`); the default is the exact index.
         """
-        self._check_fitted()
+        self.check_fitted()
         user_index = np.asarray(user_index, dtype=np.int64)
         vectors = self.user_vectors()[user_index] if user_vectors is None else user_vectors
         if exclude is None and exclude_seen:
@@ -315,7 +331,7 @@ class Recommender(ABC):
         """
         from recsys.retrieval.batch import answer, plan_users
 
-        self._check_fitted()
+        self.check_fitted()
         single = np.ndim(users) == 0
         plan = plan_users(self, np.atleast_1d(np.asarray(users, dtype=object)), history)
         item_idx, scores, _ = answer(self, index, plan, np.arange(plan.n), k, include_seen=not exclude_seen)
@@ -337,7 +353,7 @@ class Recommender(ABC):
         >>> folded = model.fold_in(new)
         >>> folded.vectors.shape                     # (1, d) or (1, d + 2) with biases
         """
-        self._check_fitted()
+        self.check_fitted()
         mapped, dropped = history.reindex(history.users, self.items)
         factors, bias = self._fold_in(mapped.matrix, mapped.feedback, **options)
         factors = np.asarray(factors, dtype=np.float32)
@@ -380,7 +396,7 @@ class Recommender(ABC):
         """
         from recsys.retrieval.exact import cosine_neighbours
 
-        self._check_fitted()
+        self.check_fitted()
         single = np.ndim(items) == 0
         index_of = np.atleast_1d(self.items.index(items))
         known = index_of >= 0
@@ -412,7 +428,7 @@ class Recommender(ABC):
         before the directory is moved into place, so they land in the same atomic step.
         ``lock=False``: the caller already holds :func:`recsys.artifacts.output_lock` on ``path``.
         """
-        self._check_fitted()
+        self.check_fitted()
         path = Path(path)
         with atomic_directory(path, lock=lock) as tmp:
             self._write(tmp)
@@ -436,7 +452,8 @@ class Recommender(ABC):
             "format_version": FORMAT_VERSION,
             "model": self.name,
             "params": self.get_params(),
-            "fitted_params": self.fitted_params,
+            # A model assembled by hand (factors set, not fitted) was "trained" with its params.
+            "fitted_params": self.__dict__.get("fitted_params", self.get_params()),
             "data_shape": self.data_shape,
             "n_users": len(self.users),
             "n_items": len(self.items),

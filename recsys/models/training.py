@@ -87,6 +87,7 @@ class IterativeRecommender(Recommender):
     """A model trained epoch by epoch through the shared loop (:meth:`_fit`)."""
 
     epochs: int
+    trains_by_epoch = True
 
     @abstractmethod
     def _init_training(self, data: Interactions) -> None:

@@ -506,7 +506,7 @@ class TwoTower(IterativeRecommender):
         self, features: pd.DataFrame | None, histories: Sequence[Sequence[Any]] | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`embed_new_users`, and the (row, item index) pairs of the histories."""
-        self._check_fitted()
+        self.check_fitted()
         n = len(features) if features is not None else len(histories or [])
         if histories is not None and len(histories) != n:
             raise ConfigError(f"{len(histories)} histories for {n} users with features")
@@ -589,7 +589,7 @@ class TwoTower(IterativeRecommender):
         For items that arrive after training: their dot products with
         :meth:`user_vectors` rank them like any catalogue item.
         """
-        self._check_fitted()
+        self.check_fitted()
         n = len(features)
         side = _Side(self.item_encoder.transform(features.reset_index(drop=True), n), torch.device("cpu"))
 

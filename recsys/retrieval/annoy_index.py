@@ -223,7 +223,7 @@ class AnnoyIndex:
         of a sample of the model's users' exact top-20 (:func:`choose_metric`; its shares
         are in ``meta["metric_choice"]``). ``auto`` doubles the build time of that forest.
         """
-        model._check_fitted()
+        model.check_fitted()
         if trees < 1:
             raise ConfigError(f"trees must be at least 1, got {trees}")
         if metric not in (*ITEM_METRICS, "auto"):
@@ -300,7 +300,7 @@ class AnnoyIndex:
         """
         from annoy import AnnoyIndex as _Annoy
 
-        model._check_fitted()
+        model.check_fitted()
         directory = Path(model_dir) / INDEX_DIR
         if not (directory / META_FILE).is_file():
             raise ModelFormatError(

@@ -176,6 +176,7 @@ class RecommendResult:
     fallback_users: int
     dropped_history_entries: int
     seconds: float
+    run_id: str | None = None  # the run that recorded the job, when one did
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -323,7 +324,7 @@ def recommend_to_file(
 
     from recsys.data.io import csv_write_options
 
-    model._check_fitted()
+    model.check_fitted()
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
     if batch_users < 1:

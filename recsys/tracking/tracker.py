@@ -5,14 +5,13 @@ default ``sqlite:///mlflow.db`` in the working directory. :meth:`Tracker.run` op
 before any work starts (an unreachable server fails in seconds, naming the URI), starts
 a run and ends it ``FINISHED``, or ``FAILED`` (``KILLED`` on Ctrl-C) when the block
 raises. A disabled tracker (``--no-track``, ``RECSYS_NO_TRACK=1``) hands out a
-:class:`NullRun` whose methods do nothing, so callers never branch on tracking.
+:class:`recsys.runs.NullRun` whose methods do nothing, so callers never branch on tracking.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 import recsys
 from recsys.errors import TrackingError
+from recsys.runs import NULL_RUN, Run
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "recsys"
@@ -113,20 +113,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class NullRun:
-    """What a disabled tracker hands out: every method accepts its arguments and does nothing."""
-
-    run_id: str | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return lambda *args, **kwargs: None
-
-    def callback(self) -> EpochLogger:
-        return EpochLogger(self)  # type: ignore[arg-type]
-
-
 class Tracker:
     """An MLflow tracking store and experiment; :meth:`run` records one job.
 
@@ -198,14 +184,14 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None,
-            nested: bool = False) -> Iterator[TrackedRun | NullRun]:
+            nested: bool = False) -> Iterator[Run]:
         """Record one job as a run (a child of the active run with ``nested``).
 
         The run ends ``FINISHED`` when the block completes, ``FAILED`` with the error as
         the ``recsys.error`` tag when it raises, ``KILLED`` on Ctrl-C or a signal.
         """
         if not self.enabled:
-            yield NullRun()
+            yield NULL_RUN
             return
         import mlflow
 
@@ -235,11 +221,19 @@ def end_active_run(status: str) -> None:
 
 
 class TrackedRun:
-    """The active MLflow run of one job: parameters, metrics, artifacts, child runs."""
+    """The active MLflow run of one job (a :class:`recsys.runs.Run`): parameters, metrics,
+    artifacts, child runs. ``keeps_models`` is the tracker's ``log_models``."""
 
     def __init__(self, run_id: str, tracker: Tracker) -> None:
         self.run_id = run_id
         self.tracker = tracker
+        self.keeps_models = tracker.log_models
+
+    def child(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None
+              ) -> contextlib.AbstractContextManager[Run]:
+        """A run nested in this one (a grid's combination, a tuning trial), ended FAILED if
+        its block raises."""
+        return self.tracker.run(name, kind=kind, tags=tags, nested=True)
 
     def log_params(self, params: Mapping[str, Any], prefix: str = "") -> None:
         import mlflow
@@ -284,23 +278,9 @@ class TrackedRun:
 
         log_pyfunc(model_dir)
 
-    def callback(self) -> EpochLogger:
-        """A training callback logging each epoch's figures (loss, validation metric) by step."""
-        return EpochLogger(self)
 
 
 def _default_index(frame: Any) -> bool:
     import pandas as pd
 
     return isinstance(frame.index, pd.RangeIndex)
-
-
-class EpochLogger:
-    """:class:`recsys.models.training.Callback` that logs every epoch's figures as metric history."""
-
-    def __init__(self, run: TrackedRun) -> None:
-        self.run = run
-
-    def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> None:
-        finite = {k: v for k, v in figures.items() if isinstance(v, (int, float)) and not math.isnan(v)}
-        self.run.log_metrics(finite, step=epoch)

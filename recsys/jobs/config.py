@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from recsys.errors import ConfigError
+from recsys.jobs.settings import TrainConfig
 from recsys.models import MODELS
-from recsys.workflows import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +35,22 @@ _TOP_LEVEL = {
     "model", "params", "split", "test_fraction", "split_n", "seed", "k",
     "validation_fraction", "validation_metric", "patience", "device",
 }
+
+
+def config_params(config: TrainConfig) -> dict[str, Any]:
+    """Run settings and every hyper-parameter of the model (defaults filled in), as a run
+    records them."""
+    import dataclasses
+
+    from recsys.models import create_model
+
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "params"}
+    settings["ks"] = ",".join(map(str, config.ks))
+    if not config.validation_fraction:
+        for key in ("validation_metric", "patience"):
+            settings.pop(key, None)
+    hyper = create_model(config.model, **config.model_params()).get_params()
+    return {**settings, **hyper}
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

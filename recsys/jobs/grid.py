@@ -21,12 +21,12 @@ A grid file (TOML)::
     params = { epochs = 15 }      # fixed
     grid = { factors = [32, 64], regularization = [0.01, 0.1] }   # every combination
 
-:func:`run_grid` records one parent run (``recsys.kind = grid``) and every combination
-as a child run (recorded like ``recsys train``: parameters, per-epoch figures, test
-metrics, the model). A combination that fails is recorded ``FAILED`` with its error and
-the grid goes on. The leaderboard (sorted by ``metric``) is returned and logged on the
-parent as ``leaderboard.csv`` and ``leaderboard.md``; :func:`leaderboard` rebuilds it from
-the store (``recsys experiment show NAME``).
+:func:`run_grid` reports to one run (the grid's parent run: ``recsys.kind = grid``) and
+trains every combination in a child run (recorded like ``recsys train``: parameters,
+per-epoch figures, test metrics, the model). A combination that fails is recorded
+``FAILED`` with its error and the grid goes on. The leaderboard (sorted by ``metric``) is
+returned and logged on the parent as ``leaderboard.csv`` and ``leaderboard.md``;
+:func:`recsys.tracking.leaderboard` rebuilds it from the store (``recsys experiment show``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,13 @@ from typing import Any
 import pandas as pd
 
 from recsys.errors import ConfigError, TrackingError
-from recsys.tracking.tracker import Tracker, metric_key
+from recsys.evaluation.evaluate import DEFAULT_KS
+from recsys.jobs.config import read_toml
+from recsys.jobs.record import data_params
+from recsys.jobs.settings import ReadOptions, TrainConfig, load
+from recsys.leaderboard import board, to_markdown
+from recsys.models import MODELS
+from recsys.runs import Run
 
 _KEYS = {"experiment", "metric", "k", "datasets", "splits", "models", "validation_fraction",
          "log_models", "description"}
@@ -95,8 +101,6 @@ class Grid:
     source: Path | None = None
 
     def combinations(self) -> Iterator[Combination]:
-        from recsys.workflows import TrainConfig
-
         for dataset, split, spec in itertools.product(self.datasets, self.splits, self.models):
             for varied in spec.settings():
                 config = TrainConfig(
@@ -116,7 +120,7 @@ class Grid:
 class Combination:
     dataset: Dataset
     split: SplitSpec
-    config: Any  # TrainConfig
+    config: TrainConfig
     varied: dict[str, Any]
 
     @property
@@ -127,11 +131,6 @@ class Combination:
 
 def read_grid(path: str | Path) -> Grid:
     """Parse and check a grid file (paths of data sets are relative to the file)."""
-    from recsys.config import read_toml
-    from recsys.evaluation.evaluate import DEFAULT_KS
-    from recsys.models import MODELS
-    from recsys.workflows import ReadOptions
-
     path = Path(path)
     spec = read_toml(path)
     where = str(path)
@@ -211,134 +210,62 @@ def _tables(spec: Mapping[str, Any], key: str, where: str) -> list[dict[str, Any
 class GridResult:
     """The parent run's id and the leaderboard of its combinations."""
 
-    run_id: str
+    run_id: str | None
     leaderboard: pd.DataFrame
     failed: int
 
 
-def run_grid(grid: Grid, tracker: Tracker, *, progress: bool = False,
+def run_grid(grid: Grid, run: Run, *, progress: bool = False,
              on_combination: Callable[[Combination, str, float | None], None] | None = None) -> GridResult:
-    """Train and evaluate every combination of ``grid`` as child runs of one parent run."""
-    from recsys.tracking.jobs import data_params, train
-    from recsys.workflows import ReadOptions, load
+    """Train and evaluate every combination of ``grid``, each in a child run of ``run``."""
+    from recsys.jobs.training import train
 
-    if not tracker.enabled:
+    if run.run_id is None:
         raise ConfigError("an experiment grid is recorded in MLflow; it cannot run with tracking off")
-    tracker = Tracker(tracker.uri, tracker.experiment, log_models=grid.log_models, timeout=tracker.timeout)
-    name = f"grid-{grid.source.stem if grid.source else grid.experiment}"
-    failed = 0
-    with tracker.run(name, kind="grid") as parent:
-        parent.log_params({"metric": grid.metric, "ks": ",".join(map(str, grid.ks)), "combinations": len(grid),
-                           "grid_file": str(grid.source) if grid.source else None})
-        if grid.source is not None:
-            parent.log_text(grid.source.read_text(encoding="utf-8"), grid.source.name)
-        cache: dict[str, Any] = {}
-        for combo in grid.combinations():
-            tags = {"recsys.dataset": combo.dataset.name, "recsys.split": combo.split.describe(),
-                    "recsys.combination": combo.name,
-                    "recsys.params": " ".join(f"{k}={v}" for k, v in combo.varied.items())}
-            try:
+    run.log_params({"metric": grid.metric, "ks": ",".join(map(str, grid.ks)), "combinations": len(grid),
+                    "grid_file": str(grid.source) if grid.source else None})
+    if grid.source is not None:
+        run.log_text(grid.source.read_text(encoding="utf-8"), grid.source.name)
+    cache: dict[str, Any] = {}
+    rows = []
+    for combo in grid.combinations():
+        tags = {"recsys.dataset": combo.dataset.name, "recsys.split": combo.split.describe(),
+                "recsys.combination": combo.name, "recsys.params": _params_text(combo.varied)}
+        row = {"dataset": combo.dataset.name, "split": combo.split.describe(), "model": combo.config.model,
+               "params": tags["recsys.params"], "status": "FAILED"}
+        try:
+            with run.child(combo.name, kind="train", tags=tags) as child:
+                row["run_id"] = child.run_id
                 if combo.dataset.name not in cache:
                     data = load(combo.dataset.path, ReadOptions(**combo.dataset.read))
                     cache[combo.dataset.name] = (data, data_params(combo.dataset.path))
                 data, info = cache[combo.dataset.name]
-                result = train(data, combo.config, tracker=tracker, run_name=combo.name, tags=tags,
-                               nested=True, save=False, progress=progress, data_info=info)
-                value = None if result.evaluation is None else result.evaluation.metrics.get(grid.metric)
-                note = None if result.evaluation is None else result.evaluation.extra.get("note")
-                state = f"finished, no metrics: {note}" if note else "finished"
-            except TrackingError:
-                raise
-            except Exception as exc:  # recorded FAILED by the child run; the grid goes on
-                failed += 1
-                value, state = None, f"failed: {type(exc).__name__}: {exc}"
-            if on_combination is not None:
-                on_combination(combo, state, value)
-        board = leaderboard(tracker, parent_run_id=parent.run_id, metric=grid.metric)
-        parent.log_table(board, "leaderboard.csv")
-        parent.log_text(to_markdown(board), "leaderboard.md")
-        best = board.iloc[0] if len(board) and board.iloc[0]["status"] == "FINISHED" else None
-        if best is not None:
-            parent.log_metrics({f"best_{grid.metric}": best[grid.metric]})
-            parent.set_tags({"recsys.best_run": best["run_id"]})
-        parent.log_metrics({"failed_combinations": failed})
-    return GridResult(parent.run_id, board, failed)
-
-
-def leaderboard(tracker: Tracker, *, experiment: str | None = None, parent_run_id: str | None = None,
-                metric: str | None = None, columns: Sequence[str] = ()) -> pd.DataFrame:
-    """The runs of a grid (its latest one in ``experiment`` unless ``parent_run_id``), best first.
-
-    Without any grid in the experiment, its ``recsys train`` runs are ranked instead.
-    Failed runs come last with empty metrics.
-    """
-    client = tracker.client()
-    if parent_run_id is None:
-        name = experiment or tracker.experiment
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise TrackingError(f"no experiment {name!r} in {tracker.uri}")
-        ids = [found.experiment_id]
-        parents = client.search_runs(ids, "tags.`recsys.kind` = 'grid'", order_by=["attributes.start_time DESC"],
-                                     max_results=1)
-        if parents:
-            parent_run_id = parents[0].info.run_id
-            runs = client.search_runs(ids, f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000)
-        else:
-            runs = client.search_runs(ids, "tags.`recsys.kind` = 'train'", max_results=10000)
-    else:
-        parent = client.get_run(parent_run_id)
-        ids = [parent.info.experiment_id]
-        runs = client.search_runs(ids, f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000)
-    if metric is None:
-        metric = client.get_run(parent_run_id).data.params.get("metric", "ndcg@10") if parent_run_id else "ndcg@10"
-    return _board(runs, metric, columns)
-
-
-def _board(runs: Sequence[Any], metric: str, columns: Sequence[str]) -> pd.DataFrame:
-    shown = [metric, *[c for c in columns if c != metric]]
-    if not columns:
-        k = metric.split("@")[1] if "@" in metric else "10"
-        shown += [m for m in (f"recall@{k}", f"ndcg@{k}", f"map@{k}", f"coverage@{k}") if m != metric]
-    rows = []
-    for run in runs:
-        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
-        model = params.get("model", tags.get("recsys.model", ""))
-        setting = tags.get("recsys.params") or " ".join(
-            f"{k}={params[k]}" for k in ("factors", "regularization", "epochs", "loss") if params.get(k) not in (None, "None"))
-        row = {
-            "run_id": run.info.run_id,
-            "status": run.info.status,
-            "dataset": tags.get("recsys.dataset", Path(params.get("data_path", "")).name),
-            "split": tags.get("recsys.split", params.get("split", "")),
-            "model": model,
-            "params": setting,
-        }
-        for name in shown:
-            row[name] = metrics.get(metric_key(name), math.nan)
-        row["fit_seconds"] = metrics.get("fit_seconds", math.nan)
+                result = train(data, combo.config, run=child, save=False, progress=progress, data_info=info)
+            metrics = {} if result.evaluation is None else result.evaluation.metrics
+            note = None if result.evaluation is None else result.evaluation.extra.get("note")
+            row.update(metrics, status="FINISHED", fit_seconds=result.seconds["fit"])
+            value, state = metrics.get(grid.metric), f"finished, no metrics: {note}" if note else "finished"
+        except TrackingError:
+            raise
+        except Exception as exc:  # recorded FAILED by the child run; the grid goes on
+            value, state = None, f"failed: {type(exc).__name__}: {exc}"
         rows.append(row)
-    columns_out = ["run_id", "status", "dataset", "split", "model", "params", *shown, "fit_seconds"]
-    board = pd.DataFrame(rows, columns=columns_out)
-    board = board.sort_values(metric, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
-    board.index = board.index + 1
-    board.index.name = "rank"
-    return board
+        if on_combination is not None:
+            on_combination(combo, state, value)
+    return _record_board(run, grid, rows)
 
 
-def to_markdown(board: pd.DataFrame) -> str:
-    """The leaderboard as a Markdown table (run ids shortened to 8 characters)."""
-    frame = board.copy()
-    frame["run_id"] = frame["run_id"].str[:8]
-    header = "| rank | " + " | ".join(frame.columns) + " |"
-    lines = [header, "|" + "---|" * (len(frame.columns) + 1)]
-    for rank, row in frame.iterrows():
-        cells = [_cell(v) for v in row.tolist()]
-        lines.append(f"| {rank} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def _params_text(varied: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in varied.items())
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
+def _record_board(run: Run, grid: Grid, rows: list[dict[str, Any]]) -> GridResult:
+    table = board(rows, grid.metric)
+    failed = sum(row["status"] != "FINISHED" for row in rows)
+    run.log_table(table, "leaderboard.csv")
+    run.log_text(to_markdown(table), "leaderboard.md")
+    if len(table) and table.iloc[0]["status"] == "FINISHED":
+        run.log_metrics({f"best_{grid.metric}": table.iloc[0][grid.metric]})
+        run.set_tags({"recsys.best_run": table.iloc[0]["run_id"]})
+    run.log_metrics({"failed_combinations": failed})
+    return GridResult(run.run_id, table, failed)

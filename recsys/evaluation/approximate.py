@@ -29,7 +29,7 @@ def overlap_at(approx: np.ndarray, exact: np.ndarray, k: int) -> np.ndarray:
 def evaluate_with_index(
     model: Recommender,
     test: Interactions,
-    index: Any,
+    index: Any,  # any retrieval with search(vectors, k, exclude): an AnnoyIndex, say
     *,
     train: Interactions | None = None,
     ks: Sequence[int] = DEFAULT_KS,

@@ -10,6 +10,7 @@ the untouched test part once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -26,18 +27,21 @@ import pandas as pd
 from recsys.artifacts import atomic_file
 from recsys.errors import ConfigError, RecsysError
 from recsys.evaluation.evaluate import evaluate
-from recsys.models import MODELS, create_model
-from recsys.models.auto import AUTO
-from recsys.progress import progress_bar
-from recsys.workflows import (
+from recsys.jobs.record import data_params
+from recsys.jobs.settings import (
     DataSource,
+    FeatureTables,
     ReadOptions,
     TrainConfig,
-    attach_feature_tables,
     load,
     split_data,
     validation_split,
 )
+from recsys.jobs.training import attach_feature_tables
+from recsys.models import MODELS, create_model
+from recsys.models.auto import AUTO
+from recsys.progress import progress_bar
+from recsys.runs import NULL_RUN, Run
 
 
 @dataclass(frozen=True)
@@ -167,26 +171,36 @@ class TuneResult:
     metric: str
     trials: pd.DataFrame
     seconds: float
-    features: dict[str, Any] = dataclasses.field(default_factory=dict)  # the feature tables trials trained with
+    features: FeatureTables = dataclasses.field(default_factory=FeatureTables)  # what trials trained with
+    run_id: str | None = None  # the run that recorded the search, when one did
 
     def write_config(self, path: str | Path) -> Path:
         """Write the best settings as TOML for ``recsys train --config``, atomically."""
-        from recsys.config import settings_toml
+        from recsys.jobs.config import settings_toml
 
         path = Path(path)
         header = (
             f"# Best of {len(self.trials)} trials by validation {self.metric} = {self.best_value:.6f}\n"
             "# (written by recsys tune; use with: recsys train --config THIS_FILE)\n"
         )
-        given = {name: value for name, value in self.features.items() if value is not None}
-        if given:
+        flags = _feature_flags(self.features)
+        if flags:
             # The settings were found with these tables: training without them is another model.
-            flags = " ".join(f"--{name.replace('_', '-')} {v}" for name, value in given.items()
-                             for v in (value if isinstance(value, list | tuple) else [value]))
             header += f"# tuned with feature tables: pass them to train too: {flags}\n"
         with atomic_file(path) as tmp:
             tmp.write_text(settings_toml(self.config, header), encoding="utf-8")
         return path
+
+
+def _feature_flags(features: FeatureTables) -> str:
+    flags = {"users": "--user-features", "items": "--item-features", "user_spec": "--user-features-spec",
+             "item_spec": "--item-features-spec"}
+    parts = []
+    for name, flag in flags.items():
+        value = getattr(features, name)
+        for v in [] if value is None else (value if isinstance(value, list | tuple) else [value]):
+            parts.append(f"{flag} {v}")
+    return " ".join(parts)
 
 
 TrialCallback = Callable[[int, dict[str, Any], float | None, float, str], None]
@@ -205,15 +219,14 @@ def tune(
     read_options: ReadOptions | None = None,
     on_trial: TrialCallback | None = None,
     progress: bool = False,
-    user_features: Any = None,
-    item_features: Any = None,
-    user_features_spec: Any = None,
-    item_features_spec: Any = None,
+    features: FeatureTables | None = None,
+    run: Run = NULL_RUN,
 ) -> TuneResult:
-    """Search ``config.model``'s hyper-parameters with Optuna's TPE sampler.
+    """Search ``config.model``'s hyper-parameters with Optuna's TPE sampler, reporting to
+    ``run`` (the search's settings, each trial as a child run, the best settings).
 
-    Feature tables (as for :func:`recsys.workflows.train`) are attached before the split,
-    so a ``two-tower`` search trains every trial with them.
+    Feature tables (:class:`FeatureTables`) are attached before the split, so a
+    ``two-tower`` search trains every trial with them.
 
     With ``config.split == "none"`` the data is taken as all training data (a log with a
     test file of its own, as ``recsys train --test`` reads it) and the validation part is
@@ -231,8 +244,6 @@ def tune(
 
     Returns the best settings; never evaluates on the test part of the split.
     """
-    import optuna
-
     start = time.perf_counter()
     budget = None if time_budget is None else parse_duration(time_budget)
     if trials is None:
@@ -242,46 +253,90 @@ def tune(
     config.check()
     if not 0 < validation_fraction < 1:
         raise ConfigError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
-    # Hyper-parameters set explicitly in the config are fixed, not searched.
-    search = {
-        name: dim
-        for name, dim in (space if space is not None else SEARCH_SPACES.get(config.model, {})).items()
-        if name not in config.params
-    }
+    search = _search_space(config, space)
+    k = _cut_off(metric)
+    features = features or FeatureTables()
+    run.log_params({**_config_params(config), "metric": metric, "validation_fraction": validation_fraction,
+                    **({"trials": trials} if trials is not None else {}),
+                    **({"time_budget": time_budget} if time_budget is not None else {})})
+    run.log_params(data_params(data))
+    run.log_text("\n".join(describe_space(search)) + "\n", "search_space.txt")
+    train, fit_part, valid = _parts(data, config, read_options, features, validation_fraction)
+    fixed = config.model_params()
+
+    def objective(params: dict[str, Any]) -> float:
+        model = create_model(config.model, **_absolute(config.model, fixed, search, params, fit_part)).fit(fit_part)
+        value = evaluate(model, valid, ks=[k]).metrics.get(metric)
+        if value is None:
+            raise ConfigError(f"unknown metric {metric!r}")
+        return float(value)
+
+    def report(number: int, params: dict[str, Any], value: float | None, seconds: float, state: str) -> None:
+        _record_trial(run, number, params, value, seconds, state, metric)
+        if on_trial is not None:
+            on_trial(number, params, value, seconds, state)
+
+    label = f"tuning {config.model}"
+    study, rows = _search(objective, search, config, trials, budget, start, metric, report, progress, label)
+    best = study.best_trial
+    # Relative values become absolute on the whole training part, the data train will fit.
+    best_params = {k: v for k, v in _absolute(config.model, fixed, search, best.params, train).items() if k in search}
+    result = TuneResult(config=dataclasses.replace(config, params={**config.params, **best_params}),
+                        best_params=best_params, best_value=float(best.value), metric=metric,
+                        trials=pd.DataFrame(rows), seconds=time.perf_counter() - start, features=features,
+                        run_id=run.run_id)
+    _record_best(run, result)
+    return result
+
+
+def _search_space(config: TrainConfig, space: Mapping[str, Dimension] | None) -> dict[str, Dimension]:
+    """The dimensions to search: the given space or the model's own, less what the config fixes."""
+    search = {name: dim for name, dim in (space if space is not None else SEARCH_SPACES.get(config.model, {})).items()
+              if name not in config.params}
     if not search:
         raise ConfigError(f"model {config.model!r} has no hyper-parameters to tune")
+    return search
+
+
+def _cut_off(metric: str) -> int:
     try:
-        k = int(metric.split("@")[1])
+        return int(metric.split("@")[1])
     except (IndexError, ValueError):
         raise ConfigError(f"metric must look like 'recall@20', got {metric!r}") from None
-    fixed = config.model_params()
+
+
+def _parts(data: DataSource, config: TrainConfig, read_options: ReadOptions | None, features: FeatureTables,
+           validation_fraction: float) -> tuple[Any, Any, Any]:
+    """(training part, the part trials fit, the validation part): the test part is dropped
+    at once, never seen."""
     full = load(data, read_options)
-    if any(f is not None for f in (user_features, item_features)):
-        full, _report = attach_feature_tables(full, config, user_features, item_features, user_features_spec,
-                                              item_features_spec, (read_options or ReadOptions()).encoding)
+    if features.given:
+        full, _report = attach_feature_tables(full, config.model, features, (read_options or ReadOptions()).encoding)
     if config.split == "none":
         train = full  # the data is all training data (the user holds a test file of their own)
     else:
         train, _test = split_data(full, config)
         del _test  # set aside: nothing below may see it
     fit_part, valid = validation_split(train, validation_fraction, config.seed)
+    return train, fit_part, valid
+
+
+def _search(objective: Callable[[dict[str, Any]], float], search: Mapping[str, Dimension], config: TrainConfig,
+            trials: int | None, budget: float | None, start: float, metric: str,
+            report: TrialCallback, progress: bool, label: str) -> tuple[Any, list[dict[str, Any]]]:
+    """Run the Optuna study (the defaults first) within the trial count and the budget."""
+    import optuna
 
     rows: list[dict[str, Any]] = []
-
-    def objective(trial: optuna.Trial) -> float:
-        params = _absolute(config.model, fixed, search, {name: dim.suggest(trial, name) for name, dim in search.items()}, fit_part)
-        t0 = time.perf_counter()
-        model = create_model(config.model, **params).fit(fit_part)
-        value = evaluate(model, valid, ks=[k]).metrics.get(metric)
-        if value is None:
-            raise ConfigError(f"unknown metric {metric!r}")
-        trial.set_user_attr("seconds", time.perf_counter() - t0)
-        return float(value)
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=config.seed)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=config.seed))
     study.enqueue_trial(_default_point(config.model, search))
+
+    def trial_value(trial: optuna.Trial) -> float:
+        began = time.perf_counter()
+        value = objective({name: dim.suggest(trial, name) for name, dim in search.items()})
+        trial.set_user_attr("seconds", time.perf_counter() - began)
+        return value
 
     def within_budget(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
         # Stop before a trial that would likely end past the budget (a trial cannot be cut short).
@@ -290,38 +345,52 @@ def tune(
             study.stop()
 
     left = None if budget is None else max(budget - (time.perf_counter() - start), 0.0)
-    with progress_bar(trials, f"tuning {config.model}", enabled=progress) as bar:
+    with progress_bar(trials, label, enabled=progress) as bar:
 
         def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             seconds = float(trial.user_attrs.get("seconds", trial.duration.total_seconds() if trial.duration else 0.0))
             state = trial.state.name.lower()
             rows.append({"trial": trial.number, **trial.params, metric: trial.value, "seconds": seconds, "state": state})
-            if on_trial is not None:
-                on_trial(trial.number, dict(trial.params), trial.value, seconds, state)
+            report(trial.number, dict(trial.params), trial.value, seconds, state)
             best = study.best_value if any(t.value is not None for t in study.trials) else float("nan")
             bar.advance(1, best=best)
 
         # A trial that fails (a diverging setting, a bad combination) is recorded as failed
         # and the search goes on; programming errors still surface.
-        study.optimize(objective, n_trials=trials, timeout=left, callbacks=[after, within_budget],
+        study.optimize(trial_value, n_trials=trials, timeout=left, callbacks=[after, within_budget],
                        catch=(RecsysError, FloatingPointError, RuntimeError))
-    complete = [t for t in study.trials if t.value is not None and math.isfinite(t.value)]
-    if not complete:
+    if not any(t.value is not None and math.isfinite(t.value) for t in study.trials):
         raise RecsysError(f"no trial of {config.model} completed; see the failed trials' errors with --debug")
-    best = study.best_trial
-    # Relative values become absolute on the whole training part, the data train will fit.
-    best_params = {k: v for k, v in _absolute(config.model, fixed, search, best.params, train).items() if k in search}
-    best_config = dataclasses.replace(config, params={**config.params, **best_params})
-    return TuneResult(
-        config=best_config,
-        best_params=best_params,
-        best_value=float(best.value),
-        metric=metric,
-        trials=pd.DataFrame(rows),
-        seconds=time.perf_counter() - start,
-        features={"user_features": user_features, "item_features": item_features,
-                  "user_features_spec": user_features_spec, "item_features_spec": item_features_spec},
-    )
+    return study, rows
+
+
+class _TrialFailed(Exception):
+    """Ends a failed trial's child run as FAILED (the trial's own error was caught by Optuna)."""
+
+
+def _record_trial(run: Run, number: int, params: Mapping[str, Any], value: float | None, seconds: float,
+                  state: str, metric: str) -> None:
+    """One trial as a child run of the search's run (``FAILED`` when the trial failed)."""
+    with contextlib.suppress(_TrialFailed), run.child(f"trial-{number}", kind="trial") as child:
+        child.log_params({**params, "trial": number})
+        child.log_metrics({"seconds": seconds, **({f"val_{metric}": value} if value is not None else {})})
+        if state != "complete":
+            raise _TrialFailed(state)
+
+
+def _record_best(run: Run, result: TuneResult) -> None:
+    from recsys.jobs.config import settings_toml
+
+    run.log_params(result.best_params, prefix="best.")
+    run.log_metrics({f"best_{result.metric}": result.best_value, "tune_seconds": result.seconds})
+    run.log_table(result.trials, "trials.csv")
+    run.log_text(settings_toml(result.config), "best_config.toml")
+
+
+def _config_params(config: TrainConfig) -> dict[str, Any]:
+    from recsys.jobs.config import config_params
+
+    return config_params(config)
 
 
 def _absolute(model: str, fixed: Mapping[str, Any], search: Mapping[str, Dimension], point: Mapping[str, Any],
