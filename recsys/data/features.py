@@ -31,7 +31,6 @@ import math
 import os
 import re
 import sys
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +41,16 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions
+from recsys.data.text import (
+    SNIFF_BYTES,
+    decode,
+    header_delimiter,
+    is_gzip,
+    is_number,
+    magic,
+    read_bytes,
+    read_text,
+)
 from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError, InputError
 
@@ -58,7 +67,6 @@ _ID_NAMES = {
     "user": ("user_id", "userid", "user", "uid", "id"),
     "item": ("item_id", "itemid", "item", "movie_id", "movieid", "movie", "iid", "id"),
 }
-_DELIMITERS = (",", "\t", "|", ";")
 
 
 @dataclass(frozen=True)
@@ -124,44 +132,9 @@ def parse_spec(spec: str | os.PathLike | FeatureSpec | None) -> FeatureSpec:
 
 
 # -- reading -----------------------------------------------------------------------------------
-def _decode(path: Path, encoding: str) -> str:
-    if not path.exists():
-        raise InputError("no such file", path=path)
-    if path.is_dir():
-        raise InputError("is a directory; expected a feature table", path=path)
-    from recsys.data.io import _open_text_bytes
-
-    with open(path, "rb") as fh:
-        is_gzip = fh.read(2) == b"\x1f\x8b"  # gzip by content, as the interaction reader decides
-    try:
-        with _open_text_bytes(path, is_gzip) as fh:
-            raw = fh.read()
-    except (EOFError, OSError, zlib.error) as exc:
-        raise InputError(f"damaged gzip data ({exc})", path=path) from None
-    try:
-        return raw.decode(encoding).lstrip("\ufeff")  # a byte-order mark is not part of the header
-    except LookupError:
-        raise InputError(f"unknown text encoding {encoding!r}", path=path) from None
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(f"text is not valid {encoding}; pass the right encoding (e.g. latin-1)", path=path, line=line) from None
-
-
-def _is_number(token: str) -> bool:
-    try:
-        return math.isfinite(float(token))
-    except ValueError:
-        return False
-
-
-def header_delimiter(header: str) -> str:
-    """The column separator of a table with a header: the one the header line holds most of."""
-    return max(_DELIMITERS, key=header.count)
-
-
 def _infer(values: list[str], sep: str, delimiter: str) -> ColumnSpec:
     present = [v for v in values if v != ""]
-    if present and all(_is_number(v) for v in present):
+    if present and all(is_number(v, finite=True) for v in present):
         return ColumnSpec("numeric")
     if sep != delimiter and any(sep in v for v in present):
         return ColumnSpec("multi", sep)
@@ -200,7 +173,7 @@ def read_features(
     if special is not None and spec is None and names is None:
         return special(path)
     parsed = parse_spec(spec)
-    text = _decode(path, encoding)
+    text = read_text(path, encoding, "a feature table")
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise InputError("the file is empty; expected a header and one row per id", path=path)
@@ -255,7 +228,7 @@ def read_features(
             for r, token in enumerate(columns[j]):
                 if token == "":
                     continue
-                if not _is_number(token):
+                if not is_number(token, finite=True):
                     raise InputError(f"expected a number, got {token!r}", path=path, line=line_of[r], column=name)
                 values[r] = float(token)
             data[name] = values
@@ -288,15 +261,24 @@ def _special_loader(path: Path) -> Any:
     if name == "u.item":
         return read_ml100k_items
     if name == "movies.csv" or name == "tags.csv":
-        try:
-            head = path.open("r", encoding="utf-8").readline().strip().lower()
-        except (OSError, UnicodeDecodeError):
-            return None
+        head = _first_line(path)
         if name == "movies.csv" and head == "movieid,title,genres":
             return read_movielens_movies
         if name == "tags.csv" and head == "userid,movieid,tag,timestamp":
             return read_movielens_tags
     return None
+
+
+def _first_line(path: Path) -> str | None:
+    """The first line, lower case, of a file that starts as UTF-8 text; None for any other."""
+    try:
+        head = read_bytes(path, is_gzip(magic(path)), SNIFF_BYTES)
+        if len(head) >= SNIFF_BYTES:
+            head = head[: head.rfind(b"\n") + 1]  # whole lines only: a character may be cut
+        text = decode(head, "utf-8", path)
+    except (OSError, InputError):
+        return None
+    return text.partition("\n")[0].strip().lower()
 
 
 def read_ml100k_users(path: str | os.PathLike) -> pd.DataFrame:
@@ -361,7 +343,7 @@ def read_movielens_movies(path: str | os.PathLike, tags: str | os.PathLike | Non
 def read_movielens_tags(path: str | os.PathLike) -> pd.DataFrame:
     """MovieLens ``tags.csv`` (``userId,movieId,tag,timestamp``): per movie, its distinct tags (lower case)."""
     path = Path(path)
-    text = _decode(path, "utf-8")
+    text = read_text(path, "utf-8", "a feature table")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip().lower() for h in next(reader, [])]
     if header[:3] != ["userid", "movieid", "tag"]:
