@@ -16,9 +16,9 @@ from recsys.checkpoint import Checkpointing, TrainingInterrupted, load_checkpoin
 from recsys.data.interactions import Interactions
 from recsys.data.io import write_interactions
 from recsys.errors import ConfigError, InputError, ModelFormatError
+from recsys.evaluation import Validation
 from recsys.models import create_model
 from recsys.models.base import Recommender
-from recsys.models.training import Validation
 
 runner = CliRunner()
 

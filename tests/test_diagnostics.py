@@ -23,9 +23,9 @@ from recsys.diagnostics import (
 )
 from recsys.diagnostics.clusters import nearest_neighbours
 from recsys.diagnostics.metadata import values_of
+from recsys.embeddings import unit_rows
 from recsys.errors import ConfigError
 from recsys.models import ALS
-from recsys.retrieval.annoy_index import unit_rows
 
 N_CLUSTERS = 5
 ARI_THRESHOLD = 0.8

@@ -169,7 +169,7 @@ def test_recommend_all_users_is_the_same_in_any_chunking(model, tmp_path):
 def test_a_failed_run_leaves_the_previous_output_and_no_temporary_file(model, tmp_path, monkeypatch):
     out = tmp_path / "recs.csv"
     out.write_text("previous\n")
-    real = batch_module.answer
+    real = batch_module.answer  # the batch job's name for recsys.models.queries.answer
     calls = []
 
     def failing(*args, **kwargs):

@@ -280,7 +280,7 @@ def test_cli_reports_bad_feature_rows(tmp_path, sample_ratings):
 
 
 def test_early_stopping_restores_the_towers_with_the_factors(planted):
-    from recsys.models.training import Validation
+    from recsys.evaluation import Validation
 
     syn, full, _ = planted
     train, val = split(full, "user", seed=3)

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from recsys.diagnostics.metadata import membership, require_column, title_column, values_of
+from recsys.embeddings import unit_rows
 from recsys.errors import ConfigError
-from recsys.retrieval.annoy_index import unit_rows
 
 if TYPE_CHECKING:
     from recsys.models.base import Recommender

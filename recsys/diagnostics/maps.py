@@ -35,8 +35,8 @@ import pandas as pd
 from recsys.artifacts import atomic_file
 from recsys.diagnostics.clusters import default_k, kmeans, trained_items
 from recsys.diagnostics.metadata import require_column, title_column, values_of
+from recsys.embeddings import unit_rows
 from recsys.errors import ConfigError
-from recsys.retrieval.annoy_index import unit_rows
 from recsys.seeding import as_generator
 
 if TYPE_CHECKING:

@@ -77,7 +77,7 @@ def evaluate_cold_items(
     remap[cold] = np.arange(len(cold))
     relevant = sp.csr_matrix((on_cold.data, remap[on_cold.indices], on_cold.indptr), shape=(on_cold.shape[0], len(cold)))
     user_vectors = model.user_vectors()
-    from recsys.retrieval.exact import ExactIndex
+    from recsys.embeddings import ExactIndex
 
     index = ExactIndex(model.item_vectors()[cold], "cpu")
 

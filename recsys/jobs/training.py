@@ -19,6 +19,7 @@ from recsys.checkpoint import Checkpointing
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import Evaluation, evaluate
+from recsys.evaluation.validation import Validation
 from recsys.jobs.record import data_params, feature_params
 from recsys.jobs.resume import resumed, stored_settings
 from recsys.jobs.settings import (
@@ -33,7 +34,7 @@ from recsys.jobs.settings import (
 )
 from recsys.models import MODELS, create_model
 from recsys.models.base import Recommender
-from recsys.models.training import Callback, Validation
+from recsys.models.training import Callback
 from recsys.runs import NULL_RUN, EpochLogger, Run
 
 

@@ -267,7 +267,7 @@ class Recommender(ABC):
     # -- queries ----------------------------------------------------------------------------
     def exact_index(self, device: Any = "auto") -> Any:
         """The exact dot-product index over :meth:`item_vectors`, cached until factors change."""
-        from recsys.retrieval.exact import ExactIndex
+        from recsys.embeddings import ExactIndex
 
         sources = (self.item_factors, self.item_bias)
         cached = self.__dict__.get("_exact_cache")
@@ -329,7 +329,7 @@ class Recommender(ABC):
         >>> ids, scores = model.recommend(["alice", "bob"], k=5)  # shape (2, 5)
         >>> ids, scores = model.recommend("new", k=5, history=Interactions.from_arrays(["new"], ["m1"]))
         """
-        from recsys.retrieval.batch import answer, plan_users
+        from recsys.models.queries import answer, plan_users
 
         self.check_fitted()
         single = np.ndim(users) == 0
@@ -394,7 +394,7 @@ class Recommender(ABC):
         one item, (n, k) for a sequence; an unknown item gets ids -1/None and NaN.
         ``index`` (an :class:`~recsys.retrieval.AnnoyIndex`) answers approximately.
         """
-        from recsys.retrieval.exact import cosine_neighbours
+        from recsys.embeddings import cosine_neighbours
 
         self.check_fitted()
         single = np.ndim(items) == 0

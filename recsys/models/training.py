@@ -19,8 +19,7 @@ import json
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -39,48 +38,14 @@ from recsys.errors import ConfigError
 from recsys.models.base import Recommender
 from recsys.progress import progress_bar
 
+if TYPE_CHECKING:
+    from recsys.evaluation.validation import Validation
+
 
 class Callback(Protocol):
     """Receives each epoch's figures; return True from ``on_epoch_end`` to stop training."""
 
     def on_epoch_end(self, model: Recommender, epoch: int, figures: dict[str, float]) -> bool | None: ...
-
-
-@dataclass
-class Validation:
-    """Per-epoch validation: ``metric`` (e.g. ``recall@20``) on held-out ``data``.
-
-    With ``patience``, training stops after that many epochs without improvement and the
-    best epoch's factors are restored.
-    """
-
-    data: Interactions
-    metric: str = "recall@20"
-    patience: int | None = None
-    every: int = 1
-
-    @property
-    def k(self) -> int:
-        try:
-            return int(self.metric.split("@")[1])
-        except (IndexError, ValueError):
-            raise ConfigError(f"validation metric must look like 'recall@20', got {self.metric!r}") from None
-
-
-def validation_score(model: Recommender, validation: Validation) -> float:
-    """Mean ``validation.metric`` of ``model`` on ``validation.data`` (exact, full ranking)."""
-    from recsys.evaluation.evaluate import evaluate_search
-
-    name = validation.metric
-
-    def search(users, k, exclude):
-        return model.recommend_indices(users, k, exclude=exclude)
-
-    values, _users, _ = evaluate_search(search, validation.data.matrix, model.seen, [validation.k])
-    if name not in values:
-        raise ConfigError(f"unknown validation metric {name!r}")
-    v = values[name]
-    return float(v.mean()) if len(v) else float("nan")
 
 
 class IterativeRecommender(Recommender):
@@ -125,7 +90,7 @@ class IterativeRecommender(Recommender):
         data: Interactions,
         *,
         callbacks: Sequence[Callback] = (),
-        validation: Validation | None = None,
+        validation: Validation | None = None,  # recsys.evaluation.Validation
         progress: bool = False,
         checkpointing: Checkpointing | None = None,
     ) -> None:
@@ -161,7 +126,7 @@ class IterativeRecommender(Recommender):
                     stop = False
                     if validation is not None and (epoch % validation.every == 0 or epoch == self.epochs):
                         self._export()
-                        score = validation_score(self, validation)
+                        score = validation.score(self)
                         figures[f"val_{validation.metric}"] = score
                         if best is None or score > best[0]:
                             best = (score, epoch, self._snapshot())

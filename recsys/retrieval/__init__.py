@@ -8,9 +8,10 @@ job, evaluation):
 - ``similar(item_index, k) -> (item indices (n, k), cosines (n, k))``
 """
 
+from recsys.embeddings import ExactIndex
 from recsys.retrieval.annoy_index import DEFAULT_TREES, AnnoyIndex, build_index
 from recsys.retrieval.batch import RecommendResult, open_retrieval, recommend_to_file
-from recsys.retrieval.exact import ExactIndex, ExactRetrieval
+from recsys.retrieval.exact import ExactRetrieval
 
 __all__ = [
     "DEFAULT_TREES",

@@ -41,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.artifacts import atomic_directory, read_description, sha256_file, write_json
+from recsys.embeddings import unit_rows
 from recsys.errors import ConfigError, ModelFormatError
 
 if TYPE_CHECKING:
@@ -99,12 +100,6 @@ def fingerprint(vectors: np.ndarray) -> str:
     h.update(np.asarray(arr.shape, dtype=np.int64).tobytes())
     h.update(arr.tobytes())
     return h.hexdigest()[:32]
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def augment(vectors: np.ndarray) -> np.ndarray:

@@ -14,15 +14,14 @@ package implements.
 
 from recsys.tracking.leaderboard import leaderboard
 from recsys.tracking.serving import load_recommender, recommend_frame, resolve_model_dir
-from recsys.tracking.tracker import (
+from recsys.tracking.store import (
     DEFAULT_URI,
-    TrackedRun,
-    Tracker,
     check_store,
     metric_key,
     resolve_uri,
     tracking_enabled,
 )
+from recsys.tracking.tracker import TrackedRun, Tracker
 
 __all__ = [
     "DEFAULT_URI",
