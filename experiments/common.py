@@ -17,8 +17,9 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,139 @@ class ImplicitALS(Recommender):
             model.fit(conf, show_progress=False, callback=on_iteration if callback else None)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+
+
+# -- shared by the benchmark scripts: configs, result files, README tables -----------------
+def read_config(path: Path) -> dict[str, Any]:
+    """A benchmark's config (TOML): what varies between runs (data files, seeds, models,
+    settings); the script holds the protocol."""
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such config")
+    return tomllib.loads(path.read_text())
+
+
+def data_file(relative: str | Path, data_dir: Path = DATA_DIR) -> Path:
+    """A file of the public data sets, under ``data_dir``; a clear exit when it is absent."""
+    path = Path(data_dir) / relative
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found; give --data-dir (or set RECSYS_DATA) to the folder of the public data sets")
+    return path
+
+
+def result_path(folder: Path, name: str, suffix: str) -> Path:
+    """``folder/<name>.<stamp><suffix>``: a figure or other non-JSON output of a run, named
+    like the run's :func:`write_result` file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.{stamp()}{suffix}"
+
+
+def result_files(folder: Path, name: str, suffix: str = ".json") -> list[Path]:
+    """Every ``folder/<name>.<date>.<commit><suffix>``, oldest first (by the date in the name,
+    then file time); ``name`` may itself contain dots."""
+    prefix = f"{name}."
+
+    def date(path: Path) -> str:
+        rest = path.name[len(prefix):]
+        return rest.split(".", 1)[0]
+
+    paths = [p for p in folder.glob(f"{name}.*{suffix}") if _is_date(date(p))]
+    return sorted(paths, key=lambda p: (date(p), p.stat().st_mtime))
+
+
+def _is_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def latest_result(folder: Path, name: str) -> dict[str, Any] | None:
+    """The newest result of ``name`` (see :func:`result_files`), or None."""
+    paths = result_files(folder, name)
+    return json.loads(paths[-1].read_text()) if paths else None
+
+
+def write_table(readme: Path, text: str, name: str = "") -> bool:
+    """Put ``text`` between ``<!-- table -->`` and ``<!-- /table -->`` in ``readme``
+    (``<!-- table NAME -->`` and ``<!-- /table NAME -->`` when a README holds several);
+    False when the markers are missing."""
+    start, end = (f"<!-- table {name} -->", f"<!-- /table {name} -->") if name else ("<!-- table -->", "<!-- /table -->")
+    body = readme.read_text()
+    if start not in body or end not in body:
+        return False
+    head, rest = body.split(start, 1)
+    readme.write_text(head + start + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
+    return True
+
+
+def mean_std(values: Sequence[float], digits: int = 4) -> str:
+    """``mean ± std`` (sample std) of ``values``; the value alone when there is one."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def machine_words(machine: dict[str, Any]) -> str:
+    """A result's machine in a few words (what :func:`machine` records)."""
+    words = [str(machine.get("processor", "?")), f"{machine.get('cores', '?')} cores"]
+    if machine.get("memory_gib"):
+        words.append(f"{machine['memory_gib']:g} GiB")
+    words.append(machine["gpu"] if machine.get("gpu") else "no GPU")
+    if machine.get("load_average"):
+        words.append("load average " + ", ".join(f"{v:.1f}" for v in machine["load_average"]))
+    return ", ".join(words)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table's lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root: result files are named relative to it in the READMEs."""
+
+
+def result_file_name(folder: Path, result: dict[str, Any], suffix: str = ".json") -> str:
+    """``experiments/<folder>/results/<name>.<stamp>.json`` of a result read back."""
+    return str((folder / f"{result['name']}.{result['stamp']}{suffix}").relative_to(ROOT))
+
+
+def merged_rows(folder: Path, name: str, key: Callable[[dict[str, Any]], Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``rows`` of every result of ``name``, oldest first, a later result's row replacing
+    an earlier one with the same ``key`` (so a run of a few models or data sets updates only
+    their rows); and the results that still supply rows, oldest first."""
+    rows: dict[Any, tuple[dict[str, Any], str]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for path in result_files(folder, name):
+        result = json.loads(path.read_text())
+        results[result["stamp"]] = result
+        for row in result["rows"]:
+            rows[key(row)] = (row, result["stamp"])
+    used = {stamp for _, stamp in rows.values()}
+    return [row for row, _ in rows.values()], [r for stamp, r in results.items() if stamp in used]
+
+
+def sources(folder: Path, results: Sequence[dict[str, Any]]) -> str:
+    """The result files behind a table, each with its machine."""
+    return "; ".join(f"`{result_file_name(folder, r)}` ({machine_words(r['machine'])})" for r in results)
+
+
+def publish_table(module: str, lines: Sequence[str], places: Sequence[tuple[Path, str]]) -> str:
+    """A generated table (``lines``), marked with the command that makes it, written into each
+    ``(README, marker name)`` of ``places`` (see :func:`write_table`) and printed."""
+    text = "\n".join([f"<!-- generated by: python -m {module} table -->", "", *lines])
+    for readme, name in places:
+        if not write_table(readme, text, name):
+            say(f"{readme.relative_to(ROOT)}: no <!-- table {name} --> markers; left as it is")
+    say(text)
+    return text
