@@ -234,6 +234,8 @@ def machine_words(machine: dict[str, Any]) -> str:
     words.append(machine["gpu"] if machine.get("gpu") else "no GPU")
     if machine.get("load_average"):
         words.append("load average " + ", ".join(f"{v:.1f}" for v in machine["load_average"]))
+    if machine.get("note"):
+        words.append(machine["note"])
     return ", ".join(words)
 
 
