@@ -39,6 +39,10 @@ K = 20
 TORCH_MODELS = ("ials", "mf", "two-tower")
 
 
+def row_key(row: dict[str, Any]) -> tuple[str, str]:
+    return row["dataset"], row["label"]
+
+
 def contenders(config: dict[str, Any], train: Interactions) -> list[tuple[str, Recommender]]:
     """The config's models, labelled, unfitted."""
     seed, threads = config["seed"], config["threads"]
@@ -82,14 +86,14 @@ def stage_run(config: dict[str, Any], data_dir: Path, datasets: Sequence[str], l
             rows.append(row)
             common.say(f"  {name} {label}: recall {row[f'recall@{K}']:.4f} ndcg {row[f'ndcg@{K}']:.4f} "
                 f"fit {row['fit_seconds']:.2f}s ({cpu:.2f}s CPU)")
-    path = common.write_result(RESULTS, "defaults", {"k": K, "seed": config["seed"], "threads": config["threads"], "rows": rows})
-    common.say(f"wrote {path}")
+    common.write_rows(RESULTS, "defaults", {"k": K, "seed": config["seed"], "threads": config["threads"], "rows": rows},
+                             row_key)
 
 
 def table() -> list[str]:
-    rows, results = common.merged_rows(RESULTS, "defaults", lambda r: (r["dataset"], r["label"]))
+    rows, results = common.merged_rows(RESULTS, "defaults", row_key)
     if not rows:
-        return ["(no results yet: run `python -m experiments.baselines.defaults run`)"]
+        return []
     cells = [(r["dataset"], r["label"], f"{r[f'recall@{K}']:.4f}", f"{r[f'ndcg@{K}']:.4f}", f"{r['fit_seconds']:.2f}",
               f"{r['cpu_seconds']:.2f}", r["device"]) for r in rows]
     setting = "; ".join(sorted({f"seed {r['seed']}, {r['threads']} thread(s) per model" for r in results}))

@@ -35,6 +35,10 @@ RESULTS = HERE / "results"
 CONFIG = HERE / "configs" / "loading.toml"
 
 
+def row_key(row: dict[str, Any]) -> int:
+    return row["rows"]
+
+
 def generate(path: Path, rows: int, seed: int, chunk: int = 2_000_000) -> None:
     import numpy as np
     import pyarrow as pa
@@ -85,14 +89,14 @@ def stage_run(config: dict[str, Any]) -> None:
     figures = json.loads(child.stdout.strip().splitlines()[-1])
     row = {"rows": rows, "file_mib": path.stat().st_size / 2**20, **figures, "rows_per_second": rows / figures["seconds"]}
     common.say(json.dumps(row))
-    out = common.write_result(RESULTS, "loading", {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "rows": [row]})
-    common.say(f"wrote {out}")
+    common.write_rows(RESULTS, "loading", {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "rows": [row]},
+                            row_key)
 
 
 def table() -> list[str]:
-    rows, results = common.merged_rows(RESULTS, "loading", lambda r: r["rows"])
+    rows, results = common.merged_rows(RESULTS, "loading", row_key)
     if not rows:
-        return ["(no results yet: run `python -m experiments.baselines.loading run`)"]
+        return []
     header = ["rows", "file (MiB)", "read_interactions wall (s)", "CPU (s, all threads)", "rows/s (wall)",
               "peak RSS (MiB)", "RSS after import (MiB)", "CSR arrays (MiB)", "entries after dedup", "users", "items"]
     cells = [(f"{r['rows']:,}", f"{r['file_mib']:,.0f}", f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}",

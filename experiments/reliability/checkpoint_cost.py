@@ -33,6 +33,10 @@ RESULTS = HERE / "results"
 CONFIG = HERE / "configs" / "checkpoint-cost.toml"
 
 
+def row_key(row: dict[str, Any]) -> str:
+    return row["label"]
+
+
 def timed_fit(model: str, params: dict[str, Any], data: Interactions, checkpointing: Checkpointing | None) -> float:
     estimator = create_model(model, **params)
     options = {} if checkpointing is None else {"checkpointing": checkpointing}
@@ -77,16 +81,16 @@ def stage_run(config: dict[str, Any], data_dir: Path, labels: Sequence[str] | No
             continue
         rows.append(measure(spec, data, config["every"]))
         common.say(f"  {rows[-1]}")
-    out = common.write_result(RESULTS, "checkpoint-cost", {
+    common.write_rows(RESULTS, "checkpoint-cost", {
         "data": {"file": config["data"], "users": data.n_users, "items": data.n_items, "entries": data.nnz},
-        "threads": config["threads"], "every": config["every"], "machine_before": machine_before, "rows": rows})
-    common.say(f"wrote {out}")
+        "threads": config["threads"], "every": config["every"], "machine_before": machine_before, "rows": rows},
+        row_key)
 
 
 def table() -> list[str]:
-    rows, results = common.merged_rows(RESULTS, "checkpoint-cost", lambda r: r["label"])
+    rows, results = common.merged_rows(RESULTS, "checkpoint-cost", row_key)
     if not rows:
-        return ["(no results yet: run `python -m experiments.reliability.checkpoint_cost run`)"]
+        return []
     every = sorted({n for r in rows for n in r["fit_seconds_every"]}, key=int)
     header = ["model", "fit, no checkpoints (s)",
               *("every epoch (s)" if n == "1" else f"every {n} epochs (s)" for n in every),
