@@ -3,7 +3,8 @@ validation search behind the two-tower defaults.
 
 One script, one config (``configs/movielens.toml``: the data sets and feature tables, the
 seeds, the models, the validation candidates); ``test`` writes ``results/<split>.<date>.<commit>.json``
-(``warm``, ``cold-items``), ``validation`` writes ``results/validation.<date>.<commit>.json``,
+(``warm``, ``cold-items``), ``validation`` writes ``results/validation.<date>.<commit>.json``
+(``validation-cold-items`` with ``--split cold-items``),
 and ``table`` puts the newest rows into the README. Run from the repository root:
 
     OMP_NUM_THREADS=1 python -m experiments.two_tower.benchmark test [--dataset ml-100k] [--model two-tower]
@@ -59,6 +60,20 @@ TORCH_MODELS = ("two-tower", "mf", "ials")
 STRATEGY = {"warm": "user", "cold-items": "cold-items"}
 
 
+def test_key(row: dict[str, Any]) -> tuple:
+    return row["dataset"], row["seed"], row["model"]
+
+
+def validation_name(split_name: str) -> str:
+    """The result name of a validation run: ``validation`` (warm) or ``validation-cold-items``."""
+    return "validation" if split_name == "warm" else f"validation-{split_name}"
+
+
+def validation_key(row: dict[str, Any]) -> tuple:
+    # Rows of the first searches keep the seed in their params only (random_state, 0 when absent).
+    return row["dataset"], row["setting"], row.get("seed", row["params"].get("random_state", 0))
+
+
 # -- data ---------------------------------------------------------------------------------
 def load(spec: dict[str, str], data_dir: Path) -> tuple[Interactions, Interactions]:
     """The log as it is, and with the feature tables attached (for the two-tower model)."""
@@ -110,9 +125,8 @@ def stage_test(config: dict[str, Any], data_dir: Path, datasets: Sequence[str], 
                     rows.append(row)
                     common.say(f"  {name} {split_name} seed {seed} {model}: recall {row[f'recall@{K}']} "
                                f"ndcg {row[f'ndcg@{K}']} fit {row['fit_s']}s")
-        out = common.write_result(RESULTS, split_name, {
-            "device": test["device"], "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "rows": rows})
-        common.say(f"wrote {out}")
+        common.write_rows(RESULTS, split_name, {
+            "device": test["device"], "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "rows": rows}, test_key)
 
 
 # -- validation: two-tower candidates on a split carved from training ------------------------
@@ -138,8 +152,8 @@ def stage_validation(config: dict[str, Any], data_dir: Path, datasets: Sequence[
                    **score(estimator, valid, split_name), "fit_s": round(seconds, 1), "load": round(os.getloadavg()[0], 1)}
             rows.append(row)
             common.say(f"  {name} {split_name} {setting} seed {seed}: recall {row[f'recall@{K}']} ndcg {row[f'ndcg@{K}']}")
-    out = common.write_result(RESULTS, "validation", {"split_seed": spec["split_seed"], "rows": rows})
-    common.say(f"wrote {out}")
+    common.write_rows(RESULTS, validation_name(split_name), {"split_seed": spec["split_seed"], "rows": rows},
+                            validation_key)
 
 
 # -- table: the README's tables from the newest rows ---------------------------------------
@@ -168,7 +182,7 @@ def _cold_items(row: dict[str, Any]) -> int | None:
 def test_table(datasets: Sequence[str]) -> list[str]:
     rows, results = [], []
     for split_name in STRATEGY:
-        found, used = common.merged_rows(RESULTS, split_name, lambda r: (r["dataset"], r["seed"], r["model"]))
+        found, used = common.merged_rows(RESULTS, split_name, test_key)
         rows += found
         results += used
     cells = []
@@ -210,11 +224,7 @@ def test_table(datasets: Sequence[str]) -> list[str]:
 
 
 def validation_table(config: dict[str, Any], datasets: Sequence[str], split_name: str = "warm") -> list[str]:
-    def key(r: dict[str, Any]) -> tuple:
-        return (r["dataset"], r.get("split", "warm"), r["setting"], r.get("seed", r["params"].get("random_state", 0)))
-
-    rows, results = common.merged_rows(RESULTS, "validation", key)
-    rows = [r for r in rows if r.get("split", "warm") == split_name]
+    rows, results = common.merged_rows(RESULTS, validation_name(split_name), validation_key)
     spec = config["validation"]
     settings = [(c["name"], c["label"]) for c in spec["candidates"]]
     settings += [(f"{ref} (defaults, reference)", f"`{ref}` with its defaults (reference)") for ref in spec["references"]]
