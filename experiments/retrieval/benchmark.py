@@ -415,7 +415,7 @@ def stage_table() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="stage", required=True)
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="{run,table}")
     run = sub.add_parser("run", help="run the parts of a config")
     run.add_argument("--config", required=True, help="configs/CONFIG.toml")
     run.add_argument("--data-dir", type=Path, default=common.DATA_DIR)
