@@ -436,7 +436,8 @@ class Recommender(ABC):
             "format_version": FORMAT_VERSION,
             "model": self.name,
             "params": self.get_params(),
-            "fitted_params": self.fitted_params,
+            # A model assembled by hand (factors set, not fitted) was "trained" with its params.
+            "fitted_params": self.__dict__.get("fitted_params", self.get_params()),
             "data_shape": self.data_shape,
             "n_users": len(self.users),
             "n_items": len(self.items),
