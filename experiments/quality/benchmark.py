@@ -44,7 +44,7 @@ import numpy as np
 import tomllib
 from recsys.workflows import TrainConfig, load, split_data, validation_split
 
-from experiments.common import DATA_DIR, ImplicitALS, newest_result, write_result
+from experiments.common import DATA_DIR, ImplicitALS, newest_result, stamp, write_result
 from recsys.data.interactions import Interactions
 from recsys.evaluation.evaluate import evaluate
 from recsys.models import auto, create_model
@@ -235,21 +235,28 @@ def rule_params(model: str, data: Interactions, constants: dict[str, Any]) -> di
 
 
 def stage_rules(config: Config, log: Callable[[str], None], model: str, grid: dict[str, tuple[Any, ...]],
-                factors: Sequence[int]) -> None:
+                factors: Sequence[int], epochs: Sequence[int] | None = None) -> None:
+    marks = tuple(epochs or RULE_EPOCHS[model])
     fit, validation = validation_part(config)
     rows = []
     names = sorted(grid)
     for values in itertools.product(*(grid[n] for n in names)):
         constants = dict(zip(names, values))
         for f in factors:
-            params = {**rule_params(model, fit, constants), "factors": f, "epochs": max(RULE_EPOCHS[model])}
-            scorer = ScoreAt(validation, RULE_EPOCHS[model])
+            params = {**rule_params(model, fit, constants), "factors": f, "epochs": max(marks)}
+            scorer = ScoreAt(validation, marks)
             create_model(model, **params).fit(fit, callbacks=[scorer])
             rows += [{**constants, "factors": f, **row} for row in scorer.rows]
             top = max(scorer.rows, key=lambda r: r["recall"])
             log(f"  {model} {constants} {f} factors -> recall {top['recall']:.4f} ndcg {top['ndcg']:.4f} "
                 f"(epoch {top['epoch']}, {top['train_seconds']:.1f}s)")
-    write_result(RESULTS, f"{config.name}.rules-{model}", {"model": model, "rows": rows})
+    # Runs of other constants at the same commit and date add to that file, not replace it.
+    name = f"{config.name}.rules-{model}"
+    earlier = RESULTS / f"{name}.{stamp()}.json"
+    if earlier.is_file():
+        kept = {candidate(r): r for r in json.loads(earlier.read_text())["rows"]}
+        rows = list({**kept, **{candidate(r): r for r in rows}}.values())
+    write_result(RESULTS, name, {"model": model, "rows": rows})
 
 
 def rule_rows(name: str, model: str) -> list[dict[str, Any]]:
@@ -493,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2",
                         help="rules: constants to score instead of the default grid's")
     parser.add_argument("--factors", nargs="+", type=int, default=[128], help="rules: factor counts to score")
+    parser.add_argument("--epochs", nargs="+", type=int, help="rules: the epochs to score at (default per model)")
     parser.add_argument("--models", nargs="*", default=list(TEST_MODELS), help="test: models to train with their defaults")
     parser.add_argument("--budget", default="5m", help="tune: the time budget (recsys tune --time-budget)")
     args = parser.parse_args(argv)
@@ -519,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for item in args.grid:
                 key, _, values = item.partition("=")
                 grid[key] = tuple(float(v) for v in values.split(","))
-            stage_rules(config, log, args.model, grid, args.factors)
+            stage_rules(config, log, args.model, grid, args.factors, args.epochs)
 
 
 if __name__ == "__main__":
