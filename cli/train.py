@@ -32,7 +32,7 @@ _CKPT = "Checkpoints"
 @with_read_options
 def train(
     data: Annotated[Path | None, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model: als, ials, mf, two-tower or popular (default als).", rich_help_panel=_MODEL)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model: ials, als, mf, two-tower or popular (default ials).", rich_help_panel=_MODEL)] = None,
     factors: Annotated[int | None, typer.Option(help="Embedding dimension.", rich_help_panel=_MODEL)] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", rich_help_panel=_MODEL)] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Step size (mf, two-tower).", rich_help_panel=_MODEL)] = None,
@@ -68,7 +68,7 @@ def train(
 ) -> None:
     """Train a model on an interaction log, evaluate it on held-out data, and save it.
 
-    With no options but --data: implicit-feedback ALS, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
+    With no options but --data: implicit-feedback iALS with defaults chosen for the data's shape, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
     from recsys.checkpoint import read_checkpoint_meta
     from recsys.errors import ConfigError
     from recsys.jobs import FeatureTables

@@ -25,7 +25,7 @@ from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracke
 @with_read_options
 def tune(
     data: Annotated[Path, typer.Option("--data", help="Interaction log.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to tune: als, ials, mf or two-tower (default: the config's, else als).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to tune: ials, als, mf or two-tower (default: the config's, else ials).")] = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Number of trials (default 30, or as many as fit with --time-budget).")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Validation metric to maximize.")] = "recall@20",
     validation_fraction: Annotated[float, typer.Option("--validation-fraction", help="Per-user share of train held out for validation.")] = 0.2,

@@ -139,7 +139,7 @@ def build_train_config(
     if unknown:
         raise ConfigError(f"{config_file}: unknown settings {', '.join(unknown)}; known: {', '.join(sorted(_TOP_LEVEL))}")
     model_params = dict(settings.get("params", {}))
-    chosen_model = model or settings.get("model", "als")
+    chosen_model = model or settings.get("model", TrainConfig().model)
     if model is not None and "model" in settings and model != settings["model"]:
         model_params = {}  # the file's hyper-parameters belong to another model
     for key, value in (hyper or {}).items():

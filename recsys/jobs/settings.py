@@ -132,7 +132,8 @@ class TrainConfig:
     (``patience``); the test part is never seen during training.
     """
 
-    model: str = "als"
+    # The model whose defaults hold on data nobody tuned on (experiments/quality).
+    model: str = "ials"
     params: dict[str, Any] = field(default_factory=dict)
     split: str = "user"
     test_fraction: float = 0.2

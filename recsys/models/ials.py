@@ -122,7 +122,7 @@ class IALS(IterativeRecommender):
 
     def __init__(
         self,
-        factors: int = 128,
+        factors: int = 256,
         epochs: int = 8,
         regularization: float = 0.01,
         unobserved_weight: float | Literal["auto"] = AUTO,
