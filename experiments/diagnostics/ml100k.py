@@ -63,7 +63,7 @@ def main() -> None:
     read = ReadOptions(sep="\t", header=False, feedback="rating")
     ks = (10, 20)
     runs = {}
-    for name, params in (("als", {"factors": args.factors, "use_gpu": False}), ("popular", {})):
+    for name, params in (("als", {"factors": args.factors, "device": "cpu"}), ("popular", {})):
         runs[name] = train(args.data / "u.data", TrainConfig(model=name, params=params, ks=ks),
                            read_options=read, output=args.work / name)
     model = runs["als"].model

@@ -28,7 +28,7 @@ DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("/work/shared/data/ml-la
 RUNS = {
     "mf (bpr, d=64)": ("mf", {"factors": 64, "epochs": 10, "device": "cpu"}),
     "ials (d=64)": ("ials", {"factors": 64, "epochs": 10, "device": "cpu"}),
-    "als (d=64)": ("als", {"factors": 64, "epochs": 10, "use_gpu": False}),
+    "als (d=64)": ("als", {"factors": 64, "epochs": 10, "device": "cpu"}),
 }
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,6 +42,28 @@ def confidence(matrix: sp.csr_matrix, feedback: str, weighting: Weighting, alpha
     return out
 
 
+def implicit_gpu(device: str) -> bool:
+    """Whether ``device`` (``auto``, ``cpu``, ``cuda``) means implicit's CUDA build:
+    ``auto`` does when implicit has one (``implicit.gpu.HAS_CUDA``)."""
+    import implicit.gpu
+
+    choice = str(device).strip().lower()
+    if choice == "cpu":
+        return False
+    if choice == "auto":
+        return bool(implicit.gpu.HAS_CUDA)
+    if choice == "cuda" or choice.startswith("cuda:"):
+        if not implicit.gpu.HAS_CUDA:
+            raise ConfigError("device 'cuda' was asked for, but this implicit was built without CUDA")
+        return True
+    raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
+
+
+def _device_of_flag(use_gpu: Any) -> str:
+    """The ``device`` of a model saved with ``use_gpu`` (``auto``, true or false)."""
+    return "auto" if use_gpu == "auto" else ("cuda" if use_gpu else "cpu")
+
+
 class ALS(IterativeRecommender):
     """Alternating least squares for implicit feedback, wrapping ``implicit``.
 
@@ -61,8 +84,8 @@ class ALS(IterativeRecommender):
         (:func:`recsys.models.auto.confidence_scale`).
     weighting : {"auto", "binary", "linear", "log"}
         How values become confidences.
-    use_gpu : {"auto", True, False}
-        ``auto`` uses implicit's CUDA build when it reports one.
+    device : {"auto", "cpu", "cuda"}
+        ``auto`` uses implicit's CUDA build when it reports one (``implicit.gpu.HAS_CUDA``).
     random_state : int
         Seed of the initial factors.
 
@@ -70,6 +93,8 @@ class ALS(IterativeRecommender):
     """
 
     name = "als"
+    # The device was a flag before it was a training option like every other model's.
+    renamed_params: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {"use_gpu": ("device", _device_of_flag)}
 
     def __init__(
         self,
@@ -78,7 +103,7 @@ class ALS(IterativeRecommender):
         regularization: float | Literal["auto"] = AUTO,
         alpha: float | Literal["auto"] = AUTO,
         weighting: Weighting = "auto",
-        use_gpu: bool | Literal["auto"] = "auto",
+        device: str = "auto",
         random_state: int = 0,
     ) -> None:
         self.factors = factors
@@ -86,7 +111,7 @@ class ALS(IterativeRecommender):
         self.regularization = regularization
         self.alpha = alpha
         self.weighting = weighting
-        self.use_gpu = use_gpu
+        self.device = device
         self.random_state = random_state
 
     def _resolve_params(self, data: Interactions) -> tuple[dict[str, Any], DataShape | None]:
@@ -112,12 +137,8 @@ class ALS(IterativeRecommender):
         if regularization < 0 or alpha <= 0:
             raise ConfigError("regularization must be >= 0 and alpha > 0")
 
-    @property
-    def device(self) -> str:
-        import implicit.gpu
-
-        gpu = implicit.gpu.HAS_CUDA if self.use_gpu == "auto" else bool(self.use_gpu)
-        return "cuda" if gpu else "cpu"
+    def training_device(self) -> str:
+        return "cuda" if implicit_gpu(self.device) else "cpu"
 
     def _init_training(self, data: Interactions) -> None:
         from implicit.als import AlternatingLeastSquares
@@ -130,7 +151,7 @@ class ALS(IterativeRecommender):
                 regularization=params["regularization"],
                 alpha=1.0,  # already applied in the confidence
                 iterations=1,  # the shared loop runs the epochs
-                use_gpu=self.device == "cuda",
+                use_gpu=implicit_gpu(self.device),
                 random_state=derive_seed(self.random_state),
             )
 
@@ -153,14 +174,14 @@ class ALS(IterativeRecommender):
                              "item_factors": ((n_items, self.factors), "f")})
         users = np.ascontiguousarray(state["user_factors"], dtype=np.float32)
         items = np.ascontiguousarray(state["item_factors"], dtype=np.float32)
-        if self.device == "cuda":
+        if implicit_gpu(self.device):
             import implicit.gpu
 
             users, items = implicit.gpu.Matrix(users), implicit.gpu.Matrix(items)
         self._model.user_factors, self._model.item_factors = users, items
 
     def _export(self) -> None:
-        model = self._model.to_cpu() if self.device == "cuda" else self._model
+        model = self._model.to_cpu() if implicit_gpu(self.device) else self._model
         self.user_factors = np.array(model.user_factors, dtype=np.float32)
         self.item_factors = np.array(model.item_factors, dtype=np.float32)
 

@@ -34,6 +34,7 @@ from recsys.checkpoint import (
     set_random_states,
 )
 from recsys.data.interactions import Interactions
+from recsys.device import resolve_device
 from recsys.errors import ConfigError
 from recsys.models.base import Recommender
 from recsys.progress import progress_bar
@@ -52,6 +53,7 @@ class IterativeRecommender(Recommender):
     """A model trained epoch by epoch through the shared loop (:meth:`_fit`)."""
 
     epochs: int
+    device: str
     trains_by_epoch = True
 
     @abstractmethod
@@ -73,6 +75,10 @@ class IterativeRecommender(Recommender):
     def supports_checkpoints(cls) -> bool:
         """Whether the model implements the two checkpoint hooks."""
         return cls._training_state is not IterativeRecommender._training_state
+
+    def training_device(self) -> str:
+        """The device ``device`` resolves to on this machine, in words (``cpu``, ``cuda``)."""
+        return str(resolve_device(self.device))
 
     def _training_state(self) -> dict[str, np.ndarray]:
         """Everything that, with the loop's own state, makes the next epoch exact (override).
@@ -182,7 +188,7 @@ class IterativeRecommender(Recommender):
         if meta["model"] != self.name:
             raise ConfigError(f"{where}: the checkpoint is of a {meta['model']!r} model, not {self.name!r}")
         mine = _plain(self.get_params())
-        theirs = dict(meta["params"])
+        theirs = _plain(self.rename_params(meta["params"]))  # written before a rename, read as today's
         mine.pop("epochs", None)  # a resumed run may train longer or shorter
         theirs.pop("epochs", None)
         if mine != theirs:
