@@ -204,6 +204,28 @@ def test_bad_hyper_parameters_are_reported_at_fit(checkerboard):
         ALS(factors=0).fit(checkerboard)
 
 
+# What fit may leave on an estimator besides its hyper-parameters: what it learned.
+LEARNED = {"users", "items", "seen", "item_popularity", "training_fingerprint", "fitted_params", "data_shape",
+           "history", "fit_seconds", "user_factors", "item_factors", "user_bias", "item_bias", "global_bias",
+           "best_epoch", "user_encoder", "item_encoder", "_user_tower", "_item_tower"}
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_training_state_stays_with_the_trainer(learner, checkerboard):
+    """Regression: the models kept optimizers, tensors, generators and samplers on the
+    estimator during fit and popped them by name afterwards. Now a trainer holds them,
+    during fit as after it."""
+    seen = []
+
+    class Look:
+        def on_epoch_end(self, model, epoch, figures):
+            seen.append(set(vars(model)))
+
+    model = make(learner, epochs=2).fit(checkerboard, callbacks=[Look()])
+    for names in [*seen, set(vars(model))]:
+        assert names - set(model.param_names()) <= LEARNED
+
+
 @pytest.mark.parametrize(("use_gpu", "device"), [(False, "cpu"), (True, "cuda"), ("auto", "auto")])
 def test_als_saved_with_use_gpu_loads_with_that_device(checkerboard, tmp_path, use_gpu, device):
     """ALS's ``use_gpu`` flag became ``device``, every model's training option; a model.json
