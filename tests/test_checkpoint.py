@@ -28,7 +28,7 @@ MODELS = {
                                       "negatives": 8, "batch_size": 64, "device": "cpu"}),
     "mf-mse": ("mf", {"factors": 8, "epochs": 5, "loss": "mse", "batch_size": 64, "device": "cpu"}),
     "ials": ("ials", {"factors": 8, "epochs": 5, "device": "cpu"}),
-    "als": ("als", {"factors": 8, "epochs": 5, "use_gpu": False}),
+    "als": ("als", {"factors": 8, "epochs": 5, "device": "cpu"}),
     # cosine decay and id dropout: the step count and the generator must both come back
     "two-tower": ("two-tower", {"factors": 8, "hidden": 16, "recent": 4, "epochs": 5, "batch_size": 64,
                                 "lr_schedule": "cosine", "uniform_negatives": 8, "device": "cpu"}),
@@ -124,6 +124,25 @@ def test_resume_keeps_validation_and_early_stopping_state(tmp_path, checkerboard
     same_factors(resumed, reference)
     assert resumed.best_epoch == reference.best_epoch
     assert [h["val_recall@5"] for h in resumed.history] == [h["val_recall@5"] for h in reference.history]
+
+
+def test_checkpoint_written_with_use_gpu_resumes(tmp_path, checkerboard):
+    """ALS's ``use_gpu`` became ``device``: a checkpoint whose hyper-parameters (and stored
+    run settings) name the flag resumes as one made with the device."""
+    from recsys.jobs.settings import TrainConfig
+
+    name, params = MODELS["als"]
+    reference = create_model(name, **params).fit(checkerboard)
+    ckpt = tmp_path / "c"
+    create_model(name, **params).fit(checkerboard, checkpointing=Checkpointing(ckpt, every=2))
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    del meta["params"]["device"]
+    meta["params"]["use_gpu"] = False
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    resumed = create_model(name, **params).fit(checkerboard, checkpointing=Checkpointing(ckpt, every=2, resume=True))
+    same_factors(resumed, reference)
+    stored = TrainConfig.from_dict({"model": "als", "params": {"use_gpu": False, "factors": 8}})
+    assert stored.params == {"device": "cpu", "factors": 8}
 
 
 def test_resume_refuses_other_data_params_or_model(tmp_path, checkerboard, ratings):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -42,11 +43,12 @@ from typing import Any
 
 import numpy as np
 import tomllib
-from recsys.workflows import TrainConfig, load, split_data, validation_split
 
 from experiments.common import DATA_DIR, ImplicitALS, newest_result, stamp, write_result
 from recsys.data.interactions import Interactions
+from recsys.evaluation import Validation
 from recsys.evaluation.evaluate import evaluate
+from recsys.jobs import TrainConfig, load, split_data, validation_split
 from recsys.models import auto, create_model
 from recsys.models.als import confidence
 from recsys.models.auto import DataShape
@@ -108,27 +110,31 @@ def scores(model: Recommender, data: Interactions) -> dict[str, float]:
     return {"recall": metrics[f"recall@{K}"], "ndcg": metrics[f"ndcg@{K}"]}
 
 
-class ScoreAt:
-    """An epoch callback scoring the model at the given epochs; the training time it
-    reports leaves the scoring out."""
+class ScoreAt(Validation):
+    """Scores the model at the given epochs: as implicit's per-iteration callback, or as the
+    shared epoch loop's validation (which exports an iterative model's factors for it, every
+    ``gcd(epochs)`` epochs). The training time it reports leaves the scoring out."""
 
     def __init__(self, data: Interactions, epochs: Iterable[int]) -> None:
-        self.data, self.epochs, self.rows = data, set(epochs), []
-        self.start, self.scoring = time.perf_counter(), 0.0
+        self.epochs = set(epochs)
+        super().__init__(data, f"recall@{K}", every=math.gcd(*self.epochs))
+        self.rows: list[dict[str, Any]] = []
+        self.start, self.scoring, self.scored = time.perf_counter(), 0.0, 0
 
     def __call__(self, model: Recommender, epoch: int) -> None:
         if epoch not in self.epochs:
             return
         began = time.perf_counter()
         train_seconds = began - self.start - self.scoring
-        if hasattr(model, "_export"):
-            model._export()  # an iterative model's factors are exported at the end only
         self.rows.append({"epoch": epoch, **scores(model, self.data), "train_seconds": train_seconds})
         self.scoring += time.perf_counter() - began
 
-    # the shared epoch loop's callback protocol
-    def on_epoch_end(self, model: Recommender, epoch: int, figures: dict[str, float]) -> None:
-        self(model, epoch)
+    def score(self, model: Recommender) -> float:
+        # The loop calls this every `every` epochs and at the last, which is a multiple of it
+        # here (the largest of the epochs): the count of calls gives the epoch.
+        self.scored += self.every
+        self(model, self.scored)
+        return self.rows[-1]["recall"] if self.rows and self.rows[-1]["epoch"] == self.scored else float("nan")
 
 
 def quality(row: dict[str, float], reference: dict[str, float]) -> float:
@@ -245,7 +251,7 @@ def stage_rules(config: Config, log: Callable[[str], None], model: str, grid: di
         for f in factors:
             params = {**rule_params(model, fit, constants), "factors": f, "epochs": max(marks)}
             scorer = ScoreAt(validation, marks)
-            create_model(model, **params).fit(fit, callbacks=[scorer])
+            create_model(model, **params).fit(fit, validation=scorer)
             rows += [{**constants, "factors": f, **row} for row in scorer.rows]
             top = max(scorer.rows, key=lambda r: r["recall"])
             log(f"  {model} {constants} {f} factors -> recall {top['recall']:.4f} ndcg {top['ndcg']:.4f} "
@@ -349,7 +355,7 @@ def train_as_a_user(config: Config, seed: int, model: str | None, params: dict[s
                     what: str | None = None) -> dict[str, Any]:
     """``recsys train --data DATA [--test TEST] [--model MODEL] --seed SEED`` through the library's
     own job (reading, splitting, fitting, scoring): what a user gets."""
-    from recsys.workflows import train
+    from recsys.jobs import train
 
     settings = TrainConfig(seed=seed, ks=(K,), params=dict(params or {}))
     if model is not None:
@@ -382,7 +388,7 @@ def stage_test(config: Config, log: Callable[[str], None], models: Sequence[str]
 def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: str) -> None:
     """``recsys tune --time-budget BUDGET`` (validation only), then ``recsys train --config``
     with what it wrote, on every seed's test part."""
-    from recsys.tuning import parse_duration, tune
+    from recsys.jobs.tuning import parse_duration, tune
 
     # The tuner carves its validation part from the first seed's training part, as above
     # (from the whole training file when the data set has its own test file: split "none").

@@ -107,14 +107,10 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 
 def apply_device(model: str, params: dict[str, Any], device: str | None) -> dict[str, Any]:
-    """Give a model the run's device in its own terms (``device`` or ``use_gpu``)."""
-    if device is None:
-        return params
-    names = MODELS[model].param_names()
-    if "device" in names:
+    """Give a model that trains on a device (its ``device`` hyper-parameter) the run's device,
+    unless the model's own settings name one."""
+    if device is not None and "device" in MODELS[model].param_names():
         params.setdefault("device", device)
-    elif "use_gpu" in names and device != "auto":
-        params.setdefault("use_gpu", device.startswith("cuda"))
     return params
 
 

@@ -11,21 +11,13 @@ from typing import Any
 from recsys.artifacts import sha256_file
 from recsys.data.interactions import Interactions
 from recsys.evaluation.evaluate import Evaluation
+from recsys.models.base import Recommender
 from recsys.runs import Run
 
 
-def device_of(model: Any) -> str:
+def device_of(model: Recommender) -> str:
     """The device the model was fitted on, in words (``cpu``, ``cuda:0``)."""
-    device = getattr(model, "device", None)
-    if device is None and "use_gpu" in model.get_params():
-        device = "cuda" if model.get_params()["use_gpu"] else "cpu"
-    if device in (None, "auto"):
-        if model.name == "popular":
-            return "cpu"
-        from recsys.device import resolve_device
-
-        device = resolve_device("auto")
-    return str(device)
+    return model.training_device()
 
 
 def log_evaluation(run: Run, evaluation: Evaluation) -> None:

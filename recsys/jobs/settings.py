@@ -161,9 +161,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, stored: dict[str, Any]) -> TrainConfig:
-        """A config written by :func:`dataclasses.asdict` (a checkpoint, ``run.json``)."""
+        """A config written by :func:`dataclasses.asdict` (a checkpoint, ``run.json``); its
+        hyper-parameters under today's names (:meth:`Recommender.rename_params`)."""
         values = dict(stored)
         values["ks"] = tuple(values.get("ks", DEFAULT_KS))
+        if isinstance(values.get("params"), dict) and values.get("model") in MODELS:
+            values["params"] = MODELS[values["model"]].rename_params(values["params"])
         return cls(**values)
 
 

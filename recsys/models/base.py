@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -96,6 +96,9 @@ class Recommender(ABC):
     """Whether ``fit`` runs the shared epoch loop (callbacks, validation, progress, checkpoints)."""
     legacy_params: ClassVar[dict[str, Any]] = {}
     """Values of hyper-parameters added after the first release, for models saved before them."""
+    renamed_params: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {}
+    """Hyper-parameters renamed since the first release: old name -> (new name, a function
+    from the old value to the new one), for models and checkpoints saved before the rename."""
 
     users: Vocabulary
     items: Vocabulary
@@ -135,6 +138,18 @@ class Recommender(ABC):
                 f"it takes {', '.join(cls.param_names())}"
             )
         return cls(**params)
+
+    @classmethod
+    def rename_params(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """Saved hyper-parameters (a model's, a checkpoint's, a stored run's) under today's
+        names: each one in :attr:`renamed_params` under its new name, its value converted."""
+        params = {}
+        for name, value in saved.items():
+            if name in cls.renamed_params:
+                name, convert = cls.renamed_params[name]
+                value = convert(value)
+            params[name] = value
+        return params
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -195,6 +210,10 @@ class Recommender(ABC):
     def supports_checkpoints(cls) -> bool:
         """Whether training can be checkpointed and resumed (iterative models)."""
         return False
+
+    def training_device(self) -> str:
+        """The device ``fit`` trains on, in words (``cpu``, ``cuda``)."""
+        return "cpu"
 
     @property
     def is_fitted(self) -> bool:
@@ -500,8 +519,8 @@ class Recommender(ABC):
         if not isinstance(params, dict):
             raise ModelFormatError(f"{path}: {_META} has no hyper-parameters")
         try:
-            # Hyper-parameters added after a model was saved take the value it was trained with.
-            model = model_cls.from_params({**model_cls.legacy_params, **params})
+            # Hyper-parameters renamed or added after a model was saved read as it was trained.
+            model = model_cls.from_params({**model_cls.legacy_params, **model_cls.rename_params(params)})
         except (ConfigError, TypeError) as exc:
             raise ModelFormatError(f"{path}: {exc}") from None
         try:
@@ -563,7 +582,7 @@ class Recommender(ABC):
         self.history = list(meta.get("history", []))
         fitted = meta.get("fitted_params")
         # Models saved before "auto" existed were trained with their params as given.
-        self.fitted_params = dict(fitted) if isinstance(fitted, dict) else self.get_params()
+        self.fitted_params = self.rename_params(fitted) if isinstance(fitted, dict) else self.get_params()
         if set(self.fitted_params) != set(self.get_params()):
             raise ModelFormatError(f"{path}: {_META}'s fitted_params do not match the model's hyper-parameters")
         shape = meta.get("data_shape")
