@@ -137,45 +137,68 @@ def read_grid(path: str | Path) -> Grid:
     unknown = sorted(set(spec) - _KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
-    datasets = []
-    for entry in _tables(spec, "datasets", where):
-        if "path" not in entry:
-            raise ConfigError(f"{where}: every [[datasets]] entry needs a path")
-        data_path = Path(os.path.expandvars(str(entry["path"]))).expanduser()
-        if "$" in str(data_path):
-            raise ConfigError(f"{where}: data set path {entry['path']!r} names an unset environment variable")
-        if not data_path.is_absolute():
-            data_path = (path.parent / data_path).resolve()
-        if not data_path.is_file():
-            raise ConfigError(f"{where}: data set {entry['path']!r}: no such file ({data_path})")
-        read = dict(entry.get("read", {}))
+    ks, metric = _cut_offs(spec, where)
+    grid = Grid(
+        experiment=str(spec.get("experiment", path.stem)), metric=metric, ks=ks,
+        datasets=[_dataset(entry, path) for entry in _tables(spec, "datasets", where)],
+        splits=[_split(entry, where) for entry in spec.get("splits", [{}])],
+        models=[_model_grid(entry, where) for entry in _tables(spec, "models", where)],
+        validation_fraction=spec.get("validation_fraction"),
+        log_models=bool(spec.get("log_models", True)), source=path,
+    )
+    for combo in grid.combinations():
         try:
-            ReadOptions(**read)
-        except TypeError as exc:
-            raise ConfigError(f"{where}: data set {entry['path']!r}: bad read options ({exc})") from None
-        datasets.append(Dataset(str(entry.get("name", data_path.stem)), data_path, read))
-    splits = []
-    for entry in spec.get("splits", [{}]):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: every [[splits]] entry is a table, got {entry!r}")
-        bad = sorted(set(entry) - _SPLIT_KEYS)
-        if bad:
-            raise ConfigError(f"{where}: unknown split keys {', '.join(bad)}; known: {', '.join(sorted(_SPLIT_KEYS))}")
-        splits.append(SplitSpec(**entry))
-    models = []
-    for entry in _tables(spec, "models", where):
-        name = entry.get("model")
-        if name not in MODELS:
-            raise ConfigError(f"{where}: unknown model {name!r}; choose one of {', '.join(MODELS)}")
-        grid = {k: v if isinstance(v, list) else [v] for k, v in dict(entry.get("grid", {})).items()}
-        params = dict(entry.get("params", {}))
-        known = set(MODELS[name].param_names())
-        bad = sorted((set(grid) | set(params)) - known)
-        if bad:
-            raise ConfigError(f"{where}: model {name!r} has no hyper-parameter {', '.join(bad)}; it takes {', '.join(sorted(known))}")
-        if any(not v for v in grid.values()):
-            raise ConfigError(f"{where}: a grid of model {name!r} lists no values")
-        models.append(ModelGrid(name, params, grid))
+            combo.config.check()  # a bad split or setting stops here, not once per combination
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {combo.name}: {exc}") from None
+    return grid
+
+
+def _dataset(entry: dict[str, Any], grid_file: Path) -> Dataset:
+    where = str(grid_file)
+    if "path" not in entry:
+        raise ConfigError(f"{where}: every [[datasets]] entry needs a path")
+    data_path = Path(os.path.expandvars(str(entry["path"]))).expanduser()
+    if "$" in str(data_path):
+        raise ConfigError(f"{where}: data set path {entry['path']!r} names an unset environment variable")
+    if not data_path.is_absolute():
+        data_path = (grid_file.parent / data_path).resolve()
+    if not data_path.is_file():
+        raise ConfigError(f"{where}: data set {entry['path']!r}: no such file ({data_path})")
+    read = dict(entry.get("read", {}))
+    try:
+        ReadOptions(**read)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: data set {entry['path']!r}: bad read options ({exc})") from None
+    return Dataset(str(entry.get("name", data_path.stem)), data_path, read)
+
+
+def _split(entry: Any, where: str) -> SplitSpec:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: every [[splits]] entry is a table, got {entry!r}")
+    bad = sorted(set(entry) - _SPLIT_KEYS)
+    if bad:
+        raise ConfigError(f"{where}: unknown split keys {', '.join(bad)}; known: {', '.join(sorted(_SPLIT_KEYS))}")
+    return SplitSpec(**entry)
+
+
+def _model_grid(entry: dict[str, Any], where: str) -> ModelGrid:
+    name = entry.get("model")
+    if name not in MODELS:
+        raise ConfigError(f"{where}: unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    grid = {k: v if isinstance(v, list) else [v] for k, v in dict(entry.get("grid", {})).items()}
+    params = dict(entry.get("params", {}))
+    known = set(MODELS[name].param_names())
+    bad = sorted((set(grid) | set(params)) - known)
+    if bad:
+        raise ConfigError(f"{where}: model {name!r} has no hyper-parameter {', '.join(bad)}; it takes {', '.join(sorted(known))}")
+    if any(not v for v in grid.values()):
+        raise ConfigError(f"{where}: a grid of model {name!r} lists no values")
+    return ModelGrid(name, params, grid)
+
+
+def _cut_offs(spec: dict[str, Any], where: str) -> tuple[tuple[int, ...], str]:
+    """The grid's cut-offs and its leaderboard metric (which must be at one of them)."""
     ks = spec.get("k", DEFAULT_KS)
     if not isinstance(ks, list | tuple) or not ks or not all(type(k) is int and k > 0 for k in ks):
         raise ConfigError(f"{where}: k must be a list of positive integers, e.g. k = [10, 20], got {ks!r}")
@@ -186,17 +209,7 @@ def read_grid(path: str | Path) -> Grid:
         raise ConfigError(f"{where}: metric must look like 'ndcg@10', got {metric!r}")
     if cut and int(cut) not in ks:
         raise ConfigError(f"{where}: metric {metric} needs k = {cut} in k = {list(ks)}")
-    grid = Grid(
-        experiment=str(spec.get("experiment", path.stem)), metric=metric, ks=ks, datasets=datasets,
-        splits=splits, models=models, validation_fraction=spec.get("validation_fraction"),
-        log_models=bool(spec.get("log_models", True)), source=path,
-    )
-    for combo in grid.combinations():
-        try:
-            combo.config.check()  # a bad split or setting stops here, not once per combination
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {combo.name}: {exc}") from None
-    return grid
+    return ks, metric
 
 
 def _tables(spec: Mapping[str, Any], key: str, where: str) -> list[dict[str, Any]]:

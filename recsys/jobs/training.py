@@ -1,4 +1,18 @@
-"""``recsys train`` as a function: read, split, fit, evaluate, save, and report to a run."""
+"""``recsys train`` as a function: read, split, fit, evaluate, save, and report to a run.
+
+Checkpoints (iterative models): ``checkpoint_every=N`` saves one every N epochs in
+``checkpoint_dir`` (default: the model directory's name plus ``.checkpoint``), and
+SIGINT/SIGTERM save one before stopping with :class:`~recsys.checkpoint.TrainingInterrupted`
+(always with ``checkpoint_on_signal``, the CLI's default). ``resume=DIR`` continues from the
+checkpoint in DIR with the settings stored there (:func:`recsys.jobs.resume.resumed`;
+``data``, ``test``, ``output`` and ``features`` given to :func:`train` replace the stored
+ones); on CPU with the same seed it ends with the same factors as an uninterrupted run. The
+checkpoint directory is removed once the model is saved.
+
+The run (:class:`recsys.runs.Run`) receives the settings, the data's description
+(``data_info`` replaces it: a log read once and trained on many times), per-epoch figures,
+the metrics, the model and diagnostics; its id is the result's ``run_id``.
+"""
 
 from __future__ import annotations
 
@@ -88,22 +102,8 @@ def train(
 
     ``features`` (:class:`FeatureTables`) attach side information for models that use it
     (``two-tower``); ids with features but no interactions join the catalogue as cold
-    ones. With ``split="cold-items"`` the evaluation is on the held-out cold items
-    (:func:`recsys.evaluation.cold.evaluate_cold_items`).
-
-    Checkpoints (iterative models): ``checkpoint_every=N`` saves one every N epochs in
-    ``checkpoint_dir`` (default: the model directory's name plus ``.checkpoint``), and
-    SIGINT/SIGTERM save one before stopping with
-    :class:`~recsys.checkpoint.TrainingInterrupted` (always with ``checkpoint_on_signal``,
-    the CLI's default). ``resume=DIR`` continues from the checkpoint in DIR with the
-    settings stored there (:func:`recsys.jobs.resume.resumed`; ``data``, ``test``,
-    ``output`` and ``features`` given here replace the stored ones); on CPU with the same
-    seed it ends with the same factors as an uninterrupted run. The checkpoint directory
-    is removed once the model is saved.
-
-    ``run`` receives the settings, the data's description (``data_info`` replaces it: a
-    log read once and trained on many times), per-epoch figures, the metrics, the model
-    and diagnostics; its id is the result's ``run_id``.
+    ones. With ``split="cold-items"`` the evaluation is on the held-out cold items.
+    Checkpoints, ``resume`` and what ``run`` receives: see the module's docstring.
     """
     features = features or FeatureTables()
     if resume is not None:

@@ -6,6 +6,19 @@ carved out of the training part; every trial fits on the rest and is scored on t
 validation part. The best settings are written as a TOML file for
 ``recsys train --config``, which then trains on the whole training part and evaluates on
 the untouched test part once.
+
+With ``split="none"`` the data is taken as all training data (a log with a test file of its
+own, as ``recsys train --test`` reads it) and the validation part is carved from all of it.
+Feature tables (:class:`~recsys.jobs.settings.FeatureTables`) are attached before the
+split, so a ``two-tower`` search trains every trial with them.
+
+Hyper-parameters set in the config's ``params`` are fixed in every trial and left out of
+the search. The first trial is the model's defaults (as far as the space holds them), so
+the best is never worse than the defaults on validation. No trial starts that would likely
+end past the time budget. Relative dimensions search multipliers of the ``"auto"`` values
+(:mod:`recsys.models.auto`); the written settings hold the multiplier times the rule's
+value on the whole training part (the part ``recsys train --config`` fits), so the balance
+found on validation carries over.
 """
 
 from __future__ import annotations
@@ -225,31 +238,13 @@ def tune(
     """Search ``config.model``'s hyper-parameters with Optuna's TPE sampler, reporting to
     ``run`` (the search's settings, each trial as a child run, the best settings).
 
-    Feature tables (:class:`FeatureTables`) are attached before the split, so a
-    ``two-tower`` search trains every trial with them.
-
-    With ``config.split == "none"`` the data is taken as all training data (a log with a
-    test file of its own, as ``recsys train --test`` reads it) and the validation part is
-    carved from all of it.
-
-    Hyper-parameters set in ``config.params`` are fixed in every trial and left out of
-    the search. The first trial is the model's defaults (as far as the space holds them),
-    so the best is never worse than the defaults on validation. ``trials`` bounds the
-    number of trials (default 30, or none with a budget); ``time_budget`` (seconds, or
-    ``"5m"``) bounds the whole search, loading included: no trial starts that would likely
-    end past it. Relative dimensions search multipliers of the ``"auto"`` values; the
-    written settings hold the multiplier times the rule's value on the whole training part
-    (the part ``recsys train --config`` fits), so the balance found on validation carries
-    over.
-
-    Returns the best settings; never evaluates on the test part of the split.
+    ``trials`` bounds the number of trials (default 30, or none with a budget);
+    ``time_budget`` (seconds, or ``"5m"``) bounds the whole search, loading included. The
+    rest of the protocol (the first trial, relative dimensions, ``split="none"``, feature
+    tables) is in the module's docstring. Never evaluates on the test part of the split.
     """
     start = time.perf_counter()
-    budget = None if time_budget is None else parse_duration(time_budget)
-    if trials is None:
-        trials = None if budget is not None else 30
-    elif trials < 1:
-        raise ConfigError(f"trials must be at least 1, got {trials}")
+    budget, trials = _limits(trials, time_budget)
     config.check()
     if not 0 < validation_fraction < 1:
         raise ConfigError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
@@ -287,6 +282,16 @@ def tune(
                         run_id=run.run_id)
     _record_best(run, result)
     return result
+
+
+def _limits(trials: int | None, time_budget: float | str | None) -> tuple[float | None, int | None]:
+    """(budget in seconds or None, trial count or None): 30 trials unless a budget is given."""
+    budget = None if time_budget is None else parse_duration(time_budget)
+    if trials is None:
+        return budget, None if budget is not None else 30
+    if trials < 1:
+        raise ConfigError(f"trials must be at least 1, got {trials}")
+    return budget, trials
 
 
 def _search_space(config: TrainConfig, space: Mapping[str, Dimension] | None) -> dict[str, Dimension]:

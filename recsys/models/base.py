@@ -20,28 +20,14 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-import recsys
 from recsys.artifacts import (
     atomic_directory,
-    inside,
-    load_arrays,
-    read_description,
-    save_arrays,
-    sha256_file,
-    write_json,
 )
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError, ModelFormatError, RecsysError
+from recsys.models import persistence
 from recsys.models.auto import DataShape, describe
-
-FORMAT_NAME = "recsys-model"
-FORMAT_VERSION = 1
-_META = "model.json"
-_FACTORS = "factors.npz"
-_VOCAB = "vocabulary.npz"
-_SEEN = "seen.npz"
-_DATA_FILES = (_FACTORS, _VOCAB, _SEEN)
 
 
 class NotFittedError(RecsysError):
@@ -441,50 +427,20 @@ class Recommender(ABC):
     def save(self, path: str | Path, *, extras: Callable[[Path], None] | None = None, lock: bool = True) -> Path:
         """Save to directory ``path`` atomically (replacing an existing model there).
 
-        Layout: ``model.json`` (type, hyper-parameters, format version, shapes, training
-        fingerprint, file checksums), ``factors.npz``, ``vocabulary.npz``, ``seen.npz``.
-        No pickle anywhere. ``extras(tmp_dir)`` may add files (an index, a run record)
-        before the directory is moved into place, so they land in the same atomic step.
-        ``lock=False``: the caller already holds :func:`recsys.artifacts.output_lock` on ``path``.
+        Layout (:mod:`recsys.models.persistence`): ``model.json`` (type, hyper-parameters,
+        format version, shapes, training fingerprint, file checksums), ``factors.npz``,
+        ``vocabulary.npz``, ``seen.npz``. No pickle anywhere. ``extras(tmp_dir)`` may add
+        files (an index, a run record) before the directory is moved into place, so they
+        land in the same atomic step. ``lock=False``: the caller already holds
+        :func:`recsys.artifacts.output_lock` on ``path``.
         """
         self.check_fitted()
         path = Path(path)
         with atomic_directory(path, lock=lock) as tmp:
-            self._write(tmp)
+            persistence.write_model(self, tmp)
             if extras is not None:
                 extras(tmp)
         return path
-
-    def _write(self, directory: Path) -> None:
-        factors = {"user_factors": self.user_factors, "item_factors": self.item_factors,
-                   "item_popularity": self.item_popularity}
-        if self.has_bias:
-            factors.update(user_bias=self.user_bias, item_bias=self.item_bias,
-                           global_bias=np.asarray(self.global_bias, dtype=np.float32))
-        for name, arr in self._extra_arrays().items():
-            factors[f"extra_{name}"] = arr
-        save_arrays(directory / _FACTORS, factors)
-        save_arrays(directory / _VOCAB, {**self.users.to_arrays("users"), **self.items.to_arrays("items")})
-        save_arrays(directory / _SEEN, {"indptr": self.seen.indptr, "indices": self.seen.indices})
-        meta = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "model": self.name,
-            "params": self.get_params(),
-            # A model assembled by hand (factors set, not fitted) was "trained" with its params.
-            "fitted_params": self.__dict__.get("fitted_params", self.get_params()),
-            "data_shape": self.data_shape,
-            "n_users": len(self.users),
-            "n_items": len(self.items),
-            "factors": int(self.item_factors.shape[1]),
-            "has_bias": self.has_bias,
-            "training_fingerprint": self.training_fingerprint,
-            "fit_seconds": self.fit_seconds,
-            "history": self.history,
-            "recsys_version": recsys.__version__,
-            "files": {name: sha256_file(directory / name) for name in _DATA_FILES},
-        }
-        write_json(directory / _META, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -496,98 +452,23 @@ class Recommender(ABC):
         from recsys.models import MODELS
 
         path = Path(path)
-        if not path.is_dir():
-            raise ModelFormatError(f"{path}: not a model directory (no such directory)")
-        meta = read_description(path / _META, format=FORMAT_NAME, version=FORMAT_VERSION, what="model", where=path,
-                                advice="re-train or use the recsys version that wrote it")
+        meta = persistence.read_meta(path)
         kind = meta.get("model")
         if not isinstance(kind, str) or kind not in MODELS:
             raise ModelFormatError(f"{path}: unknown model type {kind!r}")
         model_cls = MODELS[kind]
         if cls is not Recommender and not issubclass(model_cls, cls):
             raise ModelFormatError(f"{path}: holds a {kind!r} model, not {cls.name!r}")
-        files = meta.get("files")
-        if not isinstance(files, dict) or set(files) != set(_DATA_FILES):
-            raise ModelFormatError(f"{path}: {_META} does not list the model's files")
-        for name in _DATA_FILES:
-            file = inside(path, name)  # a data file linked out of the directory is refused
-            if not file.is_file():
-                raise ModelFormatError(f"{path}: missing {name}")
-            if sha256_file(file) != files[name]:
-                raise ModelFormatError(f"{path}: {name} does not match its checksum (corrupt or altered)")
         params = meta.get("params")
         if not isinstance(params, dict):
-            raise ModelFormatError(f"{path}: {_META} has no hyper-parameters")
+            raise ModelFormatError(f"{path}: model.json has no hyper-parameters")
         try:
             # Hyper-parameters renamed or added after a model was saved read as it was trained.
             model = model_cls.from_params({**model_cls.legacy_params, **model_cls.rename_params(params)})
         except (ConfigError, TypeError) as exc:
             raise ModelFormatError(f"{path}: {exc}") from None
-        try:
-            model._read(path, meta)
-        except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
-            # Whatever else a damaged or hand-edited directory holds is refused, not crashed on.
-            raise ModelFormatError(f"{path}: inconsistent model files ({type(exc).__name__}: {exc})") from None
+        persistence.read_model(model, path, meta)
         return model
-
-    def _read(self, path: Path, meta: dict[str, Any]) -> None:
-        factors = load_arrays(path / _FACTORS)
-        vocab = load_arrays(path / _VOCAB)
-        seen = load_arrays(path / _SEEN)
-        try:
-            self.users = Vocabulary.from_arrays(vocab, "users")
-            self.items = Vocabulary.from_arrays(vocab, "items")
-        except ModelFormatError as exc:
-            raise ModelFormatError(f"{path}: {_VOCAB}: {exc}") from None
-        n_users, n_items = len(self.users), len(self.items)
-        if (meta.get("n_users"), meta.get("n_items")) != (n_users, n_items):
-            raise ModelFormatError(f"{path}: id maps do not match the sizes in {_META}")
-        d = meta.get("factors")
-        expected = {
-            "user_factors": (n_users, d),
-            "item_factors": (n_items, d),
-            "item_popularity": (n_items,),
-        }
-        if meta.get("has_bias"):
-            expected.update(user_bias=(n_users,), item_bias=(n_items,), global_bias=())
-        for name, shape in expected.items():
-            if name not in factors:
-                raise ModelFormatError(f"{path}: {_FACTORS} lacks {name}")
-            if factors[name].dtype.kind not in "fiu":
-                raise ModelFormatError(f"{path}: {name} has dtype {factors[name].dtype}, expected real numbers")
-            if factors[name].shape != shape:
-                raise ModelFormatError(
-                    f"{path}: {name} has shape {factors[name].shape}, expected {shape} from {_META}"
-                )
-        self.user_factors = factors["user_factors"].astype(np.float32, copy=False)
-        self.item_factors = factors["item_factors"].astype(np.float32, copy=False)
-        self.item_popularity = factors["item_popularity"].astype(np.int64, copy=False)
-        if meta.get("has_bias"):
-            self.user_bias = factors["user_bias"].astype(np.float32, copy=False)
-            self.item_bias = factors["item_bias"].astype(np.float32, copy=False)
-            self.global_bias = float(factors["global_bias"])
-        for name in ("user_factors", "item_factors"):
-            if not np.isfinite(getattr(self, name)).all():
-                raise ModelFormatError(f"{path}: {name} holds non-finite values")
-        indptr, indices = seen.get("indptr"), seen.get("indices")
-        if (
-            indptr is None or indices is None or indptr.shape != (n_users + 1,)
-            or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0)
-            or (len(indices) and (indices.min() < 0 or indices.max() >= n_items))
-        ):
-            raise ModelFormatError(f"{path}: {_SEEN} is inconsistent with the model's shape")
-        self.seen = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n_users, n_items))
-        self.training_fingerprint = str(meta.get("training_fingerprint", ""))
-        self.fit_seconds = float(meta.get("fit_seconds", 0.0))
-        self.history = list(meta.get("history", []))
-        fitted = meta.get("fitted_params")
-        # Models saved before "auto" existed were trained with their params as given.
-        self.fitted_params = self.rename_params(fitted) if isinstance(fitted, dict) else self.get_params()
-        if set(self.fitted_params) != set(self.get_params()):
-            raise ModelFormatError(f"{path}: {_META}'s fitted_params do not match the model's hyper-parameters")
-        shape = meta.get("data_shape")
-        self.data_shape = dict(shape) if isinstance(shape, dict) else None
-        self._load_extra_arrays({k[6:]: v for k, v in factors.items() if k.startswith("extra_")})
 
 
 def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
