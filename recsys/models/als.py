@@ -98,8 +98,8 @@ class ALS(IterativeRecommender):
 
     def __init__(
         self,
-        factors: int = 32,
-        epochs: int = 30,
+        factors: int = 256,
+        epochs: int = 25,
         regularization: float | Literal["auto"] = AUTO,
         alpha: float | Literal["auto"] = AUTO,
         weighting: Weighting = "auto",
