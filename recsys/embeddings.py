@@ -11,11 +11,14 @@ against it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recsys.data.vocabulary import Vocabulary
 from recsys.device import resolve_device
 
 DEFAULT_BLOCK_BYTES = 256 * 2**20
@@ -128,3 +131,88 @@ def cosine_neighbours(factors: np.ndarray, item_index: np.ndarray, k: int) -> tu
     sims = sims.astype(np.float32)
     sims[found < 0] = np.nan
     return found, sims
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """A fitted model's vectors and what queries need, as plain arrays: what retrieval,
+    evaluation and diagnostics take (from :meth:`recsys.models.Recommender.embeddings`, or
+    assembled from factors trained elsewhere).
+
+    ``user_vectors`` (n_users, d') and ``item_vectors`` (n_items, d') are the two sides of
+    the score: their dot product is the model's score (biases folded into extra
+    dimensions). ``item_embeddings`` (n_items, d) place items relative to each other
+    (similar items, maps, clusters, diversity), ``user_embeddings`` (n_users, d) users. ``seen`` (n_users, n_items) holds the
+    training entries to exclude; ``item_popularity`` (n_items,) the training users per item.
+    ``fingerprint`` names the training data (it ties an index to the model).
+    """
+
+    users: Vocabulary
+    items: Vocabulary
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    item_embeddings: np.ndarray
+    user_embeddings: np.ndarray
+    seen: sp.csr_matrix
+    item_popularity: np.ndarray
+    name: str = ""
+    fingerprint: str = ""
+    predicts_ratings: bool = False
+    scores_cold_items: bool = False
+    _indices: dict[Any, ExactIndex] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, source: Embeddings | HasEmbeddings) -> Embeddings:
+        """``source`` itself, or the embeddings of a fitted model."""
+        return source if isinstance(source, Embeddings) else source.embeddings()
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def exact_index(self, device: str | torch.device | None = "auto") -> ExactIndex:
+        """The exact dot-product index over :attr:`item_vectors` (built once per device)."""
+        if device not in self._indices:
+            self._indices[device] = ExactIndex(self.item_vectors, device)
+        return self._indices[device]
+
+    def search(self, user_index: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
+               index: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indices and scores of known users, shape (n, k) each (``exclude``:
+        items to skip per user; ``index``: any retrieval with ``search``, exact by default)."""
+        index = self.exact_index() if index is None else index
+        return index.search(self.user_vectors[np.asarray(user_index, dtype=np.int64)], k, exclude)
+
+    def score_pairs(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
+        """Scores of (user, item) index pairs, shape (n,)."""
+        u, i = self.user_vectors[user_index], self.item_vectors[item_index]
+        return np.einsum("ij,ij->i", u, i).astype(np.float32)
+
+    def popular_items(self, k: int) -> np.ndarray:
+        """Indices of the ``k`` items with the most training users, padded with -1."""
+        order = np.argsort(-self.item_popularity, kind="stable")[:k]
+        return np.pad(order, (0, k - len(order)), constant_values=-1)
+
+    def item_ids(self, item_index: np.ndarray) -> np.ndarray:
+        """External item ids for indices; -1 (padding) becomes -1 or None."""
+        item_index = np.asarray(item_index)
+        pad = item_index < 0
+        ids = self.items.ids[np.where(pad, 0, item_index)]
+        if pad.any():
+            ids = ids.astype(object) if not self.items.is_integer else ids
+            ids[pad] = -1 if self.items.is_integer else None
+        return ids
+
+
+class HasEmbeddings(Protocol):
+    """Anything that gives :class:`Embeddings` (a fitted model)."""
+
+    def embeddings(self) -> Embeddings: ...
+
+
+EmbeddingSource = Embeddings | HasEmbeddings
+"""What retrieval, evaluation and diagnostics take: embeddings, or a fitted model."""

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions
+from recsys.embeddings import Embeddings, EmbeddingSource
 from recsys.evaluation.evaluate import DEFAULT_KS, Evaluation, evaluate
-
-if TYPE_CHECKING:
-    from recsys.models.base import Recommender
 
 
 def overlap_at(approx: np.ndarray, exact: np.ndarray, k: int) -> np.ndarray:
@@ -27,7 +25,7 @@ def overlap_at(approx: np.ndarray, exact: np.ndarray, k: int) -> np.ndarray:
 
 
 def evaluate_with_index(
-    model: Recommender,
+    model: EmbeddingSource,
     test: Interactions,
     index: Any,  # any retrieval with search(vectors, k, exclude): an AnnoyIndex, say
     *,
@@ -45,13 +43,13 @@ def evaluate_with_index(
     """
     import time
 
+    model = Embeddings.of(model)
     exact = model.exact_index()
     overlaps: dict[int, list[np.ndarray]] = {k: [] for k in ks}
     seconds = {"index": 0.0, "exact": 0.0}
 
     def search(users: np.ndarray, k: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        bias = model.user_bias[users] if model.has_bias else None
-        vectors = model.user_vectors(model.user_factors[users], bias)
+        vectors = model.user_vectors[users]
         start = time.perf_counter()
         found, scores = index.search(vectors, k, exclude)
         seconds["index"] += time.perf_counter() - start

@@ -25,6 +25,7 @@ from recsys.artifacts import (
 )
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
+from recsys.embeddings import Embeddings, ExactIndex, cosine_neighbours
 from recsys.errors import ConfigError, ModelFormatError, RecsysError
 from recsys.models import persistence
 from recsys.models.auto import DataShape, describe
@@ -270,17 +271,31 @@ class Recommender(ABC):
         return out if np.ndim(users) else out[0]
 
     # -- queries ----------------------------------------------------------------------------
-    def exact_index(self, device: Any = "auto") -> Any:
-        """The exact dot-product index over :meth:`item_vectors`, cached until factors change."""
-        from recsys.embeddings import ExactIndex
-
-        sources = (self.item_factors, self.item_bias)
-        cached = self.__dict__.get("_exact_cache")
+    def embeddings(self) -> Embeddings:
+        """The model's vectors as an :class:`~recsys.embeddings.Embeddings` value (what
+        retrieval, evaluation and diagnostics take), cached until the learned arrays change."""
+        self.check_fitted()
+        sources = (self.user_factors, self.item_factors, self.user_bias, self.item_bias, self.seen,
+                   self.item_popularity)
+        cached = self.__dict__.get("_embeddings")
         # Holding the source arrays keeps identity checks sound (no id reuse after free).
-        if cached is None or cached[1] != device or any(a is not b for a, b in zip(cached[0], sources)):
-            cached = (sources, device, ExactIndex(self.item_vectors(), device))
-            self._exact_cache = cached
+        if (cached is None or cached[1] != self.global_bias
+                or any(a is not b for a, b in zip(cached[0], sources))):
+            value = Embeddings(
+                users=self.users, items=self.items, user_vectors=self.user_vectors(),
+                item_vectors=self.item_vectors(), item_embeddings=self.item_embeddings(),
+                user_embeddings=self.user_factors, seen=self.seen,
+                item_popularity=self.item_popularity, name=self.name,
+                fingerprint=getattr(self, "training_fingerprint", ""), predicts_ratings=self.predicts_ratings,
+                scores_cold_items=self.scores_cold_items,
+            )
+            cached = (sources, self.global_bias, value)
+            self._embeddings = cached
         return cached[2]
+
+    def exact_index(self, device: Any = "auto") -> ExactIndex:
+        """The exact dot-product index over :meth:`item_vectors` (that of :meth:`embeddings`)."""
+        return self.embeddings().exact_index(device)
 
     def recommend_indices(
         self,
@@ -301,7 +316,7 @@ class Recommender(ABC):
         """
         self.check_fitted()
         user_index = np.asarray(user_index, dtype=np.int64)
-        vectors = self.user_vectors()[user_index] if user_vectors is None else user_vectors
+        vectors = self.embeddings().user_vectors[user_index] if user_vectors is None else user_vectors
         if exclude is None and exclude_seen:
             exclude = self.seen[user_index]
         index = self.exact_index() if index is None else index
@@ -379,18 +394,11 @@ class Recommender(ABC):
 
     def popular_items(self, k: int) -> np.ndarray:
         """Indices of the ``k`` items with the most training users, padded with -1."""
-        order = np.argsort(-self.item_popularity, kind="stable")[:k]
-        return np.pad(order, (0, k - len(order)), constant_values=-1)
+        return self.embeddings().popular_items(k)
 
     def item_ids(self, item_index: np.ndarray) -> np.ndarray:
         """External item ids for indices; -1 (padding) becomes -1 or None."""
-        item_index = np.asarray(item_index)
-        pad = item_index < 0
-        ids = self.items.ids[np.where(pad, 0, item_index)]
-        if pad.any():
-            ids = ids.astype(object) if not self.items.is_integer else ids
-            ids[pad] = -1 if self.items.is_integer else None
-        return ids
+        return self.embeddings().item_ids(item_index)
 
     def similar_items(self, items: Any, k: int = 10, *, index: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items most similar to each given item, by cosine of item factors.
@@ -399,8 +407,6 @@ class Recommender(ABC):
         one item, (n, k) for a sequence; an unknown item gets ids -1/None and NaN.
         ``index`` (an :class:`~recsys.retrieval.AnnoyIndex`) answers approximately.
         """
-        from recsys.embeddings import cosine_neighbours
-
         self.check_fitted()
         single = np.ndim(items) == 0
         index_of = np.atleast_1d(self.items.index(items))

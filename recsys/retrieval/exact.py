@@ -3,13 +3,11 @@ over the exact kernel of :mod:`recsys.embeddings`."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.embeddings import cosine_neighbours
+from recsys.embeddings import Embeddings, EmbeddingSource, cosine_neighbours
 
 
 class ExactRetrieval:
@@ -21,9 +19,9 @@ class ExactRetrieval:
 
     name = "exact"
 
-    def __init__(self, model: Any, device: str | torch.device | None = "auto") -> None:
-        self.model = model
-        self.index = model.exact_index(device)
+    def __init__(self, model: EmbeddingSource, device: str | torch.device | None = "auto") -> None:
+        self.embeddings = Embeddings.of(model)
+        self.index = self.embeddings.exact_index(device)
 
     def search(
         self, user_vectors: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
@@ -31,4 +29,4 @@ class ExactRetrieval:
         return self.index.search(user_vectors, k, exclude)
 
     def similar(self, item_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return cosine_neighbours(self.model.item_embeddings(), item_index, k)
+        return cosine_neighbours(self.embeddings.item_embeddings, item_index, k)
