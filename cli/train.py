@@ -76,6 +76,9 @@ def train(
     from recsys.jobs.config import build_train_config
     from recsys.retrieval.annoy_index import DEFAULT_TREES
 
+    if data is None and resume is None:
+        # Refused before a run is opened: a mistake in the command leaves no FAILED run behind.
+        raise ConfigError("no training data: give --data FILE (or --resume a checkpoint directory)")
     runs = tracker(track, tracking_uri, experiment)
     features = FeatureTables(user_features or None, item_features or None, user_features_spec, item_features_spec)
     options = {"test": test, "output": output, "features": features, "progress": not quiet,
