@@ -35,7 +35,7 @@ def run(
     from recsys.tracking import Tracker
 
     spec = read_grid(grid)
-    tracker = Tracker(tracking_uri, experiment or spec.experiment, log_models=spec.log_models)
+    tracker = Tracker(tracking_uri, experiment or spec.experiment)
     tracker.open()  # fail before the first combination if the store is unreachable
     note(f"{len(spec)} combinations, recorded in {tracker.uri} (experiment {tracker.experiment!r})", quiet)
 

@@ -134,13 +134,11 @@ def similar(
     """Items most similar to the given ones, by cosine of the item factors."""
     import numpy as np
 
-    from recsys.retrieval.annoy_index import INDEX_DIR, META_FILE
     from recsys.retrieval.batch import open_retrieval
 
     loaded, directory = _load(model, tracking_uri)
-    if retrieval == "auto":
-        retrieval = "annoy" if (directory / INDEX_DIR / META_FILE).is_file() else "exact"
     searcher = open_retrieval(loaded, retrieval, directory, search_k=search_k)
+    retrieval = searcher.name
     queries = [part.strip() for part in item.split(",") if part.strip()]
     ids, sims = loaded.similar_items(np.asarray(queries, dtype=object), k, index=searcher)
     known = loaded.items.contains(np.asarray(queries, dtype=object))

@@ -74,11 +74,12 @@ def train(
     from recsys.jobs import FeatureTables
     from recsys.jobs import train as run_train
     from recsys.jobs.config import build_train_config
+    from recsys.jobs.training import NO_DATA
     from recsys.retrieval.annoy_index import DEFAULT_TREES
 
     if data is None and resume is None:
         # Refused before a run is opened: a mistake in the command leaves no FAILED run behind.
-        raise ConfigError("no training data: give --data FILE (or --resume a checkpoint directory)")
+        raise ConfigError(NO_DATA)
     runs = tracker(track, tracking_uri, experiment)
     features = FeatureTables(user_features or None, item_features or None, user_features_spec, item_features_spec)
     options = {"test": test, "output": output, "features": features, "progress": not quiet,
@@ -88,7 +89,8 @@ def train(
                  "--regularization": regularization, "--loss": loss, "--param": param, "--config": config,
                  "--seed": seed, "--split": split, "--test-fraction": test_fraction, "--split-n": split_n,
                  "--validation-fraction": validation_fraction, "--patience": patience}
-        clash = [flag for flag, value in given.items() if value]
+        given.update({"--device": None if device == "auto" else device, "--k": None if k == "10,20,50" else k})
+        clash = [flag for flag, value in given.items() if value is not None and value != []]
         if clash:
             raise ConfigError(f"--resume continues with the checkpoint's settings; drop {', '.join(clash)}")
         stored = read_checkpoint_meta(resume)  # a missing or damaged checkpoint stops here

@@ -53,7 +53,7 @@ def tune(
     from recsys.jobs import FeatureTables
     from recsys.jobs import tune as run_tune
     from recsys.jobs.config import build_train_config, read_toml
-    from recsys.jobs.tuning import parse_space
+    from recsys.jobs.space import parse_space
 
     settings = build_train_config(
         config_file=config, model=model, params=param or [], device=device,

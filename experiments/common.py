@@ -14,6 +14,7 @@ through the same code for every model.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -47,9 +48,12 @@ def load_dataset(name: str, data_dir: Path = DATA_DIR) -> Interactions:
     return read_interactions(path)
 
 
+@functools.cache
 def stamp() -> str:
     """``<UTC date>.<short commit>`` (``+dirty`` when the tree has changes): the name of a
-    result file, so every figure can be traced to the code that produced it."""
+    result file, so every figure can be traced to the code that produced it. Read once per
+    process: the code a run imported is that of its start, whatever is committed meanwhile
+    (run long benchmarks from a work tree of their own)."""
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
@@ -61,6 +65,9 @@ def stamp() -> str:
     return f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}.{commit}{dirty}"
 
 
+stamp()  # read now, when the benchmark starts and imports its code
+
+
 def write_result(folder: Path, name: str, payload: dict[str, Any]) -> Path:
     """Write ``folder/<name>.<stamp>.json`` with the machine recorded beside the payload."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -68,12 +75,6 @@ def write_result(folder: Path, name: str, payload: dict[str, Any]) -> Path:
     record = {"name": name, "stamp": stamp(), "machine": machine(), **payload}
     path.write_text(json.dumps(record, indent=1, default=float) + "\n")
     return path
-
-
-def newest_result(folder: Path, name: str) -> dict[str, Any] | None:
-    """The newest ``folder/<name>.<stamp>.json`` (by date, then file time), or None."""
-    paths = sorted(folder.glob(f"{name}.*.json"), key=lambda p: (p.name.split(".")[1], p.stat().st_mtime))
-    return json.loads(paths[-1].read_text()) if paths else None
 
 
 def machine() -> dict[str, Any]:

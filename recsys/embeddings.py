@@ -176,6 +176,7 @@ class Embeddings:
 
     def exact_index(self, device: str | torch.device | None = "auto") -> ExactIndex:
         """The exact dot-product index over :attr:`item_vectors` (built once per device)."""
+        device = resolve_device(device)  # "auto" and the device it means share one copy
         if device not in self._indices:
             self._indices[device] = ExactIndex(self.item_vectors, device)
         return self._indices[device]

@@ -39,15 +39,16 @@ class Run(Protocol):
 
     def log_model(self, model_dir: str | os.PathLike) -> None: ...
 
-    def child(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None
-              ) -> contextlib.AbstractContextManager[Run]: ...
+    def child(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None,
+              keeps_models: bool | None = None) -> contextlib.AbstractContextManager[Run]: ...
 
 
 class NullRun:
     """A run that keeps nothing: the default of every job.
 
     ``run_id`` is None; ``keeps_models`` is False (a job saves no model just to record it);
-    ``child`` gives another null run.
+    ``child`` gives another null run. (A recording run's ``child`` is nested in it, ended
+    FAILED if its block raises; ``keeps_models`` overrides the parent's for the child.)
     """
 
     run_id: str | None = None
@@ -75,7 +76,8 @@ class NullRun:
         pass
 
     @contextlib.contextmanager
-    def child(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None) -> Iterator[Run]:
+    def child(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None,
+              keeps_models: bool | None = None) -> Iterator[Run]:
         yield self
 
 

@@ -67,7 +67,7 @@ def test_model_help_lists_every_model():
     from recsys_cli.main import app
     from typer.testing import CliRunner
 
-    from recsys.jobs.tuning import SEARCH_SPACES
+    from recsys.jobs.space import SEARCH_SPACES
     from recsys.models import MODELS
 
     for command, names in (("train", MODELS), ("tune", SEARCH_SPACES)):

@@ -246,10 +246,9 @@ def test_als_saved_with_use_gpu_loads_with_that_device(checkerboard, tmp_path, u
 
 def test_every_trained_model_takes_the_run_device(checkerboard):
     from recsys.jobs.config import apply_device
-    from recsys.jobs.record import device_of
 
     for name in ("als", "ials", "mf", "two-tower"):
         assert apply_device(name, {}, "cpu") == {"device": "cpu"}
-        assert device_of(create_model(name, device="cpu")) == "cpu"
-    assert apply_device("popular", {}, "cuda") == {} and device_of(Popular()) == "cpu"
+        assert create_model(name, device="cpu").training_device() == "cpu"
+    assert apply_device("popular", {}, "cuda") == {} and Popular().training_device() == "cpu"
     assert apply_device("als", {"device": "cpu"}, "cuda") == {"device": "cpu"}  # the model's own setting wins

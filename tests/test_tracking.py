@@ -372,7 +372,7 @@ grid = {{ learning_rate = [-1.0] }}
 
 
 def test_tune_logs_every_trial_as_a_child_run(uri, sample_ratings):
-    from recsys.jobs.tuning import Dimension
+    from recsys.jobs.space import Dimension
 
     config = TrainConfig(model="als", params={"epochs": 2})
     result = tracked_tune(sample_ratings, config, tracker=Tracker(uri, "tune-test"), trials=2,

@@ -14,7 +14,8 @@ from recsys.data.synthetic import generate
 from recsys.errors import ConfigError
 from recsys.jobs import TrainConfig, load, split_data
 from recsys.jobs.config import build_train_config, read_toml
-from recsys.jobs.tuning import parse_space, tune
+from recsys.jobs.space import parse_space
+from recsys.jobs.tuning import tune
 from recsys.models import ALS
 
 

@@ -44,7 +44,15 @@ from typing import Any
 import numpy as np
 import tomllib
 
-from experiments.common import DATA_DIR, ImplicitALS, newest_result, stamp, write_result
+from experiments.common import (
+    DATA_DIR,
+    ImplicitALS,
+    latest_result,
+    machine_words,
+    mean_std,
+    stamp,
+    write_result,
+)
 from recsys.data.interactions import Interactions
 from recsys.evaluation import Validation
 from recsys.evaluation.evaluate import evaluate
@@ -276,7 +284,7 @@ def candidate(row: dict[str, Any]) -> tuple:
 
 
 def reference_scores(name: str) -> dict[str, float]:
-    result = newest_result(RESULTS, f"{name}.reference")
+    result = latest_result(RESULTS, f"{name}.reference")
     if result is None:
         raise SystemExit(f"no reference for {name}: run the reference stage first")
     return {"recall": result["pick"]["recall"], "ndcg": result["pick"]["ndcg"]}
@@ -339,7 +347,7 @@ TEST_MODELS = ("als", "ials", "mf", "two-tower")
 def fit_reference_for_test(config: Config, seed: int) -> dict[str, Any]:
     """The reference's validation pick, fitted on the seed's training part in one call to
     implicit (its own loop, as a user of implicit would run it) and scored on test."""
-    pick = newest_result(RESULTS, f"{config.name}.reference")
+    pick = latest_result(RESULTS, f"{config.name}.reference")
     if pick is None:
         raise SystemExit(f"no reference for {config.name}: run the reference stage first")
     params = {**_settings(pick["pick"]), "iterations": pick["pick"]["epoch"]}
@@ -403,7 +411,8 @@ def _merged(name: str, rows: list[dict[str, Any]], key: Sequence[str]) -> list[d
 def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: str) -> None:
     """``recsys tune --time-budget BUDGET`` (validation only), then ``recsys train --config``
     with what it wrote, on every seed's test part."""
-    from recsys.jobs.tuning import parse_duration, tune
+    from recsys.jobs import tune
+    from recsys.jobs.space import parse_duration
 
     # The tuner carves its validation part from the first seed's training part, as above
     # (from the whole training file when the data set has its own test file: split "none").
@@ -424,12 +433,6 @@ def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: s
 
 
 # -- table: the README's tables from the newest results ----------------------------------
-def _mean_std(values: Sequence[float], digits: int = 4) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def _group(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -444,10 +447,10 @@ def quality_table(names: Sequence[str]) -> list[str]:
              "| --- | --- | --- | --- | --- | --- |"]
     machines = set()
     for name in names:
-        result = newest_result(RESULTS, f"{name}.test")
+        result = latest_result(RESULTS, f"{name}.test")
         if result is None:
             continue
-        machines.add(_machine_words(result["machine"]))
+        machines.add(machine_words(result["machine"]))
         groups = _group(result["rows"])
         for path in sorted(RESULTS.glob(f"{name}.tune-*.json")):
             tuned = json.loads(path.read_text())
@@ -460,9 +463,9 @@ def quality_table(names: Sequence[str]) -> list[str]:
             share = "" if what == "reference" else (
                 f"{100 * statistics.mean(r['recall'] for r in rows) / ref_recall:.1f}% / "
                 f"{100 * statistics.mean(r['ndcg'] for r in rows) / ref_ndcg:.1f}%")
-            lines.append(f"| {name} | {label} | {_mean_std([r['recall'] for r in rows])} | "
-                         f"{_mean_std([r['ndcg'] for r in rows])} | {share} | "
-                         f"{_mean_std([r['fit_seconds'] for r in rows], 1)} |")
+            lines.append(f"| {name} | {label} | {mean_std([r['recall'] for r in rows])} | "
+                         f"{mean_std([r['ndcg'] for r in rows])} | {share} | "
+                         f"{mean_std([r['fit_seconds'] for r in rows], 1)} |")
     return [*lines, "", "Machine: " + "; ".join(sorted(machines))]
 
 
@@ -479,16 +482,11 @@ def _label(what: str, rows: Sequence[dict[str, Any]], default_model: str | None)
     return f"`recsys train --model {what}`"
 
 
-def _machine_words(machine: dict[str, Any]) -> str:
-    gpu = f", {machine['gpu']}" if machine.get("gpu") else ", no GPU"
-    return f"{machine['processor']}, {machine['cores']} cores, {machine['memory_gib']} GiB{gpu}"
-
-
 def lodo_table(names: Sequence[str]) -> list[str]:
     lines = ["| model | held out | constants chosen on the other three | worst of the three | on the held-out set | its own best |",
              "| --- | --- | --- | --- | --- | --- |"]
     for model in RULE_GRIDS:
-        result = newest_result(RESULTS, f"lodo-{model}")
+        result = latest_result(RESULTS, f"lodo-{model}")
         if result is None:
             continue
         for fold in result["folds"]:

@@ -35,7 +35,7 @@ def stage_run(name: str, tracking_uri: str | None) -> None:
 
     path = CONFIGS / f"{name}.toml"
     grid = read_grid(path)
-    tracker = Tracker(tracking_uri, grid.experiment, log_models=grid.log_models)
+    tracker = Tracker(tracking_uri, grid.experiment)
     tracker.open()  # fail before the first combination if the store is unreachable
     common.say(f"{len(grid)} combinations, recorded in {tracker.uri} (experiment {grid.experiment!r})")
 

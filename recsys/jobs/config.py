@@ -37,22 +37,6 @@ _TOP_LEVEL = {
 }
 
 
-def config_params(config: TrainConfig) -> dict[str, Any]:
-    """Run settings and every hyper-parameter of the model (defaults filled in), as a run
-    records them."""
-    import dataclasses
-
-    from recsys.models import create_model
-
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "params"}
-    settings["ks"] = ",".join(map(str, config.ks))
-    if not config.validation_fraction:
-        for key in ("validation_metric", "patience"):
-            settings.pop(key, None)
-    hyper = create_model(config.model, **config.model_params()).get_params()
-    return {**settings, **hyper}
-
-
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -146,6 +130,8 @@ def build_train_config(
         model_params[key] = value
     if chosen_model not in MODELS:
         raise ConfigError(f"unknown model {chosen_model!r}; choose one of {', '.join(MODELS)}")
+    # Settings written by an earlier version (a logged config.toml) name parameters as it did.
+    model_params = MODELS[chosen_model].rename_params(model_params)
     apply_device(chosen_model, model_params, device if device is not None else settings.get("device"))
     unknown_params = sorted(set(model_params) - set(MODELS[chosen_model].param_names()))
     if unknown_params:
@@ -157,17 +143,18 @@ def build_train_config(
     def pick(flag: Any, key: str, default: Any) -> Any:
         return flag if flag is not None else settings.get(key, default)
 
+    default = TrainConfig()
     config = TrainConfig(
         model=chosen_model,
         params=model_params,
-        split=pick(split, "split", "user"),
-        test_fraction=float(pick(test_fraction, "test_fraction", 0.2)),
-        split_n=int(pick(split_n, "split_n", 1)),
-        seed=int(pick(seed, "seed", 0)),
-        ks=tuple(pick(ks, "k", (10, 20, 50))),
-        validation_fraction=pick(validation_fraction, "validation_fraction", None),
-        validation_metric=settings.get("validation_metric", "recall@20"),
-        patience=pick(patience, "patience", None),
+        split=pick(split, "split", default.split),
+        test_fraction=float(pick(test_fraction, "test_fraction", default.test_fraction)),
+        split_n=int(pick(split_n, "split_n", default.split_n)),
+        seed=int(pick(seed, "seed", default.seed)),
+        ks=tuple(pick(ks, "k", default.ks)),
+        validation_fraction=pick(validation_fraction, "validation_fraction", default.validation_fraction),
+        validation_metric=settings.get("validation_metric", default.validation_metric),
+        patience=pick(patience, "patience", default.patience),
     )
     config.check()
     return config

@@ -45,8 +45,9 @@ def evaluate_model(
     run.log_params(data_params(test))
     if train is not None:
         run.log_params(data_params(train, "train"))
-    run.log_params({"retrieval": retrieval, "search_k": search_k, "cold_items": cold_items or None,
-                    "ks": ",".join(map(str, ks))})
+    given = {"retrieval": None if retrieval == "exact" else retrieval, "search_k": search_k,
+             "cold_items": cold_items or None, "ks": ",".join(map(str, ks))}
+    run.log_params({k: v for k, v in given.items() if v is not None})
     evaluation = _evaluate(model, model_dir, test, train, ks, read_options, per_user, progress, retrieval,
                            search_k, cold_items)
     log_evaluation(run, evaluation)

@@ -186,8 +186,12 @@ def _model_grid(entry: dict[str, Any], where: str) -> ModelGrid:
     name = entry.get("model")
     if name not in MODELS:
         raise ConfigError(f"{where}: unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    grid = {k: v if isinstance(v, list) else [v] for k, v in dict(entry.get("grid", {})).items()}
-    params = dict(entry.get("params", {}))
+    rename = MODELS[name].rename_param  # a grid written for an earlier version
+    grid = {}
+    for key, values in dict(entry.get("grid", {})).items():
+        renamed = [rename(key, v) for v in (values if isinstance(values, list) else [values])]
+        grid[renamed[0][0] if renamed else key] = [v for _, v in renamed]
+    params = MODELS[name].rename_params(dict(entry.get("params", {})))
     known = set(MODELS[name].param_names())
     bad = sorted((set(grid) | set(params)) - known)
     if bad:
@@ -247,7 +251,7 @@ def run_grid(grid: Grid, run: Run, *, progress: bool = False,
         row = {"dataset": combo.dataset.name, "split": combo.split.describe(), "model": combo.config.model,
                "params": tags["recsys.params"], "status": "FAILED"}
         try:
-            with run.child(combo.name, kind="train", tags=tags) as child:
+            with run.child(combo.name, kind="train", tags=tags, keeps_models=grid.log_models) as child:
                 row["run_id"] = child.run_id
                 if combo.dataset.name not in cache:
                     data = load(combo.dataset.path, ReadOptions(**combo.dataset.read))

@@ -1,23 +1,25 @@
-"""How a job describes its inputs and results to its :class:`~recsys.runs.Run`: data files,
-feature tables, the model's device, the evaluation, the diagnostic artifacts."""
+"""How a job describes its inputs and results to its :class:`~recsys.runs.Run`: the settings,
+data files, feature tables, the evaluation, the diagnostic artifacts, a training run's outcome."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recsys.artifacts import sha256_file
 from recsys.data.interactions import Interactions
 from recsys.evaluation.evaluate import Evaluation
-from recsys.models.base import Recommender
+from recsys.jobs.config import settings_toml
+from recsys.jobs.settings import DataSource, FeatureTables, TrainConfig
+from recsys.models import create_model
 from recsys.runs import Run
 
-
-def device_of(model: Recommender) -> str:
-    """The device the model was fitted on, in words (``cpu``, ``cuda:0``)."""
-    return model.training_device()
+if TYPE_CHECKING:
+    from recsys.jobs.training import TrainResult
 
 
 def log_evaluation(run: Run, evaluation: Evaluation) -> None:
@@ -90,3 +92,48 @@ def feature_params(features: Any) -> dict[str, Any]:
         if isinstance(spec, str | os.PathLike):
             params[f"{side}_features_spec"] = os.fspath(spec)
     return params
+
+
+def config_params(config: TrainConfig) -> dict[str, Any]:
+    """Run settings and every hyper-parameter of the model (defaults filled in), as a run
+    records them."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "params"}
+    settings["ks"] = ",".join(map(str, config.ks))
+    if not config.validation_fraction:
+        for key in ("validation_metric", "patience"):
+            settings.pop(key, None)
+    hyper = create_model(config.model, **config.model_params()).get_params()
+    return {**settings, **hyper}
+
+
+def record_settings(run: Run, config: TrainConfig, data: DataSource, test: DataSource | None,
+                     features: FeatureTables, data_info: Mapping[str, Any] | None) -> None:
+    run.log_params(config_params(config))
+    run.log_params(data_info if data_info is not None else data_params(data))
+    if test is not None:
+        run.log_params(data_params(test, "test"))
+    run.log_params(feature_params(features))
+
+
+def record_outcome(run: Run, result: TrainResult, features: FeatureTables) -> None:
+    """Everything a finished run has to record besides the model."""
+    model = result.model
+    run.log_metrics({f"{k}_seconds": v for k, v in result.seconds.items()})
+    run.log_metrics({"train_entries": result.train.nnz, "n_users": result.train.n_users,
+                     "n_items": result.train.n_items})
+    if result.test is not None:
+        run.log_metrics({"test_entries": result.test.nnz})
+    if model.best_epoch is not None:
+        run.log_metrics({"best_epoch": model.best_epoch})
+    run.set_tags({"recsys.device": model.training_device(), "recsys.model": model.name})
+    chosen = model.describe_auto()
+    if chosen:
+        # The values "auto" chose for this data (the params logged at the start say "auto").
+        given = model.get_params()
+        run.log_params({f"fitted.{k}": v for k, v in model.fitted_params.items() if v != given[k]})
+        run.set_tags({"recsys.auto": chosen})
+    resolved = dataclasses.replace(result.config, params=model.fitted_params)
+    run.log_text(settings_toml(resolved, "# resolved settings of this run (recsys train --config)\n"), "config.toml")
+    if result.evaluation is not None:
+        log_evaluation(run, result.evaluation)
+    log_diagnostics(run, model, features.items)

@@ -54,15 +54,19 @@ def stored_settings(
 
 def resumed(checkpoint: str | os.PathLike, *, data: DataSource | None = None, test: DataSource | None = None,
             output: str | os.PathLike | None = None, checkpoint_every: int = 0,
-            features: FeatureTables | None = None) -> Resumed:
+            features: FeatureTables | None = None, config: TrainConfig | None = None,
+            read_options: ReadOptions | None = None) -> Resumed:
     """The settings stored in ``checkpoint``; ``data``, ``test``, ``output``, the checkpoint
-    interval and feature tables given here replace the stored ones (files that moved)."""
+    interval and feature tables given here replace the stored ones (files that moved), and
+    so do a ``config`` and ``read_options`` (a resumed run may train more or fewer epochs; the
+    model itself refuses other hyper-parameters)."""
     run = read_checkpoint_meta(checkpoint).get("run")
     if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
         raise ConfigError(f"{checkpoint}: the checkpoint holds no run settings; call train() with data and config")
     try:
-        config = TrainConfig.from_dict(run["config"])
-        read_options = ReadOptions(**run["read_options"]) if isinstance(run.get("read_options"), dict) else None
+        config = config or TrainConfig.from_dict(run["config"])
+        if read_options is None and isinstance(run.get("read_options"), dict):
+            read_options = ReadOptions(**run["read_options"])
     except TypeError as exc:
         raise ConfigError(f"{checkpoint}: unreadable run settings ({exc})") from None
     stored = run.get("features") if isinstance(run.get("features"), dict) else {}

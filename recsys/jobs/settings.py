@@ -96,6 +96,8 @@ class FeatureTables:
     @classmethod
     def from_stored(cls, stored: dict[str, Any], given: FeatureTables, where: str | os.PathLike) -> FeatureTables:
         """The tables of a resumed run: the ones ``given`` again (moved files), else the stored."""
+        # Checkpoints written before FeatureTables existed keep the four arguments' names.
+        stored = {_STORED_NAMES.get(k, k): v for k, v in stored.items()}
         values = {}
         for name, value in given._fields().items():
             kept = stored.get(name)
@@ -106,6 +108,10 @@ class FeatureTables:
 
     def _fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+_STORED_NAMES = {"user_features": "users", "item_features": "items",
+                 "user_features_spec": "user_spec", "item_features_spec": "item_spec"}
 
 
 def _stored(name: str, value: Any) -> Any:
@@ -168,6 +174,25 @@ class TrainConfig:
         if isinstance(values.get("params"), dict) and values.get("model") in MODELS:
             values["params"] = MODELS[values["model"]].rename_params(values["params"])
         return cls(**values)
+
+
+def attach_feature_tables(data: Interactions, model: str, features: FeatureTables,
+                          encoding: str) -> tuple[Interactions, Any]:
+    """``data`` with the feature tables attached, and the feature report; refused for a
+    model that reads no features."""
+    from recsys.data.features import attach_features, load_features
+
+    if not MODELS[model].uses_features:
+        users = [name for name, cls in MODELS.items() if cls.uses_features]
+        raise ConfigError(
+            f"model {model!r} does not use user or item features; drop the feature files "
+            f"or use {', '.join(users)}"
+        )
+    return attach_features(
+        data,
+        load_features(features.users, "user", features.user_spec, encoding),
+        load_features(features.items, "item", features.item_spec, encoding),
+    )
 
 
 def split_data(data: Interactions, config: TrainConfig) -> tuple[Interactions, Interactions]:

@@ -34,13 +34,14 @@ from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import Evaluation, evaluate
 from recsys.evaluation.validation import Validation
-from recsys.jobs.record import data_params, feature_params
+from recsys.jobs.record import record_outcome, record_settings
 from recsys.jobs.resume import resumed, stored_settings
 from recsys.jobs.settings import (
     DataSource,
     FeatureTables,
     ReadOptions,
     TrainConfig,
+    attach_feature_tables,
     load,
     source_name,
     split_data,
@@ -66,6 +67,9 @@ class TrainResult:
     validation: Interactions | None = None
     features: Any = None  # FeatureReport when feature tables were given
     run_id: str | None = None  # the run that recorded it, when one did
+
+
+NO_DATA = "no training data: give --data FILE (or --resume a checkpoint directory)"
 
 
 def default_model_dir(model: str) -> Path:
@@ -107,11 +111,12 @@ def train(
     """
     features = features or FeatureTables()
     if resume is not None:
-        job = resumed(resume, data=data, test=test, output=output, checkpoint_every=checkpoint_every, features=features)
+        job = resumed(resume, data=data, test=test, output=output, checkpoint_every=checkpoint_every,
+                      features=features, config=config, read_options=read_options)
         data, config, test, read_options = job.data, job.config, job.test, job.read_options
         output, checkpoint_every, features, checkpoint_dir = job.output, job.checkpoint_every, job.features, resume
     if data is None:
-        raise ConfigError("no training data: give --data (or --resume a checkpoint)")
+        raise ConfigError(NO_DATA)
     config = config or TrainConfig()
     config.check()
     directory = Path(output) if output is not None else default_model_dir(config.model)
@@ -124,14 +129,14 @@ def train(
             config.model, directory, checkpoint_every, checkpoint_dir, resume is not None, checkpoint_on_signal,
             stored_settings(data, test, config, read_options, directory, checkpoint_every, features),
         )
-        _record_settings(run, config, data, test, features, data_info)
+        record_settings(run, config, data, test, features, data_info)
         result = fit_and_evaluate(data, config, test=test, read_options=read_options, features=features,
                                   callbacks=[*callbacks, EpochLogger(run)], progress=progress,
                                   checkpointing=checkpointing)
         result.run_id = run.run_id
         if save or run.keeps_models:
             _save(result, directory if save else None, data, index_trees, run)
-        _record_outcome(run, result, features)
+        record_outcome(run, result, features)
         if checkpointing is not None and checkpointing.directory.exists():
             with output_lock(checkpointing.directory):  # its job is done: the model is saved
                 shutil.rmtree(checkpointing.directory, ignore_errors=True)
@@ -162,12 +167,14 @@ def fit_and_evaluate(
     timings["load_split"] = time.perf_counter() - start
 
     validation = None
+    if config.validation_fraction:
+        # Carved for every model, so that each fits on the same entries whatever it does with them.
+        train_data, validation = validation_split(train_data, config.validation_fraction, config.seed)
     model = create_model(config.model, **config.model_params())
     options: dict[str, Any] = {}
     if model.trains_by_epoch:
         options = {"callbacks": callbacks, "progress": progress, "checkpointing": checkpointing}
-        if config.validation_fraction:
-            train_data, validation = validation_split(train_data, config.validation_fraction, config.seed)
+        if validation is not None:
             options["validation"] = Validation(validation, config.validation_metric, config.patience)
     start = time.perf_counter()
     model.fit(train_data, **options)
@@ -201,25 +208,6 @@ def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
     if config.split == "none":
         return full, None
     return split_data(full, config)
-
-
-def attach_feature_tables(data: Interactions, model: str, features: FeatureTables,
-                          encoding: str) -> tuple[Interactions, Any]:
-    """``data`` with the feature tables attached, and the feature report; refused for a
-    model that reads no features."""
-    from recsys.data.features import attach_features, load_features
-
-    if not MODELS[model].uses_features:
-        users = [name for name, cls in MODELS.items() if cls.uses_features]
-        raise ConfigError(
-            f"model {model!r} does not use user or item features; drop the feature files "
-            f"or use {', '.join(users)}"
-        )
-    return attach_features(
-        data,
-        load_features(features.users, "user", features.user_spec, encoding),
-        load_features(features.items, "item", features.item_spec, encoding),
-    )
 
 
 def _checkpointing(model: str, directory: Path, every: int, checkpoint_dir: str | os.PathLike | None,
@@ -275,41 +263,3 @@ def run_record(result: TrainResult, data: DataSource) -> dict[str, Any]:
         "metrics": None if result.evaluation is None else result.evaluation.metrics,
         "seconds": result.seconds,
     }
-
-
-def _record_settings(run: Run, config: TrainConfig, data: DataSource, test: DataSource | None,
-                     features: FeatureTables, data_info: Mapping[str, Any] | None) -> None:
-    from recsys.jobs.config import config_params
-
-    run.log_params(config_params(config))
-    run.log_params(data_info if data_info is not None else data_params(data))
-    if test is not None:
-        run.log_params(data_params(test, "test"))
-    run.log_params(feature_params(features))
-
-
-def _record_outcome(run: Run, result: TrainResult, features: FeatureTables) -> None:
-    """Everything a finished run has to record besides the model."""
-    from recsys.jobs.config import settings_toml
-    from recsys.jobs.record import device_of, log_diagnostics, log_evaluation
-
-    model = result.model
-    run.log_metrics({f"{k}_seconds": v for k, v in result.seconds.items()})
-    run.log_metrics({"train_entries": result.train.nnz, "n_users": result.train.n_users,
-                     "n_items": result.train.n_items})
-    if result.test is not None:
-        run.log_metrics({"test_entries": result.test.nnz})
-    if getattr(model, "best_epoch", None) is not None:
-        run.log_metrics({"best_epoch": model.best_epoch})
-    run.set_tags({"recsys.device": device_of(model), "recsys.model": model.name})
-    chosen = model.describe_auto()
-    if chosen:
-        # The values "auto" chose for this data (the params logged at the start say "auto").
-        given = model.get_params()
-        run.log_params({f"fitted.{k}": v for k, v in model.fitted_params.items() if v != given[k]})
-        run.set_tags({"recsys.auto": chosen})
-    resolved = dataclasses.replace(result.config, params=model.fitted_params)
-    run.log_text(settings_toml(resolved, "# resolved settings of this run (recsys train --config)\n"), "config.toml")
-    if result.evaluation is not None:
-        log_evaluation(run, result.evaluation)
-    log_diagnostics(run, model, features.items)

@@ -25,153 +25,43 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import math
-import re
+import os
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
 from recsys.artifacts import atomic_file
 from recsys.errors import ConfigError, RecsysError
 from recsys.evaluation.evaluate import evaluate
-from recsys.jobs.record import data_params
+from recsys.jobs.config import settings_toml
+from recsys.jobs.record import config_params, data_params
 from recsys.jobs.settings import (
     DataSource,
     FeatureTables,
     ReadOptions,
     TrainConfig,
+    attach_feature_tables,
     load,
     split_data,
     validation_split,
 )
-from recsys.jobs.training import attach_feature_tables
-from recsys.models import MODELS, create_model
-from recsys.models.auto import AUTO
+from recsys.jobs.space import (
+    SEARCH_SPACES,
+    Dimension,
+    absolute,
+    default_point,
+    describe_space,
+    parse_duration,
+)
+from recsys.models import create_model
 from recsys.progress import progress_bar
 from recsys.runs import NULL_RUN, Run
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searched hyper-parameter: a float or int range (optionally log-scaled) or choices.
-
-    A ``relative`` range is a multiplier of the value the model's ``"auto"`` rule gives the
-    data (:mod:`recsys.models.auto`): alpha x [1/4, 4] suits a dense log and a sparse one
-    alike, where any fixed range of alpha fits one density only.
-    """
-
-    kind: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple[Any, ...] = ()
-    relative: bool = False
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        if self.kind == "float":
-            return trial.suggest_float(name, self.low, self.high, log=self.log)
-        if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_categorical(name, list(self.choices))
-
-    def describe(self) -> str:
-        if self.kind == "categorical":
-            return "{" + ", ".join(map(str, self.choices)) + "}"
-        return f"{'auto x ' if self.relative else ''}[{self.low:g}, {self.high:g}]{' log' if self.log else ''}"
-
-
-def _f(low: float, high: float, log: bool = True) -> Dimension:
-    return Dimension("float", low, high, log)
-
-
-def _x(low: float, high: float) -> Dimension:
-    """A multiplier of the ``"auto"`` value, log-scaled."""
-    return Dimension("float", low, high, True, relative=True)
-
-
-def _c(*choices: Any) -> Dimension:
-    return Dimension("categorical", choices=choices)
-
-
-SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
-    # Relative ranges first: ALS's ridge rule reads the alpha chosen before it.
-    "als": {
-        "alpha": _x(0.25, 4.0),
-        "regularization": _x(0.1, 10.0),
-        "factors": _c(64, 128, 256, 512),
-        "epochs": _c(10, 15, 25),
-        "weighting": _c("auto", "binary", "log", "linear"),
-    },
-    "ials": {
-        "unobserved_weight": _x(0.1, 10.0),
-        "factors": _c(64, 128, 256, 512),
-        "regularization": _f(1e-3, 0.1),
-        "epochs": _c(8, 16, 24),
-        "weighting": _c("auto", "binary", "log", "linear"),
-    },
-    "mf": {
-        "factors": _c(32, 64, 128),
-        "learning_rate": _f(1e-3, 0.1),
-        "regularization": _f(1e-5, 0.1),
-        "epochs": _c(10, 20, 40),
-        "loss": _c("bpr", "softmax"),
-        "negatives": _c(64, 256, 1024),
-    },
-    "two-tower": {
-        "factors": _c(32, 64, 128),
-        "learning_rate": _f(5e-4, 1e-2),
-        "temperature": _f(0.03, 0.3),
-        "id_dropout": _c(0.0, 0.25, 0.5),
-        "epochs": _c(10, 20, 30),
-        "regularization": _c(0.0, 1e-4, 1e-2),
-        "lr_schedule": _c("constant", "cosine"),
-    },
-}
-"""Default search spaces of ``recsys tune`` per model (the model defaults themselves come from
-the leave-one-data-set-out search in ``experiments/quality``; see the README)."""
-
-
-def parse_duration(text: str | float | int) -> float:
-    """Seconds in ``text``: ``90``, ``90s``, ``5m``, ``1.5h`` (a number alone is seconds)."""
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", str(text).lower())
-        if match is None:
-            raise ConfigError(f"a time budget looks like 90s, 5m or 1.5h, not {text!r}")
-        seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"a time budget must be positive, got {text!r}")
-    return seconds
-
-
-def parse_space(spec: Mapping[str, Any], model: str) -> dict[str, Dimension]:
-    """A search space from TOML-like data: ``name = [choices]`` or ``name = {low, high, log, int}``."""
-    known = set(MODELS[model].param_names())
-    space: dict[str, Dimension] = {}
-    for name, value in spec.items():
-        if name not in known:
-            raise ConfigError(f"model {model!r} has no hyper-parameter {name!r}; it takes {', '.join(sorted(known))}")
-        if isinstance(value, list):
-            if not value:
-                raise ConfigError(f"search space for {name!r} lists no choices")
-            space[name] = _c(*value)
-        elif isinstance(value, Mapping) and {"low", "high"} <= set(value):
-            kind = "int" if value.get("int") else "float"
-            low, high = float(value["low"]), float(value["high"])
-            relative = bool(value.get("relative", False))
-            if not low < high or ((value.get("log") or relative) and low <= 0):
-                raise ConfigError(f"search range for {name!r} must have 0 < low < high (log, relative) or low < high")
-            space[name] = Dimension(kind, low, high, bool(value.get("log", False)) or relative, relative=relative)
-        else:
-            raise ConfigError(f"search space for {name!r} must be a list of choices or a table with low and high")
-    return space
 
 
 @dataclass
@@ -189,8 +79,6 @@ class TuneResult:
 
     def write_config(self, path: str | Path) -> Path:
         """Write the best settings as TOML for ``recsys train --config``, atomically."""
-        from recsys.jobs.config import settings_toml
-
         path = Path(path)
         header = (
             f"# Best of {len(self.trials)} trials by validation {self.metric} = {self.best_value:.6f}\n"
@@ -206,13 +94,16 @@ class TuneResult:
 
 
 def _feature_flags(features: FeatureTables) -> str:
+    """The feature tables as the flags that pass them again (tables given as data frames:
+    "(given in memory)", never their text, which would break the TOML header)."""
     flags = {"users": "--user-features", "items": "--item-features", "user_spec": "--user-features-spec",
              "item_spec": "--item-features-spec"}
     parts = []
     for name, flag in flags.items():
         value = getattr(features, name)
         for v in [] if value is None else (value if isinstance(value, list | tuple) else [value]):
-            parts.append(f"{flag} {v}")
+            shown = os.fspath(v) if isinstance(v, str | os.PathLike) else "(given in memory)"
+            parts.append(f"{flag} {' '.join(shown.split())}")
     return " ".join(parts)
 
 
@@ -251,7 +142,7 @@ def tune(
     search = _search_space(config, space)
     k = _cut_off(metric)
     features = features or FeatureTables()
-    run.log_params({**_config_params(config), "metric": metric, "validation_fraction": validation_fraction,
+    run.log_params({**config_params(config), "metric": metric, "validation_fraction": validation_fraction,
                     **({"trials": trials} if trials is not None else {}),
                     **({"time_budget": time_budget} if time_budget is not None else {})})
     run.log_params(data_params(data))
@@ -260,14 +151,15 @@ def tune(
     fixed = config.model_params()
 
     def objective(params: dict[str, Any]) -> float:
-        model = create_model(config.model, **_absolute(config.model, fixed, search, params, fit_part)).fit(fit_part)
+        model = create_model(config.model, **absolute(config.model, fixed, search, params, fit_part)).fit(fit_part)
         value = evaluate(model, valid, ks=[k]).metrics.get(metric)
         if value is None:
             raise ConfigError(f"unknown metric {metric!r}")
         return float(value)
 
-    def report(number: int, params: dict[str, Any], value: float | None, seconds: float, state: str) -> None:
-        _record_trial(run, number, params, value, seconds, state, metric)
+    def report(number: int, params: dict[str, Any], value: float | None, seconds: float, state: str,
+               error: str | None = None) -> None:
+        _record_trial(run, number, params, value, seconds, error or state, metric)
         if on_trial is not None:
             on_trial(number, params, value, seconds, state)
 
@@ -275,7 +167,7 @@ def tune(
     study, rows = _search(objective, search, config, trials, budget, start, metric, report, progress, label)
     best = study.best_trial
     # Relative values become absolute on the whole training part, the data train will fit.
-    best_params = {k: v for k, v in _absolute(config.model, fixed, search, best.params, train).items() if k in search}
+    best_params = {k: v for k, v in absolute(config.model, fixed, search, best.params, train).items() if k in search}
     result = TuneResult(config=dataclasses.replace(config, params={**config.params, **best_params}),
                         best_params=best_params, best_value=float(best.value), metric=metric,
                         trials=pd.DataFrame(rows), seconds=time.perf_counter() - start, features=features,
@@ -328,18 +220,22 @@ def _parts(data: DataSource, config: TrainConfig, read_options: ReadOptions | No
 
 def _search(objective: Callable[[dict[str, Any]], float], search: Mapping[str, Dimension], config: TrainConfig,
             trials: int | None, budget: float | None, start: float, metric: str,
-            report: TrialCallback, progress: bool, label: str) -> tuple[Any, list[dict[str, Any]]]:
+            report: Callable[..., None], progress: bool, label: str) -> tuple[Any, list[dict[str, Any]]]:
     """Run the Optuna study (the defaults first) within the trial count and the budget."""
     import optuna
 
     rows: list[dict[str, Any]] = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=config.seed))
-    study.enqueue_trial(_default_point(config.model, search))
+    study.enqueue_trial(default_point(config.model, search))
 
     def trial_value(trial: optuna.Trial) -> float:
         began = time.perf_counter()
-        value = objective({name: dim.suggest(trial, name) for name, dim in search.items()})
+        try:
+            value = objective({name: dim.suggest(trial, name) for name, dim in search.items()})
+        except Exception as exc:  # kept for the trial's run; Optuna records the trial failed
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
         trial.set_user_attr("seconds", time.perf_counter() - began)
         return value
 
@@ -356,7 +252,7 @@ def _search(objective: Callable[[dict[str, Any]], float], search: Mapping[str, D
             seconds = float(trial.user_attrs.get("seconds", trial.duration.total_seconds() if trial.duration else 0.0))
             state = trial.state.name.lower()
             rows.append({"trial": trial.number, **trial.params, metric: trial.value, "seconds": seconds, "state": state})
-            report(trial.number, dict(trial.params), trial.value, seconds, state)
+            report(trial.number, dict(trial.params), trial.value, seconds, state, trial.user_attrs.get("error"))
             best = study.best_value if any(t.value is not None for t in study.trials) else float("nan")
             bar.advance(1, best=best)
 
@@ -369,69 +265,25 @@ def _search(objective: Callable[[dict[str, Any]], float], search: Mapping[str, D
     return study, rows
 
 
-class _TrialFailed(Exception):
-    """Ends a failed trial's child run as FAILED (the trial's own error was caught by Optuna)."""
+class TrialFailed(Exception):
+    """Ends a failed trial's child run as FAILED, with the trial's own error (which Optuna
+    caught) as its message."""
 
 
 def _record_trial(run: Run, number: int, params: Mapping[str, Any], value: float | None, seconds: float,
                   state: str, metric: str) -> None:
-    """One trial as a child run of the search's run (``FAILED`` when the trial failed)."""
-    with contextlib.suppress(_TrialFailed), run.child(f"trial-{number}", kind="trial") as child:
+    """One trial as a child run of the search's run (``FAILED``, with the trial's error, when
+    it failed: ``state`` is then that error)."""
+    with contextlib.suppress(TrialFailed), run.child(f"trial-{number}", kind="trial") as child:
         child.log_params({**params, "trial": number})
         child.log_metrics({"seconds": seconds, **({f"val_{metric}": value} if value is not None else {})})
         if state != "complete":
-            raise _TrialFailed(state)
+            raise TrialFailed(state)
 
 
 def _record_best(run: Run, result: TuneResult) -> None:
-    from recsys.jobs.config import settings_toml
-
     run.log_params(result.best_params, prefix="best.")
     run.log_metrics({f"best_{result.metric}": result.best_value, "tune_seconds": result.seconds})
     run.log_table(result.trials, "trials.csv")
     run.log_text(settings_toml(result.config), "best_config.toml")
 
-
-def _config_params(config: TrainConfig) -> dict[str, Any]:
-    from recsys.jobs.config import config_params
-
-    return config_params(config)
-
-
-def _absolute(model: str, fixed: Mapping[str, Any], search: Mapping[str, Dimension], point: Mapping[str, Any],
-              data: Any) -> dict[str, Any]:
-    """The hyper-parameters of a trial ``point`` for ``data``: relative values times what the
-    ``"auto"`` rule gives ``data`` (in the space's order: a rule may read a value set before it)."""
-    params = {**fixed, **{k: v for k, v in point.items() if not search[k].relative}}
-    for name, dim in search.items():
-        if dim.relative:
-            base = create_model(model, **{**params, name: AUTO}).resolved_params(data)[name]
-            params[name] = float(point[name]) * float(base)
-    return params
-
-
-def _default_point(model: str, search: Mapping[str, Dimension]) -> dict[str, Any]:
-    """The model's defaults as a point of the space (1 for relative dimensions); a default
-    outside a dimension's range is left to the sampler."""
-    defaults = {p.name: p.default for p in inspect.signature(MODELS[model].__init__).parameters.values()}
-    point: dict[str, Any] = {}
-    for name, dim in search.items():
-        value = defaults.get(name)
-        if dim.relative and value == AUTO:
-            point[name] = 1.0
-        elif _holds(dim, value):
-            point[name] = value
-    return point
-
-
-def _holds(dim: Dimension, value: Any) -> bool:
-    if dim.kind == "categorical":
-        return value in dim.choices
-    return not dim.relative and isinstance(value, int | float) and dim.low <= value <= dim.high
-
-
-def describe_space(space: Mapping[str, Dimension]) -> list[str]:
-    return [f"{name} in {dim.describe()}" for name, dim in space.items()]
-
-
-__all__: Sequence[str] = ["SEARCH_SPACES", "Dimension", "TuneResult", "parse_duration", "parse_space", "tune"]

@@ -101,6 +101,7 @@ class Recommender(ABC):
     history: list[dict[str, float]]
     fitted_params: dict[str, Any]
     data_shape: dict[str, Any] | None = None
+    best_epoch: int | None = None  # the epoch whose factors were kept (early stopping)
 
     # -- hyper-parameters -------------------------------------------------------------------
     @classmethod
@@ -130,13 +131,15 @@ class Recommender(ABC):
     def rename_params(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
         """Saved hyper-parameters (a model's, a checkpoint's, a stored run's) under today's
         names: each one in :attr:`renamed_params` under its new name, its value converted."""
-        params = {}
-        for name, value in saved.items():
-            if name in cls.renamed_params:
-                name, convert = cls.renamed_params[name]
-                value = convert(value)
-            params[name] = value
-        return params
+        return dict(cls.rename_param(name, value) for name, value in saved.items())
+
+    @classmethod
+    def rename_param(cls, name: str, value: Any) -> tuple[str, Any]:
+        """One saved hyper-parameter under today's name, its value converted."""
+        if name not in cls.renamed_params:
+            return name, value
+        new, convert = cls.renamed_params[name]
+        return new, convert(value)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -160,6 +163,7 @@ class Recommender(ABC):
         self.item_popularity = data.item_counts()
         self.training_fingerprint = data.fingerprint()
         self.history = []
+        self.best_epoch = None
         start = time.perf_counter()
         self._fit(data, **fit_options)
         self.fit_seconds = time.perf_counter() - start
@@ -253,11 +257,15 @@ class Recommender(ABC):
         self.check_fitted()
         return self.item_factors
 
+    def user_embeddings(self) -> np.ndarray:
+        """The user factors that place users relative to each other (maps): :attr:`user_factors`
+        less any column that only serves the score (two-tower's constant bias input)."""
+        self.check_fitted()
+        return self.user_factors
+
     def score_pairs(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
         """Model scores of (user, item) index pairs, shape (n,)."""
-        self.check_fitted()
-        u = self.user_vectors()[user_index] if self.has_bias else self.user_factors[user_index]
-        return np.einsum("ij,ij->i", u, self.item_vectors()[item_index]).astype(np.float32)
+        return self.embeddings().score_pairs(user_index, item_index)
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
         """Scores of (user, item) pairs given in external ids; NaN where either is unknown."""
@@ -275,8 +283,10 @@ class Recommender(ABC):
         """The model's vectors as an :class:`~recsys.embeddings.Embeddings` value (what
         retrieval, evaluation and diagnostics take), cached until the learned arrays change."""
         self.check_fitted()
+        # Learned arrays are replaced, not edited in place (fit, the epoch loop and load all
+        # assign new ones), so their identities tell whether the cache is current.
         sources = (self.user_factors, self.item_factors, self.user_bias, self.item_bias, self.seen,
-                   self.item_popularity)
+                   self.item_popularity, self.users, self.items)
         cached = self.__dict__.get("_embeddings")
         # Holding the source arrays keeps identity checks sound (no id reuse after free).
         if (cached is None or cached[1] != self.global_bias
@@ -284,7 +294,7 @@ class Recommender(ABC):
             value = Embeddings(
                 users=self.users, items=self.items, user_vectors=self.user_vectors(),
                 item_vectors=self.item_vectors(), item_embeddings=self.item_embeddings(),
-                user_embeddings=self.user_factors, seen=self.seen,
+                user_embeddings=self.user_embeddings(), seen=self.seen,
                 item_popularity=self.item_popularity, name=self.name,
                 fingerprint=getattr(self, "training_fingerprint", ""), predicts_ratings=self.predicts_ratings,
                 scores_cold_items=self.scores_cold_items,

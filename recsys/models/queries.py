@@ -96,8 +96,7 @@ def answer(
     fallback = ~(folded | known)
     if known.any():
         u = mi[known]
-        bias = model.user_bias[u] if model.has_bias else None
-        vectors = model.user_vectors(model.user_factors[u], bias)
+        vectors = model.embeddings().user_vectors[u]
         exclude = None if include_seen else model.seen[u]
         out_idx[known], out_scores[known] = index.search(vectors, k, exclude)
     if folded.any():

@@ -1,8 +1,9 @@
 """Recommendations for many users at once, written to a file as they are computed.
 
-:func:`recommend_to_file` is the whole ``recsys recommend`` job: resolve the users (known
-to the model, folded in from a history, or unknown), retrieve top-k in chunks (exact or
-Annoy), and stream ``user, item, rank, score, fallback`` rows to Parquet or CSV through a
+:func:`recommend_to_file` is the engine of the ``recsys recommend`` job
+(:func:`recsys.jobs.recommend`, which reads the files and reports to a run): resolve the
+users (known to the model, folded in from a history, or unknown; :mod:`recsys.models.queries`),
+retrieve top-k in chunks (exact or Annoy), and stream ``user, item, rank, score, fallback`` rows to Parquet or CSV through a
 temporary file that is renamed into place only when complete.
 
 Unknown users (neither in the model nor in the history) get the most popular training
@@ -32,7 +33,7 @@ from recsys.progress import progress_bar
 if TYPE_CHECKING:
     from recsys.models.base import Recommender
 
-RetrievalName = Literal["exact", "annoy"]
+RetrievalName = Literal["exact", "annoy", "auto"]
 COLUMNS = ("user", "item", "rank", "score", "fallback")
 
 
@@ -45,12 +46,17 @@ def open_retrieval(
     n_jobs: int | None = -1,
     device: str = "auto",
 ) -> Any:
-    """The retrieval a job asked for: :class:`ExactRetrieval` or the saved :class:`AnnoyIndex`.
+    """The retrieval a job asked for: :class:`ExactRetrieval` or the saved :class:`AnnoyIndex`
+    (``"auto"``: the index when ``model_dir`` has one, else exact).
 
     Both answer ``search(user_vectors, k, exclude)`` and ``similar(item_index, k)``.
     """
-    from recsys.retrieval.annoy_index import AnnoyIndex
+    from recsys.retrieval.annoy_index import INDEX_DIR, META_FILE, AnnoyIndex
     from recsys.retrieval.exact import ExactRetrieval
+
+    if retrieval == "auto":
+        saved = model_dir is not None and (Path(model_dir) / INDEX_DIR / META_FILE).is_file()
+        retrieval = "annoy" if saved else "exact"
 
     if retrieval == "exact":
         return ExactRetrieval(model, device)

@@ -11,7 +11,8 @@ import pandas as pd
 
 from recsys.errors import TrackingError
 from recsys.leaderboard import board, shown_metrics
-from recsys.tracking.tracker import Tracker, metric_key
+from recsys.tracking.store import metric_key
+from recsys.tracking.tracker import Tracker
 
 
 def leaderboard(tracker: Tracker, *, experiment: str | None = None, parent_run_id: str | None = None,

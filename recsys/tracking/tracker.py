@@ -174,11 +174,15 @@ class TrackedRun:
         self.tracker = tracker
         self.keeps_models = tracker.log_models
 
-    def child(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None
-              ) -> contextlib.AbstractContextManager[Run]:
+    @contextlib.contextmanager
+    def child(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None,
+              keeps_models: bool | None = None) -> Iterator[Run]:
         """A run nested in this one (a grid's combination, a tuning trial), ended FAILED if
-        its block raises."""
-        return self.tracker.run(name, kind=kind, tags=tags, nested=True)
+        its block raises; ``keeps_models`` overrides this run's for it."""
+        with self.tracker.run(name, kind=kind, tags=tags, nested=True) as child:
+            if keeps_models is not None:
+                child.keeps_models = keeps_models
+            yield child
 
     def log_params(self, params: Mapping[str, Any], prefix: str = "") -> None:
         import mlflow
@@ -199,9 +203,12 @@ class TrackedRun:
             mlflow.log_metrics(values, step=step, run_id=self.run_id)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        import mlflow
+        # By id, not MLflow's active run: a parent tagged while a child run is open stays itself.
+        from mlflow.entities import RunTag
+        from mlflow.tracking import MlflowClient
 
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        if tags:
+            MlflowClient(self.tracker.uri).log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_text(self, text: str, name: str) -> None:
         import mlflow

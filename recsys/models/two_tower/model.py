@@ -197,6 +197,11 @@ class TwoTower(IterativeRecommender):
         factors = super().item_embeddings()
         return factors[:, :-1] if self.tower_bias else factors
 
+    def user_embeddings(self) -> np.ndarray:
+        """The user vectors without the constant column that meets the items' bias."""
+        factors = super().user_embeddings()
+        return factors[:, :-1] if self.tower_bias else factors
+
     # -- new users and items ---------------------------------------------------------------------
     @torch.no_grad()
     def embed_new_users(
