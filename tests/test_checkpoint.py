@@ -303,3 +303,32 @@ def test_two_tower_cosine_schedule_refuses_a_resume_with_other_epochs(tmp_path, 
     create_model(name, **params).fit(checkerboard, checkpointing=Checkpointing(tmp_path / "c", every=2))
     with pytest.raises(ConfigError, match="decays over the run's 5 epochs"):
         create_model(name, **{**params, "epochs": 8}).fit(checkerboard, checkpointing=Checkpointing(tmp_path / "c", resume=True))
+
+
+def test_feature_tables_of_a_checkpoint_from_before_feature_tables_are_read(tmp_path):
+    """Regression (review): checkpoints written before FeatureTables stored the tables under
+    the four argument names; a resume lost them (and a frame given in memory went unnoticed)."""
+    from recsys.jobs import FeatureTables
+    from recsys.jobs.settings import IN_MEMORY
+
+    stored = {"user_features": IN_MEMORY, "item_features": [str(tmp_path / "items.csv")],
+              "user_features_spec": None, "item_features_spec": "title=skip"}
+    with pytest.raises(ConfigError, match="given its users in memory"):
+        FeatureTables.from_stored(stored, FeatureTables(), tmp_path)
+    tables = FeatureTables.from_stored(stored, FeatureTables(users=tmp_path / "users.csv"), tmp_path)
+    assert tables.items == [str(tmp_path / "items.csv")] and tables.item_spec == "title=skip"
+    assert tables.users == tmp_path / "users.csv"
+
+
+def test_a_resume_honours_a_given_config(tmp_path, checkerboard):
+    """A resumed run may train more epochs than the interrupted one planned (as before the job
+    layer: a config given to train() with resume= is used, the model refuses other settings)."""
+    from recsys.jobs import TrainConfig, train
+
+    data = tmp_path / "data.csv"
+    write_interactions(checkerboard, data)
+    config = TrainConfig(model="ials", params={"factors": 4, "epochs": 4, "device": "cpu"}, split="none")
+    train_interrupted(2, data, config, output=tmp_path / "m", checkpoint_on_signal=True)
+    longer = TrainConfig(model="ials", params={"factors": 4, "epochs": 6, "device": "cpu"}, split="none")
+    result = train(None, longer, resume=tmp_path / "m.checkpoint")
+    assert [h["epoch"] for h in result.model.history] == [1, 2, 3, 4, 5, 6]
