@@ -72,7 +72,9 @@ def write_result(folder: Path, name: str, payload: dict[str, Any]) -> Path:
     """Write ``folder/<name>.<stamp>.json`` with the machine recorded beside the payload."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.{stamp()}.json"
-    record = {"name": name, "stamp": stamp(), "machine": machine(), **payload}
+    # "written" orders same-day results in a fresh checkout, where file times say nothing.
+    written = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    record = {"name": name, "stamp": stamp(), "written": written, "machine": machine(), **payload}
     path.write_text(json.dumps(record, indent=1, default=float) + "\n")
     return path
 
@@ -182,7 +184,8 @@ def result_path(folder: Path, name: str, suffix: str) -> Path:
 
 def result_files(folder: Path, name: str, suffix: str = ".json") -> list[Path]:
     """Every ``folder/<name>.<date>.<commit><suffix>``, oldest first (by the date in the name,
-    then file time); ``name`` may itself contain dots."""
+    then the time a JSON result records it was written, then file time); ``name`` may itself
+    contain dots."""
     prefix = f"{name}."
 
     def date(path: Path) -> str:
@@ -190,7 +193,16 @@ def result_files(folder: Path, name: str, suffix: str = ".json") -> list[Path]:
         return rest.split(".", 1)[0]
 
     paths = [p for p in folder.glob(f"{name}.*{suffix}") if _is_date(date(p))]
-    return sorted(paths, key=lambda p: (date(p), p.stat().st_mtime))
+    return sorted(paths, key=lambda p: (date(p), _written(p), p.stat().st_mtime))
+
+
+def _written(path: Path) -> str:
+    if path.suffix != ".json":
+        return ""
+    try:
+        return str(json.loads(path.read_text()).get("written", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def _is_date(text: str) -> bool:

@@ -50,8 +50,10 @@ from experiments.common import (
     latest_result,
     machine_words,
     mean_std,
+    result_files,
     stamp,
     write_result,
+    write_table,
 )
 from recsys.data.interactions import Interactions
 from recsys.evaluation import Validation
@@ -273,14 +275,14 @@ def rule_rows(name: str, model: str) -> list[dict[str, Any]]:
     """Every rules row of a data set and model, over all result files (a later file's row
     replaces an earlier one with the same constants)."""
     rows: dict[tuple, dict[str, Any]] = {}
-    for path in sorted(RESULTS.glob(f"{name}.rules-{model}.*.json"), key=lambda p: p.stat().st_mtime):
+    for path in result_files(RESULTS, f"{name}.rules-{model}"):
         for row in json.loads(path.read_text())["rows"]:
             rows[candidate(row)] = row
     return list(rows.values())
 
 
 def candidate(row: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, v) for k, v in row.items() if k not in ("recall", "ndcg", "train_seconds")))
+    return tuple(sorted((k, v) for k, v in row.items() if k not in ("recall", "ndcg", "train_seconds", "stamp")))
 
 
 def reference_scores(name: str) -> dict[str, float]:
@@ -403,12 +405,15 @@ def _merged(name: str, rows: list[dict[str, Any]], key: Sequence[str]) -> list[d
     models or seeds adds to that day's file; the same model and seed is replaced)."""
     earlier = RESULTS / f"{name}.{stamp()}.json"
     kept = json.loads(earlier.read_text())["rows"] if earlier.is_file() else []
+    # Each row keeps the commit that produced it: a day's file may hold several.
+    rows = [{**r, "stamp": r.get("stamp", stamp())} for r in rows]
     merged = {tuple(r.get(k) for k in key): r for r in [*kept, *rows]}
     return list(merged.values())
 
 
 # -- tune: recsys tune with a time budget, then its config on test ------------------------
-def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: str) -> None:
+def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: str,
+               seeds: Sequence[int] | None = None) -> None:
     """``recsys tune --time-budget BUDGET`` (validation only), then ``recsys train --config``
     with what it wrote, on every seed's test part."""
     from recsys.jobs import tune
@@ -423,7 +428,7 @@ def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: s
     log(f"  {config.name} tune {model} {budget}: {len(result.trials)} trials in {seconds:.0f}s, "
         f"best validation recall {result.best_value:.4f} with {result.best_params}")
     rows = [train_as_a_user(config, seed, model, result.best_params, what=f"{model} tuned {budget}")
-            for seed in config.seeds]
+            for seed in seeds or config.seeds]
     for row in rows:
         log(f"    seed {row['seed']}: recall {row['recall']:.4f} ndcg {row['ndcg']:.4f} fit {row['fit_seconds']:.1f}s")
     write_result(RESULTS, f"{config.name}.tune-{model}-{budget}", {
@@ -445,15 +450,17 @@ def quality_table(names: Sequence[str]) -> list[str]:
     tuned configs on test; mean ± std over seeds; each as a share of the reference."""
     lines = ["| data set | what | recall@20 | NDCG@20 | share of the reference (recall / NDCG) | fit (s) |",
              "| --- | --- | --- | --- | --- | --- |"]
-    machines = set()
+    machines, commits = set(), set()
     for name in names:
         result = latest_result(RESULTS, f"{name}.test")
         if result is None:
             continue
         machines.add(machine_words(result["machine"]))
+        commits.update(r.get("stamp", result["stamp"]).split(".", 1)[1] for r in result["rows"])
         groups = _group(result["rows"])
         for path in sorted(RESULTS.glob(f"{name}.tune-*.json")):
             tuned = json.loads(path.read_text())
+            commits.add(tuned["stamp"].split(".", 1)[1])
             groups.update(_group(tuned["rows"]))
         ref = groups["reference"]
         ref_recall = statistics.mean(r["recall"] for r in ref)
@@ -466,7 +473,7 @@ def quality_table(names: Sequence[str]) -> list[str]:
             lines.append(f"| {name} | {label} | {mean_std([r['recall'] for r in rows])} | "
                          f"{mean_std([r['ndcg'] for r in rows])} | {share} | "
                          f"{mean_std([r['fit_seconds'] for r in rows], 1)} |")
-    return [*lines, "", "Machine: " + "; ".join(sorted(machines))]
+    return [*lines, "", "Machine: " + "; ".join(sorted(machines)) + ". Commits: " + ", ".join(sorted(commits)) + "."]
 
 
 def _label(what: str, rows: Sequence[dict[str, Any]], default_model: str | None) -> str:
@@ -501,12 +508,7 @@ def stage_table(names: Sequence[str], log: Callable[[str], None]) -> None:
                       *quality_table(names), "", "Leave one data set out (validation; quality = the worse of "
                       "recall@20 and NDCG@20 as a share of the tuned reference's):", "", *lodo_table(names), ""])
     (RESULTS / "table.md").write_text(text)
-    readme = HERE / "README.md"
-    start, end = "<!-- table -->", "<!-- /table -->"
-    body = readme.read_text()
-    if start in body and end in body:
-        head, rest = body.split(start, 1)
-        readme.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+    write_table(HERE / "README.md", text)
     log(text)
 
 
@@ -542,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.stage == "test":
             stage_test(config, log, args.models, args.seeds, reference=not args.no_reference)
         elif args.stage == "tune":
-            stage_tune(config, log, args.model or "ials", args.budget)
+            stage_tune(config, log, args.model or "ials", args.budget, args.seeds)
         elif args.stage == "rules":
             grid = dict(RULE_GRIDS[args.model])
             for item in args.grid:
