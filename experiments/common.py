@@ -239,13 +239,14 @@ def mean_std(values: Sequence[float], digits: int = 4) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def machine_words(machine: dict[str, Any]) -> str:
-    """A result's machine in a few words (what :func:`machine` records)."""
+def machine_words(machine: dict[str, Any], load: bool = True) -> str:
+    """A result's machine in a few words (what :func:`machine` records); ``load=False``
+    leaves out the load average (for one line over several results)."""
     words = [str(machine.get("processor", "?")), f"{machine.get('cores', '?')} cores"]
     if machine.get("memory_gib"):
         words.append(f"{machine['memory_gib']:g} GiB")
     words.append(machine["gpu"] if machine.get("gpu") else "no GPU")
-    if machine.get("load_average"):
+    if load and machine.get("load_average"):
         words.append("load average " + ", ".join(f"{v:.1f}" for v in machine["load_average"]))
     if machine.get("note"):
         words.append(machine["note"])

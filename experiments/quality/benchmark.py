@@ -455,7 +455,7 @@ def quality_table(names: Sequence[str]) -> list[str]:
         result = latest_result(RESULTS, f"{name}.test")
         if result is None:
             continue
-        machines.add(machine_words(result["machine"]))
+        machines.add(machine_words(result["machine"], load=False))
         commits.update(r.get("stamp", result["stamp"]).split(".", 1)[1] for r in result["rows"])
         groups = _group(result["rows"])
         for path in sorted(RESULTS.glob(f"{name}.tune-*.json")):
