@@ -154,7 +154,7 @@ def with_read_options(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from recsys.workflows import ReadOptions
+        from recsys.jobs import ReadOptions
 
         values = {name: kwargs.pop(name, _READ_DEFAULTS.get(name)) for name, _, _ in _READ_PARAMS}
         if values["sep"] == "\\t":

@@ -111,7 +111,7 @@ def audit(
 ) -> None:
     """List items whose nearest neighbours overwhelmingly carry a different category: candidates for mislabelled or unusual items."""
     from recsys.diagnostics import label_audit
-    from recsys.workflows import write_table
+    from recsys.jobs import write_table
 
     loaded, features = _load(model, item_features, item_id_col)
     assert features is not None

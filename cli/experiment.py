@@ -31,8 +31,8 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Train and evaluate every combination of a grid file, each as a child run of one parent run; print the leaderboard."""
+    from recsys.jobs import read_grid, run_grid
     from recsys.tracking import Tracker
-    from recsys.tracking.grid import read_grid, run_grid
 
     spec = read_grid(grid)
     tracker = Tracker(tracking_uri, experiment or spec.experiment)
@@ -43,7 +43,9 @@ def run(
         shown = f"{spec.metric} {value:.4f}" if value is not None else state
         note(f"  {combo.name}: {shown}", quiet)
 
-    result = run_grid(spec, tracker, progress=False, on_combination=report)
+    name = f"grid-{spec.source.stem if spec.source else spec.experiment}"
+    with tracker.run(name, kind="grid") as parent:
+        result = run_grid(spec, parent, progress=False, on_combination=report)
     _print_board(result.leaderboard, fmt)
     failed = f"; {result.failed} failed" if result.failed else ""
     note(f"parent run {result.run_id}{failed}; leaderboard logged as leaderboard.csv and leaderboard.md", quiet)
@@ -59,8 +61,7 @@ def show(
     fmt: Format = "table",
 ) -> None:
     """Print the leaderboard of an experiment's latest grid (or of its train runs) from the tracking store."""
-    from recsys.tracking import Tracker
-    from recsys.tracking.grid import leaderboard
+    from recsys.tracking import Tracker, leaderboard
 
     tracker = Tracker(tracking_uri, name)
     _print_board(leaderboard(tracker, experiment=name, parent_run_id=run_id, metric=metric), fmt)

@@ -85,28 +85,20 @@ def recommend(
     """Top-k items for many users, written to a file atomically as it goes.
 
     Users the model does not know (and who have no --history) get the most popular items, marked fallback=true with a NaN score, and are counted."""
+    from recsys.jobs import FeatureTables
+    from recsys.jobs import recommend as run_recommend
     from recsys.retrieval.batch import parse_users
-    from recsys.tracking import recommend_to_file
-    from recsys.workflows import load
+    from recsys.tracking import resolve_model_dir
 
     runs = tracker(track, tracking_uri, experiment)
-    loaded, directory = _load(model, tracking_uri)
-    history_data = None if history is None else load(history, read_options)
-    if user_features:
-        from recsys.data.features import load_features, with_new_users
-        from recsys.errors import ConfigError
-
-        if not getattr(loaded, "uses_features", False):
-            raise ConfigError(f"model {loaded.name!r} does not use user features; drop --user-features")
-        frame = load_features(user_features, "user", user_features_spec, read_options.encoding)
-        loaded.check_user_features(list(frame.columns), ", ".join(map(str, user_features)))
-        history_data = with_new_users(history_data, frame, loaded.items)
-    result = recommend_to_file(
-        loaded, out, parse_users(users), k, tracker=runs, model_source=model,
-        user_features=user_features or None, user_features_spec=user_features_spec,
-        retrieval=retrieval, model_dir=directory, include_seen=include_seen, history=history_data,
-        batch_users=batch_users, search_k=search_k, n_jobs=jobs, device=device, progress=not quiet,
-    )
+    directory = resolve_model_dir(model, tracking_uri)  # runs:/ and models:/ URIs are downloaded
+    with runs.run("recommend", kind="recommend") as run:
+        result = run_recommend(
+            directory, out, parse_users(users), k, history=history, read_options=read_options,
+            features=FeatureTables(users=user_features or None, user_spec=user_features_spec),
+            run=run, model_source=model, retrieval=retrieval, include_seen=include_seen,
+            batch_users=batch_users, search_k=search_k, n_jobs=jobs, device=device, progress=not quiet,
+        )
     if fmt == "json":
         print_json(result.to_dict())
         return
@@ -142,13 +134,11 @@ def similar(
     """Items most similar to the given ones, by cosine of the item factors."""
     import numpy as np
 
-    from recsys.retrieval.annoy_index import INDEX_DIR, META_FILE
     from recsys.retrieval.batch import open_retrieval
 
     loaded, directory = _load(model, tracking_uri)
-    if retrieval == "auto":
-        retrieval = "annoy" if (directory / INDEX_DIR / META_FILE).is_file() else "exact"
     searcher = open_retrieval(loaded, retrieval, directory, search_k=search_k)
+    retrieval = searcher.name
     queries = [part.strip() for part in item.split(",") if part.strip()]
     ids, sims = loaded.similar_items(np.asarray(queries, dtype=object), k, index=searcher)
     known = loaded.items.contains(np.asarray(queries, dtype=object))

@@ -23,7 +23,7 @@ def split(
     read_options: Any = None,
 ) -> None:
     """Split an interaction log into DIR/train.csv and DIR/test.csv (header user,item,rating|weight[,timestamp]), seeded and reproducible."""
-    from recsys.workflows import split_file
+    from recsys.jobs import split_file
 
     train_path, test_path, train, test = split_file(
         data, out_dir, strategy=strategy, test_fraction=test_fraction, n=n, seed=seed, read_options=read_options

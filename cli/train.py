@@ -32,7 +32,7 @@ _CKPT = "Checkpoints"
 @with_read_options
 def train(
     data: Annotated[Path | None, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model: als, ials, mf, two-tower or popular (default als).", rich_help_panel=_MODEL)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model: ials, als, mf, two-tower or popular (default ials).", rich_help_panel=_MODEL)] = None,
     factors: Annotated[int | None, typer.Option(help="Embedding dimension.", rich_help_panel=_MODEL)] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", rich_help_panel=_MODEL)] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Step size (mf, two-tower).", rich_help_panel=_MODEL)] = None,
@@ -68,57 +68,47 @@ def train(
 ) -> None:
     """Train a model on an interaction log, evaluate it on held-out data, and save it.
 
-    With no options but --data: implicit-feedback ALS, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
-    from recsys.config import build_train_config
+    With no options but --data: implicit-feedback iALS with defaults chosen for the data's shape, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
+    from recsys.checkpoint import read_checkpoint_meta
     from recsys.errors import ConfigError
+    from recsys.jobs import FeatureTables
+    from recsys.jobs import train as run_train
+    from recsys.jobs.config import build_train_config
+    from recsys.jobs.training import NO_DATA
     from recsys.retrieval.annoy_index import DEFAULT_TREES
-    from recsys.tracking import train as run_train
 
+    if data is None and resume is None:
+        # Refused before a run is opened: a mistake in the command leaves no FAILED run behind.
+        raise ConfigError(NO_DATA)
     runs = tracker(track, tracking_uri, experiment)
-    index_trees = (trees or DEFAULT_TREES) if index else None
+    features = FeatureTables(user_features or None, item_features or None, user_features_spec, item_features_spec)
+    options = {"test": test, "output": output, "features": features, "progress": not quiet,
+               "index_trees": (trees or DEFAULT_TREES) if index else None, "checkpoint_every": checkpoint_every}
     if resume is not None:
         given = {"--model": model, "--factors": factors, "--epochs": epochs, "--learning-rate": learning_rate,
                  "--regularization": regularization, "--loss": loss, "--param": param, "--config": config,
                  "--seed": seed, "--split": split, "--test-fraction": test_fraction, "--split-n": split_n,
                  "--validation-fraction": validation_fraction, "--patience": patience}
-        clash = [flag for flag, value in given.items() if value]
+        given.update({"--device": None if device == "auto" else device, "--k": None if k == "10,20,50" else k})
+        clash = [flag for flag, value in given.items() if value is not None and value != []]
         if clash:
             raise ConfigError(f"--resume continues with the checkpoint's settings; drop {', '.join(clash)}")
-        from recsys.checkpoint import read_checkpoint_meta
-
         stored = read_checkpoint_meta(resume)  # a missing or damaged checkpoint stops here
         note(f"resume   {resume}: {stored.get('model')} after epoch {stored.get('epoch')} of {stored.get('epochs')}", quiet)
         # Feature files given again replace the stored paths (a moved file); absent ones are the stored ones.
-        result = run_train(data, None, tracker=runs, test=test, output=output, progress=not quiet, index_trees=index_trees,
-                           checkpoint_every=checkpoint_every, resume=resume,
-                           user_features=user_features or None, item_features=item_features or None,
-                           user_features_spec=user_features_spec, item_features_spec=item_features_spec)
-        _report(result, fmt, quiet)
-        if fmt != "json" and result.run_id:
-            note(run_note(result.run_id, runs), quiet)
-        return
-    settings = build_train_config(
-        config_file=config,
-        model=model,
-        hyper={"factors": factors, "epochs": epochs, "learning_rate": learning_rate,
-               "regularization": regularization, "loss": loss},
-        params=param or [],
-        device=device,
-        seed=seed,
-        split=split,
-        test_fraction=test_fraction,
-        split_n=split_n,
-        ks=parse_ks(k),
-        validation_fraction=validation_fraction,
-        patience=patience,
-    )
-    result = run_train(
-        data, settings, tracker=runs, test=test, read_options=read_options, output=output, progress=not quiet,
-        index_trees=index_trees, checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
-        checkpoint_on_signal=True,
-        user_features=user_features or None, item_features=item_features or None,
-        user_features_spec=user_features_spec, item_features_spec=item_features_spec,
-    )
+        with runs.run(f"train-{stored.get('model')}", kind="train") as run:
+            result = run_train(data, None, resume=resume, run=run, **options)
+    else:
+        settings = build_train_config(
+            config_file=config, model=model,
+            hyper={"factors": factors, "epochs": epochs, "learning_rate": learning_rate,
+                   "regularization": regularization, "loss": loss},
+            params=param or [], device=device, seed=seed, split=split, test_fraction=test_fraction,
+            split_n=split_n, ks=parse_ks(k), validation_fraction=validation_fraction, patience=patience,
+        )
+        with runs.run(f"train-{settings.model}", kind="train") as run:
+            result = run_train(data, settings, read_options=read_options, checkpoint_dir=checkpoint_dir,
+                               checkpoint_on_signal=True, run=run, **options)
     _report(result, fmt, quiet)
     if fmt != "json" and result.run_id:
         note(run_note(result.run_id, runs), quiet)

@@ -25,7 +25,7 @@ from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracke
 @with_read_options
 def tune(
     data: Annotated[Path, typer.Option("--data", help="Interaction log.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to tune: als, ials, mf or two-tower (default: the config's, else als).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to tune: ials, als, mf or two-tower (default: the config's, else ials).")] = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Number of trials (default 30, or as many as fit with --time-budget).")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Validation metric to maximize.")] = "recall@20",
     validation_fraction: Annotated[float, typer.Option("--validation-fraction", help="Per-user share of train held out for validation.")] = 0.2,
@@ -50,9 +50,10 @@ def tune(
     read_options: Any = None,
 ) -> None:
     """Search hyper-parameters with Optuna on a validation split carved from the training part (the test part is never used), and write the best settings for `recsys train --config`."""
-    from recsys.config import build_train_config, read_toml
-    from recsys.tracking import tune as run_tune
-    from recsys.tuning import parse_space
+    from recsys.jobs import FeatureTables
+    from recsys.jobs import tune as run_tune
+    from recsys.jobs.config import build_train_config, read_toml
+    from recsys.jobs.space import parse_space
 
     settings = build_train_config(
         config_file=config, model=model, params=param or [], device=device,
@@ -63,13 +64,12 @@ def tune(
         spec = read_toml(space)
         search = parse_space(spec.get("space", spec), settings.model)
     runs = tracker(track, tracking_uri, experiment)
-    result = run_tune(
-        data, settings, tracker=runs, trials=trials, space=search, metric=metric,
-        validation_fraction=validation_fraction, time_budget=time_budget,
-        read_options=read_options, progress=not quiet,
-        user_features=user_features or None, item_features=item_features or None,
-        user_features_spec=user_features_spec, item_features_spec=item_features_spec,
-    )
+    features = FeatureTables(user_features or None, item_features or None, user_features_spec, item_features_spec)
+    with runs.run(f"tune-{settings.model}", kind="tune") as run:
+        result = run_tune(
+            data, settings, trials=trials, space=search, metric=metric, validation_fraction=validation_fraction,
+            time_budget=time_budget, read_options=read_options, progress=not quiet, features=features, run=run,
+        )
     path = result.write_config(output or Path(f"tuned-{settings.model}.toml"))
     if fmt == "json":
         print_json({"best_params": result.best_params, "best_value": result.best_value, "metric": metric,

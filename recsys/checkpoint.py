@@ -6,8 +6,8 @@ A checkpoint is a directory written atomically (see :func:`recsys.artifacts.atom
   last completed epoch, the training history and validation state, the Python ``random``
   state, a fingerprint of the training data, the run's settings (so ``recsys train
   --resume DIR`` needs nothing else) and the sha256 of ``state.npz``;
-- ``state.npz``: the model's training state (factors, optimizer moments, its own random
-  generators; see :meth:`IterativeRecommender._training_state`) under ``model.*``, the
+- ``state.npz``: the trainer's state (factors, optimizer moments, its own random
+  generators; see :meth:`recsys.models.training.Trainer.state_dict`) under ``model.*``, the
   best-epoch snapshot under ``best.*``, and the global torch and numpy random states under
   ``rng.*``. No pickle.
 
@@ -213,7 +213,7 @@ def _rng_layout() -> dict[str, tuple[tuple[int, ...], str]]:
 def check_arrays(arrays: dict[str, np.ndarray], expected: dict[str, tuple[tuple[int, ...], str]]) -> None:
     """Check that each named array is present with its shape and dtype kind (``f``, ``i``, ``u``).
 
-    Used by models' :meth:`_set_training_state` before anything is copied: torch would
+    Used by trainers' ``load_state_dict`` before anything is copied: torch would
     broadcast a (1, d) table into (n, d) without a word.
     """
     for name, (shape, kinds) in expected.items():

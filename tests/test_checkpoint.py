@@ -16,9 +16,9 @@ from recsys.checkpoint import Checkpointing, TrainingInterrupted, load_checkpoin
 from recsys.data.interactions import Interactions
 from recsys.data.io import write_interactions
 from recsys.errors import ConfigError, InputError, ModelFormatError
+from recsys.evaluation import Validation
 from recsys.models import create_model
 from recsys.models.base import Recommender
-from recsys.models.training import Validation
 
 runner = CliRunner()
 
@@ -28,7 +28,7 @@ MODELS = {
                                       "negatives": 8, "batch_size": 64, "device": "cpu"}),
     "mf-mse": ("mf", {"factors": 8, "epochs": 5, "loss": "mse", "batch_size": 64, "device": "cpu"}),
     "ials": ("ials", {"factors": 8, "epochs": 5, "device": "cpu"}),
-    "als": ("als", {"factors": 8, "epochs": 5, "use_gpu": False}),
+    "als": ("als", {"factors": 8, "epochs": 5, "device": "cpu"}),
     # cosine decay and id dropout: the step count and the generator must both come back
     "two-tower": ("two-tower", {"factors": 8, "hidden": 16, "recent": 4, "epochs": 5, "batch_size": 64,
                                 "lr_schedule": "cosine", "uniform_negatives": 8, "device": "cpu"}),
@@ -52,8 +52,8 @@ def same_factors(a: Recommender, b: Recommender) -> None:
 
 
 def train_interrupted(at_epoch: int, *args, **kwargs) -> None:
-    """``recsys.workflows.train`` with a Ctrl-C (SIGINT) arriving at the end of ``at_epoch``."""
-    from recsys.workflows import train
+    """``recsys.jobs.train`` with a Ctrl-C (SIGINT) arriving at the end of ``at_epoch``."""
+    from recsys.jobs import train
 
     class Interrupt:
         def on_epoch_end(self, model, epoch, figures):
@@ -109,7 +109,7 @@ def test_signal_saves_a_checkpoint_and_resume_continues(tmp_path, checkerboard):
 def test_resume_keeps_validation_and_early_stopping_state(tmp_path, checkerboard, case):
     """Regression: a two-tower checkpoint with a validation split failed to save its best
     epoch (the snapshot held the towers as a list of tensors)."""
-    from recsys.workflows import validation_split
+    from recsys.jobs import validation_split
 
     train, valid = validation_split(checkerboard, 0.3, 0)
     name, params = MODELS[case]
@@ -124,6 +124,25 @@ def test_resume_keeps_validation_and_early_stopping_state(tmp_path, checkerboard
     same_factors(resumed, reference)
     assert resumed.best_epoch == reference.best_epoch
     assert [h["val_recall@5"] for h in resumed.history] == [h["val_recall@5"] for h in reference.history]
+
+
+def test_checkpoint_written_with_use_gpu_resumes(tmp_path, checkerboard):
+    """ALS's ``use_gpu`` became ``device``: a checkpoint whose hyper-parameters (and stored
+    run settings) name the flag resumes as one made with the device."""
+    from recsys.jobs.settings import TrainConfig
+
+    name, params = MODELS["als"]
+    reference = create_model(name, **params).fit(checkerboard)
+    ckpt = tmp_path / "c"
+    create_model(name, **params).fit(checkerboard, checkpointing=Checkpointing(ckpt, every=2))
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    del meta["params"]["device"]
+    meta["params"]["use_gpu"] = False
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    resumed = create_model(name, **params).fit(checkerboard, checkpointing=Checkpointing(ckpt, every=2, resume=True))
+    same_factors(resumed, reference)
+    stored = TrainConfig.from_dict({"model": "als", "params": {"use_gpu": False, "factors": 8}})
+    assert stored.params == {"device": "cpu", "factors": 8}
 
 
 def test_resume_refuses_other_data_params_or_model(tmp_path, checkerboard, ratings):
@@ -204,7 +223,7 @@ def test_cli_resume_refuses_settings_flags(tmp_path):
 
 def test_train_workflow_checkpoints_on_a_signal_by_default_and_resumes(tmp_path, checkerboard):
     """What `recsys train` does without --checkpoint-every: Ctrl-C saves `<output>.checkpoint`."""
-    from recsys.workflows import TrainConfig, train
+    from recsys.jobs import TrainConfig, train
 
     data = tmp_path / "data.csv"
     write_interactions(checkerboard, data)
@@ -258,22 +277,22 @@ def test_damaged_state_behind_a_valid_checksum_is_refused_cleanly(tmp_path, chec
 
 def test_two_tower_resume_reads_the_feature_files_again(tmp_path, sample_ratings):
     """The checkpoint stores the feature files' paths: `recsys train --resume` needs no flags."""
-    from recsys.workflows import TrainConfig, train
+    from recsys.jobs import FeatureTables, TrainConfig, train
 
     sample = sample_ratings.parent
     config = TrainConfig(model="two-tower", params={"factors": 8, "hidden": 16, "epochs": 3, "device": "cpu"},
                          split="none")
-    features = {"user_features": sample / "users.csv", "item_features": [sample / "items.csv"],  # as the CLI gives them
-                "item_features_spec": "title=skip"}
-    reference = train(sample_ratings, config, output=tmp_path / "ref", **features).model
+    features = FeatureTables(users=sample / "users.csv", items=[sample / "items.csv"],  # as the CLI gives them
+                             item_spec="title=skip")
+    reference = train(sample_ratings, config, output=tmp_path / "ref", features=features).model
 
-    train_interrupted(2, sample_ratings, config, output=tmp_path / "m", checkpoint_on_signal=True, **features)
+    train_interrupted(2, sample_ratings, config, output=tmp_path / "m", checkpoint_on_signal=True, features=features)
     # The item table moved: the stored path is gone; given again, the new path is used.
     moved = tmp_path / "moved-items.csv"
     moved.write_bytes((sample / "items.csv").read_bytes())
     with pytest.raises(InputError, match=r"missing/items\.csv"):
-        train(None, resume=tmp_path / "m.checkpoint", item_features=[tmp_path / "missing" / "items.csv"])
-    resumed = train(None, resume=tmp_path / "m.checkpoint", item_features=[moved]).model
+        train(None, resume=tmp_path / "m.checkpoint", features=FeatureTables(items=[tmp_path / "missing" / "items.csv"]))
+    resumed = train(None, resume=tmp_path / "m.checkpoint", features=FeatureTables(items=[moved])).model
     assert resumed.item_encoder == reference.item_encoder and resumed.user_encoder.categorical
     same_factors(resumed, reference)
 
@@ -284,3 +303,32 @@ def test_two_tower_cosine_schedule_refuses_a_resume_with_other_epochs(tmp_path, 
     create_model(name, **params).fit(checkerboard, checkpointing=Checkpointing(tmp_path / "c", every=2))
     with pytest.raises(ConfigError, match="decays over the run's 5 epochs"):
         create_model(name, **{**params, "epochs": 8}).fit(checkerboard, checkpointing=Checkpointing(tmp_path / "c", resume=True))
+
+
+def test_feature_tables_of_a_checkpoint_from_before_feature_tables_are_read(tmp_path):
+    """Regression (review): checkpoints written before FeatureTables stored the tables under
+    the four argument names; a resume lost them (and a frame given in memory went unnoticed)."""
+    from recsys.jobs import FeatureTables
+    from recsys.jobs.settings import IN_MEMORY
+
+    stored = {"user_features": IN_MEMORY, "item_features": [str(tmp_path / "items.csv")],
+              "user_features_spec": None, "item_features_spec": "title=skip"}
+    with pytest.raises(ConfigError, match="given its users in memory"):
+        FeatureTables.from_stored(stored, FeatureTables(), tmp_path)
+    tables = FeatureTables.from_stored(stored, FeatureTables(users=tmp_path / "users.csv"), tmp_path)
+    assert tables.items == [str(tmp_path / "items.csv")] and tables.item_spec == "title=skip"
+    assert tables.users == tmp_path / "users.csv"
+
+
+def test_a_resume_honours_a_given_config(tmp_path, checkerboard):
+    """A resumed run may train more epochs than the interrupted one planned (as before the job
+    layer: a config given to train() with resume= is used, the model refuses other settings)."""
+    from recsys.jobs import TrainConfig, train
+
+    data = tmp_path / "data.csv"
+    write_interactions(checkerboard, data)
+    config = TrainConfig(model="ials", params={"factors": 4, "epochs": 4, "device": "cpu"}, split="none")
+    train_interrupted(2, data, config, output=tmp_path / "m", checkpoint_on_signal=True)
+    longer = TrainConfig(model="ials", params={"factors": 4, "epochs": 6, "device": "cpu"}, split="none")
+    result = train(None, longer, resume=tmp_path / "m.checkpoint")
+    assert [h["epoch"] for h in result.model.history] == [1, 2, 3, 4, 5, 6]

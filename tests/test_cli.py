@@ -83,6 +83,19 @@ def test_errors_exit_2_with_one_line_and_no_traceback(tmp_path):
     assert "no hyper-parameter 'loss'" in r.output
 
 
+def test_train_without_data_says_so_and_records_no_run(tmp_path, monkeypatch):
+    """Regression (issue "The first hour"): `recsys train` without --data (or with only
+    --config) ended in a TypeError, then in a FAILED MLflow run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RECSYS_NO_TRACK", raising=False)  # tracking on, as for a new user
+    config = tmp_path / "tuned.toml"
+    config.write_text('model = "ials"\n[params]\nfactors = 8\n')
+    for args in ((), ("--config", str(config))):
+        r = run("train", *args, code=2)
+        assert "no training data: give --data" in r.output and "Traceback" not in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tuned.toml"]  # no mlflow.db, no mlruns
+
+
 def test_help_for_every_command():
     for command in ("train", "evaluate", "split", "datasets"):
         output = run(command, "--help").output

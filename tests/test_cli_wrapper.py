@@ -67,8 +67,8 @@ def test_model_help_lists_every_model():
     from recsys_cli.main import app
     from typer.testing import CliRunner
 
+    from recsys.jobs.space import SEARCH_SPACES
     from recsys.models import MODELS
-    from recsys.tuning import SEARCH_SPACES
 
     for command, names in (("train", MODELS), ("tune", SEARCH_SPACES)):
         out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"}).output

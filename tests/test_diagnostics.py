@@ -17,13 +17,15 @@ from recsys.diagnostics import (
     cluster_items,
     embedding_map,
     label_audit,
+    read_item_features,
     subsample,
     write_diagnostics,
 )
 from recsys.diagnostics.clusters import nearest_neighbours
+from recsys.diagnostics.metadata import values_of
+from recsys.embeddings import unit_rows
 from recsys.errors import ConfigError
 from recsys.models import ALS
-from recsys.retrieval.annoy_index import unit_rows
 
 N_CLUSTERS = 5
 ARI_THRESHOLD = 0.8
@@ -263,3 +265,21 @@ def test_item_table_separator_is_guessed_as_for_feature_tables(planted, tmp_path
     r = run("embeddings", "audit", "--model", str(model_dir), "--item-features", str(tabbed),
             "--column", "genres", "--format", "json")
     assert json.loads(r.stdout)[0]["item"] == wrong
+
+
+def test_movielens_u_item_reads_without_flags(tmp_path: Path):
+    """Regression: read_item_features read every text table as UTF-8 with a header row, so
+    MovieLens 100K's u.item (Latin-1, '|'-separated, no header) failed with 'cannot read the
+    item table ('utf-8' codec can't decode byte 0xe9 ...)'."""
+    flags = ["0"] * 19
+    drama = flags.copy()
+    drama[8] = "1"
+    rows = ["1|Toy Story (1995)|01-Jan-1995||http://x|" + "|".join(["0", "0", "0", "1", "1", "1", *flags[6:]]),
+            "2|Café Society (1996)|01-Jan-1996||http://y|" + "|".join(drama),
+            "3|Untitled (????)|||http://z|" + "|".join(flags)]
+    path = tmp_path / "u.item"
+    path.write_bytes("\n".join(rows).encode("latin-1") + b"\n")
+    frame = align_items(read_item_features(path), np.array([3, 1, 2]))
+    assert values_of(frame["genres"]) == [frozenset(), frozenset({"Animation", "Children's", "Comedy"}),
+                                          frozenset({"Drama"})]
+    assert pd.isna(frame["year"].iloc[0]) and frame["year"].tolist()[1:] == ["1995", "1996"]

@@ -56,14 +56,13 @@ def test_exponent_zero_is_the_uniform_model_and_a_tiny_one_its_limit(skewed):
 @pytest.mark.parametrize("beta", [0.5, -0.5])
 def test_each_half_epoch_solves_the_weighted_least_squares(skewed, beta):
     """With enough CG steps, users (then items) are the dense minimizers of the weighted objective."""
+    model = IALS(**PARAMS, epochs=2, cg_steps=60, unobserved_exponent=beta)
+    trainer = model.create_trainer(skewed, model.resolved_params(skewed))  # epoch by epoch, as fit runs it
     snapshots = {}
-
-    class Keep:
-        def on_epoch_end(self, model, epoch, figures):
-            snapshots[epoch] = model._Q.cpu().numpy().astype(np.float64)
-
-    model = IALS(**PARAMS, epochs=2, cg_steps=60, unobserved_exponent=beta).fit(skewed, callbacks=[Keep()])
-    P, Q = model.user_factors.astype(np.float64), model.item_factors.astype(np.float64)
+    for epoch in (1, 2):
+        trainer.train_epoch(epoch)
+        snapshots[epoch] = {k: v.astype(np.float64) for k, v in trainer.export().items()}
+    P, Q = snapshots[2]["user_factors"], snapshots[2]["item_factors"]
     X = (skewed.matrix.toarray() > 0).astype(np.float64)
     n_users, n_items = X.shape
     counts = X.sum(0)
@@ -71,7 +70,7 @@ def test_each_half_epoch_solves_the_weighted_least_squares(skewed, beta):
     w = 0.2 * n_items * f / f.sum()
     for u in range(n_users):  # users of epoch 2 against the items of epoch 1
         reg = 0.05 * (X[u].sum() + w.sum()) ** 0.5
-        np.testing.assert_allclose(P[u], dense_solution(snapshots[1], X[u], w, reg), rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(P[u], dense_solution(snapshots[1]["item_factors"], X[u], w, reg), rtol=1e-3, atol=1e-5)
     for i in range(n_items):  # item i: every user's pair weighs w_i when unobserved
         reg = 0.05 * (counts[i] + w[i] * n_users) ** 0.5
         np.testing.assert_allclose(Q[i], dense_solution(P, X[:, i], np.full(n_users, w[i]), reg),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -200,3 +202,53 @@ def test_bad_hyper_parameters_are_reported_at_fit(checkerboard):
         MatrixFactorization(loss="mse").fit(checkerboard)
     with pytest.raises(ConfigError):
         ALS(factors=0).fit(checkerboard)
+
+
+# What fit may leave on an estimator besides its hyper-parameters: what it learned.
+LEARNED = {"users", "items", "seen", "item_popularity", "training_fingerprint", "fitted_params", "data_shape",
+           "history", "fit_seconds", "user_factors", "item_factors", "user_bias", "item_bias", "global_bias",
+           "best_epoch", "user_encoder", "item_encoder", "_user_tower", "_item_tower"}
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_training_state_stays_with_the_trainer(learner, checkerboard):
+    """Regression: the models kept optimizers, tensors, generators and samplers on the
+    estimator during fit and popped them by name afterwards. Now a trainer holds them,
+    during fit as after it."""
+    seen = []
+
+    class Look:
+        def on_epoch_end(self, model, epoch, figures):
+            seen.append(set(vars(model)))
+
+    model = make(learner, epochs=2).fit(checkerboard, callbacks=[Look()])
+    for names in [*seen, set(vars(model))]:
+        assert names - set(model.param_names()) <= LEARNED
+
+
+@pytest.mark.parametrize(("use_gpu", "device"), [(False, "cpu"), (True, "cuda"), ("auto", "auto")])
+def test_als_saved_with_use_gpu_loads_with_that_device(checkerboard, tmp_path, use_gpu, device):
+    """ALS's ``use_gpu`` flag became ``device``, every model's training option; a model.json
+    written with the flag loads, the flag read as the device."""
+    model = ALS(**FAST["als"], device="cpu").fit(checkerboard)
+    model.save(tmp_path / "m")
+    meta_file = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_file.read_text())
+    for key in ("params", "fitted_params"):
+        del meta[key]["device"]
+        meta[key]["use_gpu"] = use_gpu
+    meta_file.write_text(json.dumps(meta))
+    loaded = load_model(tmp_path / "m")
+    assert loaded.device == device and loaded.fitted_params["device"] == device
+    assert "use_gpu" not in loaded.get_params()
+    np.testing.assert_array_equal(loaded.item_factors, model.item_factors)
+
+
+def test_every_trained_model_takes_the_run_device(checkerboard):
+    from recsys.jobs.config import apply_device
+
+    for name in ("als", "ials", "mf", "two-tower"):
+        assert apply_device(name, {}, "cpu") == {"device": "cpu"}
+        assert create_model(name, device="cpu").training_device() == "cpu"
+    assert apply_device("popular", {}, "cuda") == {} and Popular().training_device() == "cpu"
+    assert apply_device("als", {"device": "cpu"}, "cuda") == {"device": "cpu"}  # the model's own setting wins

@@ -14,10 +14,10 @@ from cli_invoke import run
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError, ModelFormatError
+from recsys.evaluation.approximate import overlap_at
 from recsys.models import ALS, IALS, MatrixFactorization, Popular, load_model
 from recsys.retrieval import AnnoyIndex, build_index, recommend_to_file
 from recsys.retrieval import batch as batch_module
-from recsys.retrieval.evaluation import overlap_at
 
 N_USERS, N_ITEMS, D = 80, 150, 6
 
@@ -169,7 +169,7 @@ def test_recommend_all_users_is_the_same_in_any_chunking(model, tmp_path):
 def test_a_failed_run_leaves_the_previous_output_and_no_temporary_file(model, tmp_path, monkeypatch):
     out = tmp_path / "recs.csv"
     out.write_text("previous\n")
-    real = batch_module.answer
+    real = batch_module.answer  # the batch job's name for recsys.models.queries.answer
     calls = []
 
     def failing(*args, **kwargs):

@@ -21,6 +21,7 @@ from cli_invoke import run as cli
 
 from recsys.data import read_interactions
 from recsys.errors import ConfigError, TrackingError
+from recsys.jobs import FeatureTables, TrainConfig, recommend, train, tune
 from recsys.tracking import (
     Tracker,
     check_store,
@@ -29,11 +30,19 @@ from recsys.tracking import (
     resolve_uri,
     tracking_enabled,
 )
-from recsys.tracking import train as tracked_train
-from recsys.tracking import tune as tracked_tune
-from recsys.workflows import TrainConfig
 
 pytest.importorskip("mlflow")
+
+
+def tracked_train(data, config, *, tracker, **options):
+    """A job reported to an MLflow run: what a library user writes."""
+    with tracker.run(f"train-{config.model}", kind="train") as run:
+        return train(data, config, run=run, **options)
+
+
+def tracked_tune(data, config, *, tracker, **options):
+    with tracker.run(f"tune-{config.model}", kind="tune") as run:
+        return tune(data, config, run=run, **options)
 
 
 def _free_port() -> int:
@@ -255,29 +264,31 @@ def test_a_half_made_store_is_a_tracking_error_not_a_bug(tmp_path, monkeypatch):
 
 def test_feature_tables_are_recorded_with_their_hashes(tmp_path):
     """Regression (merge review): a two-tower run recorded the log's hash but not its feature files'."""
-    from recsys.tracking.jobs import feature_params
+    from recsys.jobs.record import feature_params
 
     users, items, more = (tmp_path / n for n in ("u.csv", "i.csv", "tags.csv"))
     for path in (users, items, more):
         path.write_text(f"id,x\n1,{path.name}\n")
-    params = feature_params({"user_features": [users], "item_features": [items, more],
-                             "item_features_spec": "x=skip", "user_features_spec": None})
+    params = feature_params(FeatureTables(users=[users], items=[items, more], item_spec="x=skip"))
     assert params["user_features_path"] == str(users.resolve())
     assert params["item_features_sha256"] == hashlib.sha256(items.read_bytes()).hexdigest()
     assert params["item_features_1_bytes"] == more.stat().st_size
     assert params["item_features_spec"] == "x=skip" and "user_features_spec" not in params
-    assert feature_params({}) == {}
+    assert feature_params(FeatureTables()) == {}
 
 
 def test_recommend_records_the_new_users_feature_tables(uri, tmp_path, sample_ratings):
     """Regression (merge review): `recommend --user-features` recorded `history_path: None` and not the tables."""
-    from recsys.models import Popular
-    from recsys.tracking import recommend_to_file
+    from recsys.models import TwoTower
 
     users = sample_ratings.parent / "users.csv"
-    model = Popular().fit(read_interactions(sample_ratings))
-    result = recommend_to_file(model, tmp_path / "recs.csv", [1], 3, tracker=Tracker(uri, "rec-features"),
-                               user_features=[users])
+    data = FeatureTables(users=[users])
+    model = TwoTower(factors=4, hidden=8, epochs=1, device="cpu")
+    from recsys.jobs.training import attach_feature_tables
+
+    model.fit(attach_feature_tables(read_interactions(sample_ratings), "two-tower", data, "utf-8")[0])
+    with Tracker(uri, "rec-features").run("recommend", kind="recommend") as run:
+        result = recommend(model, tmp_path / "recs.csv", [1], 3, features=data, run=run)
     params = client(uri).get_run(result.run_id).data.params
     assert params["user_features_sha256"] == hashlib.sha256(users.read_bytes()).hexdigest()
     assert "history_path" not in params
@@ -361,7 +372,7 @@ grid = {{ learning_rate = [-1.0] }}
 
 
 def test_tune_logs_every_trial_as_a_child_run(uri, sample_ratings):
-    from recsys.tuning import Dimension
+    from recsys.jobs.space import Dimension
 
     config = TrainConfig(model="als", params={"epochs": 2})
     result = tracked_tune(sample_ratings, config, tracker=Tracker(uri, "tune-test"), trials=2,
@@ -425,7 +436,7 @@ def test_against_a_real_mlflow_server(mlflow_server, tmp_path, sample_ratings, m
 def test_grid_mistakes_are_caught_when_the_file_is_read(tmp_path, sample_ratings, bad, message):
     """Regression (review): these failed every combination before its run started, and the
     command printed an empty leaderboard and exited 0 (or crashed on int())."""
-    from recsys.tracking.grid import read_grid
+    from recsys.jobs import read_grid
 
     lines = {"top": "", "data": f'path = "{sample_ratings}"', "split": ""}
     if bad.startswith(("k =", "metric", "splits")):

@@ -9,13 +9,14 @@ import pytest
 from recsys_cli.main import app
 from typer.testing import CliRunner
 
-import recsys.tuning as tuning
-from recsys.config import build_train_config, read_toml
+import recsys.jobs.tuning as tuning
 from recsys.data.synthetic import generate
 from recsys.errors import ConfigError
+from recsys.jobs import TrainConfig, load, split_data
+from recsys.jobs.config import build_train_config, read_toml
+from recsys.jobs.space import parse_space
+from recsys.jobs.tuning import tune
 from recsys.models import ALS
-from recsys.tuning import parse_space, tune
-from recsys.workflows import TrainConfig, load, split_data
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +171,15 @@ def test_first_trial_is_the_defaults_and_relative_values_land_on_the_training_pa
     expected = ALS(factors=8).resolved_params(train)
     assert result.best_params["alpha"] == pytest.approx(expected["alpha"])
     assert result.best_params["regularization"] == pytest.approx(expected["regularization"])
+
+
+def test_settings_written_before_als_took_device_still_read(tmp_path):
+    """Regression (review): a config.toml logged for ALS before its `use_gpu` became `device`
+    (and a grid file written then) was refused as naming an unknown hyper-parameter."""
+    from recsys.jobs.grid import _model_grid
+
+    old = tmp_path / "old.toml"
+    old.write_text('model = "als"\n[params]\nfactors = 8\nuse_gpu = false\n')
+    assert build_train_config(config_file=old).params == {"factors": 8, "device": "cpu"}
+    grid = _model_grid({"model": "als", "params": {"use_gpu": True}, "grid": {"use_gpu": [False, "auto"]}}, "g.toml")
+    assert grid.params == {"device": "cuda"} and grid.grid == {"device": ["cpu", "auto"]}

@@ -17,9 +17,9 @@ from recsys.data.splits import split
 from recsys.data.synthetic import GENRES, generate
 from recsys.errors import ConfigError
 from recsys.evaluation.cold import evaluate_cold_items
+from recsys.jobs import evaluate_model
 from recsys.models import MatrixFactorization, TwoTower, load_model
 from recsys.models.two_tower import Tower, cosine_decay, first_items
-from recsys.workflows import evaluate_model
 
 SMALL = {"factors": 16, "hidden": 32, "feature_dim": 8, "recent": 10, "epochs": 12, "learning_rate": 0.01,
          "batch_size": 256, "device": "cpu"}
@@ -280,7 +280,7 @@ def test_cli_reports_bad_feature_rows(tmp_path, sample_ratings):
 
 
 def test_early_stopping_restores_the_towers_with_the_factors(planted):
-    from recsys.models.training import Validation
+    from recsys.evaluation import Validation
 
     syn, full, _ = planted
     train, val = split(full, "user", seed=3)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,14 +44,25 @@ from typing import Any
 import numpy as np
 import tomllib
 
-from experiments.common import DATA_DIR, ImplicitALS, newest_result, stamp, write_result
+from experiments.common import (
+    DATA_DIR,
+    ImplicitALS,
+    latest_result,
+    machine_words,
+    mean_std,
+    result_files,
+    stamp,
+    write_result,
+    write_table,
+)
 from recsys.data.interactions import Interactions
+from recsys.evaluation import Validation
 from recsys.evaluation.evaluate import evaluate
+from recsys.jobs import TrainConfig, load, split_data, validation_split
 from recsys.models import auto, create_model
 from recsys.models.als import confidence
 from recsys.models.auto import DataShape
 from recsys.models.base import Recommender
-from recsys.workflows import TrainConfig, load, split_data, validation_split
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -108,27 +120,31 @@ def scores(model: Recommender, data: Interactions) -> dict[str, float]:
     return {"recall": metrics[f"recall@{K}"], "ndcg": metrics[f"ndcg@{K}"]}
 
 
-class ScoreAt:
-    """An epoch callback scoring the model at the given epochs; the training time it
-    reports leaves the scoring out."""
+class ScoreAt(Validation):
+    """Scores the model at the given epochs: as implicit's per-iteration callback, or as the
+    shared epoch loop's validation (which exports an iterative model's factors for it, every
+    ``gcd(epochs)`` epochs). The training time it reports leaves the scoring out."""
 
     def __init__(self, data: Interactions, epochs: Iterable[int]) -> None:
-        self.data, self.epochs, self.rows = data, set(epochs), []
-        self.start, self.scoring = time.perf_counter(), 0.0
+        self.epochs = set(epochs)
+        super().__init__(data, f"recall@{K}", every=math.gcd(*self.epochs))
+        self.rows: list[dict[str, Any]] = []
+        self.start, self.scoring, self.scored = time.perf_counter(), 0.0, 0
 
     def __call__(self, model: Recommender, epoch: int) -> None:
         if epoch not in self.epochs:
             return
         began = time.perf_counter()
         train_seconds = began - self.start - self.scoring
-        if hasattr(model, "_export"):
-            model._export()  # an iterative model's factors are exported at the end only
         self.rows.append({"epoch": epoch, **scores(model, self.data), "train_seconds": train_seconds})
         self.scoring += time.perf_counter() - began
 
-    # the shared epoch loop's callback protocol
-    def on_epoch_end(self, model: Recommender, epoch: int, figures: dict[str, float]) -> None:
-        self(model, epoch)
+    def score(self, model: Recommender) -> float:
+        # The loop calls this every `every` epochs and at the last, which is a multiple of it
+        # here (the largest of the epochs): the count of calls gives the epoch.
+        self.scored += self.every
+        self(model, self.scored)
+        return self.rows[-1]["recall"] if self.rows and self.rows[-1]["epoch"] == self.scored else float("nan")
 
 
 def quality(row: dict[str, float], reference: dict[str, float]) -> float:
@@ -245,36 +261,32 @@ def stage_rules(config: Config, log: Callable[[str], None], model: str, grid: di
         for f in factors:
             params = {**rule_params(model, fit, constants), "factors": f, "epochs": max(marks)}
             scorer = ScoreAt(validation, marks)
-            create_model(model, **params).fit(fit, callbacks=[scorer])
+            create_model(model, **params).fit(fit, validation=scorer)
             rows += [{**constants, "factors": f, **row} for row in scorer.rows]
             top = max(scorer.rows, key=lambda r: r["recall"])
             log(f"  {model} {constants} {f} factors -> recall {top['recall']:.4f} ndcg {top['ndcg']:.4f} "
                 f"(epoch {top['epoch']}, {top['train_seconds']:.1f}s)")
-    # Runs of other constants at the same commit and date add to that file, not replace it.
     name = f"{config.name}.rules-{model}"
-    earlier = RESULTS / f"{name}.{stamp()}.json"
-    if earlier.is_file():
-        kept = {candidate(r): r for r in json.loads(earlier.read_text())["rows"]}
-        rows = list({**kept, **{candidate(r): r for r in rows}}.values())
-    write_result(RESULTS, name, {"model": model, "rows": rows})
+    keys = sorted({k for r in rows for k in r} - {"recall", "ndcg", "train_seconds"})
+    write_result(RESULTS, name, {"model": model, "rows": _merged(name, rows, keys)})
 
 
 def rule_rows(name: str, model: str) -> list[dict[str, Any]]:
     """Every rules row of a data set and model, over all result files (a later file's row
     replaces an earlier one with the same constants)."""
     rows: dict[tuple, dict[str, Any]] = {}
-    for path in sorted(RESULTS.glob(f"{name}.rules-{model}.*.json"), key=lambda p: p.stat().st_mtime):
+    for path in result_files(RESULTS, f"{name}.rules-{model}"):
         for row in json.loads(path.read_text())["rows"]:
             rows[candidate(row)] = row
     return list(rows.values())
 
 
 def candidate(row: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, v) for k, v in row.items() if k not in ("recall", "ndcg", "train_seconds")))
+    return tuple(sorted((k, v) for k, v in row.items() if k not in ("recall", "ndcg", "train_seconds", "stamp")))
 
 
 def reference_scores(name: str) -> dict[str, float]:
-    result = newest_result(RESULTS, f"{name}.reference")
+    result = latest_result(RESULTS, f"{name}.reference")
     if result is None:
         raise SystemExit(f"no reference for {name}: run the reference stage first")
     return {"recall": result["pick"]["recall"], "ndcg": result["pick"]["ndcg"]}
@@ -292,10 +304,14 @@ def lodo(model: str, names: Sequence[str]) -> dict[str, Any]:
         raise SystemExit(f"no {model} candidate was scored on every data set")
 
     def cheapest_best(over: Sequence[str]) -> tuple:
-        # Ties (within 0.1%) go to fewer factors, then fewer epochs: the cheaper default.
+        # The best worst case; among settings within 0.1% of it the best mean, and among
+        # those (within 0.1% again) the cheapest: fewer factors, then fewer epochs.
         worst = {c: min(table[n][c][0] for n in over) for c in common}
+        mean = {c: statistics.mean(table[n][c][0] for n in over) for c in common}
         top = max(worst.values())
         near = [c for c in common if worst[c] >= top - 1e-3]
+        best_mean = max(mean[c] for c in near)
+        near = [c for c in near if mean[c] >= best_mean - 1e-3]
         return min(near, key=lambda c: (dict(c)["factors"], dict(c)["epoch"], -worst[c]))
 
     folds = []
@@ -333,7 +349,7 @@ TEST_MODELS = ("als", "ials", "mf", "two-tower")
 def fit_reference_for_test(config: Config, seed: int) -> dict[str, Any]:
     """The reference's validation pick, fitted on the seed's training part in one call to
     implicit (its own loop, as a user of implicit would run it) and scored on test."""
-    pick = newest_result(RESULTS, f"{config.name}.reference")
+    pick = latest_result(RESULTS, f"{config.name}.reference")
     if pick is None:
         raise SystemExit(f"no reference for {config.name}: run the reference stage first")
     params = {**_settings(pick["pick"]), "iterations": pick["pick"]["epoch"]}
@@ -349,7 +365,7 @@ def train_as_a_user(config: Config, seed: int, model: str | None, params: dict[s
                     what: str | None = None) -> dict[str, Any]:
     """``recsys train --data DATA [--test TEST] [--model MODEL] --seed SEED`` through the library's
     own job (reading, splitting, fitting, scoring): what a user gets."""
-    from recsys.workflows import train
+    from recsys.jobs import train
 
     settings = TrainConfig(seed=seed, ks=(K,), params=dict(params or {}))
     if model is not None:
@@ -364,10 +380,15 @@ def train_as_a_user(config: Config, seed: int, model: str | None, params: dict[s
             "recall": metrics[f"recall@{K}"], "ndcg": metrics[f"ndcg@{K}"]}
 
 
-def stage_test(config: Config, log: Callable[[str], None], models: Sequence[str]) -> None:
+def stage_test(config: Config, log: Callable[[str], None], models: Sequence[str], seeds: Sequence[int] | None,
+               reference: bool = True) -> None:
+    """The reference and ``recsys train``'s defaults on test, per seed; then each of
+    ``models`` with its defaults (the default model itself is the "default" row)."""
     rows = []
-    for seed in config.seeds:
-        for what in ("reference", "default", *models):
+    default = TrainConfig().model
+    whats = [*(["reference", "default"] if reference else []), *(m for m in models if m != default)]
+    for seed in seeds or config.seeds:
+        for what in whats:
             if what == "reference":
                 row = fit_reference_for_test(config, seed)
             else:
@@ -375,14 +396,28 @@ def stage_test(config: Config, log: Callable[[str], None], models: Sequence[str]
             rows.append(row)
             log(f"  {config.name} seed {seed} {what}: recall {row['recall']:.4f} ndcg {row['ndcg']:.4f} "
                 f"fit {row['fit_seconds']:.1f}s" + (f" (job {row['job_seconds']:.1f}s)" if "job_seconds" in row else ""))
-    write_result(RESULTS, f"{config.name}.test", {"rows": rows, "default_model": TrainConfig().model})
+    write_result(RESULTS, f"{config.name}.test", {"rows": _merged(f"{config.name}.test", rows, ("what", "seed")),
+                                                  "default_model": default})
+
+
+def _merged(name: str, rows: list[dict[str, Any]], key: Sequence[str]) -> list[dict[str, Any]]:
+    """``rows`` added to those of the same commit and date already written (a run of other
+    models or seeds adds to that day's file; the same model and seed is replaced)."""
+    earlier = RESULTS / f"{name}.{stamp()}.json"
+    kept = json.loads(earlier.read_text())["rows"] if earlier.is_file() else []
+    # Each row keeps the commit that produced it: a day's file may hold several.
+    rows = [{**r, "stamp": r.get("stamp", stamp())} for r in rows]
+    merged = {tuple(r.get(k) for k in key): r for r in [*kept, *rows]}
+    return list(merged.values())
 
 
 # -- tune: recsys tune with a time budget, then its config on test ------------------------
-def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: str) -> None:
+def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: str,
+               seeds: Sequence[int] | None = None) -> None:
     """``recsys tune --time-budget BUDGET`` (validation only), then ``recsys train --config``
     with what it wrote, on every seed's test part."""
-    from recsys.tuning import parse_duration, tune
+    from recsys.jobs import tune
+    from recsys.jobs.space import parse_duration
 
     # The tuner carves its validation part from the first seed's training part, as above
     # (from the whole training file when the data set has its own test file: split "none").
@@ -393,7 +428,7 @@ def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: s
     log(f"  {config.name} tune {model} {budget}: {len(result.trials)} trials in {seconds:.0f}s, "
         f"best validation recall {result.best_value:.4f} with {result.best_params}")
     rows = [train_as_a_user(config, seed, model, result.best_params, what=f"{model} tuned {budget}")
-            for seed in config.seeds]
+            for seed in seeds or config.seeds]
     for row in rows:
         log(f"    seed {row['seed']}: recall {row['recall']:.4f} ndcg {row['ndcg']:.4f} fit {row['fit_seconds']:.1f}s")
     write_result(RESULTS, f"{config.name}.tune-{model}-{budget}", {
@@ -403,12 +438,6 @@ def stage_tune(config: Config, log: Callable[[str], None], model: str, budget: s
 
 
 # -- table: the README's tables from the newest results ----------------------------------
-def _mean_std(values: Sequence[float], digits: int = 4) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def _group(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -421,15 +450,17 @@ def quality_table(names: Sequence[str]) -> list[str]:
     tuned configs on test; mean ± std over seeds; each as a share of the reference."""
     lines = ["| data set | what | recall@20 | NDCG@20 | share of the reference (recall / NDCG) | fit (s) |",
              "| --- | --- | --- | --- | --- | --- |"]
-    machines = set()
+    machines, commits = set(), set()
     for name in names:
-        result = newest_result(RESULTS, f"{name}.test")
+        result = latest_result(RESULTS, f"{name}.test")
         if result is None:
             continue
-        machines.add(_machine_words(result["machine"]))
+        machines.add(machine_words(result["machine"], load=False))
+        commits.update(r.get("stamp", result["stamp"]).split(".", 1)[1] for r in result["rows"])
         groups = _group(result["rows"])
         for path in sorted(RESULTS.glob(f"{name}.tune-*.json")):
             tuned = json.loads(path.read_text())
+            commits.add(tuned["stamp"].split(".", 1)[1])
             groups.update(_group(tuned["rows"]))
         ref = groups["reference"]
         ref_recall = statistics.mean(r["recall"] for r in ref)
@@ -439,10 +470,10 @@ def quality_table(names: Sequence[str]) -> list[str]:
             share = "" if what == "reference" else (
                 f"{100 * statistics.mean(r['recall'] for r in rows) / ref_recall:.1f}% / "
                 f"{100 * statistics.mean(r['ndcg'] for r in rows) / ref_ndcg:.1f}%")
-            lines.append(f"| {name} | {label} | {_mean_std([r['recall'] for r in rows])} | "
-                         f"{_mean_std([r['ndcg'] for r in rows])} | {share} | "
-                         f"{_mean_std([r['fit_seconds'] for r in rows], 1)} |")
-    return [*lines, "", "Machine: " + "; ".join(sorted(machines))]
+            lines.append(f"| {name} | {label} | {mean_std([r['recall'] for r in rows])} | "
+                         f"{mean_std([r['ndcg'] for r in rows])} | {share} | "
+                         f"{mean_std([r['fit_seconds'] for r in rows], 1)} |")
+    return [*lines, "", "Machine: " + "; ".join(sorted(machines)) + ". Commits: " + ", ".join(sorted(commits)) + "."]
 
 
 def _label(what: str, rows: Sequence[dict[str, Any]], default_model: str | None) -> str:
@@ -458,16 +489,11 @@ def _label(what: str, rows: Sequence[dict[str, Any]], default_model: str | None)
     return f"`recsys train --model {what}`"
 
 
-def _machine_words(machine: dict[str, Any]) -> str:
-    gpu = f", {machine['gpu']}" if machine.get("gpu") else ", no GPU"
-    return f"{machine['processor']}, {machine['cores']} cores, {machine['memory_gib']} GiB{gpu}"
-
-
 def lodo_table(names: Sequence[str]) -> list[str]:
     lines = ["| model | held out | constants chosen on the other three | worst of the three | on the held-out set | its own best |",
              "| --- | --- | --- | --- | --- | --- |"]
     for model in RULE_GRIDS:
-        result = newest_result(RESULTS, f"lodo-{model}")
+        result = latest_result(RESULTS, f"lodo-{model}")
         if result is None:
             continue
         for fold in result["folds"]:
@@ -482,12 +508,7 @@ def stage_table(names: Sequence[str], log: Callable[[str], None]) -> None:
                       *quality_table(names), "", "Leave one data set out (validation; quality = the worse of "
                       "recall@20 and NDCG@20 as a share of the tuned reference's):", "", *lodo_table(names), ""])
     (RESULTS / "table.md").write_text(text)
-    readme = HERE / "README.md"
-    start, end = "<!-- table -->", "<!-- /table -->"
-    body = readme.read_text()
-    if start in body and end in body:
-        head, rest = body.split(start, 1)
-        readme.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+    write_table(HERE / "README.md", text)
     log(text)
 
 
@@ -503,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", nargs="+", type=int, help="rules: the epochs to score at (default per model)")
     parser.add_argument("--models", nargs="*", default=list(TEST_MODELS), help="test: models to train with their defaults")
     parser.add_argument("--budget", default="5m", help="tune: the time budget (recsys tune --time-budget)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="test, tune: the seeds (default: the config's)")
+    parser.add_argument("--no-reference", action="store_true", help="test: only the models, not the reference and default")
     args = parser.parse_args(argv)
 
     def log(line: str) -> None:
@@ -519,9 +542,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.stage == "reference":
             stage_reference(config, log)
         elif args.stage == "test":
-            stage_test(config, log, args.models)
+            stage_test(config, log, args.models, args.seeds, reference=not args.no_reference)
         elif args.stage == "tune":
-            stage_tune(config, log, args.model or "ials", args.budget)
+            stage_tune(config, log, args.model or "ials", args.budget, args.seeds)
         elif args.stage == "rules":
             grid = dict(RULE_GRIDS[args.model])
             for item in args.grid:

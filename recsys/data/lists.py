@@ -7,76 +7,32 @@ pass, which already knows its line, so there is no slow second pass as for CSV.
 
 from __future__ import annotations
 
-import re
-import zlib
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys.data.ids import encode_ids, strip_ids, to_vocabulary
 from recsys.data.interactions import Feedback, Interactions, build_csr
-from recsys.data.io import (
-    ReadReport,
-    _encoding_error,
-    _ids,
-    _Layout,
-    _open_text_bytes,
-    _strip_ids,
-    _to_vocabulary,
-)
+from recsys.data.sniff import LIST_BLANKS, LIST_TOKEN, Layout
+from recsys.data.text import decode, read_bytes
 from recsys.data.vocabulary import Vocabulary
 from recsys.errors import InputError
 
-_INTEGER = r"-?[0-9]+"
-_BLANKS = " \t\r"  # trimmed from both ends of a line (CRLF files, a trailing space)
-_HINT = " (adjacency lists, user item item ...? pass --data-format lists)"
-
-
-def looks_like_lists(lines: list[str]) -> bool:
-    """Whether the sniffed lines are adjacency lists rather than a headerless table.
-
-    Every token an integer and line lengths that vary (or exceed the 4 columns of a
-    headerless table). A file whose lines are nearly all 3 or 4 fields wide stays a table:
-    a ``u.data``-style log with a malformed row must fail on that row, not be reread as
-    lists with ratings and timestamps taken for items. A few bad lines are tolerated so
-    that the reader, not the sniffer, names them.
-    """
-    widths: list[int] = []
-    bad = 0
-    for line in lines:
-        tokens = line.strip(_BLANKS).split(" ")
-        if all(re.fullmatch(_INTEGER, t) for t in tokens):
-            widths.append(len(tokens))
-        elif not widths:
-            return False  # line 1 is a header or text
-        else:
-            bad += 1
-    if not widths or bad > max(1, len(lines) // 10):
-        return False
-    modal, n = Counter(widths).most_common(1)[0]
-    if modal in (3, 4) and len(widths) - n <= max(1, len(widths) // 10):
-        return False
-    return len(set(widths)) > 1 or modal > 4
-
-
-def hint(fields: list[str]) -> str:
-    """A pointer to ``--data-format lists`` for a space-separated row of integers."""
-    return _HINT if all(re.fullmatch(_INTEGER, f.strip()) for f in fields) else ""
-
 
 def read_lists(
-    path: Path, layout: _Layout, encoding: str, skip_bad_rows: bool, feedback: Feedback | None
-) -> tuple[Interactions, ReadReport]:
+    path: Path, layout: Layout, encoding: str, skip_bad_rows: bool, feedback: Feedback | None
+) -> tuple[Interactions, int, int]:
     """Read ``user item item ...`` lines; each (user, item) pair counts 1 (repeats sum).
 
     A line with only a user id adds no pairs (the user is left out: a row of zeros is of
     no use to training), blank lines are skipped, and a line holding a token that is not
     an integer raises :class:`InputError` naming it, or is skipped and counted with
-    ``skip_bad_rows``.
+    ``skip_bad_rows``. Returns the interactions, the number of lines read (blank ones
+    aside) and the number skipped.
     """
-    lists = pc.split_pattern(pc.utf8_trim(_lines(path, layout, encoding), _BLANKS), " ")
+    lists = pc.split_pattern(pc.utf8_trim(_lines(path, layout, encoding), LIST_BLANKS), " ")
     tokens = pc.list_flatten(lists)
     line_of = pc.list_parent_indices(lists).to_numpy()
     offsets = lists.offsets.to_numpy()
@@ -84,7 +40,7 @@ def read_lists(
     blank = np.asarray(pc.equal(first, "").to_numpy(zero_copy_only=False))
     is_user = np.zeros(len(tokens), dtype=bool)
     is_user[offsets[:-1]] = True  # split_pattern gives every line at least one token
-    ok = np.asarray(pc.match_substring_regex(tokens, f"^{_INTEGER}$").to_numpy(zero_copy_only=False))
+    ok = np.asarray(pc.match_substring_regex(tokens, f"^{LIST_TOKEN}$").to_numpy(zero_copy_only=False))
     bad_token = ~ok & ~blank[line_of]
     bad_line = np.zeros(len(blank), dtype=bool)
     bad_line[line_of[bad_token]] = True
@@ -103,24 +59,12 @@ def read_lists(
         (len(user_vocab), len(item_vocab)), feedback or "count",
     )
     data = Interactions(matrix, user_vocab, item_vocab, None, feedback or "count", source=str(path))
-    report = ReadReport(
-        rows=int((~blank).sum()), skipped=int(bad_line.sum()), columns=dict(layout.roles),
-        delimiter=" ", has_header=False, data_format="lists",
-    )
-    return data, report
+    return data, int((~blank).sum()), int(bad_line.sum())
 
 
-def _lines(path: Path, layout: _Layout, encoding: str) -> pa.Array:
+def _lines(path: Path, layout: Layout, encoding: str) -> pa.Array:
     """The file's lines as one string array: element ``i`` is line ``i + 1``."""
-    try:
-        with _open_text_bytes(path, layout.gzip) as fh:
-            raw = fh.read()
-    except (EOFError, OSError, zlib.error) as exc:
-        raise InputError(f"damaged or truncated gzip data ({exc})", path=path) from None
-    try:
-        text = raw.decode(encoding).removeprefix("\ufeff").encode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _encoding_error(path, layout, encoding, exc) from None
+    text = decode(read_bytes(path, layout.gzip), encoding, path).encode("utf-8")
     # The text as one large string (64-bit offsets: the file may pass 2 GiB) around the
     # bytes as they are; pa.array([str]) would copy them slowly.
     offsets = pa.py_buffer(np.array([0, len(text)], dtype=np.int64))
@@ -139,4 +83,4 @@ def _bad_token(path: Path, tokens: pa.Array, line_of: np.ndarray, is_user: np.nd
 
 
 def _vocabulary(tokens: pa.Array) -> tuple[Vocabulary, np.ndarray]:
-    return _to_vocabulary(*_strip_ids(*_ids(pa.chunked_array([tokens]))))
+    return to_vocabulary(*strip_ids(*encode_ids(pa.chunked_array([tokens]))))

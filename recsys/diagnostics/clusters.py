@@ -21,17 +21,14 @@ Items without training users (their vectors were never learned) are left out and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from recsys.diagnostics.metadata import membership, require_column, title_column, values_of
+from recsys.embeddings import Embeddings, EmbeddingSource, unit_rows
 from recsys.errors import ConfigError
-from recsys.retrieval.annoy_index import unit_rows
-
-if TYPE_CHECKING:
-    from recsys.models.base import Recommender
 
 OUTLIER_Z = 3.5
 
@@ -131,7 +128,7 @@ class ClusterReport:
 
 
 def cluster_items(
-    model: Recommender,
+    model: EmbeddingSource,
     k: int | None = None,
     *,
     features: pd.DataFrame | None = None,
@@ -146,10 +143,10 @@ def cluster_items(
     named ``genres``, ``genre`` or ``category`` if present) each cluster lists its dominant
     values.
     """
-    model._check_fitted()
+    model = Embeddings.of(model)
     if top < 0:
         raise ConfigError(f"top must be 0 or more, got {top}")
-    unit = unit_rows(model.item_embeddings())
+    unit = unit_rows(model.item_embeddings)
     n = len(unit)
     popularity = np.asarray(model.item_popularity)
     trained = np.flatnonzero(trained_items(model))
@@ -212,7 +209,7 @@ def cluster_items(
     return ClusterReport(k, labels, centres, summary, outliers, column, untrained=n - len(trained))
 
 
-def trained_items(model: Recommender) -> np.ndarray:
+def trained_items(model: EmbeddingSource) -> np.ndarray:
     """Bool mask of items with training users and a non-zero factor vector.
 
     An item in the model's id map without training interactions (it reached the id map
@@ -221,8 +218,8 @@ def trained_items(model: Recommender) -> np.ndarray:
     embeds such items from their features (``scores_cold_items``: two-tower with an
     item table) learned their vectors too: they stay in.
     """
-    norms = np.linalg.norm(model.item_embeddings(), axis=1)
-    if getattr(model, "scores_cold_items", False):
+    norms = np.linalg.norm(model.item_embeddings, axis=1)
+    if model.scores_cold_items:
         return norms > 0
     return (np.asarray(model.item_popularity) > 0) & (norms > 0)
 
@@ -244,7 +241,7 @@ def _plain(value: Any) -> Any:
 
 
 def label_audit(
-    model: Recommender,
+    model: EmbeddingSource,
     features: pd.DataFrame,
     column: str,
     *,
@@ -263,7 +260,7 @@ def label_audit(
     agreement random neighbours would give), ``popularity`` and ``neighbours`` (the first
     five neighbours' ids).
     """
-    model._check_fitted()
+    model = Embeddings.of(model)
     if not 0 <= threshold <= 1:
         raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
     if neighbours < 1:
@@ -276,7 +273,7 @@ def label_audit(
         raise ConfigError(
             f"fewer than two items have a value in {column!r} and at least {min_popularity} training users"
         )
-    unit = unit_rows(model.item_embeddings())
+    unit = unit_rows(model.item_embeddings)
     rows = np.flatnonzero(audited)
     nbr, sim = nearest_neighbours(unit[rows], neighbours)
     valid = nbr >= 0

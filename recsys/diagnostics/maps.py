@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -35,12 +35,9 @@ import pandas as pd
 from recsys.artifacts import atomic_file
 from recsys.diagnostics.clusters import default_k, kmeans, trained_items
 from recsys.diagnostics.metadata import require_column, title_column, values_of
+from recsys.embeddings import Embeddings, EmbeddingSource, unit_rows
 from recsys.errors import ConfigError
-from recsys.retrieval.annoy_index import unit_rows
 from recsys.seeding import as_generator
-
-if TYPE_CHECKING:
-    from recsys.models.base import Recommender
 
 Method = Literal["pca", "tsne", "umap"]
 METHODS: tuple[str, ...] = ("pca", "tsne", "umap")
@@ -152,7 +149,7 @@ class EmbeddingMap:
 
 
 def embedding_map(
-    model: Recommender,
+    model: EmbeddingSource,
     *,
     of: Literal["items", "users"] = "items",
     method: Method = "pca",
@@ -174,15 +171,15 @@ def embedding_map(
     --------
     >>> embedding_map(model, method="tsne", color="genres", features=items).save("map.html")
     """
-    model._check_fitted()
+    model = Embeddings.of(model)
     if of not in ("items", "users"):
         raise ConfigError(f"--of takes items or users, got {of!r}")
     if of == "items":
-        factors = model.item_embeddings()
+        factors = model.item_embeddings
         popularity = np.asarray(model.item_popularity)
         ids = model.item_ids(np.arange(len(factors)))
     else:
-        factors = model.user_factors
+        factors = model.user_embeddings
         popularity = np.diff(model.seen.indptr)
         ids = model.users.ids
         if color not in ("popularity", "cluster"):

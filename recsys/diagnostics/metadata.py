@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from recsys.data.features.tables import feature_kinds, read_ml100k_items, special_loader
+from recsys.data.text import header_delimiter, read_text
 from recsys.errors import ConfigError, InputError
 
 ID_COLUMNS = ("item_id", "item", "itemId", "movieId", "movie_id", "id")
@@ -18,29 +21,53 @@ MULTI_SEP = "|"
 def read_item_features(path: str | os.PathLike, *, encoding: str = "utf-8") -> pd.DataFrame:
     """Read an item table (delimited text with a header row, or Parquet) as strings.
 
-    The separator is guessed from the header as the feature tables' reader does
-    (:func:`recsys.data.features.header_delimiter`), so a table training accepted reads here
-    too. Multi-valued columns (``drama|romance``) are kept as written; :func:`values_of`
+    The text goes through the reader of feature tables and logs (:mod:`recsys.data.text`):
+    gzip by content, byte-order mark, ``encoding`` with the line of an undecodable byte,
+    and the separator the header holds most of, so a table training accepted reads here
+    too. MovieLens 100K's ``u.item`` (no header, Latin-1) is read by its own loader
+    (:func:`recsys.data.features.read_ml100k_items`: ``genres`` and ``year``).
+    Multi-valued columns (``drama|romance``) are kept as written; :func:`values_of`
     splits them.
     """
-    from recsys.data.features import header_delimiter
-
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path=path)
-    try:
-        if path.suffix == ".parquet":
+    if path.suffix == ".parquet":
+        try:
             frame = pd.read_parquet(path)
-        else:
-            with open(path, encoding=encoding) as fh:
-                sep = header_delimiter(fh.readline())
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                                encoding=encoding)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the item table ({exc})", path=path) from None
+        except (ValueError, OSError) as exc:
+            raise InputError(f"cannot read the item table ({exc})", path=path) from None
+    elif special_loader(path) is read_ml100k_items:  # no header, Latin-1: the loader knows its columns
+        frame = _as_text(read_ml100k_items(path))
+    else:
+        frame = _read_delimited(path, encoding)
     if frame.empty:
         raise InputError("the item table has no rows", path=path)
     return frame
+
+
+def _read_delimited(path: Path, encoding: str) -> pd.DataFrame:
+    text = read_text(path, encoding, "an item table")
+    sep = header_delimiter(text.partition("\n")[0])
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except ValueError as exc:
+        raise InputError(f"cannot read the item table ({exc})", path=path) from None
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """A typed feature frame as the text table this module reads: the ids in an ``item_id``
+    column, multi-valued cells joined with :data:`MULTI_SEP`, numbers as text, None missing."""
+    out = pd.DataFrame({"item_id": frame.index.to_numpy(dtype=object)})
+    for name, kind in feature_kinds(frame).items():
+        values = frame[name].to_numpy(dtype=object)
+        if kind == "multi":
+            out[name] = [MULTI_SEP.join(v) or None for v in values]
+        elif kind == "numeric":
+            out[name] = [None if np.isnan(v) else f"{v:g}" for v in values]
+        else:
+            out[name] = values
+    return out
 
 
 def align_items(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -12,23 +12,22 @@ from recsys.artifacts import atomic_file, write_json
 from recsys.diagnostics.clusters import cluster_items
 from recsys.diagnostics.maps import Method, embedding_map
 from recsys.diagnostics.metadata import align_items, read_item_features
-
-if TYPE_CHECKING:
-    from recsys.models.base import Recommender
+from recsys.embeddings import Embeddings, EmbeddingSource
 
 MAP_FILE = "embedding_map.png"
 CLUSTERS_FILE = "clusters.json"
 
 
-def load_item_features(model: Recommender, path: str | os.PathLike | None, *, id_column: str | None = None) -> pd.DataFrame | None:
+def load_item_features(model: EmbeddingSource, path: str | os.PathLike | None, *, id_column: str | None = None) -> pd.DataFrame | None:
     """The item table at ``path`` lined up with the model's items (None without a path)."""
     if path is None:
         return None
-    return align_items(read_item_features(path), model.item_ids(range(len(model.items))), id_column=id_column, source=str(path))
+    model = Embeddings.of(model)
+    return align_items(read_item_features(path), model.item_ids(range(model.n_items)), id_column=id_column, source=str(path))
 
 
 def write_diagnostics(
-    model: Recommender,
+    model: EmbeddingSource,
     directory: str | os.PathLike,
     *,
     features: pd.DataFrame | None = None,
@@ -45,7 +44,7 @@ def write_diagnostics(
     per item) gets nothing and ``{}``. Meant for run artifacts, e.g. with MLflow:
     ``mlflow.log_artifacts(directory, "diagnostics")``.
     """
-    if model.item_factors.shape[1] < 2:  # popular: no embedding to look at
+    if Embeddings.of(model).item_embeddings.shape[1] < 2:  # popular: no embedding to look at
         return {}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

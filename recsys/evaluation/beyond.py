@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recsys.retrieval.annoy_index import unit_rows
+from recsys.embeddings import unit_rows
 
 BEYOND_METRICS: tuple[str, ...] = ("coverage", "gini", "popularity_percentile", "novelty", "diversity")
 """Beyond-accuracy figures, in the order they are reported (after the accuracy metrics)."""

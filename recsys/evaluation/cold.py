@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions
+from recsys.embeddings import Embeddings, EmbeddingSource, ExactIndex
 from recsys.errors import InputError
 from recsys.evaluation.evaluate import (
     DEFAULT_KS,
@@ -27,26 +27,19 @@ from recsys.evaluation.evaluate import (
     evaluate_search,
 )
 
-if TYPE_CHECKING:
-    from recsys.models.base import Recommender
-
 CANNOT_SCORE = "cannot score items without interactions (it learns item embeddings only from interactions)"
 
 
-def cold_item_indices(model: Recommender, test: Interactions) -> np.ndarray:
+def cold_item_indices(model: EmbeddingSource, test: Interactions) -> np.ndarray:
     """Indices (in the model's vocabulary) of test items with no training interactions."""
+    model = Embeddings.of(model)
     test, _ = test.reindex(model.users, model.items)
     in_test = test.item_counts() > 0
     return np.flatnonzero(in_test & (model.item_popularity == 0))
 
 
-def scores_cold_items(model: Recommender) -> bool:
-    """Whether ``model`` can rank items without interactions (a feature-based model)."""
-    return bool(getattr(model, "scores_cold_items", False))
-
-
 def evaluate_cold_items(
-    model: Recommender,
+    model: EmbeddingSource,
     test: Interactions,
     *,
     ks: Sequence[int] = DEFAULT_KS,
@@ -57,7 +50,7 @@ def evaluate_cold_items(
     Returns an :class:`Evaluation` whose ``extra`` holds ``cold_items`` (the candidate
     count) and, for a model that cannot score cold items, ``note`` with empty metrics.
     """
-    model._check_fitted()
+    model = Embeddings.of(model)
     ks = _validate_ks(ks)
     start = time.perf_counter()
     test, dropped = test.reindex(model.users, model.items)
@@ -66,9 +59,9 @@ def evaluate_cold_items(
         raise InputError("the test data has no items that the model knows without training interactions "
                          "(cold items come from --split cold-items or an item feature table)", path=test.source)
     extra = {"cold_items": len(cold), "candidates": "cold items only"}
-    if not scores_cold_items(model):
+    if not model.scores_cold_items:
         return Evaluation({}, ks, 0, dropped_entries=dropped, extra={**extra, "note": f"{model.name}: {CANNOT_SCORE}"})
-    keep = np.zeros(model.items.__len__(), dtype=bool)
+    keep = np.zeros(model.n_items, dtype=bool)
     keep[cold] = True
     mask = keep[test.matrix.indices]
     on_cold = test.select(mask).matrix
@@ -76,10 +69,8 @@ def evaluate_cold_items(
     remap = np.full(len(keep), -1, dtype=np.int64)
     remap[cold] = np.arange(len(cold))
     relevant = sp.csr_matrix((on_cold.data, remap[on_cold.indices], on_cold.indptr), shape=(on_cold.shape[0], len(cold)))
-    user_vectors = model.user_vectors()
-    from recsys.retrieval.exact import ExactIndex
-
-    index = ExactIndex(model.item_vectors()[cold], "cpu")
+    user_vectors = model.user_vectors
+    index = ExactIndex(model.item_vectors[cold], "cpu")
 
     def search(users: np.ndarray, k: int, _exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         return index.search(user_vectors[users], k)

@@ -5,20 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions
+from recsys.embeddings import Embeddings, EmbeddingSource
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.beyond import BEYOND_METRICS, beyond_accuracy
 from recsys.evaluation.metrics import PER_USER_METRICS, user_metrics
 from recsys.progress import progress_bar
-
-if TYPE_CHECKING:
-    from recsys.models.base import Recommender
 
 Search = Callable[[np.ndarray, int, sp.csr_matrix], tuple[np.ndarray, np.ndarray]]
 """(user indices, k, items to exclude per user) -> (item indices (B, k), scores (B, k))."""
@@ -120,7 +118,7 @@ def evaluate_search(
 
 
 def evaluate(
-    model: Recommender,
+    model: EmbeddingSource,
     test: Interactions,
     *,
     train: Interactions | None = None,
@@ -131,7 +129,8 @@ def evaluate(
     batch_users: int = 2048,
     progress: bool = False,
 ) -> Evaluation:
-    """Evaluate ``model`` on held-out ``test`` by ranking the full catalogue.
+    """Evaluate ``model`` (a fitted model or its :class:`~recsys.embeddings.Embeddings`) on
+    held-out ``test`` by ranking the full catalogue.
 
     Each test user's items seen in training (``train``, or the model's own training data
     when omitted) are excluded from their ranking; every held-out entry counts as
@@ -143,7 +142,7 @@ def evaluate(
     Rating models (``model.predicts_ratings``) on rating data also get RMSE and MAE over
     the test entries.
     """
-    model._check_fitted()
+    model = Embeddings.of(model)
     ks = _validate_ks(ks)
     start = time.perf_counter()
     test, dropped = test.reindex(model.users, model.items)
@@ -163,7 +162,7 @@ def evaluate(
     skipped = int(((n_test > 0) & ~has_train).sum())
 
     def exact(users: np.ndarray, k: int, excl: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        return model.recommend_indices(users, k, exclude=excl)
+        return model.search(users, k, excl)
 
     values, users, top = evaluate_search(
         search or exact, test.matrix, exclude, ks,
@@ -171,7 +170,7 @@ def evaluate(
     )
     metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in values.items()}
     assert top is not None
-    metrics.update(beyond_accuracy(top, ks, model.item_popularity, model.item_embeddings()))
+    metrics.update(beyond_accuracy(top, ks, model.item_popularity, model.item_embeddings))
     if model.predicts_ratings and test.feedback == "rating":
         pred = model.score_pairs(test.row_indices, test.matrix.indices)
         err = pred.astype(np.float64) - test.matrix.data

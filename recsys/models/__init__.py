@@ -10,7 +10,7 @@ from recsys.models.base import Recommender
 from recsys.models.ials import IALS
 from recsys.models.mf import MatrixFactorization
 from recsys.models.popular import Popular
-from recsys.models.training import IterativeRecommender, Validation
+from recsys.models.training import IterativeRecommender
 from recsys.models.two_tower import TwoTower
 
 MODELS: dict[str, type[Recommender]] = {
@@ -43,7 +43,6 @@ __all__ = [
     "Popular",
     "Recommender",
     "TwoTower",
-    "Validation",
     "create_model",
     "load_model",
 ]

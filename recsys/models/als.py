@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,6 +42,28 @@ def confidence(matrix: sp.csr_matrix, feedback: str, weighting: Weighting, alpha
     return out
 
 
+def implicit_gpu(device: str) -> bool:
+    """Whether ``device`` (``auto``, ``cpu``, ``cuda``) means implicit's CUDA build:
+    ``auto`` does when implicit has one (``implicit.gpu.HAS_CUDA``)."""
+    import implicit.gpu
+
+    choice = str(device).strip().lower()
+    if choice == "cpu":
+        return False
+    if choice == "auto":
+        return bool(implicit.gpu.HAS_CUDA)
+    if choice == "cuda" or choice.startswith("cuda:"):
+        if not implicit.gpu.HAS_CUDA:
+            raise ConfigError("device 'cuda' was asked for, but this implicit was built without CUDA")
+        return True
+    raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
+
+
+def _device_of_flag(use_gpu: Any) -> str:
+    """The ``device`` of a model saved with ``use_gpu`` (``auto``, true or false)."""
+    return "auto" if use_gpu == "auto" else ("cuda" if use_gpu else "cpu")
+
+
 class ALS(IterativeRecommender):
     """Alternating least squares for implicit feedback, wrapping ``implicit``.
 
@@ -61,8 +84,8 @@ class ALS(IterativeRecommender):
         (:func:`recsys.models.auto.confidence_scale`).
     weighting : {"auto", "binary", "linear", "log"}
         How values become confidences.
-    use_gpu : {"auto", True, False}
-        ``auto`` uses implicit's CUDA build when it reports one.
+    device : {"auto", "cpu", "cuda"}
+        ``auto`` uses implicit's CUDA build when it reports one (``implicit.gpu.HAS_CUDA``).
     random_state : int
         Seed of the initial factors.
 
@@ -70,15 +93,17 @@ class ALS(IterativeRecommender):
     """
 
     name = "als"
+    # The device was a flag before it was a training option like every other model's.
+    renamed_params: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {"use_gpu": ("device", _device_of_flag)}
 
     def __init__(
         self,
-        factors: int = 32,
-        epochs: int = 30,
+        factors: int = 256,
+        epochs: int = 25,
         regularization: float | Literal["auto"] = AUTO,
         alpha: float | Literal["auto"] = AUTO,
         weighting: Weighting = "auto",
-        use_gpu: bool | Literal["auto"] = "auto",
+        device: str = "auto",
         random_state: int = 0,
     ) -> None:
         self.factors = factors
@@ -86,7 +111,7 @@ class ALS(IterativeRecommender):
         self.regularization = regularization
         self.alpha = alpha
         self.weighting = weighting
-        self.use_gpu = use_gpu
+        self.device = device
         self.random_state = random_state
 
     def _resolve_params(self, data: Interactions) -> tuple[dict[str, Any], DataShape | None]:
@@ -112,61 +137,11 @@ class ALS(IterativeRecommender):
         if regularization < 0 or alpha <= 0:
             raise ConfigError("regularization must be >= 0 and alpha > 0")
 
-    @property
-    def device(self) -> str:
-        import implicit.gpu
+    def training_device(self) -> str:
+        return "cuda" if implicit_gpu(self.device) else "cpu"
 
-        gpu = implicit.gpu.HAS_CUDA if self.use_gpu == "auto" else bool(self.use_gpu)
-        return "cuda" if gpu else "cpu"
-
-    def _init_training(self, data: Interactions) -> None:
-        from implicit.als import AlternatingLeastSquares
-
-        params = self.fitted_params
-        self._confidence = confidence(data.matrix, data.feedback, self.weighting, params["alpha"])
-        with threadpool_limits(1, "blas"):
-            self._model = AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=params["regularization"],
-                alpha=1.0,  # already applied in the confidence
-                iterations=1,  # the shared loop runs the epochs
-                use_gpu=self.device == "cuda",
-                random_state=derive_seed(self.random_state),
-            )
-
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        # implicit parallelizes over users itself; a multi-threaded BLAS underneath
-        # oversubscribes the cores (implicit warns about exactly this).
-        with threadpool_limits(1, "blas"):
-            self._model.fit(self._confidence, show_progress=False)
-        return {}
-
-    def _training_state(self) -> dict[str, np.ndarray]:
-        # implicit keeps factors that are already set and only initializes missing ones,
-        # so the factors are the whole state: the next sweep continues from them.
-        self._export()
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
-
-    def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
-        n_users, n_items = self._confidence.shape
-        check_arrays(state, {"user_factors": ((n_users, self.factors), "f"),
-                             "item_factors": ((n_items, self.factors), "f")})
-        users = np.ascontiguousarray(state["user_factors"], dtype=np.float32)
-        items = np.ascontiguousarray(state["item_factors"], dtype=np.float32)
-        if self.device == "cuda":
-            import implicit.gpu
-
-            users, items = implicit.gpu.Matrix(users), implicit.gpu.Matrix(items)
-        self._model.user_factors, self._model.item_factors = users, items
-
-    def _export(self) -> None:
-        model = self._model.to_cpu() if self.device == "cuda" else self._model
-        self.user_factors = np.array(model.user_factors, dtype=np.float32)
-        self.item_factors = np.array(model.item_factors, dtype=np.float32)
-
-    def _end_training(self) -> None:
-        self._model = None
-        self._confidence = None
+    def create_trainer(self, data: Interactions, params: Mapping[str, Any]) -> ALSTrainer:
+        return ALSTrainer(data, params)
 
     def _fold_in(self, matrix: sp.csr_matrix, feedback: str, **_: object) -> tuple[np.ndarray, None]:
         """implicit's user step, solved exactly: (Y'Y + sum_i (c_ui - 1) y_i y_i' + reg I) x = sum_i c_ui y_i."""
@@ -176,3 +151,55 @@ class ALS(IterativeRecommender):
         conf = confidence(matrix, feedback, self.weighting, params["alpha"])
         y = self.item_factors.astype(np.float64)
         return weighted_least_squares(y, y.T @ y, conf, -1.0, params["regularization"]), None
+
+
+class ALSTrainer:
+    """One fit of :class:`ALS`: the confidences and implicit's model, one sweep per epoch."""
+
+    def __init__(self, data: Interactions, params: Mapping[str, Any]) -> None:
+        from implicit.als import AlternatingLeastSquares
+
+        self.factors = int(params["factors"])
+        self.gpu = implicit_gpu(params["device"])
+        self.confidence = confidence(data.matrix, data.feedback, params["weighting"], params["alpha"])
+        with threadpool_limits(1, "blas"):
+            self.model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=params["regularization"],
+                alpha=1.0,  # already applied in the confidence
+                iterations=1,  # the shared loop runs the epochs
+                use_gpu=self.gpu,
+                random_state=derive_seed(params["random_state"]),
+            )
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        # implicit parallelizes over users itself; a multi-threaded BLAS underneath
+        # oversubscribes the cores (implicit warns about exactly this).
+        with threadpool_limits(1, "blas"):
+            self.model.fit(self.confidence, show_progress=False)
+        return {}
+
+    def export(self) -> dict[str, np.ndarray]:
+        model = self.model.to_cpu() if self.gpu else self.model
+        return {"user_factors": np.array(model.user_factors, dtype=np.float32),
+                "item_factors": np.array(model.item_factors, dtype=np.float32)}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        # implicit keeps factors that are already set and only initializes missing ones,
+        # so the factors are the whole state: the next sweep continues from them.
+        return self.export()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        n_users, n_items = self.confidence.shape
+        check_arrays(state, {"user_factors": ((n_users, self.factors), "f"),
+                             "item_factors": ((n_items, self.factors), "f")})
+        users = np.ascontiguousarray(state["user_factors"], dtype=np.float32)
+        items = np.ascontiguousarray(state["item_factors"], dtype=np.float32)
+        if self.gpu:
+            import implicit.gpu
+
+            users, items = implicit.gpu.Matrix(users), implicit.gpu.Matrix(items)
+        self.model.user_factors, self.model.item_factors = users, items
+
+    def finalize(self) -> None:
+        """Nothing to release: implicit's buffers go with the trainer."""

@@ -37,12 +37,12 @@ UNOBSERVED_RATIO = 10.0
 """iALS: the unobserved pairs of a user weigh this many times the user's mean observed
 confidence, i.e. ``alpha0 = UNOBSERVED_RATIO * confidence density``."""
 
-OBSERVED_SHARE = 0.03
+OBSERVED_SHARE = 0.1
 """ALS (implicit's loss: weight 1 on every unobserved pair, the confidence on an observed
 one): the observed confidences together weigh this share of all pairs' unit weights, i.e.
 ``alpha = OBSERVED_SHARE / density`` of the weighted values (scale 1)."""
 
-REGULARIZATION_SHARE = 0.3
+REGULARIZATION_SHARE = 0.1
 """ALS: lambda is this share of the mean user's total observed confidence,
 ``lambda = REGULARIZATION_SHARE * alpha * density * n_items`` (the ridge must grow with the
 confidences it tempers, or a denser log is regularized less)."""

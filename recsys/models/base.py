@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,28 +20,15 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-import recsys
 from recsys.artifacts import (
     atomic_directory,
-    inside,
-    load_arrays,
-    read_description,
-    save_arrays,
-    sha256_file,
-    write_json,
 )
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
+from recsys.embeddings import Embeddings, ExactIndex, cosine_neighbours
 from recsys.errors import ConfigError, ModelFormatError, RecsysError
+from recsys.models import persistence
 from recsys.models.auto import DataShape, describe
-
-FORMAT_NAME = "recsys-model"
-FORMAT_VERSION = 1
-_META = "model.json"
-_FACTORS = "factors.npz"
-_VOCAB = "vocabulary.npz"
-_SEEN = "seen.npz"
-_DATA_FILES = (_FACTORS, _VOCAB, _SEEN)
 
 
 class NotFittedError(RecsysError):
@@ -90,8 +77,15 @@ class Recommender(ABC):
 
     name: ClassVar[str] = ""
     predicts_ratings: ClassVar[bool] = False
+    uses_features: ClassVar[bool] = False
+    """Whether ``fit`` reads user and item feature tables (attached to the interactions)."""
+    trains_by_epoch: ClassVar[bool] = False
+    """Whether ``fit`` runs the shared epoch loop (callbacks, validation, progress, checkpoints)."""
     legacy_params: ClassVar[dict[str, Any]] = {}
     """Values of hyper-parameters added after the first release, for models saved before them."""
+    renamed_params: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {}
+    """Hyper-parameters renamed since the first release: old name -> (new name, a function
+    from the old value to the new one), for models and checkpoints saved before the rename."""
 
     users: Vocabulary
     items: Vocabulary
@@ -107,6 +101,7 @@ class Recommender(ABC):
     history: list[dict[str, float]]
     fitted_params: dict[str, Any]
     data_shape: dict[str, Any] | None = None
+    best_epoch: int | None = None  # the epoch whose factors were kept (early stopping)
 
     # -- hyper-parameters -------------------------------------------------------------------
     @classmethod
@@ -132,6 +127,20 @@ class Recommender(ABC):
             )
         return cls(**params)
 
+    @classmethod
+    def rename_params(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """Saved hyper-parameters (a model's, a checkpoint's, a stored run's) under today's
+        names: each one in :attr:`renamed_params` under its new name, its value converted."""
+        return dict(cls.rename_param(name, value) for name, value in saved.items())
+
+    @classmethod
+    def rename_param(cls, name: str, value: Any) -> tuple[str, Any]:
+        """One saved hyper-parameter under today's name, its value converted."""
+        if name not in cls.renamed_params:
+            return name, value
+        new, convert = cls.renamed_params[name]
+        return new, convert(value)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
@@ -154,6 +163,7 @@ class Recommender(ABC):
         self.item_popularity = data.item_counts()
         self.training_fingerprint = data.fingerprint()
         self.history = []
+        self.best_epoch = None
         start = time.perf_counter()
         self._fit(data, **fit_options)
         self.fit_seconds = time.perf_counter() - start
@@ -180,20 +190,36 @@ class Recommender(ABC):
     def describe_auto(self) -> str | None:
         """One line naming the values ``"auto"`` chose and the data shape they were chosen
         for (see :func:`recsys.models.auto.describe`); None when nothing was ``"auto"``."""
-        self._check_fitted()
+        self.check_fitted()
         return describe(self.name, self.get_params(), self.fitted_params, self.data_shape)
 
     @abstractmethod
     def _fit(self, data: Interactions, **fit_options: Any) -> None:
         """Set ``user_factors`` and ``item_factors`` (and biases) from ``data``."""
 
+    @classmethod
+    def supports_checkpoints(cls) -> bool:
+        """Whether training can be checkpointed and resumed (iterative models)."""
+        return False
+
+    def training_device(self) -> str:
+        """The device ``fit`` trains on, in words (``cpu``, ``cuda``)."""
+        return "cpu"
+
     @property
     def is_fitted(self) -> bool:
         return hasattr(self, "item_factors")
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless the model was fitted or loaded."""
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+
+    @property
+    def scores_cold_items(self) -> bool:
+        """Whether items without training interactions get meaningful scores (only a model
+        that embeds items from their features can)."""
+        return False
 
     # -- scoring geometry --------------------------------------------------------------------
     @property
@@ -206,7 +232,7 @@ class Recommender(ABC):
         With biases: ``[p_u, 1, b_u + mu]`` against ``[q_i, b_i, 1]``. Shape (n, d') with
         d' = d (no biases) or d + 2.
         """
-        self._check_fitted()
+        self.check_fitted()
         p = self.user_factors if user_factors is None else user_factors
         if not self.has_bias:
             return p
@@ -218,7 +244,7 @@ class Recommender(ABC):
 
     def item_vectors(self) -> np.ndarray:
         """Item side of :meth:`user_vectors`, shape (n_items, d')."""
-        self._check_fitted()
+        self.check_fitted()
         if not self.has_bias:
             return self.item_factors
         ones = np.ones((len(self.item_factors), 1), dtype=np.float32)
@@ -228,14 +254,18 @@ class Recommender(ABC):
         """The item factors that place items relative to each other (similar items, maps,
         clusters, diversity): :attr:`item_factors` less any column that only adds to the
         score (two-tower's item bias)."""
-        self._check_fitted()
+        self.check_fitted()
         return self.item_factors
+
+    def user_embeddings(self) -> np.ndarray:
+        """The user factors that place users relative to each other (maps): :attr:`user_factors`
+        less any column that only serves the score (two-tower's constant bias input)."""
+        self.check_fitted()
+        return self.user_factors
 
     def score_pairs(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
         """Model scores of (user, item) index pairs, shape (n,)."""
-        self._check_fitted()
-        u = self.user_vectors()[user_index] if self.has_bias else self.user_factors[user_index]
-        return np.einsum("ij,ij->i", u, self.item_vectors()[item_index]).astype(np.float32)
+        return self.embeddings().score_pairs(user_index, item_index)
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
         """Scores of (user, item) pairs given in external ids; NaN where either is unknown."""
@@ -249,17 +279,33 @@ class Recommender(ABC):
         return out if np.ndim(users) else out[0]
 
     # -- queries ----------------------------------------------------------------------------
-    def exact_index(self, device: Any = "auto") -> Any:
-        """The exact dot-product index over :meth:`item_vectors`, cached until factors change."""
-        from recsys.retrieval.exact import ExactIndex
-
-        sources = (self.item_factors, self.item_bias)
-        cached = self.__dict__.get("_exact_cache")
+    def embeddings(self) -> Embeddings:
+        """The model's vectors as an :class:`~recsys.embeddings.Embeddings` value (what
+        retrieval, evaluation and diagnostics take), cached until the learned arrays change."""
+        self.check_fitted()
+        # Learned arrays are replaced, not edited in place (fit, the epoch loop and load all
+        # assign new ones), so their identities tell whether the cache is current.
+        sources = (self.user_factors, self.item_factors, self.user_bias, self.item_bias, self.seen,
+                   self.item_popularity, self.users, self.items)
+        cached = self.__dict__.get("_embeddings")
         # Holding the source arrays keeps identity checks sound (no id reuse after free).
-        if cached is None or cached[1] != device or any(a is not b for a, b in zip(cached[0], sources)):
-            cached = (sources, device, ExactIndex(self.item_vectors(), device))
-            self._exact_cache = cached
+        if (cached is None or cached[1] != self.global_bias
+                or any(a is not b for a, b in zip(cached[0], sources))):
+            value = Embeddings(
+                users=self.users, items=self.items, user_vectors=self.user_vectors(),
+                item_vectors=self.item_vectors(), item_embeddings=self.item_embeddings(),
+                user_embeddings=self.user_embeddings(), seen=self.seen,
+                item_popularity=self.item_popularity, name=self.name,
+                fingerprint=getattr(self, "training_fingerprint", ""), predicts_ratings=self.predicts_ratings,
+                scores_cold_items=self.scores_cold_items,
+            )
+            cached = (sources, self.global_bias, value)
+            self._embeddings = cached
         return cached[2]
+
+    def exact_index(self, device: Any = "auto") -> ExactIndex:
+        """The exact dot-product index over :meth:`item_vectors` (that of :meth:`embeddings`)."""
+        return self.embeddings().exact_index(device)
 
     def recommend_indices(
         self,
@@ -278,9 +324,9 @@ class Recommender(ABC):
         ``index`` is any retrieval with a ``search(vectors, k, exclude)`` method (an
         :class:`~recsys.retrieval.AnnoyIndex`); the default is the exact index.
         """
-        self._check_fitted()
+        self.check_fitted()
         user_index = np.asarray(user_index, dtype=np.int64)
-        vectors = self.user_vectors()[user_index] if user_vectors is None else user_vectors
+        vectors = self.embeddings().user_vectors[user_index] if user_vectors is None else user_vectors
         if exclude is None and exclude_seen:
             exclude = self.seen[user_index]
         index = self.exact_index() if index is None else index
@@ -313,9 +359,9 @@ class Recommender(ABC):
         >>> ids, scores = model.recommend(["alice", "bob"], k=5)  # shape (2, 5)
         >>> ids, scores = model.recommend("new", k=5, history=Interactions.from_arrays(["new"], ["m1"]))
         """
-        from recsys.retrieval.batch import answer, plan_users
+        from recsys.models.queries import answer, plan_users
 
-        self._check_fitted()
+        self.check_fitted()
         single = np.ndim(users) == 0
         plan = plan_users(self, np.atleast_1d(np.asarray(users, dtype=object)), history)
         item_idx, scores, _ = answer(self, index, plan, np.arange(plan.n), k, include_seen=not exclude_seen)
@@ -337,7 +383,7 @@ class Recommender(ABC):
         >>> folded = model.fold_in(new)
         >>> folded.vectors.shape                     # (1, d) or (1, d + 2) with biases
         """
-        self._check_fitted()
+        self.check_fitted()
         mapped, dropped = history.reindex(history.users, self.items)
         factors, bias = self._fold_in(mapped.matrix, mapped.feedback, **options)
         factors = np.asarray(factors, dtype=np.float32)
@@ -358,18 +404,11 @@ class Recommender(ABC):
 
     def popular_items(self, k: int) -> np.ndarray:
         """Indices of the ``k`` items with the most training users, padded with -1."""
-        order = np.argsort(-self.item_popularity, kind="stable")[:k]
-        return np.pad(order, (0, k - len(order)), constant_values=-1)
+        return self.embeddings().popular_items(k)
 
     def item_ids(self, item_index: np.ndarray) -> np.ndarray:
         """External item ids for indices; -1 (padding) becomes -1 or None."""
-        item_index = np.asarray(item_index)
-        pad = item_index < 0
-        ids = self.items.ids[np.where(pad, 0, item_index)]
-        if pad.any():
-            ids = ids.astype(object) if not self.items.is_integer else ids
-            ids[pad] = -1 if self.items.is_integer else None
-        return ids
+        return self.embeddings().item_ids(item_index)
 
     def similar_items(self, items: Any, k: int = 10, *, index: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items most similar to each given item, by cosine of item factors.
@@ -378,9 +417,7 @@ class Recommender(ABC):
         one item, (n, k) for a sequence; an unknown item gets ids -1/None and NaN.
         ``index`` (an :class:`~recsys.retrieval.AnnoyIndex`) answers approximately.
         """
-        from recsys.retrieval.exact import cosine_neighbours
-
-        self._check_fitted()
+        self.check_fitted()
         single = np.ndim(items) == 0
         index_of = np.atleast_1d(self.items.index(items))
         known = index_of >= 0
@@ -406,50 +443,20 @@ class Recommender(ABC):
     def save(self, path: str | Path, *, extras: Callable[[Path], None] | None = None, lock: bool = True) -> Path:
         """Save to directory ``path`` atomically (replacing an existing model there).
 
-        Layout: ``model.json`` (type, hyper-parameters, format version, shapes, training
-        fingerprint, file checksums), ``factors.npz``, ``vocabulary.npz``, ``seen.npz``.
-        No pickle anywhere. ``extras(tmp_dir)`` may add files (an index, a run record)
-        before the directory is moved into place, so they land in the same atomic step.
-        ``lock=False``: the caller already holds :func:`recsys.artifacts.output_lock` on ``path``.
+        Layout (:mod:`recsys.models.persistence`): ``model.json`` (type, hyper-parameters,
+        format version, shapes, training fingerprint, file checksums), ``factors.npz``,
+        ``vocabulary.npz``, ``seen.npz``. No pickle anywhere. ``extras(tmp_dir)`` may add
+        files (an index, a run record) before the directory is moved into place, so they
+        land in the same atomic step. ``lock=False``: the caller already holds
+        :func:`recsys.artifacts.output_lock` on ``path``.
         """
-        self._check_fitted()
+        self.check_fitted()
         path = Path(path)
         with atomic_directory(path, lock=lock) as tmp:
-            self._write(tmp)
+            persistence.write_model(self, tmp)
             if extras is not None:
                 extras(tmp)
         return path
-
-    def _write(self, directory: Path) -> None:
-        factors = {"user_factors": self.user_factors, "item_factors": self.item_factors,
-                   "item_popularity": self.item_popularity}
-        if self.has_bias:
-            factors.update(user_bias=self.user_bias, item_bias=self.item_bias,
-                           global_bias=np.asarray(self.global_bias, dtype=np.float32))
-        for name, arr in self._extra_arrays().items():
-            factors[f"extra_{name}"] = arr
-        save_arrays(directory / _FACTORS, factors)
-        save_arrays(directory / _VOCAB, {**self.users.to_arrays("users"), **self.items.to_arrays("items")})
-        save_arrays(directory / _SEEN, {"indptr": self.seen.indptr, "indices": self.seen.indices})
-        meta = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "model": self.name,
-            "params": self.get_params(),
-            # A model assembled by hand (factors set, not fitted) was "trained" with its params.
-            "fitted_params": self.__dict__.get("fitted_params", self.get_params()),
-            "data_shape": self.data_shape,
-            "n_users": len(self.users),
-            "n_items": len(self.items),
-            "factors": int(self.item_factors.shape[1]),
-            "has_bias": self.has_bias,
-            "training_fingerprint": self.training_fingerprint,
-            "fit_seconds": self.fit_seconds,
-            "history": self.history,
-            "recsys_version": recsys.__version__,
-            "files": {name: sha256_file(directory / name) for name in _DATA_FILES},
-        }
-        write_json(directory / _META, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -461,98 +468,23 @@ class Recommender(ABC):
         from recsys.models import MODELS
 
         path = Path(path)
-        if not path.is_dir():
-            raise ModelFormatError(f"{path}: not a model directory (no such directory)")
-        meta = read_description(path / _META, format=FORMAT_NAME, version=FORMAT_VERSION, what="model", where=path,
-                                advice="re-train or use the recsys version that wrote it")
+        meta = persistence.read_meta(path)
         kind = meta.get("model")
         if not isinstance(kind, str) or kind not in MODELS:
             raise ModelFormatError(f"{path}: unknown model type {kind!r}")
         model_cls = MODELS[kind]
         if cls is not Recommender and not issubclass(model_cls, cls):
             raise ModelFormatError(f"{path}: holds a {kind!r} model, not {cls.name!r}")
-        files = meta.get("files")
-        if not isinstance(files, dict) or set(files) != set(_DATA_FILES):
-            raise ModelFormatError(f"{path}: {_META} does not list the model's files")
-        for name in _DATA_FILES:
-            file = inside(path, name)  # a data file linked out of the directory is refused
-            if not file.is_file():
-                raise ModelFormatError(f"{path}: missing {name}")
-            if sha256_file(file) != files[name]:
-                raise ModelFormatError(f"{path}: {name} does not match its checksum (corrupt or altered)")
         params = meta.get("params")
         if not isinstance(params, dict):
-            raise ModelFormatError(f"{path}: {_META} has no hyper-parameters")
+            raise ModelFormatError(f"{path}: model.json has no hyper-parameters")
         try:
-            # Hyper-parameters added after a model was saved take the value it was trained with.
-            model = model_cls.from_params({**model_cls.legacy_params, **params})
+            # Hyper-parameters renamed or added after a model was saved read as it was trained.
+            model = model_cls.from_params({**model_cls.legacy_params, **model_cls.rename_params(params)})
         except (ConfigError, TypeError) as exc:
             raise ModelFormatError(f"{path}: {exc}") from None
-        try:
-            model._read(path, meta)
-        except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
-            # Whatever else a damaged or hand-edited directory holds is refused, not crashed on.
-            raise ModelFormatError(f"{path}: inconsistent model files ({type(exc).__name__}: {exc})") from None
+        persistence.read_model(model, path, meta)
         return model
-
-    def _read(self, path: Path, meta: dict[str, Any]) -> None:
-        factors = load_arrays(path / _FACTORS)
-        vocab = load_arrays(path / _VOCAB)
-        seen = load_arrays(path / _SEEN)
-        try:
-            self.users = Vocabulary.from_arrays(vocab, "users")
-            self.items = Vocabulary.from_arrays(vocab, "items")
-        except ModelFormatError as exc:
-            raise ModelFormatError(f"{path}: {_VOCAB}: {exc}") from None
-        n_users, n_items = len(self.users), len(self.items)
-        if (meta.get("n_users"), meta.get("n_items")) != (n_users, n_items):
-            raise ModelFormatError(f"{path}: id maps do not match the sizes in {_META}")
-        d = meta.get("factors")
-        expected = {
-            "user_factors": (n_users, d),
-            "item_factors": (n_items, d),
-            "item_popularity": (n_items,),
-        }
-        if meta.get("has_bias"):
-            expected.update(user_bias=(n_users,), item_bias=(n_items,), global_bias=())
-        for name, shape in expected.items():
-            if name not in factors:
-                raise ModelFormatError(f"{path}: {_FACTORS} lacks {name}")
-            if factors[name].dtype.kind not in "fiu":
-                raise ModelFormatError(f"{path}: {name} has dtype {factors[name].dtype}, expected real numbers")
-            if factors[name].shape != shape:
-                raise ModelFormatError(
-                    f"{path}: {name} has shape {factors[name].shape}, expected {shape} from {_META}"
-                )
-        self.user_factors = factors["user_factors"].astype(np.float32, copy=False)
-        self.item_factors = factors["item_factors"].astype(np.float32, copy=False)
-        self.item_popularity = factors["item_popularity"].astype(np.int64, copy=False)
-        if meta.get("has_bias"):
-            self.user_bias = factors["user_bias"].astype(np.float32, copy=False)
-            self.item_bias = factors["item_bias"].astype(np.float32, copy=False)
-            self.global_bias = float(factors["global_bias"])
-        for name in ("user_factors", "item_factors"):
-            if not np.isfinite(getattr(self, name)).all():
-                raise ModelFormatError(f"{path}: {name} holds non-finite values")
-        indptr, indices = seen.get("indptr"), seen.get("indices")
-        if (
-            indptr is None or indices is None or indptr.shape != (n_users + 1,)
-            or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0)
-            or (len(indices) and (indices.min() < 0 or indices.max() >= n_items))
-        ):
-            raise ModelFormatError(f"{path}: {_SEEN} is inconsistent with the model's shape")
-        self.seen = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n_users, n_items))
-        self.training_fingerprint = str(meta.get("training_fingerprint", ""))
-        self.fit_seconds = float(meta.get("fit_seconds", 0.0))
-        self.history = list(meta.get("history", []))
-        fitted = meta.get("fitted_params")
-        # Models saved before "auto" existed were trained with their params as given.
-        self.fitted_params = dict(fitted) if isinstance(fitted, dict) else self.get_params()
-        if set(self.fitted_params) != set(self.get_params()):
-            raise ModelFormatError(f"{path}: {_META}'s fitted_params do not match the model's hyper-parameters")
-        shape = meta.get("data_shape")
-        self.data_shape = dict(shape) if isinstance(shape, dict) else None
-        self._load_extra_arrays({k[6:]: v for k, v in factors.items() if k.startswith("extra_")})
 
 
 def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:

@@ -32,6 +32,7 @@ O(nnz * d + n * d^2) with no (nnz, d) intermediate.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -122,7 +123,7 @@ class IALS(IterativeRecommender):
 
     def __init__(
         self,
-        factors: int = 128,
+        factors: int = 256,
         epochs: int = 8,
         regularization: float = 0.01,
         unobserved_weight: float | Literal["auto"] = AUTO,
@@ -172,33 +173,60 @@ class IALS(IterativeRecommender):
         if not np.isfinite(self.unobserved_exponent):
             raise ConfigError("unobserved_exponent must be a finite number")
 
-    def _init_training(self, data: Interactions) -> None:
-        dev = resolve_device(self.device)
-        self._device = dev
-        conf = confidence(data.matrix, data.feedback, self.weighting, self.alpha)
-        transposed = conf.T.tocsr()
-        self._users = _Side(conf, conf.data, dev)
-        self._items = _Side(transposed, transposed.data, dev)
-        gen = torch.Generator(device="cpu").manual_seed(derive_seed(self.random_state))
-        std = self.init_scale / np.sqrt(self.factors)
-        # Drawn on the CPU and moved, so CPU and CUDA runs start from the same factors.
-        self._P = (torch.randn(data.n_users, self.factors, generator=gen) * std).to(dev)
-        self._Q = (torch.randn(data.n_items, self.factors, generator=gen) * std).to(dev)
-        n_users, n_items = data.shape
-        a0, lam, nu = self.fitted_params["unobserved_weight"], self.regularization, self.regularization_exponent
-        self._a0 = a0
-        self._reg_users = lam * (self._users.counts + a0 * n_items) ** nu
-        # Per-item unobserved weights (eALS) or None: one alpha0 for all, the original path.
-        self._item_weights: torch.Tensor | None = None
-        if self.unobserved_exponent != 0:
-            w = unobserved_weights(data.item_counts(), a0, self.unobserved_exponent)
-            self._item_weights = torch.as_tensor(w, dtype=torch.float32, device=dev)
-            self._reg_items = lam * (self._items.counts + self._item_weights * n_users) ** nu
-        else:
-            self._reg_items = lam * (self._items.counts + a0 * n_users) ** nu
+    def create_trainer(self, data: Interactions, params: Mapping[str, Any]) -> IALSTrainer:
+        return IALSTrainer(data, params)
 
-    def _solve(self, side: _Side, x: torch.Tensor, fixed: torch.Tensor, reg: torch.Tensor, *,
-               fixed_weights: torch.Tensor | None = None, row_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def _fold_in(self, matrix: sp.csr_matrix, feedback: str, **_: object) -> tuple[np.ndarray, None]:
+        """The user half-epoch solved exactly (not by CG):
+        (alpha0 Q'Q + sum_i c_ui q_i q_i' + lambda (n_u + alpha0 |I|)^nu I) p = sum_i c_ui q_i,
+        with ``Q' diag(w) Q`` for ``alpha0 Q'Q`` when the unobserved weights depend on the item
+        (recomputed from the saved training counts, ``item_popularity``)."""
+        from recsys.models.fold_in import weighted_least_squares
+
+        conf = confidence(matrix, feedback, self.weighting, self.alpha)
+        q = self.item_factors.astype(np.float64)
+        a0 = self.fitted_params["unobserved_weight"]
+        if self.unobserved_exponent != 0:
+            w = unobserved_weights(self.item_popularity, a0, self.unobserved_exponent)
+            gram = (q * w[:, None]).T @ q
+        else:
+            gram = a0 * (q.T @ q)
+        reg = self.regularization * (np.diff(matrix.indptr) + a0 * matrix.shape[1]) ** self.regularization_exponent
+        return weighted_least_squares(q, gram, conf, 0.0, reg), None
+
+
+class IALSTrainer:
+    """One fit of :class:`IALS`: both sides' sparse structure, the factors and the
+    regularization weights on the device; an epoch solves users, then items."""
+
+    def __init__(self, data: Interactions, params: Mapping[str, Any]) -> None:
+        dev = resolve_device(params["device"])
+        self.device = dev
+        self.factors, self.cg_steps = int(params["factors"]), int(params["cg_steps"])
+        conf = confidence(data.matrix, data.feedback, params["weighting"], params["alpha"])
+        transposed = conf.T.tocsr()
+        self.users = _Side(conf, conf.data, dev)
+        self.items = _Side(transposed, transposed.data, dev)
+        gen = torch.Generator(device="cpu").manual_seed(derive_seed(params["random_state"]))
+        std = params["init_scale"] / np.sqrt(params["factors"])
+        # Drawn on the CPU and moved, so CPU and CUDA runs start from the same factors.
+        self.P = (torch.randn(data.n_users, params["factors"], generator=gen) * std).to(dev)
+        self.Q = (torch.randn(data.n_items, params["factors"], generator=gen) * std).to(dev)
+        n_users, n_items = data.shape
+        a0, lam, nu = params["unobserved_weight"], params["regularization"], params["regularization_exponent"]
+        self.a0 = a0
+        self.reg_users = lam * (self.users.counts + a0 * n_items) ** nu
+        # Per-item unobserved weights (eALS) or None: one alpha0 for all, the original path.
+        self.item_weights: torch.Tensor | None = None
+        if params["unobserved_exponent"] != 0:
+            w = unobserved_weights(data.item_counts(), a0, params["unobserved_exponent"])
+            self.item_weights = torch.as_tensor(w, dtype=torch.float32, device=dev)
+            self.reg_items = lam * (self.items.counts + self.item_weights * n_users) ** nu
+        else:
+            self.reg_items = lam * (self.items.counts + a0 * n_users) ** nu
+
+    def solve(self, side: _Side, x: torch.Tensor, fixed: torch.Tensor, reg: torch.Tensor, *,
+              fixed_weights: torch.Tensor | None = None, row_weights: torch.Tensor | None = None) -> torch.Tensor:
         """A few CG steps on (a0 Q'Q + sum_i c q q' + reg I) x = sum_i c q, for all rows at once.
 
         With per-item unobserved weights w: solving users, ``fixed_weights`` = w gives the gram
@@ -209,7 +237,7 @@ class IALS(IterativeRecommender):
         elif row_weights is not None:
             gram = fixed.T @ fixed
         else:
-            gram = self._a0 * (fixed.T @ fixed)
+            gram = self.a0 * (fixed.T @ fixed)
         fixed_t = fixed.T.contiguous()
         rhs = side.weighted @ fixed
 
@@ -230,46 +258,26 @@ class IALS(IterativeRecommender):
             rs = rs_new
         return x
 
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        w = self._item_weights
-        self._P = self._solve(self._users, self._P, self._Q, self._reg_users, fixed_weights=w)
-        self._Q = self._solve(self._items, self._Q, self._P, self._reg_items, row_weights=w)
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        w = self.item_weights
+        self.P = self.solve(self.users, self.P, self.Q, self.reg_users, fixed_weights=w)
+        self.Q = self.solve(self.items, self.Q, self.P, self.reg_items, row_weights=w)
         return {}
 
-    def _training_state(self) -> dict[str, np.ndarray]:
+    def export(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.P.cpu().numpy().copy(), "item_factors": self.Q.cpu().numpy().copy()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
         # The sweeps are deterministic given the factors: nothing else to keep.
-        return {"P": self._P.cpu().numpy().copy(), "Q": self._Q.cpu().numpy().copy()}
+        return {"P": self.P.cpu().numpy().copy(), "Q": self.Q.cpu().numpy().copy()}
 
-    def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
-        check_arrays(state, {"P": (tuple(self._P.shape), "f"), "Q": (tuple(self._Q.shape), "f")})
-        self._P = torch.from_numpy(state["P"]).to(self._device)
-        self._Q = torch.from_numpy(state["Q"]).to(self._device)
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        check_arrays(state, {"P": (tuple(self.P.shape), "f"), "Q": (tuple(self.Q.shape), "f")})
+        self.P = torch.from_numpy(state["P"]).to(self.device)
+        self.Q = torch.from_numpy(state["Q"]).to(self.device)
 
-    def _export(self) -> None:
-        self.user_factors = self._P.cpu().numpy().copy()
-        self.item_factors = self._Q.cpu().numpy().copy()
-
-    def _end_training(self) -> None:
-        for name in ("_users", "_items", "_P", "_Q", "_reg_users", "_reg_items", "_item_weights", "_a0"):
-            self.__dict__.pop(name, None)
-
-    def _fold_in(self, matrix: sp.csr_matrix, feedback: str, **_: object) -> tuple[np.ndarray, None]:
-        """The user half-epoch solved exactly (not by CG):
-        (alpha0 Q'Q + sum_i c_ui q_i q_i' + lambda (n_u + alpha0 |I|)^nu I) p = sum_i c_ui q_i,
-        with ``Q' diag(w) Q`` for ``alpha0 Q'Q`` when the unobserved weights depend on the item
-        (recomputed from the saved training counts, ``item_popularity``)."""
-        from recsys.models.fold_in import weighted_least_squares
-
-        conf = confidence(matrix, feedback, self.weighting, self.alpha)
-        q = self.item_factors.astype(np.float64)
-        a0 = self.fitted_params["unobserved_weight"]
-        if self.unobserved_exponent != 0:
-            w = unobserved_weights(self.item_popularity, a0, self.unobserved_exponent)
-            gram = (q * w[:, None]).T @ q
-        else:
-            gram = a0 * (q.T @ q)
-        reg = self.regularization * (np.diff(matrix.indptr) + a0 * matrix.shape[1]) ** self.regularization_exponent
-        return weighted_least_squares(q, gram, conf, 0.0, reg), None
+    def finalize(self) -> None:
+        """Nothing to release: the tensors go with the trainer."""
 
 
 def unobserved_weights(item_counts: np.ndarray, unobserved_weight: float, exponent: float) -> np.ndarray:

@@ -7,7 +7,8 @@ only host sync per epoch is reading the summed loss at its end.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -69,6 +70,14 @@ class NegativeSampler:
         if self._log_q is None:
             return 0.0  # uniform: a constant shift, which softmax ignores
         return self._log_q[items]
+
+
+def regularization_in_effect(loss: Loss, regularization: float | None) -> float:
+    """The L2 weight: ``regularization``, or the loss's default when None (0.1 for MSE,
+    0.01 for softmax and BPR)."""
+    if regularization is not None:
+        return float(regularization)
+    return 0.1 if loss == "mse" else 1e-2
 
 
 class MatrixFactorization(IterativeRecommender):
@@ -150,102 +159,10 @@ class MatrixFactorization(IterativeRecommender):
     @property
     def reg(self) -> float:
         """The L2 weight in effect (``regularization``, or the loss's default)."""
-        if self.regularization is not None:
-            return float(self.regularization)
-        return 0.1 if self.loss == "mse" else 1e-2
+        return regularization_in_effect(self.loss, self.regularization)
 
-    # -- training ----------------------------------------------------------------------------
-    def _init_training(self, data: Interactions) -> None:
-        if self.loss == "mse" and data.feedback != "rating":
-            raise ConfigError("loss 'mse' predicts ratings and needs rating data (feedback 'rating')")
-        dev = resolve_device(self.device)
-        self._device = dev
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(derive_seed(self.random_state))
-        self._gen = gen
-        d = self.factors
-        self._P = torch.nn.Embedding(data.n_users, d, sparse=True, device=dev)
-        self._Q = torch.nn.Embedding(data.n_items, d, sparse=True, device=dev)
-        with torch.no_grad():
-            self._P.weight.normal_(0.0, self.init_scale, generator=gen)
-            self._Q.weight.normal_(0.0, self.init_scale, generator=gen)
-        params = [self._P.weight, self._Q.weight]
-        self._bu = self._bi = None
-        self._mu = 0.0
-        if self.loss == "mse":
-            self._bu = torch.nn.Embedding(data.n_users, 1, sparse=True, device=dev)
-            self._bi = torch.nn.Embedding(data.n_items, 1, sparse=True, device=dev)
-            with torch.no_grad():
-                self._bu.weight.zero_()
-                self._bi.weight.zero_()
-            params += [self._bu.weight, self._bi.weight]
-            self._mu = float(data.matrix.data.mean())
-        self._opt = torch.optim.SparseAdam(params, lr=self.learning_rate)
-        self._rows = torch.as_tensor(data.row_indices, device=dev)
-        self._cols = torch.as_tensor(data.matrix.indices.astype(np.int64), device=dev)
-        self._vals = torch.as_tensor(data.matrix.data, device=dev)
-        self._sampler = NegativeSampler(data.item_counts(), self.sampling, gen, dev)
-
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        return minibatch_epoch(self._rows.shape[0], self.batch_size, self._gen, self._opt,
-                               lambda b: self._batch_loss(self._rows[b], self._cols[b], self._vals[b]))
-
-    def _batch_loss(self, users: torch.Tensor, items: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        p = self._P(users)
-        q = self._Q(items)
-        reg = (p.pow(2).sum(1) + q.pow(2).sum(1)).mean()
-        if self.loss == "mse":
-            bu, bi = self._bu(users).squeeze(1), self._bi(items).squeeze(1)
-            pred = (p * q).sum(1) + bu + bi + self._mu
-            reg = reg + (bu.pow(2) + bi.pow(2)).mean()
-            return F.mse_loss(pred, values) + self.reg * reg
-        # Negatives are shared across the batch: one (B, d) x (d, n) product instead of a
-        # (B, n, d) gather, which is what keeps many negatives cheap on a CPU.
-        neg_items = self._sampler.sample((self.negatives,))
-        qn = self._Q(neg_items)
-        reg = reg + qn.pow(2).sum(1).mean() * (self.negatives / len(users))
-        pos = (p * q).sum(1)
-        neg = p @ qn.T
-        hit = neg_items[None, :] == items[:, None]  # accidental hits: the positive itself
-        if self.loss == "bpr":
-            pairs = F.logsigmoid(pos[:, None] - neg).masked_fill(hit, 0.0)
-            return -pairs.sum() / (~hit).sum().clamp(min=1) + self.reg * reg
-        neg = (neg - self._sampler.log_q(neg_items)).masked_fill(hit, -math.inf)
-        logits = torch.cat([(pos - self._sampler.log_q(items))[:, None], neg], dim=1)
-        return -F.log_softmax(logits, dim=1)[:, 0].mean() + self.reg * reg
-
-    def _training_state(self) -> dict[str, np.ndarray]:
-        tables = {"P": self._P, "Q": self._Q, "bu": self._bu, "bi": self._bi}
-        state = {k: t.weight.detach().cpu().numpy().copy() for k, t in tables.items() if t is not None}
-        state["generator"] = self._gen.get_state().numpy().copy()  # negatives and shuffles
-        state.update(optimizer_state(self._opt))
-        return state
-
-    def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
-        tables = {"P": self._P, "Q": self._Q, "bu": self._bu, "bi": self._bi}
-        expected = {k: (tuple(t.weight.shape), "f") for k, t in tables.items() if t is not None}
-        check_arrays(state, {**expected, "generator": (tuple(self._gen.get_state().shape), "u")})
-        with torch.no_grad():
-            for k, t in tables.items():
-                if t is not None:
-                    t.weight.copy_(torch.from_numpy(state[k]))
-        self._gen.set_state(torch.from_numpy(state["generator"]))
-        set_optimizer_state(self._opt, state)
-
-    def _export(self) -> None:
-        self.user_factors = self._P.weight.detach().cpu().numpy().copy()
-        self.item_factors = self._Q.weight.detach().cpu().numpy().copy()
-        if self.loss == "mse":
-            self.user_bias = self._bu.weight.detach().cpu().numpy()[:, 0].copy()
-            self.item_bias = self._bi.weight.detach().cpu().numpy()[:, 0].copy()
-            self.global_bias = self._mu
-        else:
-            self.user_bias = self.item_bias = None
-            self.global_bias = 0.0
-
-    def _end_training(self) -> None:
-        for name in ("_P", "_Q", "_bu", "_bi", "_opt", "_rows", "_cols", "_vals", "_sampler", "_gen"):
-            self.__dict__.pop(name, None)
+    def create_trainer(self, data: Interactions, params: Mapping[str, Any]) -> MFTrainer:
+        return MFTrainer(data, params)
 
     def _fold_in(
         self, matrix: sp.csr_matrix, feedback: str, *, steps: int = 100, learning_rate: float = 0.05, **_: object
@@ -264,3 +181,105 @@ class MatrixFactorization(IterativeRecommender):
             negatives=self.negatives, seed=derive_seed(self.random_state),
         )
         return factors, None
+
+
+class MFTrainer:
+    """One fit of :class:`MatrixFactorization`: the embeddings (and biases), SparseAdam, the
+    training entries on the device and the generator that shuffles and draws negatives."""
+
+    def __init__(self, data: Interactions, params: Mapping[str, Any]) -> None:
+        self.loss: Loss = params["loss"]
+        if self.loss == "mse" and data.feedback != "rating":
+            raise ConfigError("loss 'mse' predicts ratings and needs rating data (feedback 'rating')")
+        self.batch_size, self.negatives = int(params["batch_size"]), int(params["negatives"])
+        self.reg = regularization_in_effect(self.loss, params["regularization"])
+        dev = resolve_device(params["device"])
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(derive_seed(params["random_state"]))
+        self.gen = gen
+        d = params["factors"]
+        self.P = torch.nn.Embedding(data.n_users, d, sparse=True, device=dev)
+        self.Q = torch.nn.Embedding(data.n_items, d, sparse=True, device=dev)
+        with torch.no_grad():
+            self.P.weight.normal_(0.0, params["init_scale"], generator=gen)
+            self.Q.weight.normal_(0.0, params["init_scale"], generator=gen)
+        tables = [self.P.weight, self.Q.weight]
+        self.bu: torch.nn.Embedding | None = None
+        self.bi: torch.nn.Embedding | None = None
+        self.mu = 0.0
+        if self.loss == "mse":
+            self.bu = torch.nn.Embedding(data.n_users, 1, sparse=True, device=dev)
+            self.bi = torch.nn.Embedding(data.n_items, 1, sparse=True, device=dev)
+            with torch.no_grad():
+                self.bu.weight.zero_()
+                self.bi.weight.zero_()
+            tables += [self.bu.weight, self.bi.weight]
+            self.mu = float(data.matrix.data.mean())
+        self.opt = torch.optim.SparseAdam(tables, lr=params["learning_rate"])
+        self.rows = torch.as_tensor(data.row_indices, device=dev)
+        self.cols = torch.as_tensor(data.matrix.indices.astype(np.int64), device=dev)
+        self.vals = torch.as_tensor(data.matrix.data, device=dev)
+        self.sampler = NegativeSampler(data.item_counts(), params["sampling"], gen, dev)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        return minibatch_epoch(self.rows.shape[0], self.batch_size, self.gen, self.opt,
+                               lambda b: self.batch_loss(self.rows[b], self.cols[b], self.vals[b]))
+
+    def batch_loss(self, users: torch.Tensor, items: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        p = self.P(users)
+        q = self.Q(items)
+        reg = (p.pow(2).sum(1) + q.pow(2).sum(1)).mean()
+        if self.bu is not None and self.bi is not None:  # mse
+            bu, bi = self.bu(users).squeeze(1), self.bi(items).squeeze(1)
+            pred = (p * q).sum(1) + bu + bi + self.mu
+            reg = reg + (bu.pow(2) + bi.pow(2)).mean()
+            return F.mse_loss(pred, values) + self.reg * reg
+        # Negatives are shared across the batch: one (B, d) x (d, n) product instead of a
+        # (B, n, d) gather, which is what keeps many negatives cheap on a CPU.
+        neg_items = self.sampler.sample((self.negatives,))
+        qn = self.Q(neg_items)
+        reg = reg + qn.pow(2).sum(1).mean() * (self.negatives / len(users))
+        pos = (p * q).sum(1)
+        neg = p @ qn.T
+        hit = neg_items[None, :] == items[:, None]  # accidental hits: the positive itself
+        if self.loss == "bpr":
+            pairs = F.logsigmoid(pos[:, None] - neg).masked_fill(hit, 0.0)
+            return -pairs.sum() / (~hit).sum().clamp(min=1) + self.reg * reg
+        neg = (neg - self.sampler.log_q(neg_items)).masked_fill(hit, -math.inf)
+        logits = torch.cat([(pos - self.sampler.log_q(items))[:, None], neg], dim=1)
+        return -F.log_softmax(logits, dim=1)[:, 0].mean() + self.reg * reg
+
+    def _tables(self) -> dict[str, torch.nn.Embedding]:
+        tables = {"P": self.P, "Q": self.Q, "bu": self.bu, "bi": self.bi}
+        return {k: t for k, t in tables.items() if t is not None}
+
+    def export(self) -> dict[str, np.ndarray]:
+        learned = {"user_factors": _array(self.P), "item_factors": _array(self.Q)}
+        if self.bu is not None and self.bi is not None:
+            learned.update(user_bias=_array(self.bu)[:, 0].copy(), item_bias=_array(self.bi)[:, 0].copy(),
+                           global_bias=np.asarray(self.mu))
+        return learned
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {k: _array(t) for k, t in self._tables().items()}
+        state["generator"] = self.gen.get_state().numpy().copy()  # negatives and shuffles
+        state.update(optimizer_state(self.opt))
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        tables = self._tables()
+        expected = {k: (tuple(t.weight.shape), "f") for k, t in tables.items()}
+        check_arrays(state, {**expected, "generator": (tuple(self.gen.get_state().shape), "u")})
+        with torch.no_grad():
+            for k, t in tables.items():
+                t.weight.copy_(torch.from_numpy(state[k]))
+        self.gen.set_state(torch.from_numpy(state["generator"]))
+        set_optimizer_state(self.opt, state)
+
+    def finalize(self) -> None:
+        """Nothing to release: the tensors go with the trainer."""
+
+
+def _array(table: torch.nn.Embedding) -> np.ndarray:
+    """An embedding table's weights as a numpy copy."""
+    return table.weight.detach().cpu().numpy().copy()

@@ -1,15 +1,18 @@
 """The epoch loop, written once.
 
-An iterative model supplies ``_init_training(data)``, ``_train_epoch(epoch) -> figures``
-and ``_export()`` (learned state to numpy ``user_factors``/``item_factors``). The loop
-owns the progress bar, per-epoch validation, early stopping with best-epoch restore,
-callbacks (tracking plugs in here) and checkpoints.
+An iterative model creates a :class:`Trainer` for each fit
+(:meth:`IterativeRecommender.create_trainer`, as LensKit's models do): the trainer holds
+everything per fit (tensors, optimizer, generators, samplers) and runs
+``train_epoch(epoch) -> figures``; its ``export()`` gives the learned arrays, which the
+model takes as its learned attributes. The loop owns the progress bar, per-epoch
+validation, early stopping with best-epoch restore, callbacks (tracking plugs in here) and
+checkpoints; the estimator keeps only its hyper-parameters and what it learned.
 
 Checkpoints (:mod:`recsys.checkpoint`) are written here, once for every model: the loop
-saves its own state (epoch, history, validation, global random states) and asks the
-model for its training state through two small hooks, :meth:`IterativeRecommender._training_state`
-and :meth:`IterativeRecommender._set_training_state` (factors, optimizer moments, the
-model's own generators), so that a resumed run continues exactly where it stopped.
+saves its own state (epoch, history, validation, global random states) and the trainer's
+:meth:`Trainer.state_dict` (factors, optimizer moments, the trainer's own generators), which
+:meth:`Trainer.load_state_dict` restores, so that a resumed run continues exactly where it
+stopped.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import contextlib
 import json
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -35,9 +38,13 @@ from recsys.checkpoint import (
     set_random_states,
 )
 from recsys.data.interactions import Interactions
+from recsys.device import resolve_device
 from recsys.errors import ConfigError
 from recsys.models.base import Recommender
 from recsys.progress import progress_bar
+
+if TYPE_CHECKING:
+    from recsys.evaluation.validation import Validation
 
 
 class Callback(Protocol):
@@ -46,85 +53,89 @@ class Callback(Protocol):
     def on_epoch_end(self, model: Recommender, epoch: int, figures: dict[str, float]) -> bool | None: ...
 
 
-@dataclass
-class Validation:
-    """Per-epoch validation: ``metric`` (e.g. ``recall@20``) on held-out ``data``.
+class Trainer(Protocol):
+    """One fit of an iterative model: all its per-fit state, and one epoch of training.
 
-    With ``patience``, training stops after that many epochs without improvement and the
-    best epoch's factors are restored.
+    Made by :meth:`IterativeRecommender.create_trainer` and driven by the shared loop; gone
+    when the fit ends, so that nothing per-fit stays on the estimator.
     """
 
-    data: Interactions
-    metric: str = "recall@20"
-    patience: int | None = None
-    every: int = 1
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """Run epoch ``epoch`` (counted from 1); return its figures (``loss`` at least, when
+        there is one)."""
+        ...
 
-    @property
-    def k(self) -> int:
-        try:
-            return int(self.metric.split("@")[1])
-        except (IndexError, ValueError):
-            raise ConfigError(f"validation metric must look like 'recall@20', got {self.metric!r}") from None
+    def export(self) -> dict[str, np.ndarray]:
+        """The learned arrays as they stand, as numpy copies: ``user_factors`` and
+        ``item_factors``, and whatever else the model learns (``user_bias``,
+        ``item_bias``, ``global_bias``; two-tower's ``tower.*`` weights). The model takes
+        them with :meth:`IterativeRecommender._set_learned`; the loop keeps the best
+        epoch's as its early-stopping snapshot."""
+        ...
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything that, with the loop's own state, makes the next epoch exact: factors,
+        optimizer moments, the trainer's own random generators, as plain arrays (what a
+        checkpoint keeps under ``model.*``)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_dict` returned (shapes and kinds checked first, see
+        :func:`recsys.checkpoint.check_arrays`)."""
+        ...
+
+    def finalize(self) -> None:
+        """Release what the trainer holds (called once, when the fit ends or fails)."""
+        ...
 
 
-def validation_score(model: Recommender, validation: Validation) -> float:
-    """Mean ``validation.metric`` of ``model`` on ``validation.data`` (exact, full ranking)."""
-    from recsys.evaluation.evaluate import evaluate_search
+@dataclass
+class _LoopState:
+    """What the loop carries from epoch to epoch, and a checkpoint keeps: the first epoch to
+    run, the best validation (score, epoch, exported arrays) and the epochs since it."""
 
-    name = validation.metric
-
-    def search(users, k, exclude):
-        return model.recommend_indices(users, k, exclude=exclude)
-
-    values, _users, _ = evaluate_search(search, validation.data.matrix, model.seen, [validation.k])
-    if name not in values:
-        raise ConfigError(f"unknown validation metric {name!r}")
-    v = values[name]
-    return float(v.mean()) if len(v) else float("nan")
+    first: int = 1
+    best: tuple[float, int, dict[str, Any]] | None = None
+    stale: int = 0
 
 
 class IterativeRecommender(Recommender):
-    """A model trained epoch by epoch through the shared loop (:meth:`_fit`)."""
+    """A model trained epoch by epoch through the shared loop (:meth:`_fit`), by the
+    :class:`Trainer` that :meth:`create_trainer` makes."""
 
     epochs: int
+    device: str
+    trains_by_epoch = True
 
     @abstractmethod
-    def _init_training(self, data: Interactions) -> None:
-        """Set up learned state and anything per-fit (tensors, samplers, optimizers)."""
-
-    @abstractmethod
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        """Run one epoch; return its figures (``loss`` at least, when there is one)."""
-
-    @abstractmethod
-    def _export(self) -> None:
-        """Copy learned state to numpy ``user_factors``, ``item_factors`` (and biases)."""
-
-    def _end_training(self) -> None:
-        """Release per-fit state (override where there is any)."""
+    def create_trainer(self, data: Interactions, params: Mapping[str, Any]) -> Trainer:
+        """A trainer for one fit on ``data`` with the hyper-parameters ``params`` (the
+        :attr:`fitted_params`: every ``"auto"`` resolved for ``data``)."""
 
     @classmethod
     def supports_checkpoints(cls) -> bool:
-        """Whether the model implements the two checkpoint hooks."""
-        return cls._training_state is not IterativeRecommender._training_state
+        """Every trainer has a :meth:`Trainer.state_dict`, so every iterative model does."""
+        return True
 
-    def _training_state(self) -> dict[str, np.ndarray]:
-        """Everything that, with the loop's own state, makes the next epoch exact (override).
+    def training_device(self) -> str:
+        """The device ``device`` resolves to on this machine, in words (``cpu``, ``cuda``)."""
+        return str(resolve_device(self.device))
 
-        Factors, optimizer moments, the model's own random generators: plain arrays.
-        """
-        raise ConfigError(f"model {self.name!r} does not support checkpoints")
-
-    def _set_training_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`_training_state` returned; called after :meth:`_init_training`."""
-        raise ConfigError(f"model {self.name!r} does not support checkpoints")
+    def _set_learned(self, learned: Mapping[str, Any]) -> None:
+        """Take the arrays of :meth:`Trainer.export` (or of a best-epoch snapshot) as the
+        learned attributes (override to take more than factors and biases)."""
+        self.user_factors = learned["user_factors"]
+        self.item_factors = learned["item_factors"]
+        self.user_bias = learned.get("user_bias")
+        self.item_bias = learned.get("item_bias")
+        self.global_bias = float(learned.get("global_bias", 0.0))
 
     def _fit(
         self,
         data: Interactions,
         *,
         callbacks: Sequence[Callback] = (),
-        validation: Validation | None = None,
+        validation: Validation | None = None,  # recsys.evaluation.Validation
         progress: bool = False,
         checkpointing: Checkpointing | None = None,
     ) -> None:
@@ -132,67 +143,86 @@ class IterativeRecommender(Recommender):
         if checkpointing is not None and checkpointing.resume:
             resume = load_checkpoint(checkpointing.directory)
             self._check_resume(resume)
-        self._init_training(data)
-        best: tuple[float, int, dict[str, Any]] | None = None
-        stale = 0
-        first = 1
-        if resume is not None:
-            try:
-                self._set_training_state(resume.group("model"))
-                set_random_states(resume.arrays, resume.meta["random"])
-                self.history = [dict(h) for h in resume.meta["history"]]
-                kept = resume.meta.get("validation") or {}
-                if kept.get("best_epoch") is not None:
-                    best = (float(kept["best_score"]), int(kept["best_epoch"]), resume.group("best"))
-                stale = int(kept.get("stale", 0))
-            except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
-                raise ConfigError(f"{resume.directory}: the checkpoint does not fit this model ({exc})") from None
-            first = resume.epoch + 1
-        guard = SignalGuard()
+        trainer = self.create_trainer(data, self.fitted_params)
         try:
-            with guard.active(checkpointing is not None and checkpointing.handle_signals), \
-                    progress_bar(self.epochs, f"training {self.name}", enabled=progress) as bar:
-                bar.advance(first - 1)
-                for epoch in range(first, self.epochs + 1):
-                    start = time.perf_counter()
-                    figures = {k: float(v) for k, v in self._train_epoch(epoch).items()}
-                    figures["epoch_seconds"] = time.perf_counter() - start
-                    stop = False
-                    if validation is not None and (epoch % validation.every == 0 or epoch == self.epochs):
-                        self._export()
-                        score = validation_score(self, validation)
-                        figures[f"val_{validation.metric}"] = score
-                        if best is None or score > best[0]:
-                            best = (score, epoch, self._snapshot())
-                            stale = 0
-                        else:
-                            stale += 1
-                            stop = validation.patience is not None and stale >= validation.patience
-                    self.history.append({"epoch": epoch, **figures})
-                    for callback in callbacks:
-                        if callback.on_epoch_end(self, epoch, figures):
-                            stop = True
-                    bar.advance(1, **{k: v for k, v in figures.items() if k != "epoch_seconds"})
-                    if checkpointing is not None:
-                        due = checkpointing.every and epoch % checkpointing.every == 0
-                        if guard.signum is not None or (due and not stop and epoch < self.epochs):
-                            self._save_checkpoint(checkpointing, epoch, best, stale)
-                        if guard.signum is not None:
-                            raise TrainingInterrupted(checkpointing.directory, epoch, self.epochs, guard.signum)
-                    if stop:
-                        break
-            self._export()
-            if best is not None and best[1] != self.history[-1]["epoch"]:
-                self._restore(best[2])
-            if best is not None:
-                self.best_epoch = best[1]
+            state = _LoopState() if resume is None else self._resume(trainer, resume)
+            self._run_epochs(trainer, state, callbacks, validation, progress, checkpointing)
+            self._set_learned(trainer.export())
+            if state.best is not None and state.best[1] != self.history[-1]["epoch"]:
+                self._set_learned(state.best[2])
+            if state.best is not None:
+                self.best_epoch = state.best[1]
         finally:
-            self._end_training()
+            trainer.finalize()
 
-    def _save_checkpoint(
-        self, checkpointing: Checkpointing, epoch: int, best: tuple[float, int, dict[str, Any]] | None, stale: int
+    def _resume(self, trainer: Trainer, resume: Checkpoint) -> _LoopState:
+        """The trainer and the loop as the checkpoint left them."""
+        try:
+            trainer.load_state_dict(resume.group("model"))
+            set_random_states(resume.arrays, resume.meta["random"])
+            self.history = [dict(h) for h in resume.meta["history"]]
+            kept = resume.meta.get("validation") or {}
+            best = None
+            if kept.get("best_epoch") is not None:
+                best = (float(kept["best_score"]), int(kept["best_epoch"]), resume.group("best"))
+            stale = int(kept.get("stale", 0))
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+            raise ConfigError(f"{resume.directory}: the checkpoint does not fit this model ({exc})") from None
+        return _LoopState(first=resume.epoch + 1, best=best, stale=stale)
+
+    def _run_epochs(
+        self,
+        trainer: Trainer,
+        state: _LoopState,
+        callbacks: Sequence[Callback],
+        validation: Validation | None,
+        progress: bool,
+        checkpointing: Checkpointing | None,
     ) -> None:
-        arrays = {f"model.{k}": np.asarray(v) for k, v in self._training_state().items()}
+        guard = SignalGuard()
+        with guard.active(checkpointing is not None and checkpointing.handle_signals), \
+                progress_bar(self.epochs, f"training {self.name}", enabled=progress) as bar:
+            bar.advance(state.first - 1)
+            for epoch in range(state.first, self.epochs + 1):
+                start = time.perf_counter()
+                figures = {k: float(v) for k, v in trainer.train_epoch(epoch).items()}
+                figures["epoch_seconds"] = time.perf_counter() - start
+                stop = validation is not None and self._validate(trainer, validation, epoch, figures, state)
+                self.history.append({"epoch": epoch, **figures})
+                for callback in callbacks:
+                    if callback.on_epoch_end(self, epoch, figures):
+                        stop = True
+                bar.advance(1, **{k: v for k, v in figures.items() if k != "epoch_seconds"})
+                if checkpointing is not None:
+                    due = checkpointing.every and epoch % checkpointing.every == 0
+                    if guard.signum is not None or (due and not stop and epoch < self.epochs):
+                        self._save_checkpoint(trainer, checkpointing, epoch, state)
+                    if guard.signum is not None:
+                        raise TrainingInterrupted(checkpointing.directory, epoch, self.epochs, guard.signum)
+                if stop:
+                    break
+
+    def _validate(
+        self, trainer: Trainer, validation: Validation, epoch: int, figures: dict[str, float], state: _LoopState
+    ) -> bool:
+        """Score the epoch when validation is due (adding ``val_<metric>`` to ``figures``),
+        keep it when it is the best so far; True when patience has run out."""
+        if epoch % validation.every != 0 and epoch != self.epochs:
+            return False
+        learned = trainer.export()  # fresh copies: they serve as the best-epoch snapshot as they are
+        self._set_learned(learned)
+        score = validation.score(self)
+        figures[f"val_{validation.metric}"] = score
+        if state.best is None or score > state.best[0]:
+            state.best = (score, epoch, learned)
+            state.stale = 0
+            return False
+        state.stale += 1
+        return validation.patience is not None and state.stale >= validation.patience
+
+    def _save_checkpoint(self, trainer: Trainer, checkpointing: Checkpointing, epoch: int, state: _LoopState) -> None:
+        best = state.best
+        arrays = {f"model.{k}": np.asarray(v) for k, v in trainer.state_dict().items()}
         if best is not None:
             arrays.update({f"best.{k}": np.asarray(v) for k, v in best[2].items()})
         meta = {
@@ -204,7 +234,7 @@ class IterativeRecommender(Recommender):
             "validation": {
                 "best_score": None if best is None else best[0],
                 "best_epoch": None if best is None else best[1],
-                "stale": stale,
+                "stale": state.stale,
             },
             "training_fingerprint": self.training_fingerprint,
             "run": checkpointing.run,
@@ -216,7 +246,7 @@ class IterativeRecommender(Recommender):
         if meta["model"] != self.name:
             raise ConfigError(f"{where}: the checkpoint is of a {meta['model']!r} model, not {self.name!r}")
         mine = _plain(self.get_params())
-        theirs = dict(meta["params"])
+        theirs = _plain(self.rename_params(meta["params"]))  # written before a rename, read as today's
         mine.pop("epochs", None)  # a resumed run may train longer or shorter
         theirs.pop("epochs", None)
         if mine != theirs:
@@ -228,14 +258,6 @@ class IterativeRecommender(Recommender):
             )
         if checkpoint.epoch >= self.epochs:
             raise ConfigError(f"{where}: the checkpoint is at epoch {checkpoint.epoch}; nothing left of {self.epochs} epochs")
-
-    def _snapshot(self) -> dict[str, Any]:
-        names = ("user_factors", "item_factors", "user_bias", "item_bias", "global_bias")
-        return {n: np.copy(getattr(self, n)) for n in names if getattr(self, n, None) is not None}
-
-    def _restore(self, snapshot: dict[str, Any]) -> None:
-        for name, value in snapshot.items():
-            setattr(self, name, value)
 
 
 def minibatch_epoch(

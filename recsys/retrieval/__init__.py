@@ -1,4 +1,5 @@
-"""Retrieval: exact top-k by blocked matrix product, approximate top-k through Annoy, batch jobs.
+"""Retrieval: approximate top-k through Annoy, exact retrieval with the same interface (over
+:class:`recsys.embeddings.ExactIndex`), and the batch writer.
 
 Both retrievals answer the same two queries, so they are interchangeable everywhere
 (``model.recommend(..., index=...)``, ``model.similar_items(..., index=...)``, the batch
@@ -10,12 +11,11 @@ job, evaluation):
 
 from recsys.retrieval.annoy_index import DEFAULT_TREES, AnnoyIndex, build_index
 from recsys.retrieval.batch import RecommendResult, open_retrieval, recommend_to_file
-from recsys.retrieval.exact import ExactIndex, ExactRetrieval
+from recsys.retrieval.exact import ExactRetrieval
 
 __all__ = [
     "DEFAULT_TREES",
     "AnnoyIndex",
-    "ExactIndex",
     "ExactRetrieval",
     "RecommendResult",
     "build_index",

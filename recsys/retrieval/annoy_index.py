@@ -35,16 +35,14 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.artifacts import atomic_directory, read_description, sha256_file, write_json
+from recsys.embeddings import Embeddings, EmbeddingSource, unit_rows
 from recsys.errors import ConfigError, ModelFormatError
-
-if TYPE_CHECKING:
-    from recsys.models.base import Recommender
 
 INDEX_DIR = "index"
 ITEMS_FILE = "items.ann"
@@ -99,12 +97,6 @@ def fingerprint(vectors: np.ndarray) -> str:
     h.update(np.asarray(arr.shape, dtype=np.int64).tobytes())
     h.update(arr.tobytes())
     return h.hexdigest()[:32]
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def augment(vectors: np.ndarray) -> np.ndarray:
@@ -208,7 +200,7 @@ class AnnoyIndex:
     @classmethod
     def build(
         cls,
-        model: Recommender,
+        model: EmbeddingSource,
         *,
         trees: int = DEFAULT_TREES,
         search_k: int | None = None,
@@ -216,28 +208,28 @@ class AnnoyIndex:
         seed: int = 0,
         metric: str = DEFAULT_ITEM_METRIC,
     ) -> AnnoyIndex:
-        """Build both forests from a fitted model's item vectors.
+        """Build both forests from a fitted model's item vectors (or from :class:`Embeddings`).
 
         ``metric`` is the user-to-item forest's: ``angular`` over the augmented vectors,
         Annoy's ``dot``, or ``auto`` (default): build both and keep the one that finds more
         of a sample of the model's users' exact top-20 (:func:`choose_metric`; its shares
         are in ``meta["metric_choice"]``). ``auto`` doubles the build time of that forest.
         """
-        model._check_fitted()
+        model = Embeddings.of(model)
         if trees < 1:
             raise ConfigError(f"trees must be at least 1, got {trees}")
         if metric not in (*ITEM_METRICS, "auto"):
             raise ConfigError(f"metric must be one of {(*ITEM_METRICS, 'auto')}, got {metric!r}")
         jobs = resolve_jobs(n_jobs)
-        vectors = model.item_vectors()
-        embeddings = model.item_embeddings()
+        vectors = model.item_vectors
+        embeddings = model.item_embeddings
         unit = unit_rows(embeddings)
         start = time.perf_counter()
         metrics = ITEM_METRICS if metric == "auto" else (metric,)
         forests = {m: _forest(augment(vectors) if m == "angular" else vectors, m, trees, jobs, seed) for m in metrics}
         shares: dict[str, float] = {}
         if metric == "auto":
-            metric, shares = choose_metric(forests, vectors, model.user_vectors(), trees, seed)
+            metric, shares = choose_metric(forests, vectors, model.user_vectors, trees, seed)
         items = forests[metric]
         similar = _forest(unit, "angular", trees, jobs, seed)
         meta = {
@@ -255,7 +247,7 @@ class AnnoyIndex:
             "seed": int(seed),
             "fingerprint": fingerprint(vectors),
             "similar_fingerprint": fingerprint(embeddings),
-            "training_fingerprint": getattr(model, "training_fingerprint", ""),
+            "training_fingerprint": model.fingerprint,
             "build_seconds": time.perf_counter() - start,
             "search_k": search_k,
         }
@@ -282,7 +274,7 @@ class AnnoyIndex:
     @classmethod
     def load(
         cls,
-        model: Recommender,
+        model: EmbeddingSource,
         model_dir: str | os.PathLike,
         *,
         search_k: int | None = None,
@@ -300,7 +292,7 @@ class AnnoyIndex:
         """
         from annoy import AnnoyIndex as _Annoy
 
-        model._check_fitted()
+        model = Embeddings.of(model)
         directory = Path(model_dir) / INDEX_DIR
         if not (directory / META_FILE).is_file():
             raise ModelFormatError(
@@ -308,7 +300,7 @@ class AnnoyIndex:
             )
         meta = read_description(directory / META_FILE, format=INDEX_FORMAT, version=INDEX_FORMAT_VERSION,
                                 what="index", where=directory, advice="rebuild it with `recsys index`")
-        vectors, embeddings = model.item_vectors(), model.item_embeddings()
+        vectors, embeddings = model.item_vectors, model.item_embeddings
         rebuild = f"; rebuild it with `recsys index --model {model_dir}`"
         if meta.get("n_items") != len(vectors) or meta.get("dimension") != vectors.shape[1]:
             raise ModelFormatError(
@@ -468,7 +460,7 @@ class AnnoyIndex:
             list(pool.map(part, [range(a, b) for a, b in itertools.pairwise(bounds)]))
 
 def build_index(
-    model: Recommender,
+    model: EmbeddingSource,
     model_dir: str | os.PathLike,
     *,
     trees: int = DEFAULT_TREES,

@@ -1,8 +1,9 @@
 """Recommendations for many users at once, written to a file as they are computed.
 
-:func:`recommend_to_file` is the whole ``recsys recommend`` job: resolve the users (known
-to the model, folded in from a history, or unknown), retrieve top-k in chunks (exact or
-Annoy), and stream ``user, item, rank, score, fallback`` rows to Parquet or CSV through a
+:func:`recommend_to_file` is the engine of the ``recsys recommend`` job
+(:func:`recsys.jobs.recommend`, which reads the files and reports to a run): resolve the
+users (known to the model, folded in from a history, or unknown; :mod:`recsys.models.queries`),
+retrieve top-k in chunks (exact or Annoy), and stream ``user, item, rank, score, fallback`` rows to Parquet or CSV through a
 temporary file that is renamed into place only when complete.
 
 Unknown users (neither in the model nor in the history) get the most popular training
@@ -26,12 +27,13 @@ from recsys.artifacts import atomic_file
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError
+from recsys.models.queries import answer, plan_users
 from recsys.progress import progress_bar
 
 if TYPE_CHECKING:
-    from recsys.models.base import FoldIn, Recommender
+    from recsys.models.base import Recommender
 
-RetrievalName = Literal["exact", "annoy"]
+RetrievalName = Literal["exact", "annoy", "auto"]
 COLUMNS = ("user", "item", "rank", "score", "fallback")
 
 
@@ -44,12 +46,17 @@ def open_retrieval(
     n_jobs: int | None = -1,
     device: str = "auto",
 ) -> Any:
-    """The retrieval a job asked for: :class:`ExactRetrieval` or the saved :class:`AnnoyIndex`.
+    """The retrieval a job asked for: :class:`ExactRetrieval` or the saved :class:`AnnoyIndex`
+    (``"auto"``: the index when ``model_dir`` has one, else exact).
 
     Both answer ``search(user_vectors, k, exclude)`` and ``similar(item_index, k)``.
     """
-    from recsys.retrieval.annoy_index import AnnoyIndex
+    from recsys.retrieval.annoy_index import INDEX_DIR, META_FILE, AnnoyIndex
     from recsys.retrieval.exact import ExactRetrieval
+
+    if retrieval == "auto":
+        saved = model_dir is not None and (Path(model_dir) / INDEX_DIR / META_FILE).is_file()
+        retrieval = "annoy" if saved else "exact"
 
     if retrieval == "exact":
         return ExactRetrieval(model, device)
@@ -58,107 +65,6 @@ def open_retrieval(
             raise ConfigError("Annoy retrieval reads the index saved in the model directory; give the directory")
         return AnnoyIndex.load(model, model_dir, search_k=search_k, n_jobs=n_jobs)
     raise ConfigError(f"unknown retrieval {retrieval!r}; use exact or annoy")
-
-
-# -- who is asked for, and how each is answered ---------------------------------------------
-@dataclass
-class UserPlan:
-    """The requested users and, for each, where their query vector comes from.
-
-    ``model_index``: row in the model (-1: unknown); ``folded_index``: row in ``folded``
-    (-1: no usable history). A user with neither gets the popular fallback.
-    """
-
-    ids: np.ndarray
-    model_index: np.ndarray
-    folded_index: np.ndarray
-    folded: FoldIn | None = None
-
-    @property
-    def n(self) -> int:
-        return len(self.ids)
-
-    @property
-    def fallback(self) -> np.ndarray:
-        return (self.model_index < 0) & (self.folded_index < 0)
-
-
-def plan_users(model: Recommender, users: Any = "all", history: Interactions | None = None) -> UserPlan:
-    """Resolve ``users`` (``"all"``, ``None`` or a sequence of ids) against the model and a history.
-
-    ``"all"`` is every user the model knows plus every user of ``history``; ``None`` is
-    the history's users (or all, without a history). Users in ``history`` are folded in
-    from it, whether or not the model knows them.
-    """
-    folded = None if history is None else model.fold_in(history)
-    if users is None:
-        users = "all" if folded is None else folded.users.ids
-    if isinstance(users, str) and users == "all":
-        ids = model.users.ids
-        model_index = np.arange(len(ids), dtype=np.int64)
-        if folded is not None:
-            extra = folded.users.ids[~model.users.contains(folded.users.ids)]
-            if len(extra):
-                kind = object if (ids.dtype == object or extra.dtype == object) else np.int64
-                ids = np.concatenate([ids.astype(kind), extra.astype(kind)])
-                model_index = np.concatenate([model_index, np.full(len(extra), -1, np.int64)])
-    else:
-        ids = np.asarray(users)
-        if ids.ndim != 1:
-            raise ValueError("users must be 'all' or a one-dimensional sequence of ids")
-        model_index = np.atleast_1d(model.users.index(ids)).astype(np.int64)
-    folded_index = np.full(len(ids), -1, dtype=np.int64)
-    if folded is not None and len(ids):
-        folded_index = np.atleast_1d(folded.users.index(ids)).astype(np.int64)
-        usable = folded.has_history()
-        folded_index[(folded_index >= 0) & ~usable[np.maximum(folded_index, 0)]] = -1
-    return UserPlan(ids, model_index, folded_index, folded)
-
-
-def answer(
-    model: Recommender,
-    index: Any,
-    plan: UserPlan,
-    rows: np.ndarray,
-    k: int,
-    *,
-    include_seen: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-``k`` item indices, scores and the fallback mask for ``plan``'s ``rows``.
-
-    Returns ``(items (n, k), scores (n, k), fallback (n,))``; fallback rows hold the
-    popular items with NaN scores; rows short of ``k`` items are padded with -1 / -inf.
-    """
-    index = model.exact_index() if index is None else index
-    mi, fi = plan.model_index[rows], plan.folded_index[rows]
-    n = len(mi)
-    out_idx = np.full((n, k), -1, dtype=np.int64)
-    out_scores = np.full((n, k), -np.inf, dtype=np.float32)
-    folded = fi >= 0
-    known = (mi >= 0) & ~folded
-    fallback = ~(folded | known)
-    if known.any():
-        u = mi[known]
-        bias = model.user_bias[u] if model.has_bias else None
-        vectors = model.user_vectors(model.user_factors[u], bias)
-        exclude = None if include_seen else model.seen[u]
-        out_idx[known], out_scores[known] = index.search(vectors, k, exclude)
-    if folded.any():
-        assert plan.folded is not None
-        f, m = fi[folded], mi[folded]
-        exclude = None
-        if not include_seen:
-            exclude = plan.folded.seen[f]
-            if (m >= 0).any():  # known users: their training items are seen as well
-                trained = model.seen[np.maximum(m, 0)].multiply((m >= 0)[:, None].astype(np.float32)).tocsr()
-                trained.eliminate_zeros()
-                exclude = (exclude + trained).tocsr()
-                exclude.data[:] = 1.0
-        out_idx[folded], out_scores[folded] = index.search(plan.folded.vectors[f], k, exclude)
-    if fallback.any():
-        out_idx[fallback] = model.popular_items(k)
-        out_scores[fallback] = np.nan
-    return out_idx, out_scores, fallback
 
 
 # -- the batch job -----------------------------------------------------------------------------
@@ -176,6 +82,7 @@ class RecommendResult:
     fallback_users: int
     dropped_history_entries: int
     seconds: float
+    run_id: str | None = None  # the run that recorded the job, when one did
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -323,7 +230,7 @@ def recommend_to_file(
 
     from recsys.data.io import csv_write_options
 
-    model._check_fitted()
+    model.check_fitted()
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
     if batch_users < 1:

@@ -1,127 +1,13 @@
-"""Exact top-k by dot product: users in blocks, seen items masked per block, torch on CPU or GPU.
-
-Memory is bounded by the block: ``block_users x n_items`` scores at a time, never the dense
-users-by-items matrix. The block size follows a byte budget, so 100K users by 1M items runs
-in the same few hundred MB as 1K by 10K.
-"""
+"""Exact retrieval for a fitted model: the interface of :class:`~recsys.retrieval.AnnoyIndex`
+over the exact kernel of :mod:`recsys.embeddings`."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.device import resolve_device
-
-DEFAULT_BLOCK_BYTES = 256 * 2**20
-
-
-def block_size_for(n_items: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
-    """Users per block so that one block of float32 scores fits in ``block_bytes``."""
-    return int(max(1, min(65536, block_bytes // (4 * max(n_items, 1)))))
-
-
-def iter_blocks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-def _mask_rows(scores: torch.Tensor, exclude: sp.csr_matrix) -> None:
-    """Set ``scores[r, j] = -inf`` for every stored (r, j) of ``exclude`` (same row count)."""
-    if exclude.nnz == 0:
-        return
-    counts = np.diff(exclude.indptr)
-    rows = torch.from_numpy(np.repeat(np.arange(exclude.shape[0]), counts)).to(scores.device)
-    cols = torch.from_numpy(exclude.indices.astype(np.int64, copy=False)).to(scores.device)
-    scores[rows, cols] = -torch.inf
-
-
-class ExactIndex:
-    """All-items dot-product search over a fixed item matrix kept on one device.
-
-    Parameters
-    ----------
-    item_vectors : ndarray, shape (n_items, d)
-    device : "auto", "cpu", "cuda" or a torch.device
-    block_bytes : int
-        Budget for one block of scores; bounds memory.
-
-    Examples
-    --------
-    >>> index = ExactIndex(np.eye(3, dtype=np.float32))
-    >>> index.search(np.array([[0.0, 1.0, 0.5]], dtype=np.float32), k=2)[0]
-    array([[1, 2]])
-    """
-
-    def __init__(
-        self,
-        item_vectors: np.ndarray,
-        device: str | torch.device | None = "auto",
-        block_bytes: int = DEFAULT_BLOCK_BYTES,
-    ) -> None:
-        self.device = resolve_device(device)
-        self.items = torch.as_tensor(np.ascontiguousarray(item_vectors, dtype=np.float32)).to(self.device)
-        self.n_items = self.items.shape[0]
-        self.block_users = block_size_for(self.n_items, block_bytes)
-
-    def search(
-        self,
-        user_vectors: np.ndarray,
-        k: int,
-        exclude: sp.csr_matrix | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` items for each row of ``user_vectors`` (shape (B, d)).
-
-        ``exclude`` (CSR, shape (B, n_items)) lists items to skip per row. Returns
-        ``(indices, scores)``, each of shape (B, k), best first. Where fewer than ``k``
-        items remain, the tail is padded with index -1 and score -inf.
-        """
-        user_vectors = np.asarray(user_vectors, dtype=np.float32)
-        n = user_vectors.shape[0]
-        k_eff = min(k, self.n_items)
-        out_idx = np.full((n, k), -1, dtype=np.int64)
-        out_scores = np.full((n, k), -np.inf, dtype=np.float32)
-        if n == 0 or k_eff == 0:
-            return out_idx, out_scores
-        with torch.inference_mode():
-            # One score buffer for all blocks: a fresh block-sized allocation per block is
-            # a fresh mmap whose pages all fault in again (a third of the time at 1M items).
-            buffer = torch.empty((min(n, self.block_users), self.n_items), device=self.device)
-            for block in iter_blocks(n, self.block_users):
-                users = torch.as_tensor(user_vectors[block]).to(self.device)
-                scores = buffer[: users.shape[0]]
-                torch.matmul(users, self.items.T, out=scores)
-                if exclude is not None:
-                    _mask_rows(scores, exclude[block])
-                top_scores, top_idx = torch.topk(scores, k_eff, dim=1, sorted=True)
-                # One device-to-host copy per block (a sync point on CUDA).
-                out_idx[block, :k_eff] = top_idx.cpu().numpy()
-                out_scores[block, :k_eff] = top_scores.cpu().numpy()
-        out_idx[~np.isfinite(out_scores)] = -1
-        return out_idx, out_scores
-
-
-def cosine_neighbours(factors: np.ndarray, item_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` rows of highest cosine with each row ``item_index`` of ``factors``, itself left out.
-
-    Returns ``(indices, cosines)``, each of shape (len(item_index), k), padded with -1 and
-    NaN where there are fewer than ``k`` other rows.
-    """
-    from recsys.retrieval.annoy_index import unit_rows
-
-    item_index = np.asarray(item_index, dtype=np.int64)
-    normed = unit_rows(factors)
-    exclude = sp.csr_matrix(
-        (np.ones(len(item_index)), item_index, np.arange(len(item_index) + 1)),
-        shape=(len(item_index), len(normed)),
-    )
-    found, sims = ExactIndex(normed, "cpu").search(normed[item_index], k, exclude)
-    sims = sims.astype(np.float32)
-    sims[found < 0] = np.nan
-    return found, sims
+from recsys.embeddings import Embeddings, EmbeddingSource, cosine_neighbours
 
 
 class ExactRetrieval:
@@ -133,9 +19,9 @@ class ExactRetrieval:
 
     name = "exact"
 
-    def __init__(self, model: Any, device: str | torch.device | None = "auto") -> None:
-        self.model = model
-        self.index = model.exact_index(device)
+    def __init__(self, model: EmbeddingSource, device: str | torch.device | None = "auto") -> None:
+        self.embeddings = Embeddings.of(model)
+        self.index = self.embeddings.exact_index(device)
 
     def search(
         self, user_vectors: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
@@ -143,4 +29,4 @@ class ExactRetrieval:
         return self.index.search(user_vectors, k, exclude)
 
     def similar(self, item_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return cosine_neighbours(self.model.item_embeddings(), item_index, k)
+        return cosine_neighbours(self.embeddings.item_embeddings, item_index, k)

@@ -1,52 +1,38 @@
-"""Experiment tracking with MLflow: recorded runs, a servable model, experiment grids.
+"""Experiment tracking with MLflow: where runs are recorded, and the servable model.
 
 - :class:`Tracker` opens the store (``--tracking-uri``, ``$MLFLOW_TRACKING_URI``, else
-  ``sqlite:///mlflow.db``) and checks it before any work; :meth:`Tracker.run` records a
-  job and marks it ``FAILED`` if the job raises.
-- :func:`train`, :func:`evaluate_model`, :func:`tune`: the jobs of
-  :mod:`recsys.workflows` and :mod:`recsys.tuning`, recorded.
-- :func:`load_recommender`: a model from a directory or ``runs:/<id>/model``.
-- :mod:`recsys.tracking.grid`: ``recsys experiment run/show``.
+  ``sqlite:///mlflow.db``) and checks it before any work; :meth:`Tracker.run` gives the
+  :class:`TrackedRun` a job reports to (:mod:`recsys.jobs`) and marks it ``FAILED`` if the
+  job raises.
+- :func:`load_recommender`, :func:`resolve_model_dir`: a model from a directory or
+  ``runs:/<id>/model``; the pyfunc model that serves it.
+- :func:`leaderboard`: an experiment's runs ranked, read back from the store.
+
+Nothing here imports the jobs: they report to a :class:`recsys.runs.Run`, which this
+package implements.
 """
 
-from recsys.tracking.jobs import (
-    data_params,
-    evaluate_model,
-    log_evaluation,
-    log_training,
-    recommend_to_file,
-    train,
-    tune,
-)
+from recsys.tracking.leaderboard import leaderboard
 from recsys.tracking.serving import load_recommender, recommend_frame, resolve_model_dir
-from recsys.tracking.tracker import (
+from recsys.tracking.store import (
     DEFAULT_URI,
-    NullRun,
-    TrackedRun,
-    Tracker,
     check_store,
     metric_key,
     resolve_uri,
     tracking_enabled,
 )
+from recsys.tracking.tracker import TrackedRun, Tracker
 
 __all__ = [
     "DEFAULT_URI",
-    "NullRun",
     "TrackedRun",
     "Tracker",
     "check_store",
-    "data_params",
-    "evaluate_model",
+    "leaderboard",
     "load_recommender",
-    "log_evaluation",
-    "log_training",
     "metric_key",
     "recommend_frame",
-    "recommend_to_file",
     "resolve_model_dir",
     "resolve_uri",
     "tracking_enabled",
-    "train",
-    "tune",
 ]

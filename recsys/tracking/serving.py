@@ -161,7 +161,7 @@ def resolve_model_dir(source: str | os.PathLike, tracking_uri: str | None = None
         import mlflow
         from mlflow.artifacts import download_artifacts
 
-        from recsys.tracking.tracker import check_store, resolve_uri
+        from recsys.tracking.store import check_store, resolve_uri
 
         uri = resolve_uri(tracking_uri)
         check_store(uri)

@@ -5,82 +5,27 @@ default ``sqlite:///mlflow.db`` in the working directory. :meth:`Tracker.run` op
 before any work starts (an unreachable server fails in seconds, naming the URI), starts
 a run and ends it ``FINISHED``, or ``FAILED`` (``KILLED`` on Ctrl-C) when the block
 raises. A disabled tracker (``--no-track``, ``RECSYS_NO_TRACK=1``) hands out a
-:class:`NullRun` whose methods do nothing, so callers never branch on tracking.
+:class:`recsys.runs.NullRun` whose methods do nothing, so callers never branch on tracking.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import recsys
 from recsys.errors import TrackingError
+from recsys.runs import NULL_RUN, Run
+from recsys.tracking.store import check_store, metric_key, resolve_uri, tracking_enabled
 
-DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "recsys"
-NO_TRACK_ENV = "RECSYS_NO_TRACK"
-URI_ENV = "MLFLOW_TRACKING_URI"
 _MAX_PARAM = 6000  # MLflow's limit on a parameter value
-
-
-def tracking_enabled(flag: bool | None = None) -> bool:
-    """``--track``/``--no-track`` when given, else on unless ``$RECSYS_NO_TRACK`` is set."""
-    if flag is not None:
-        return flag
-    return os.environ.get(NO_TRACK_ENV, "").strip().lower() in ("", "0", "false", "no", "off")
-
-
-def resolve_uri(uri: str | None = None) -> str:
-    """The tracking URI: explicit, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``."""
-    return uri or os.environ.get(URI_ENV) or DEFAULT_URI
-
-
-def metric_key(name: str) -> str:
-    """An MLflow-legal metric name: ``recall@20`` becomes ``recall_at_20``."""
-    return name.replace("@", "_at_")
-
-
-def check_store(uri: str, timeout: float = 3.0) -> None:
-    """Fail fast, naming ``uri``, when the store cannot be reached or written.
-
-    HTTP servers are asked for ``/health`` with a short timeout (MLflow's own client
-    retries for minutes); SQLite and file stores need a writable directory.
-    """
-    parsed = urllib.parse.urlparse(uri)
-    hint = "start the server, fix --tracking-uri or $MLFLOW_TRACKING_URI, or pass --no-track"
-    if parsed.scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-                return
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500 and exc.code not in (401, 403):
-                return  # something answers; MLflow's client reports what else is wrong
-            raise TrackingError(f"tracking server {uri} answered HTTP {exc.code}; {hint}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingError(f"tracking server {uri} is unreachable ({reason}); {hint}") from None
-    elif parsed.scheme in ("sqlite", "file", ""):
-        if parsed.scheme == "sqlite":
-            path = uri.split(":///", 1)[1] if ":///" in uri else ""
-            if not path or path == ":memory:":
-                return
-            directory = Path(path).parent
-        else:
-            directory = Path(parsed.path if parsed.scheme == "file" else uri)
-            directory = directory if directory.exists() else directory.parent
-        directory = directory if str(directory) else Path(".")
-        if not directory.is_dir() or not os.access(directory, os.W_OK):
-            raise TrackingError(f"tracking store {uri}: directory {directory} does not exist or is not writable; {hint}")
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
@@ -111,20 +56,6 @@ def _plain(value: Any) -> Any:
         except (TypeError, ValueError):
             return value
     return value
-
-
-class NullRun:
-    """What a disabled tracker hands out: every method accepts its arguments and does nothing."""
-
-    run_id: str | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return lambda *args, **kwargs: None
-
-    def callback(self) -> EpochLogger:
-        return EpochLogger(self)  # type: ignore[arg-type]
 
 
 class Tracker:
@@ -198,14 +129,14 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None,
-            nested: bool = False) -> Iterator[TrackedRun | NullRun]:
+            nested: bool = False) -> Iterator[Run]:
         """Record one job as a run (a child of the active run with ``nested``).
 
         The run ends ``FINISHED`` when the block completes, ``FAILED`` with the error as
         the ``recsys.error`` tag when it raises, ``KILLED`` on Ctrl-C or a signal.
         """
         if not self.enabled:
-            yield NullRun()
+            yield NULL_RUN
             return
         import mlflow
 
@@ -235,11 +166,23 @@ def end_active_run(status: str) -> None:
 
 
 class TrackedRun:
-    """The active MLflow run of one job: parameters, metrics, artifacts, child runs."""
+    """The active MLflow run of one job (a :class:`recsys.runs.Run`): parameters, metrics,
+    artifacts, child runs. ``keeps_models`` is the tracker's ``log_models``."""
 
     def __init__(self, run_id: str, tracker: Tracker) -> None:
         self.run_id = run_id
         self.tracker = tracker
+        self.keeps_models = tracker.log_models
+
+    @contextlib.contextmanager
+    def child(self, name: str, *, kind: str, tags: Mapping[str, str] | None = None,
+              keeps_models: bool | None = None) -> Iterator[Run]:
+        """A run nested in this one (a grid's combination, a tuning trial), ended FAILED if
+        its block raises; ``keeps_models`` overrides this run's for it."""
+        with self.tracker.run(name, kind=kind, tags=tags, nested=True) as child:
+            if keeps_models is not None:
+                child.keeps_models = keeps_models
+            yield child
 
     def log_params(self, params: Mapping[str, Any], prefix: str = "") -> None:
         import mlflow
@@ -260,9 +203,12 @@ class TrackedRun:
             mlflow.log_metrics(values, step=step, run_id=self.run_id)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        import mlflow
+        # By id, not MLflow's active run: a parent tagged while a child run is open stays itself.
+        from mlflow.entities import RunTag
+        from mlflow.tracking import MlflowClient
 
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        if tags:
+            MlflowClient(self.tracker.uri).log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_text(self, text: str, name: str) -> None:
         import mlflow
@@ -284,23 +230,9 @@ class TrackedRun:
 
         log_pyfunc(model_dir)
 
-    def callback(self) -> EpochLogger:
-        """A training callback logging each epoch's figures (loss, validation metric) by step."""
-        return EpochLogger(self)
 
 
 def _default_index(frame: Any) -> bool:
     import pandas as pd
 
     return isinstance(frame.index, pd.RangeIndex)
-
-
-class EpochLogger:
-    """:class:`recsys.models.training.Callback` that logs every epoch's figures as metric history."""
-
-    def __init__(self, run: TrackedRun) -> None:
-        self.run = run
-
-    def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> None:
-        finite = {k: v for k, v in figures.items() if isinstance(v, (int, float)) and not math.isnan(v)}
-        self.run.log_metrics(finite, step=epoch)

@@ -1,0 +1,219 @@
+"""Vectors and the exact search over them: below the models, which score by dot product.
+
+Exact top-k by dot product: users in blocks, seen items masked per block, torch on CPU or
+GPU. Memory is bounded by the block: ``block_users x n_items`` scores at a time, never the
+dense users-by-items matrix. The block size follows a byte budget, so 100K users by 1M
+items runs in the same few hundred MB as 1K by 10K. Models answer queries with it;
+approximate indices (:mod:`recsys.retrieval`) answer the same ``search`` and are judged
+against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recsys.data.vocabulary import Vocabulary
+from recsys.device import resolve_device
+
+DEFAULT_BLOCK_BYTES = 256 * 2**20
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def block_size_for(n_items: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    """Users per block so that one block of float32 scores fits in ``block_bytes``."""
+    return int(max(1, min(65536, block_bytes // (4 * max(n_items, 1)))))
+
+
+def iter_blocks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _mask_rows(scores: torch.Tensor, exclude: sp.csr_matrix) -> None:
+    """Set ``scores[r, j] = -inf`` for every stored (r, j) of ``exclude`` (same row count)."""
+    if exclude.nnz == 0:
+        return
+    counts = np.diff(exclude.indptr)
+    rows = torch.from_numpy(np.repeat(np.arange(exclude.shape[0]), counts)).to(scores.device)
+    cols = torch.from_numpy(exclude.indices.astype(np.int64, copy=False)).to(scores.device)
+    scores[rows, cols] = -torch.inf
+
+
+class ExactIndex:
+    """All-items dot-product search over a fixed item matrix kept on one device.
+
+    Parameters
+    ----------
+    item_vectors : ndarray, shape (n_items, d)
+    device : "auto", "cpu", "cuda" or a torch.device
+    block_bytes : int
+        Budget for one block of scores; bounds memory.
+
+    Examples
+    --------
+    >>> index = ExactIndex(np.eye(3, dtype=np.float32))
+    >>> index.search(np.array([[0.0, 1.0, 0.5]], dtype=np.float32), k=2)[0]
+    array([[1, 2]])
+    """
+
+    def __init__(
+        self,
+        item_vectors: np.ndarray,
+        device: str | torch.device | None = "auto",
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.items = torch.as_tensor(np.ascontiguousarray(item_vectors, dtype=np.float32)).to(self.device)
+        self.n_items = self.items.shape[0]
+        self.block_users = block_size_for(self.n_items, block_bytes)
+
+    def search(
+        self,
+        user_vectors: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for each row of ``user_vectors`` (shape (B, d)).
+
+        ``exclude`` (CSR, shape (B, n_items)) lists items to skip per row. Returns
+        ``(indices, scores)``, each of shape (B, k), best first. Where fewer than ``k``
+        items remain, the tail is padded with index -1 and score -inf.
+        """
+        user_vectors = np.asarray(user_vectors, dtype=np.float32)
+        n = user_vectors.shape[0]
+        k_eff = min(k, self.n_items)
+        out_idx = np.full((n, k), -1, dtype=np.int64)
+        out_scores = np.full((n, k), -np.inf, dtype=np.float32)
+        if n == 0 or k_eff == 0:
+            return out_idx, out_scores
+        with torch.inference_mode():
+            # One score buffer for all blocks: a fresh block-sized allocation per block is
+            # a fresh mmap whose pages all fault in again (a third of the time at 1M items).
+            buffer = torch.empty((min(n, self.block_users), self.n_items), device=self.device)
+            for block in iter_blocks(n, self.block_users):
+                users = torch.as_tensor(user_vectors[block]).to(self.device)
+                scores = buffer[: users.shape[0]]
+                torch.matmul(users, self.items.T, out=scores)
+                if exclude is not None:
+                    _mask_rows(scores, exclude[block])
+                top_scores, top_idx = torch.topk(scores, k_eff, dim=1, sorted=True)
+                # One device-to-host copy per block (a sync point on CUDA).
+                out_idx[block, :k_eff] = top_idx.cpu().numpy()
+                out_scores[block, :k_eff] = top_scores.cpu().numpy()
+        out_idx[~np.isfinite(out_scores)] = -1
+        return out_idx, out_scores
+
+
+def cosine_neighbours(factors: np.ndarray, item_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of highest cosine with each row ``item_index`` of ``factors``, itself left out.
+
+    Returns ``(indices, cosines)``, each of shape (len(item_index), k), padded with -1 and
+    NaN where there are fewer than ``k`` other rows.
+    """
+    item_index = np.asarray(item_index, dtype=np.int64)
+    normed = unit_rows(factors)
+    exclude = sp.csr_matrix(
+        (np.ones(len(item_index)), item_index, np.arange(len(item_index) + 1)),
+        shape=(len(item_index), len(normed)),
+    )
+    found, sims = ExactIndex(normed, "cpu").search(normed[item_index], k, exclude)
+    sims = sims.astype(np.float32)
+    sims[found < 0] = np.nan
+    return found, sims
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """A fitted model's vectors and what queries need, as plain arrays: what retrieval,
+    evaluation and diagnostics take (from :meth:`recsys.models.Recommender.embeddings`, or
+    assembled from factors trained elsewhere).
+
+    ``user_vectors`` (n_users, d') and ``item_vectors`` (n_items, d') are the two sides of
+    the score: their dot product is the model's score (biases folded into extra
+    dimensions). ``item_embeddings`` (n_items, d) place items relative to each other
+    (similar items, maps, clusters, diversity), ``user_embeddings`` (n_users, d) users. ``seen`` (n_users, n_items) holds the
+    training entries to exclude; ``item_popularity`` (n_items,) the training users per item.
+    ``fingerprint`` names the training data (it ties an index to the model).
+    """
+
+    users: Vocabulary
+    items: Vocabulary
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    item_embeddings: np.ndarray
+    user_embeddings: np.ndarray
+    seen: sp.csr_matrix
+    item_popularity: np.ndarray
+    name: str = ""
+    fingerprint: str = ""
+    predicts_ratings: bool = False
+    scores_cold_items: bool = False
+    _indices: dict[Any, ExactIndex] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, source: Embeddings | HasEmbeddings) -> Embeddings:
+        """``source`` itself, or the embeddings of a fitted model."""
+        return source if isinstance(source, Embeddings) else source.embeddings()
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def exact_index(self, device: str | torch.device | None = "auto") -> ExactIndex:
+        """The exact dot-product index over :attr:`item_vectors` (built once per device)."""
+        device = resolve_device(device)  # "auto" and the device it means share one copy
+        if device not in self._indices:
+            self._indices[device] = ExactIndex(self.item_vectors, device)
+        return self._indices[device]
+
+    def search(self, user_index: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
+               index: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indices and scores of known users, shape (n, k) each (``exclude``:
+        items to skip per user; ``index``: any retrieval with ``search``, exact by default)."""
+        index = self.exact_index() if index is None else index
+        return index.search(self.user_vectors[np.asarray(user_index, dtype=np.int64)], k, exclude)
+
+    def score_pairs(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
+        """Scores of (user, item) index pairs, shape (n,)."""
+        u, i = self.user_vectors[user_index], self.item_vectors[item_index]
+        return np.einsum("ij,ij->i", u, i).astype(np.float32)
+
+    def popular_items(self, k: int) -> np.ndarray:
+        """Indices of the ``k`` items with the most training users, padded with -1."""
+        order = np.argsort(-self.item_popularity, kind="stable")[:k]
+        return np.pad(order, (0, k - len(order)), constant_values=-1)
+
+    def item_ids(self, item_index: np.ndarray) -> np.ndarray:
+        """External item ids for indices; -1 (padding) becomes -1 or None."""
+        item_index = np.asarray(item_index)
+        pad = item_index < 0
+        ids = self.items.ids[np.where(pad, 0, item_index)]
+        if pad.any():
+            ids = ids.astype(object) if not self.items.is_integer else ids
+            ids[pad] = -1 if self.items.is_integer else None
+        return ids
+
+
+class HasEmbeddings(Protocol):
+    """Anything that gives :class:`Embeddings` (a fitted model)."""
+
+    def embeddings(self) -> Embeddings: ...
+
+
+EmbeddingSource = Embeddings | HasEmbeddings
+"""What retrieval, evaluation and diagnostics take: embeddings, or a fitted model."""

@@ -1,0 +1,67 @@
+"""``recsys split`` as a function: train and test files for a log; tables written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from recsys.artifacts import atomic_directory, atomic_file, write_json
+from recsys.data.interactions import Interactions
+from recsys.data.io import write_interactions
+from recsys.data.splits import STRATEGIES, split
+from recsys.errors import ConfigError
+from recsys.jobs.settings import DataSource, ReadOptions, load, source_name
+
+SPLIT_FILES = ("train.csv", "test.csv", "split.json")
+
+
+def split_file(
+    data: DataSource,
+    out_dir: str | os.PathLike,
+    *,
+    strategy: str = "user",
+    test_fraction: float = 0.2,
+    n: int = 1,
+    seed: int = 0,
+    read_options: ReadOptions | None = None,
+) -> tuple[Path, Path, Interactions, Interactions]:
+    """Split a log and write ``out_dir/train.csv``, ``out_dir/test.csv`` and ``split.json``.
+
+    The directory is replaced as a whole, train and test together or not at all; one that
+    holds other files is refused.
+    """
+    full = load(data, read_options)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown split {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    train_part, test_part = split(full, strategy, test_fraction=test_fraction, n=n, seed=seed)  # type: ignore[arg-type]
+    out = Path(out_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"{out}: exists and is not a directory")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in SPLIT_FILES)
+        if foreign:
+            raise ConfigError(
+                f"{out}: holds other files ({', '.join(foreign[:3])}); the split directory is "
+                "replaced as a whole, so give a new or empty directory"
+            )
+    record = {
+        "source": source_name(data), "strategy": strategy, "test_fraction": test_fraction, "n": n, "seed": seed,
+        "train_entries": train_part.nnz, "test_entries": test_part.nnz,
+    }
+    with atomic_directory(out) as tmp:
+        write_interactions(train_part, tmp / "train.csv", lock=False)
+        write_interactions(test_part, tmp / "test.csv", lock=False)
+        write_json(tmp / "split.json", record)
+    return out / "train.csv", out / "test.csv", train_part, test_part
+
+
+def write_table(frame: Any, path: str | os.PathLike) -> Path:
+    """Write a DataFrame as Parquet (``.parquet``) or CSV, atomically."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+    return path

@@ -1,0 +1,265 @@
+"""``recsys train`` as a function: read, split, fit, evaluate, save, and report to a run.
+
+Checkpoints (iterative models): ``checkpoint_every=N`` saves one every N epochs in
+``checkpoint_dir`` (default: the model directory's name plus ``.checkpoint``), and
+SIGINT/SIGTERM save one before stopping with :class:`~recsys.checkpoint.TrainingInterrupted`
+(always with ``checkpoint_on_signal``, the CLI's default). ``resume=DIR`` continues from the
+checkpoint in DIR with the settings stored there (:func:`recsys.jobs.resume.resumed`;
+``data``, ``test``, ``output`` and ``features`` given to :func:`train` replace the stored
+ones); on CPU with the same seed it ends with the same factors as an uninterrupted run. The
+checkpoint directory is removed once the model is saved.
+
+The run (:class:`recsys.runs.Run`) receives the settings, the data's description
+(``data_info`` replaces it: a log read once and trained on many times), per-epoch figures,
+the metrics, the model and diagnostics; its id is the result's ``run_id``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys.artifacts import output_lock, write_json
+from recsys.checkpoint import Checkpointing
+from recsys.data.interactions import Interactions
+from recsys.errors import ConfigError, InputError
+from recsys.evaluation.evaluate import Evaluation, evaluate
+from recsys.evaluation.validation import Validation
+from recsys.jobs.record import record_outcome, record_settings
+from recsys.jobs.resume import resumed, stored_settings
+from recsys.jobs.settings import (
+    DataSource,
+    FeatureTables,
+    ReadOptions,
+    TrainConfig,
+    attach_feature_tables,
+    load,
+    source_name,
+    split_data,
+    validation_split,
+)
+from recsys.models import MODELS, create_model
+from recsys.models.base import Recommender
+from recsys.models.training import Callback
+from recsys.runs import NULL_RUN, EpochLogger, Run
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    model: Recommender
+    config: TrainConfig
+    train: Interactions
+    test: Interactions | None
+    evaluation: Evaluation | None
+    model_dir: Path | None
+    seconds: dict[str, float]
+    validation: Interactions | None = None
+    features: Any = None  # FeatureReport when feature tables were given
+    run_id: str | None = None  # the run that recorded it, when one did
+
+
+NO_DATA = "no training data: give --data FILE (or --resume a checkpoint directory)"
+
+
+def default_model_dir(model: str) -> Path:
+    """``models/<model>-<UTC time>`` under the working directory."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("models") / f"{model}-{stamp}"
+
+
+def train(
+    data: DataSource | None,
+    config: TrainConfig | None = None,
+    *,
+    test: DataSource | None = None,
+    read_options: ReadOptions | None = None,
+    features: FeatureTables | None = None,
+    output: str | os.PathLike | None = None,
+    save: bool = True,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = False,
+    index_trees: int | None = None,
+    checkpoint_every: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    checkpoint_on_signal: bool = False,
+    run: Run = NULL_RUN,
+    data_info: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Load, split, fit, evaluate and save a model, reporting to ``run``.
+
+    ``test`` evaluates on a given file (mapped onto the training ids; unknown ids dropped
+    and counted) instead of splitting. With ``save``, the model directory (``output`` or
+    :func:`default_model_dir`) is written atomically, with the Annoy index when
+    ``index_trees`` is given.
+
+    ``features`` (:class:`FeatureTables`) attach side information for models that use it
+    (``two-tower``); ids with features but no interactions join the catalogue as cold
+    ones. With ``split="cold-items"`` the evaluation is on the held-out cold items.
+    Checkpoints, ``resume`` and what ``run`` receives: see the module's docstring.
+    """
+    features = features or FeatureTables()
+    if resume is not None:
+        job = resumed(resume, data=data, test=test, output=output, checkpoint_every=checkpoint_every,
+                      features=features, config=config, read_options=read_options)
+        data, config, test, read_options = job.data, job.config, job.test, job.read_options
+        output, checkpoint_every, features, checkpoint_dir = job.output, job.checkpoint_every, job.features, resume
+    if data is None:
+        raise ConfigError(NO_DATA)
+    config = config or TrainConfig()
+    config.check()
+    directory = Path(output) if output is not None else default_model_dir(config.model)
+    with contextlib.ExitStack() as held:
+        if save:
+            # Held for the whole run: a second run aimed at the same directory is refused
+            # at once with a clear message, not after hours of training.
+            held.enter_context(output_lock(directory))
+        checkpointing = _checkpointing(
+            config.model, directory, checkpoint_every, checkpoint_dir, resume is not None, checkpoint_on_signal,
+            stored_settings(data, test, config, read_options, directory, checkpoint_every, features),
+        )
+        record_settings(run, config, data, test, features, data_info)
+        result = fit_and_evaluate(data, config, test=test, read_options=read_options, features=features,
+                                  callbacks=[*callbacks, EpochLogger(run)], progress=progress,
+                                  checkpointing=checkpointing)
+        result.run_id = run.run_id
+        if save or run.keeps_models:
+            _save(result, directory if save else None, data, index_trees, run)
+        record_outcome(run, result, features)
+        if checkpointing is not None and checkpointing.directory.exists():
+            with output_lock(checkpointing.directory):  # its job is done: the model is saved
+                shutil.rmtree(checkpointing.directory, ignore_errors=True)
+    return result
+
+
+def fit_and_evaluate(
+    data: DataSource,
+    config: TrainConfig,
+    *,
+    test: DataSource | None = None,
+    read_options: ReadOptions | None = None,
+    features: FeatureTables | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = False,
+    checkpointing: Checkpointing | None = None,
+) -> TrainResult:
+    """The heart of :func:`train` without saving or reporting: data in, a fitted and
+    evaluated model out."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    full = load(data, read_options)
+    feature_report = None
+    if features is not None and features.given:
+        full, feature_report = attach_feature_tables(full, config.model, features,
+                                                     (read_options or ReadOptions()).encoding)
+    train_data, test_data = _parts(full, config, test, read_options)
+    timings["load_split"] = time.perf_counter() - start
+
+    validation = None
+    if config.validation_fraction:
+        # Carved for every model, so that each fits on the same entries whatever it does with them.
+        train_data, validation = validation_split(train_data, config.validation_fraction, config.seed)
+    model = create_model(config.model, **config.model_params())
+    options: dict[str, Any] = {}
+    if model.trains_by_epoch:
+        options = {"callbacks": callbacks, "progress": progress, "checkpointing": checkpointing}
+        if validation is not None:
+            options["validation"] = Validation(validation, config.validation_metric, config.patience)
+    start = time.perf_counter()
+    model.fit(train_data, **options)
+    timings["fit"] = time.perf_counter() - start
+
+    evaluation = None
+    if test_data is not None and test_data.nnz:
+        if config.split == "cold-items" and test is None:
+            from recsys.evaluation.cold import evaluate_cold_items
+
+            evaluation = evaluate_cold_items(model, test_data, ks=config.ks, progress=progress)
+        else:
+            evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
+        timings["evaluate"] = evaluation.seconds
+    return TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, feature_report)
+
+
+def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
+           read_options: ReadOptions | None) -> tuple[Interactions, Interactions | None]:
+    """The training and test parts: a given test file mapped onto the training ids, the
+    split ``config`` asks for, or all of it for training (``split="none"``)."""
+    if test is not None:
+        test_data, dropped = load(test, read_options).reindex(full.users, full.items)
+        if test_data.nnz == 0:
+            raise InputError(
+                f"no test entry has a user and an item in the training data ({dropped} entries "
+                "dropped); is this the right test file for this training data?",
+                path=None if isinstance(test, Interactions) else test,
+            )
+        return full, test_data
+    if config.split == "none":
+        return full, None
+    return split_data(full, config)
+
+
+def _checkpointing(model: str, directory: Path, every: int, checkpoint_dir: str | os.PathLike | None,
+                   resume: bool, on_signal: bool, settings: dict[str, Any]) -> Checkpointing | None:
+    """The epoch loop's checkpoint settings, or None when the run keeps no checkpoints."""
+    can = MODELS[model].supports_checkpoints()
+    if not (every or checkpoint_dir is not None or (on_signal and can)):
+        return None
+    if not can:
+        able = [n for n, c in MODELS.items() if c.supports_checkpoints()]
+        raise ConfigError(f"model {model!r} has no checkpoints; they apply to iterative models ({', '.join(able)})")
+    where = Path(checkpoint_dir) if checkpoint_dir is not None else directory.with_name(directory.name + ".checkpoint")
+    return Checkpointing(where, every=int(every or 0), resume=resume, run=settings)
+
+
+def _save(result: TrainResult, directory: Path | None, data: DataSource, index_trees: int | None, run: Run) -> None:
+    """Save the model (with ``run.json`` and the Annoy index) and hand it to the run; with no
+    directory (``save=False``) only for the run, in a temporary one."""
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recsys-model-"))) / "model"
+        else:
+            result.model_dir = directory
+
+        def extras(tmp: Path) -> None:
+            write_json(tmp / "run.json", run_record(result, data))
+            if index_trees:
+                from recsys.retrieval.annoy_index import INDEX_DIR, AnnoyIndex
+
+                (tmp / INDEX_DIR).mkdir()
+                AnnoyIndex.build(result.model, trees=index_trees).write(tmp / INDEX_DIR)
+
+        result.model.save(directory, extras=extras, lock=False)
+        if result.model_dir is not None:
+            result.seconds["save"] = time.perf_counter() - start
+        if run.keeps_models:
+            run.log_directory(directory, "recsys_model")
+            run.log_model(directory)
+
+
+def run_record(result: TrainResult, data: DataSource) -> dict[str, Any]:
+    """The resolved configuration and outcome of a run, as saved in ``run.json``."""
+    config = dataclasses.asdict(result.config)
+    config["params"] = result.model.get_params()
+    return {
+        "fitted_params": result.model.fitted_params,
+        "data_shape": result.model.data_shape,
+        "data": source_name(data),
+        "config": config,
+        "train_entries": result.train.nnz,
+        "test_entries": None if result.test is None else result.test.nnz,
+        "metrics": None if result.evaluation is None else result.evaluation.metrics,
+        "seconds": result.seconds,
+    }

@@ -1,0 +1,163 @@
+"""Two-tower training: in-batch sampled softmax with the logQ correction, optional uniform
+negatives, id dropout, a cosine learning-rate schedule and bfloat16 autocast on CUDA."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recsys.checkpoint import check_arrays
+from recsys.data.features import FeatureEncoder
+from recsys.data.interactions import Interactions
+from recsys.device import resolve_device
+from recsys.models.mf import NegativeSampler
+from recsys.models.training import minibatch_epoch, optimizer_state, set_optimizer_state
+from recsys.models.two_tower.encoding import FeatureRows, recent_item_matrix
+from recsys.models.two_tower.towers import (
+    Output,
+    embed_in_chunks,
+    initial_towers,
+    load_tower_arrays,
+    tower_arrays,
+)
+from recsys.seeding import derive_seed
+
+
+def cosine_decay(base: float, step: int, total: int) -> float:
+    """The learning rate at ``step`` of ``total``: ``base`` at 0, down to 0 at ``total``."""
+    return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+class TwoTowerTrainer:
+    """One fit of :class:`~recsys.models.two_tower.TwoTower`: the towers on the device, their
+    optimizer, the feature and history tensors, the training entries, the in-batch sampler
+    and the generator that shuffles, drops ids and draws negatives."""
+
+    def __init__(
+        self, data: Interactions, params: Mapping[str, Any], user_encoder: FeatureEncoder, item_encoder: FeatureEncoder
+    ) -> None:
+        dev = resolve_device(params["device"])
+        self.device = dev
+        self.output = Output.of(params)
+        self.batch_size, self.learning_rate = int(params["batch_size"]), params["learning_rate"]
+        self.cosine_schedule = params["lr_schedule"] == "cosine"
+        self.id_dropout, self.logq = params["id_dropout"], float(params["logq"])
+        self.uniform_negatives, self.reads_history = int(params["uniform_negatives"]), bool(params["recent"])
+        self.user_tower, self.item_tower = initial_towers(params, user_encoder, item_encoder, data.n_users, data.n_items)
+        self.user_tower.to(dev)
+        self.item_tower.to(dev)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(derive_seed(params["random_state"]) + 1)
+        self.gen = gen
+        self.users = FeatureRows(user_encoder.transform(data.user_features, data.n_users), dev)
+        self.items = FeatureRows(item_encoder.transform(data.item_features, data.n_items), dev)
+        self.recent = torch.as_tensor(recent_item_matrix(data, params["recent"]), device=dev)
+        self.n_users, self.n_items = data.n_users, data.n_items
+        self.rows = torch.as_tensor(data.row_indices, device=dev)
+        self.cols = torch.as_tensor(data.matrix.indices.astype(np.int64), device=dev)
+        counts = data.item_counts()
+        # In-batch negatives are the batch's positives: item j turns up with probability
+        # count_j / nnz per row, so B * that is its expected count (the logQ term).
+        self.inbatch = NegativeSampler(counts, "popularity", gen, dev, power=1.0)
+        self.warm = torch.as_tensor(np.flatnonzero(counts > 0), device=dev)
+        self.total_steps = params["epochs"] * math.ceil(data.matrix.nnz / self.batch_size)
+        weights = [*self.user_tower.parameters(), *self.item_tower.parameters()]
+        self.opt = torch.optim.AdamW(weights, lr=self.learning_rate, weight_decay=params["regularization"])
+        use_amp = params["mixed_precision"] and dev.type == "cuda"
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+
+    def _embed_users(self, users: torch.Tensor, keep: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        cat, multi, num = self.users.rows(users)
+        history = self.recent[users] if self.reads_history else None
+        return self.user_tower(users, keep, cat, multi, num, history, drop)
+
+    def _embed_items(self, items: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        cat, multi, num = self.items.rows(items)
+        return self.item_tower(items, keep, cat, multi, num)
+
+    def _keep(self, n: int) -> torch.Tensor:
+        if self.id_dropout <= 0:
+            return torch.ones(n, device=self.device)
+        return (torch.rand(n, generator=self.gen, device=self.device) >= self.id_dropout).float()
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.user_tower.train()
+        self.item_tower.train()
+        n = self.rows.shape[0]
+        done = (epoch - 1) * math.ceil(n / self.batch_size)
+
+        def schedule(step: int) -> None:
+            for group in self.opt.param_groups:
+                group["lr"] = cosine_decay(self.learning_rate, done + step, self.total_steps)
+
+        return minibatch_epoch(n, self.batch_size, self.gen, self.opt,
+                               lambda b: self.batch_loss(self.rows[b], self.cols[b]),
+                               before_step=schedule if self.cosine_schedule else None,
+                               autocast=self.autocast)
+
+    def batch_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        b = len(users)
+        u = self._embed_users(users, self._keep(b), items + 1 if self.reads_history else None)
+        v = self._embed_items(items, self._keep(b))
+        u, v = self.output.finish(u.float(), users=True), self.output.finish(v.float(), users=False)
+        logits = u @ v.T
+        hit = (items[None, :] == items[:, None]) & ~torch.eye(b, dtype=torch.bool, device=self.device)
+        strength = self.logq
+        if strength:
+            logits = logits - strength * (self.inbatch.log_q(items) + math.log(b))[None, :]
+        logits = logits.masked_fill(hit, -math.inf)  # the same item again is not a negative
+        if self.uniform_negatives:
+            pick = torch.randint(len(self.warm), (self.uniform_negatives,), generator=self.gen, device=self.device)
+            neg = self.warm[pick]
+            vn = self.output.finish(self._embed_items(neg, self._keep(len(neg))).float(), users=False)
+            extra = u @ vn.T
+            if strength:
+                extra = extra - strength * math.log(self.uniform_negatives / len(self.warm))
+            extra = extra.masked_fill(neg[None, :] == items[:, None], -math.inf)
+            logits = torch.cat([logits, extra], dim=1)
+        target = torch.arange(b, device=self.device)
+        return F.cross_entropy(logits, target)
+
+    @torch.no_grad()
+    def export(self) -> dict[str, np.ndarray]:
+        """Both sides' factors through the towers as they stand, and the towers' weights
+        under ``tower.`` (the model keeps its own towers for new users and items)."""
+        self.user_tower.eval()
+        self.item_tower.eval()
+        out, dev = self.output, self.device
+
+        def users(idx: torch.Tensor) -> torch.Tensor:
+            return out.finish(self._embed_users(idx, torch.ones(len(idx), device=dev)).float(), users=True)
+
+        def items(idx: torch.Tensor) -> torch.Tensor:
+            return out.finish(self._embed_items(idx, torch.ones(len(idx), device=dev)).float(), users=False)
+
+        learned = {"user_factors": embed_in_chunks(users, self.n_users, out.width, dev),
+                   "item_factors": embed_in_chunks(items, self.n_items, out.width, dev)}
+        # Early stopping restores the best epoch: the towers too, not only the factors, so
+        # that new users are scored by the same model as the exported factors.
+        # Plain arrays under "tower.", so that a checkpoint can keep the best epoch too.
+        learned.update({f"tower.{k}": v for k, v in tower_arrays(self.user_tower, self.item_tower).items()})
+        return learned
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = tower_arrays(self.user_tower, self.item_tower)
+        # The generator draws the shuffles, id dropout and negatives.
+        state["generator"] = self.gen.get_state().numpy().copy()
+        state.update(optimizer_state(self.opt))
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        check_arrays(state, {"generator": (tuple(self.gen.get_state().shape), "u")})
+        load_tower_arrays(self.user_tower, self.item_tower, state)
+        self.gen.set_state(torch.from_numpy(state["generator"]))
+        set_optimizer_state(self.opt, state)
+
+    def finalize(self) -> None:
+        """Nothing to release: the towers and tensors go with the trainer."""
