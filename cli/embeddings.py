@@ -41,8 +41,11 @@ def plot(
     quiet: Quiet = False,
 ) -> None:
     """Draw the model's item (or user) embeddings in 2D, as a PNG or an interactive HTML page."""
+    from recsys.artifacts import check_output
     from recsys.diagnostics import embedding_map
+    from recsys.diagnostics.maps import map_kind
 
+    check_output(out, map_kind(out), inputs=[model, item_features])
     loaded, features = _load(model, item_features, item_id_col)
     columns = tuple(c.strip() for c in hover.split(",") if c.strip())
     emap = embedding_map(loaded, of=of, method=method, color=color, features=features, hover=columns,
@@ -71,15 +74,17 @@ def clusters(
     quiet: Quiet = False,
 ) -> None:
     """k-means clusters of the normalized item factors (size, popular items, dominant metadata) and outliers."""
+    from recsys.artifacts import atomic_file, check_output, write_json
     from recsys.diagnostics import cluster_items
+    from recsys.diagnostics.clusters import CLUSTER_SUMMARY
 
+    if out is not None:
+        check_output(out, CLUSTER_SUMMARY, inputs=[model, item_features])
     loaded, features = _load(model, item_features, item_id_col)
     report = cluster_items(loaded, k, features=features, column=column, top=top, random_state=seed)
     summary = report.to_dict()
     if out is not None:
-        from recsys.artifacts import atomic_file, write_json
-
-        with atomic_file(out) as tmp:
+        with atomic_file(out, kind=CLUSTER_SUMMARY) as tmp:
             write_json(tmp, summary)
     if fmt == "json":
         print_json(summary)
@@ -110,15 +115,19 @@ def audit(
     quiet: Quiet = False,
 ) -> None:
     """List items whose nearest neighbours overwhelmingly carry a different category: candidates for mislabelled or unusual items."""
+    from recsys.artifacts import check_output
     from recsys.diagnostics import label_audit
+    from recsys.diagnostics.clusters import AUDIT_TABLE
     from recsys.jobs import write_table
 
+    if out is not None:
+        check_output(out, AUDIT_TABLE, inputs=[model, item_features])
     loaded, features = _load(model, item_features, item_id_col)
     assert features is not None
     table = label_audit(loaded, features, column, neighbours=neighbours, threshold=threshold,
                         min_popularity=min_popularity)
     if out is not None:
-        write_table(table, out)
+        write_table(table, out, AUDIT_TABLE)
     if fmt == "json":
         print_json(table.head(limit).to_dict(orient="records"))
         return

@@ -39,7 +39,7 @@ def evaluate(
     read_options: Any = None,
 ) -> None:
     """Rank the full catalogue for every test user, excluding their training items, and report recall, NDCG, precision, MAP, MRR, hit rate, and coverage, Gini, popularity percentile, novelty and diversity at each k."""
-    from recsys.jobs import evaluate_model, write_table
+    from recsys.jobs import evaluate_model
     from recsys.tracking import resolve_model_dir
 
     runs = tracker(track, tracking_uri, experiment)
@@ -48,11 +48,9 @@ def evaluate(
         directory = resolve_model_dir(model, runs.uri)
         result = evaluate_model(
             directory, data, train=train, ks=parse_ks(k), read_options=read_options,
-            per_user=per_user is not None, progress=not quiet, retrieval=retrieval, search_k=search_k,
+            per_user=per_user if per_user is not None else False, progress=not quiet, retrieval=retrieval, search_k=search_k,
             cold_items=cold_items, run=run, model_source=model,
         )
-    if per_user is not None and result.per_user is not None:
-        write_table(result.per_user, per_user)
     cold = {k: v for k, v in result.extra.items() if k != "run_id"} if cold_items else {}
     if fmt == "json":
         print_json({**result.metrics, **({"cold_items": cold} if cold else {})})

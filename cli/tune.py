@@ -69,8 +69,9 @@ def tune(
         result = run_tune(
             data, settings, trials=trials, space=search, metric=metric, validation_fraction=validation_fraction,
             time_budget=time_budget, read_options=read_options, progress=not quiet, features=features, run=run,
+            output=output or Path(f"tuned-{settings.model}.toml"),
         )
-    path = result.write_config(output or Path(f"tuned-{settings.model}.toml"))
+    path = result.config_path
     if fmt == "json":
         print_json({"best_params": result.best_params, "best_value": result.best_value, "metric": metric,
                     "trials": len(result.trials), "config": str(path), "run_id": result.run_id})

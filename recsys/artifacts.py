@@ -4,6 +4,8 @@ Every file or directory the toolkit produces is written under a temporary name i
 same folder and renamed into place at the end, so a run killed at any point leaves the
 previous complete artifact or none. Two runs aiming at the same output path do not
 interleave: the second is refused with a clear message while the first holds the lock.
+An output replaces only an earlier output of the same kind (:func:`check_output`): never a
+folder of the user's own files, an input of the run, or the working directory.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,108 @@ def crash_point(name: str) -> None:
     """Die here, hard, if ``$RECSYS_CRASH_AT`` names this point (tests only)."""
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """What a command writes, so that it replaces only an earlier output of the same kind.
+
+    A directory kind names the file every such directory holds (``model.json``) and, where
+    it is fixed, the only names it holds; a file kind recognises an earlier file of its own
+    (a table by its header, a config by its comment).
+    An empty directory, or a path that does not exist, may always be written.
+    """
+
+    name: str
+    directory: bool = False
+    marker: str | None = None
+    names: frozenset[str] | None = None
+    recognise: Callable[[Path], bool] | None = None
+
+
+def check_output(path: str | os.PathLike, kind: OutputKind, inputs: Iterable[Any] = ()) -> Path:
+    """Refuse (exit 2, before any work) an output that would destroy something other than an
+    earlier output of ``kind``: a directory of other files, a file of another kind, a
+    directory given for a file, the working directory or one above it, or one of ``inputs``
+    (paths the run reads; other values are ignored)."""
+    target = Path(path)
+    resolved = target.resolve()
+    advice = f"give a new path (or an earlier {kind.name}) instead"
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise RecsysError(f"{target}: is the working directory (or above it); {advice}")
+    for given in _flat(inputs):
+        if not isinstance(given, str | os.PathLike) or "://" in os.fspath(given):
+            continue
+        source = Path(given).resolve()
+        if source == resolved or (kind.directory and resolved in source.parents):
+            raise RecsysError(f"{target}: would overwrite {given}, which this run reads; {advice}")
+    if not target.exists() and not target.is_symlink():
+        return target
+    if kind.directory:
+        if not target.is_dir():
+            raise RecsysError(f"{target}: exists and is not a directory; {advice}")
+        names = sorted(p.name for p in target.iterdir())
+        foreign = names if kind.marker not in names else [n for n in names if kind.names is not None and n not in kind.names]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise RecsysError(f"{target}: holds other files ({shown}) and is not a {kind.name}; "
+                              f"the output replaces the directory as a whole, so {advice}")
+        return target
+    if target.is_dir():
+        raise RecsysError(f"{target}: is a directory; a {kind.name} is a file, so give a file path")
+    if kind.recognise is None or not _recognised(kind.recognise, target):
+        raise RecsysError(f"{target}: exists and is not a {kind.name} written by recsys; {advice}")
+    return target
+
+
+def _flat(values: Iterable[Any]) -> Iterator[Any]:
+    for value in values:
+        if isinstance(value, list | tuple):
+            yield from _flat(value)
+        else:
+            yield value
+
+
+def _recognised(recognise: Callable[[Path], bool], path: Path) -> bool:
+    try:
+        return bool(recognise(path))
+    except (OSError, ValueError):
+        return False
+
+
+def starts_with(text: str, limit: int = 4096) -> Callable[[Path], bool]:
+    """A file kind recognised by ``text`` within its first ``limit`` bytes."""
+    needle = text.encode()
+    return lambda path: needle in path.open("rb").read(limit)
+
+
+def json_with_keys(keys: Iterable[str]) -> Callable[[Path], bool]:
+    """A JSON object recognised by holding all of ``keys``."""
+    wanted = set(keys)
+
+    def recognise(path: Path) -> bool:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        return isinstance(obj, dict) and wanted <= obj.keys()
+
+    return recognise
+
+
+def table_with_columns(columns: Iterable[str]) -> Callable[[Path], bool]:
+    """A CSV or Parquet table recognised by its leading columns."""
+    wanted = list(columns)
+
+    def recognise(path: Path) -> bool:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+        else:
+            with path.open("r", encoding="utf-8", errors="replace") as fh:
+                names = [n.strip().strip("\"") for n in fh.readline().rstrip("\r\n").split(",")]
+        return names[: len(wanted)] == wanted
+
+    return recognise
 
 
 @contextlib.contextmanager
@@ -95,14 +200,20 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, *, lock: bool = True) -> Iterator[Path]:
+def atomic_file(path: str | os.PathLike, *, lock: bool = True, kind: OutputKind | None = None) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success it replaces ``path`` atomically.
 
     On any exception (or a kill) the temporary file is removed (or left under a hidden
     temporary name, which the next write to ``path`` removes) and ``path`` is untouched.
     ``lock=False``: the caller holds :func:`output_lock` on ``path`` or the folder is private.
+    ``kind``: what the file is; an existing file of another kind is refused
+    (:func:`check_output`). Without it (files inside a private folder) any file is replaced.
     """
     target = Path(path)
+    if target.is_dir():
+        raise RecsysError(f"{target}: is a directory; give a file path")
+    if kind is not None:
+        check_output(target, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     ctx = output_lock(target) if lock else contextlib.nullcontext()
     with ctx:
@@ -125,8 +236,9 @@ def atomic_file(path: str | os.PathLike, *, lock: bool = True) -> Iterator[Path]
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, *, lock: bool = True) -> Iterator[Path]:
-    """Yield a fresh temporary directory; on success it takes the place of ``path``.
+def atomic_directory(path: str | os.PathLike, *, kind: OutputKind, lock: bool = True) -> Iterator[Path]:
+    """Yield a fresh temporary directory; on success it takes the place of ``path``, which
+    must be new, empty or an earlier directory of ``kind`` (:func:`check_output`).
 
     An existing directory at ``path`` is swapped with the new one in one atomic step
     (``renameat2(RENAME_EXCHANGE)`` on Linux), then deleted. Where the kernel or file system
@@ -136,9 +248,8 @@ def atomic_directory(path: str | os.PathLike, *, lock: bool = True) -> Iterator[
     directories left by killed runs are removed by the next write to the same ``path``.
     """
     target = Path(path)
+    check_output(target, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and not target.is_dir():
-        raise RecsysError(f"{target}: exists and is not a directory")
     ctx = output_lock(target) if lock else contextlib.nullcontext()
     with ctx:
         _recover(target)

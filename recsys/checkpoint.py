@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from recsys.artifacts import (
+    OutputKind,
     atomic_directory,
     inside,
     load_arrays,
@@ -44,6 +45,7 @@ from recsys.errors import ConfigError, ModelFormatError, RecsysError
 FORMAT_NAME = "recsys-checkpoint"
 FORMAT_VERSION = 1
 _META = "checkpoint.json"
+CHECKPOINT_DIRECTORY = OutputKind("checkpoint directory", directory=True, marker=_META)
 _STATE = "state.npz"
 
 
@@ -141,7 +143,7 @@ def set_random_states(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> No
 def save_checkpoint(directory: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Write a checkpoint directory atomically (the previous one stays until the new one is whole)."""
     rng_arrays, rng_meta = random_states()
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, kind=CHECKPOINT_DIRECTORY) as tmp:
         save_arrays(tmp / _STATE, {**arrays, **rng_arrays})
         write_json(
             tmp / _META,

@@ -168,7 +168,8 @@ def test_recommend_all_users_is_the_same_in_any_chunking(model, tmp_path):
 
 def test_a_failed_run_leaves_the_previous_output_and_no_temporary_file(model, tmp_path, monkeypatch):
     out = tmp_path / "recs.csv"
-    out.write_text("previous\n")
+    previous = "user,item,rank,score,fallback\n1,2,1,0.5,false\n"  # an earlier run's table
+    out.write_text(previous)
     real = batch_module.answer  # the batch job's name for recsys.models.queries.answer
     calls = []
 
@@ -181,7 +182,7 @@ def test_a_failed_run_leaves_the_previous_output_and_no_temporary_file(model, tm
     monkeypatch.setattr(batch_module, "answer", failing)
     with pytest.raises(RuntimeError):
         recommend_to_file(model, out, "all", k=3, batch_users=10)
-    assert out.read_text() == "previous\n"
+    assert out.read_text() == previous
     calls.clear()
     with pytest.raises(RuntimeError):
         recommend_to_file(model, tmp_path / "new.parquet", "all", k=3, batch_users=10)

@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.artifacts import atomic_directory
+from recsys.artifacts import OutputKind, atomic_directory
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
 from recsys.progress import progress_bar
@@ -134,7 +134,9 @@ def download(name: str, *, cache: str | os.PathLike | None = None, force: bool =
         archive = Path(tmp) / dataset.archive
         _fetch(dataset.url, archive, progress)
         _verify(archive, dataset.checksum)
-        with atomic_directory(target) as out:
+        # A download replaces only an earlier download of the same data set.
+        kind = OutputKind(f"{dataset.name} download", directory=True, marker=dataset.folder)
+        with atomic_directory(target, kind=kind) as out:
             _extract(archive, out)
             if not (out / dataset.folder / dataset.interactions).is_file():
                 raise RecsysError(f"{dataset.archive} does not contain {dataset.folder}/{dataset.interactions}")

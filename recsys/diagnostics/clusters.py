@@ -26,11 +26,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.artifacts import OutputKind, json_with_keys, table_with_columns
 from recsys.diagnostics.metadata import membership, require_column, title_column, values_of
 from recsys.embeddings import Embeddings, EmbeddingSource, unit_rows
 from recsys.errors import ConfigError
 
 OUTLIER_Z = 3.5
+CLUSTER_SUMMARY = OutputKind("cluster summary", recognise=json_with_keys(["clusters", "outlier_rule", "outliers"]))
+AUDIT_TABLE = OutputKind("label audit table", recognise=table_with_columns(["item", "values", "disagreement"]))
 
 
 def nearest_neighbours(

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from recsys.artifacts import atomic_file
+from recsys.artifacts import OutputKind, atomic_file, starts_with
 from recsys.diagnostics.clusters import default_k, kmeans, trained_items
 from recsys.diagnostics.metadata import require_column, title_column, values_of
 from recsys.embeddings import Embeddings, EmbeddingSource, unit_rows
@@ -49,6 +49,20 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 GREY = "#c0c0c0"
 NO_VALUE = "(none)"
 OTHER = "other"
+
+# An earlier map is recognised by what wrote it: matplotlib's PNG text chunk, plotly's page.
+MAP_PNG = OutputKind("PNG embedding map", recognise=starts_with("Matplotlib"))
+MAP_HTML = OutputKind("HTML embedding map", recognise=starts_with("PlotlyConfig"))
+
+
+def map_kind(path: str | os.PathLike) -> OutputKind:
+    """The kind of map a path asks for, by its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        return MAP_PNG
+    if suffix in (".html", ".htm"):
+        return MAP_HTML
+    raise ConfigError(f"{path}: the map is written as .png or .html")
 
 
 def subsample(popularity: np.ndarray, max_points: int, seed: int = 0) -> np.ndarray:
@@ -141,11 +155,7 @@ class EmbeddingMap:
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``.png`` or ``.html`` (by the suffix) atomically."""
         path = Path(path)
-        if path.suffix.lower() == ".png":
-            return save_png(self, path)
-        if path.suffix.lower() in (".html", ".htm"):
-            return save_html(self, path)
-        raise ConfigError(f"{path}: the map is written as .png or .html")
+        return save_png(self, path) if map_kind(path) is MAP_PNG else save_html(self, path)
 
 
 def embedding_map(
@@ -278,7 +288,7 @@ def save_png(emap: EmbeddingMap, path: str | os.PathLike, *, dpi: int = 150) -> 
         ax.set_ylabel(f"{emap.method} 2")
         fig.tight_layout()
         path = Path(path)
-        with atomic_file(path) as tmp:
+        with atomic_file(path, kind=MAP_PNG) as tmp:
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
@@ -356,7 +366,7 @@ def save_html(emap: EmbeddingMap, path: str | os.PathLike) -> Path:
     """
     fig = map_figure(emap)
     path = Path(path)
-    with atomic_file(path) as tmp:
+    with atomic_file(path, kind=MAP_HTML) as tmp:
         fig.write_html(
             tmp, include_plotlyjs=True, full_html=True, post_script=_SELECTION_SCRIPT,
             config={"scrollZoom": True, "displaylogo": False}, div_id="recsys-map",

@@ -11,12 +11,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.artifacts import OutputKind, table_with_columns
 from recsys.data.interactions import Interactions
 from recsys.embeddings import Embeddings, EmbeddingSource
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.beyond import BEYOND_METRICS, beyond_accuracy
 from recsys.evaluation.metrics import PER_USER_METRICS, user_metrics
 from recsys.progress import progress_bar
+
+PER_USER_TABLE = OutputKind("per-user metrics table", recognise=table_with_columns(["user", "n_relevant"]))
 
 Search = Callable[[np.ndarray, int, sp.csr_matrix], tuple[np.ndarray, np.ndarray]]
 """(user indices, k, items to exclude per user) -> (item indices (B, k), scores (B, k))."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from recsys.artifacts import check_output
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 from recsys.jobs.record import data_params, feature_params
 from recsys.jobs.settings import DataSource, FeatureTables, ReadOptions, load
 from recsys.models.base import Recommender
-from recsys.retrieval.batch import RecommendResult, recommend_to_file
+from recsys.retrieval.batch import RECOMMENDATIONS, RecommendResult, recommend_to_file
 from recsys.runs import NULL_RUN, Run
 
 
@@ -37,11 +38,12 @@ def recommend(
     :func:`~recsys.retrieval.recommend_to_file` (``retrieval``, ``include_seen``,
     ``search_k``, ``batch_users``, ``n_jobs``, ``device``, ``progress``).
     """
+    features = features or FeatureTables()
+    check_output(out, RECOMMENDATIONS, inputs=[model, history, features.users])
     model_dir = None
     if not isinstance(model, Recommender):
         model_dir = model
         model = Recommender.load(model)
-    features = features or FeatureTables()
     history_data = new_user_history(model, history, features, read_options)
     requested = "all" if users is None or isinstance(users, str) else f"{len(users)} given"
     run.log_params({"model": model.name, "model_source": model_source or (os.fspath(model_dir) if model_dir else None),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from recsys.artifacts import check_output
 from recsys.errors import ConfigError
-from recsys.evaluation.evaluate import DEFAULT_KS, Evaluation, evaluate
+from recsys.evaluation.evaluate import DEFAULT_KS, PER_USER_TABLE, Evaluation, evaluate
 from recsys.jobs.record import data_params, log_evaluation
 from recsys.jobs.settings import DataSource, ReadOptions, load
+from recsys.jobs.split import write_table
 from recsys.models.base import Recommender
 from recsys.runs import NULL_RUN, Run
 
@@ -20,7 +22,7 @@ def evaluate_model(
     train: DataSource | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     read_options: ReadOptions | None = None,
-    per_user: bool = False,
+    per_user: bool | str | os.PathLike = False,
     progress: bool = False,
     retrieval: str = "exact",
     search_k: int | None = None,
@@ -35,7 +37,12 @@ def evaluate_model(
     training interactions among themselves, as ``train`` does after a ``cold-items`` split
     (a model that cannot score them gets empty metrics and a note in ``extra``).
     ``model_source`` is how the caller named the model (an MLflow URI), for the record.
+    ``per_user``: True keeps each user's metrics in the result; a path also writes them there
+    (CSV or Parquet), over nothing but an earlier per-user table (checked before any work).
     """
+    per_user_out = None if isinstance(per_user, bool) else per_user
+    if per_user_out is not None:
+        check_output(per_user_out, PER_USER_TABLE, inputs=[model, test, train])
     model_dir = None
     if not isinstance(model, Recommender):
         model_dir = model
@@ -48,8 +55,10 @@ def evaluate_model(
     given = {"retrieval": None if retrieval == "exact" else retrieval, "search_k": search_k,
              "cold_items": cold_items or None, "ks": ",".join(map(str, ks))}
     run.log_params({k: v for k, v in given.items() if v is not None})
-    evaluation = _evaluate(model, model_dir, test, train, ks, read_options, per_user, progress, retrieval,
+    evaluation = _evaluate(model, model_dir, test, train, ks, read_options, bool(per_user), progress, retrieval,
                            search_k, cold_items)
+    if per_user_out is not None and evaluation.per_user is not None:
+        write_table(evaluation.per_user, per_user_out, PER_USER_TABLE)
     log_evaluation(run, evaluation)
     evaluation.extra["run_id"] = run.run_id
     return evaluation

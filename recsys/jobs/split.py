@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from recsys.artifacts import atomic_directory, atomic_file, write_json
+from recsys.artifacts import OutputKind, atomic_directory, atomic_file, check_output, write_json
 from recsys.data.interactions import Interactions
 from recsys.data.io import write_interactions
 from recsys.data.splits import STRATEGIES, split
@@ -14,6 +14,7 @@ from recsys.errors import ConfigError
 from recsys.jobs.settings import DataSource, ReadOptions, load, source_name
 
 SPLIT_FILES = ("train.csv", "test.csv", "split.json")
+SPLIT_DIRECTORY = OutputKind("split directory", directory=True, marker="split.json", names=frozenset(SPLIT_FILES))
 
 
 def split_file(
@@ -31,35 +32,27 @@ def split_file(
     The directory is replaced as a whole, train and test together or not at all; one that
     holds other files is refused.
     """
+    out = check_output(out_dir, SPLIT_DIRECTORY, inputs=[data])
     full = load(data, read_options)
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown split {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     train_part, test_part = split(full, strategy, test_fraction=test_fraction, n=n, seed=seed)  # type: ignore[arg-type]
-    out = Path(out_dir)
-    if out.exists():
-        if not out.is_dir():
-            raise ConfigError(f"{out}: exists and is not a directory")
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in SPLIT_FILES)
-        if foreign:
-            raise ConfigError(
-                f"{out}: holds other files ({', '.join(foreign[:3])}); the split directory is "
-                "replaced as a whole, so give a new or empty directory"
-            )
     record = {
         "source": source_name(data), "strategy": strategy, "test_fraction": test_fraction, "n": n, "seed": seed,
         "train_entries": train_part.nnz, "test_entries": test_part.nnz,
     }
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, kind=SPLIT_DIRECTORY) as tmp:
         write_interactions(train_part, tmp / "train.csv", lock=False)
         write_interactions(test_part, tmp / "test.csv", lock=False)
         write_json(tmp / "split.json", record)
     return out / "train.csv", out / "test.csv", train_part, test_part
 
 
-def write_table(frame: Any, path: str | os.PathLike) -> Path:
-    """Write a DataFrame as Parquet (``.parquet``) or CSV, atomically."""
+def write_table(frame: Any, path: str | os.PathLike, kind: OutputKind) -> Path:
+    """Write a DataFrame as Parquet (``.parquet``) or CSV, atomically, over nothing but an
+    earlier table of ``kind``."""
     path = Path(path)
-    with atomic_file(path) as tmp:
+    with atomic_file(path, kind=kind) as tmp:
         if path.suffix == ".parquet":
             frame.to_parquet(tmp, index=False)
         else:

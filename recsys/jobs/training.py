@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recsys.artifacts import output_lock, write_json
+from recsys.artifacts import check_output, output_lock, write_json
 from recsys.checkpoint import Checkpointing
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError, InputError
@@ -49,6 +49,7 @@ from recsys.jobs.settings import (
 )
 from recsys.models import MODELS, create_model
 from recsys.models.base import Recommender
+from recsys.models.persistence import MODEL_DIRECTORY
 from recsys.models.training import Callback
 from recsys.runs import NULL_RUN, EpochLogger, Run
 
@@ -120,6 +121,8 @@ def train(
     config = config or TrainConfig()
     config.check()
     directory = Path(output) if output is not None else default_model_dir(config.model)
+    if save:
+        check_output(directory, MODEL_DIRECTORY, inputs=[data, test, features.users, features.items])
     with contextlib.ExitStack() as held:
         if save:
             # Held for the whole run: a second run aimed at the same directory is refused

@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from recsys.artifacts import atomic_file
+from recsys.artifacts import OutputKind, atomic_file, check_output, starts_with
 from recsys.errors import ConfigError, RecsysError
 from recsys.evaluation.evaluate import evaluate
 from recsys.jobs.config import settings_toml
@@ -63,6 +63,9 @@ from recsys.models import create_model
 from recsys.progress import progress_bar
 from recsys.runs import NULL_RUN, Run
 
+# The header every config tune writes; an earlier one may be replaced, nothing else.
+TUNED_CONFIG = OutputKind("tuned config", recognise=starts_with("(written by recsys tune;"))
+
 
 @dataclass
 class TuneResult:
@@ -76,6 +79,7 @@ class TuneResult:
     seconds: float
     features: FeatureTables = dataclasses.field(default_factory=FeatureTables)  # what trials trained with
     run_id: str | None = None  # the run that recorded the search, when one did
+    config_path: Path | None = None  # where tune(output=...) wrote the best settings
 
     def write_config(self, path: str | Path) -> Path:
         """Write the best settings as TOML for ``recsys train --config``, atomically."""
@@ -88,7 +92,7 @@ class TuneResult:
         if flags:
             # The settings were found with these tables: training without them is another model.
             header += f"# tuned with feature tables: pass them to train too: {flags}\n"
-        with atomic_file(path) as tmp:
+        with atomic_file(path, kind=TUNED_CONFIG) as tmp:
             tmp.write_text(settings_toml(self.config, header), encoding="utf-8")
         return path
 
@@ -125,6 +129,7 @@ def tune(
     progress: bool = False,
     features: FeatureTables | None = None,
     run: Run = NULL_RUN,
+    output: str | os.PathLike | None = None,
 ) -> TuneResult:
     """Search ``config.model``'s hyper-parameters with Optuna's TPE sampler, reporting to
     ``run`` (the search's settings, each trial as a child run, the best settings).
@@ -133,15 +138,19 @@ def tune(
     ``time_budget`` (seconds, or ``"5m"``) bounds the whole search, loading included. The
     rest of the protocol (the first trial, relative dimensions, ``split="none"``, feature
     tables) is in the module's docstring. Never evaluates on the test part of the split.
+    ``output``: where to write the best settings (:meth:`TuneResult.write_config`), checked
+    before the search starts.
     """
     start = time.perf_counter()
+    features = features or FeatureTables()
+    if output is not None:
+        check_output(output, TUNED_CONFIG, inputs=[data, features.users, features.items])
     budget, trials = _limits(trials, time_budget)
     config.check()
     if not 0 < validation_fraction < 1:
         raise ConfigError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
     search = _search_space(config, space)
     k = _cut_off(metric)
-    features = features or FeatureTables()
     run.log_params({**config_params(config), "metric": metric, "validation_fraction": validation_fraction,
                     **({"trials": trials} if trials is not None else {}),
                     **({"time_budget": time_budget} if time_budget is not None else {})})
@@ -173,6 +182,8 @@ def tune(
                         trials=pd.DataFrame(rows), seconds=time.perf_counter() - start, features=features,
                         run_id=run.run_id)
     _record_best(run, result)
+    if output is not None:
+        result.config_path = result.write_config(output)
     return result
 
 

@@ -452,7 +452,7 @@ class Recommender(ABC):
         """
         self.check_fitted()
         path = Path(path)
-        with atomic_directory(path, lock=lock) as tmp:
+        with atomic_directory(path, kind=persistence.MODEL_DIRECTORY, lock=lock) as tmp:
             persistence.write_model(self, tmp)
             if extras is not None:
                 extras(tmp)

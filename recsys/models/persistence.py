@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 import recsys
 from recsys.artifacts import (
+    OutputKind,
     inside,
     load_arrays,
     read_description,
@@ -31,6 +32,7 @@ from recsys.errors import ModelFormatError
 FORMAT_NAME = "recsys-model"
 FORMAT_VERSION = 1
 META = "model.json"
+MODEL_DIRECTORY = OutputKind("model directory", directory=True, marker=META)
 FACTORS = "factors.npz"
 VOCABULARY = "vocabulary.npz"
 SEEN = "seen.npz"

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.artifacts import atomic_directory, read_description, sha256_file, write_json
+from recsys.artifacts import OutputKind, atomic_directory, read_description, sha256_file, write_json
 from recsys.embeddings import Embeddings, EmbeddingSource, unit_rows
 from recsys.errors import ConfigError, ModelFormatError
 
@@ -48,6 +48,7 @@ INDEX_DIR = "index"
 ITEMS_FILE = "items.ann"
 SIMILAR_FILE = "similar.ann"
 META_FILE = "index.json"
+INDEX_DIRECTORY = OutputKind("Annoy index directory", directory=True, marker=META_FILE)
 INDEX_FORMAT = "recsys-annoy-index"
 INDEX_FORMAT_VERSION = 1
 ITEM_METRICS = ("angular", "dot")
@@ -256,7 +257,7 @@ class AnnoyIndex:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the forests and ``index.json`` to ``directory`` (replaced atomically)."""
         directory = Path(directory)
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, kind=INDEX_DIRECTORY) as tmp:
             self.write(tmp)
         return directory
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from recsys.artifacts import atomic_file
+from recsys.artifacts import OutputKind, atomic_file, table_with_columns
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 RetrievalName = Literal["exact", "annoy", "auto"]
 COLUMNS = ("user", "item", "rank", "score", "fallback")
+RECOMMENDATIONS = OutputKind("recommendations table", recognise=table_with_columns(COLUMNS))
 
 
 def open_retrieval(
@@ -259,7 +260,7 @@ def recommend_to_file(
     csv_options = csv_write_options(model.items, Vocabulary(user_ids)) if fmt == "csv" else None
     n_rows = 0
     path = Path(out)
-    with atomic_file(path) as tmp, ThreadPoolExecutor(1) as pool, \
+    with atomic_file(path, kind=RECOMMENDATIONS) as tmp, ThreadPoolExecutor(1) as pool, \
             progress_bar(plan.n, "recommending", enabled=progress) as bar:
         writer = _Writer(tmp, fmt, schema, csv_options)
         pending = None
