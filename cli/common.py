@@ -122,10 +122,10 @@ _READ_PARAMS: list[tuple[str, Any, Any]] = [
     ("weight_col", str | None, typer.Option("--weight-col", help="Implicit weight/count column.", rich_help_panel=_COLS)),
     ("timestamp_col", str | None, typer.Option("--timestamp-col", help="Timestamp column.", rich_help_panel=_COLS)),
     ("sep", str | None, typer.Option("--sep", help="Field separator (default: detected; '\\t' for tab).", rich_help_panel=_COLS)),
-    ("header", bool | None, typer.Option("--header/--no-header", help="Whether the file has a header row (default: detected).", rich_help_panel=_COLS, show_default=False)),
+    ("header", bool | None, typer.Option("--header/--no-header", metavar="", help="Whether the file has a header row (default: detected).", rich_help_panel=_COLS, show_default=False)),
     ("feedback", Literal["rating", "count"] | None, typer.Option("--feedback", help="Treat values as explicit ratings or implicit counts (default: from the column name).", rich_help_panel=_COLS)),
     ("encoding", str, typer.Option("--encoding", help="Text encoding of the files.", rich_help_panel=_COLS)),
-    ("skip_bad_rows", bool, typer.Option("--skip-bad-rows", help="Skip malformed rows (and report how many) instead of stopping at the first.", rich_help_panel=_COLS)),
+    ("skip_bad_rows", bool, typer.Option("--skip-bad-rows", metavar="", help="Skip malformed rows (and report how many) instead of stopping at the first.", rich_help_panel=_COLS)),
     # Not --format: that flag is the output format (table/json) on every command.
     ("data_format", Literal["auto", "table", "lists"], typer.Option("--data-format", help="auto (detected), table (one row per interaction), or lists (one line per user: user item item ...).", rich_help_panel=_COLS)),
 ]
@@ -165,7 +165,8 @@ def with_read_options(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; results only.")]
+# Flags pass metavar="": Typer 0.29 prints "<bool>" after them in --help, as if they took a value.
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bars or notes; results only.")]
 Format = Annotated[Literal["table", "json"], typer.Option("--format", help="Output: a table for people, JSON for scripts.")]
 Ks = Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated, e.g. 10,20,50.")]
 _FEATURES = "Side information (two-tower)"

@@ -29,7 +29,7 @@ def list_datasets(fmt: Format = "table") -> None:
 def download(
     name: Annotated[str, typer.Argument(help="ml-100k, ml-1m, ml-20m or lastfm-2k.")],
     cache: Annotated[Path | None, typer.Option("--cache", help="Cache folder (default: $RECSYS_DATA or ~/.cache/recsys).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Download again even if cached.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Download a data set from its publisher, verify its checksum, unpack it; print its folder."""

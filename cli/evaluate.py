@@ -30,7 +30,7 @@ def evaluate(
     per_user: Annotated[Path | None, typer.Option("--per-user", help="Write each user's metrics to this CSV or Parquet file.")] = None,
     retrieval: Annotated[Literal["exact", "annoy"], typer.Option("--retrieval", help="annoy: rank through the model's Annoy index and report overlap@k with the exact top-k.")] = "exact",
     search_k: Annotated[int | None, typer.Option("--search-k", help="Annoy candidates inspected per query (default: as saved; -1: Annoy's own).")] = None,
-    cold_items: Annotated[bool, typer.Option("--cold-items", help="Rank the test's items without training interactions among themselves (as train --split cold-items).")] = False,
+    cold_items: Annotated[bool, typer.Option("--cold-items", metavar="", help="Rank the test's items without training interactions among themselves (as train --split cold-items).")] = False,
     fmt: Format = "table",
     quiet: Quiet = False,
     track: Track = None,
@@ -53,7 +53,8 @@ def evaluate(
         )
     cold = {k: v for k, v in result.extra.items() if k != "run_id"} if cold_items else {}
     if fmt == "json":
-        print_json({**result.metrics, **({"cold_items": cold} if cold else {})})
+        print_json({**result.metrics, "users": result.n_users, "skipped_users": result.skipped_users,
+                    "dropped_entries": result.dropped_entries, **({"cold_items": cold} if cold else {})})
         return
     if "note" in cold:
         print(f"cold-item metrics: none; {cold['note']}")

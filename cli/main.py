@@ -17,9 +17,19 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        import recsys
+
+        print(f"recsys {recsys.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", metavar="", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", metavar="", is_eager=True, callback=_version,
+                                          help="Print recsys's version and exit.")] = False,
 ) -> None:
     """Recommender systems on learned embeddings."""
     State.debug = debug

@@ -67,7 +67,7 @@ def recommend(
     users: Annotated[str | None, typer.Option("--users", help="'all', a file of user ids (one per line, or a 'user' column), or ID,ID,... (default: all; with --history, the history's users).")] = None,
     k: Annotated[int, typer.Option("--k", help="Items per user.")] = 10,
     retrieval: Retrieval = "exact",
-    include_seen: Annotated[bool, typer.Option("--include-seen", help="Also recommend items the user already has.")] = False,
+    include_seen: Annotated[bool, typer.Option("--include-seen", metavar="", help="Also recommend items the user already has.")] = False,
     history: Annotated[Path | None, typer.Option("--history", help="Interactions of new (or returning) users, folded in without retraining.")] = None,
     user_features: Annotated[list[Path] | None, typer.Option("--user-features", help="Feature table(s) of new users (two-tower): embedded from their features and any --history, without retraining.")] = None,
     user_features_spec: Annotated[str | None, typer.Option("--user-features-spec", help="Column types of --user-features (as for train).")] = None,
@@ -132,22 +132,12 @@ def similar(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Items most similar to the given ones, by cosine of the item factors."""
-    import numpy as np
-
-    from recsys.retrieval.batch import open_retrieval
+    from recsys.retrieval.batch import open_retrieval, similar_table
 
     loaded, directory = _load(model, tracking_uri)
     searcher = open_retrieval(loaded, retrieval, directory, search_k=search_k)
     retrieval = searcher.name
-    queries = [part.strip() for part in item.split(",") if part.strip()]
-    ids, sims = loaded.similar_items(np.asarray(queries, dtype=object), k, index=searcher)
-    known = loaded.items.contains(np.asarray(queries, dtype=object))
-    rows = [
-        {"item": q, "rank": r + 1, "similar": ids[i, r], "similarity": float(sims[i, r])}
-        for i, q in enumerate(queries) if known[i]
-        for r in range(k) if not np.isnan(sims[i, r])
-    ]
-    unknown = [q for q, ok in zip(queries, known) if not ok]
+    rows, unknown = similar_table(loaded, [part.strip() for part in item.split(",") if part.strip()], k, searcher)
     if fmt == "json":
         print_json({"retrieval": retrieval, "similar": rows, "unknown_items": unknown})
     else:
@@ -156,4 +146,4 @@ def similar(
             print(f"{row['item']}\t{row['rank']}\t{row['similar']}\t{row['similarity']:.4f}")
         note(f"({retrieval} retrieval, cosine of item factors)", quiet)
     if unknown:
-        note(f"unknown items (not in the model): {', '.join(unknown)}", False)
+        note(f"unknown items (not in the model): {', '.join(map(str, unknown))}", False)

@@ -10,7 +10,7 @@ _PANEL = "Tracking (MLflow)"
 
 Track = Annotated[bool | None, typer.Option(
     "--track/--no-track", show_default=False, rich_help_panel=_PANEL,
-    help="Record the run in MLflow (default: on, unless $RECSYS_NO_TRACK=1).")]
+    metavar="", help="Record the run in MLflow (default: on, unless $RECSYS_NO_TRACK=1).")]
 TrackingUri = Annotated[str | None, typer.Option(
     "--tracking-uri", rich_help_panel=_PANEL,
     help="MLflow tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")]

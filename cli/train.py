@@ -54,7 +54,7 @@ def train(
     user_features_spec: UserFeaturesSpec = None,
     item_features_spec: ItemFeaturesSpec = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory to write (default: models/<model>-<time>).")] = None,
-    index: Annotated[bool, typer.Option("--index/--no-index", help="Build the Annoy index into the model directory.")] = True,
+    index: Annotated[bool, typer.Option("--index/--no-index", metavar="", help="Build the Annoy index into the model directory.")] = True,
     trees: Annotated[int | None, typer.Option("--trees", help="Annoy trees (default 20).")] = None,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save a checkpoint every N epochs (iterative models). SIGINT/SIGTERM always save one.", rich_help_panel=_CKPT)] = 0,
     checkpoint_dir: Annotated[Path | None, typer.Option("--checkpoint-dir", help="Checkpoint directory (default: the model directory + .checkpoint).", rich_help_panel=_CKPT)] = None,

@@ -36,6 +36,7 @@ def test_train_then_evaluate_gives_the_same_metrics(trained, tmp_path, sample_ra
             "--k", "10,20", "--format", "json", "--quiet")
     evaluated = json.loads(r.stdout)
     assert evaluated["recall@10"] == pytest.approx(metrics["recall@10"], abs=1e-9)
+    assert evaluated["users"] > 900 and evaluated["dropped_entries"] == 0
     assert list(evaluated)[0] == "recall@10"
 
 
@@ -67,6 +68,9 @@ def test_split_writes_train_and_test(tmp_path, sample_ratings):
     header = (tmp_path / "d" / "train.csv").read_text().splitlines()[0]
     assert header == "user,item,rating,timestamp"
     assert payload["test_entries"] > 0
+    # The record names the settings the strategy read, no others.
+    record = json.loads((tmp_path / "d" / "split.json").read_text())
+    assert record["strategy"] == "last-n" and record["n"] == 2 and "test_fraction" not in record
 
 
 def test_errors_exit_2_with_one_line_and_no_traceback(tmp_path):
@@ -100,3 +104,11 @@ def test_help_for_every_command():
     for command in ("train", "evaluate", "split", "datasets"):
         output = run(command, "--help").output
         assert ("Usage" in output and "--quiet" in output) or command == "datasets"
+
+
+def test_version_and_flags_shown_without_a_value():
+    import recsys
+
+    assert run("--version").stdout.strip() == f"recsys {recsys.__version__}"
+    quiet = next(line for line in run("train", "--help").output.splitlines() if "--quiet" in line)
+    assert "<bool>" not in quiet and "No progress bars" in quiet

@@ -285,6 +285,10 @@ def test_cli_train_index_recommend_similar_evaluate(trained_dir, tmp_path):
     r = run("similar", "--model", str(model_dir), "--item", item, "--k", "3", "--format", "json", "--quiet")
     payload = json.loads(r.stdout)
     assert payload["retrieval"] == "annoy" and len(payload["similar"]) == 3
+    # Every id as the model's own, queried and found alike.
+    assert len({type(row[c]) for row in payload["similar"] for c in ("item", "similar")}) == 1
+    r = run("similar", "--model", str(model_dir), "--item", "no-such-item,nor-this", code=2)
+    assert "none of the items is in the model: no-such-item, nor-this" in r.output
 
     r = run("evaluate", "--model", str(model_dir), "--data", str(trained_dir / "split" / "test.csv"),
             "--k", "10", "--retrieval", "annoy", "--format", "json", "--quiet")
@@ -401,3 +405,17 @@ def test_cli_retrieval_flags_do_what_their_help_says(trained_dir, tmp_path):
     annoy = recs("annoy.csv", "--retrieval", "annoy", "--jobs", "1", "--search-k", "-1")
     assert len(annoy) == len(default)
     assert not any(pair in seen for pair in zip(annoy["user"], annoy["item"], strict=True))
+
+
+def test_similar_gives_integer_ids_as_integers(tmp_path):
+    """The item on the command line is text; in the JSON it is the model's own integer id,
+    like the similar items beside it."""
+    from recsys.data.io import write_interactions
+    from recsys.data.synthetic import checkerboard
+
+    write_interactions(checkerboard(n_users=40, n_items=20, seed=0), tmp_path / "data.csv")
+    run("train", "--data", tmp_path / "data.csv", "--model", "popular", "--split", "none", "--no-index",
+        "-o", tmp_path / "m", "--quiet", "--no-track")
+    payload = json.loads(run("similar", "--model", tmp_path / "m", "--item", "0", "--k", "2", "--format",
+                             "json", "--quiet").stdout)
+    assert payload["similar"] and {type(row[c]) for row in payload["similar"] for c in ("item", "similar")} == {int}

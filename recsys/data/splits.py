@@ -25,6 +25,11 @@ from recsys.seeding import Seed, as_generator
 
 Strategy = Literal["user", "random", "temporal", "last-n", "leave-one-out", "cold-items"]
 STRATEGIES: tuple[str, ...] = ("user", "random", "temporal", "last-n", "leave-one-out", "cold-items")
+# The settings each strategy reads (a record of a split names only these).
+SETTINGS: dict[str, tuple[str, ...]] = {
+    "user": ("test_fraction",), "random": ("test_fraction",), "temporal": ("test_fraction",),
+    "last-n": ("n",), "leave-one-out": (), "cold-items": ("test_fraction",),
+}
 
 
 def _check_fraction(test_fraction: float) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from recsys.artifacts import OutputKind, atomic_directory, atomic_file, check_output, write_json
 from recsys.data.interactions import Interactions
 from recsys.data.io import write_interactions
-from recsys.data.splits import STRATEGIES, split
+from recsys.data.splits import SETTINGS, STRATEGIES, split
 from recsys.errors import ConfigError
 from recsys.jobs.settings import DataSource, ReadOptions, load, source_name
 
@@ -37,9 +37,10 @@ def split_file(
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown split {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     train_part, test_part = split(full, strategy, test_fraction=test_fraction, n=n, seed=seed)  # type: ignore[arg-type]
+    settings = {"test_fraction": test_fraction, "n": n}
     record = {
-        "source": source_name(data), "strategy": strategy, "test_fraction": test_fraction, "n": n, "seed": seed,
-        "train_entries": train_part.nnz, "test_entries": test_part.nnz,
+        "source": source_name(data), "strategy": strategy, **{k: settings[k] for k in SETTINGS[strategy]},
+        "seed": seed, "train_entries": train_part.nnz, "test_entries": test_part.nnz,
     }
     with atomic_directory(out, kind=SPLIT_DIRECTORY) as tmp:
         write_interactions(train_part, tmp / "train.csv", lock=False)

@@ -91,6 +91,29 @@ class RecommendResult:
         return out
 
 
+def similar_table(model: Recommender, items: Any, k: int, index: Any = None) -> tuple[list[dict[str, Any]], list[Any]]:
+    """``recsys similar``: rows (item, rank, similar, similarity) for the known ``items``,
+    every id as the model's own (an integer id given as text comes back as an integer), and
+    the unknown ones. None known: an error naming them."""
+    queries = np.asarray(list(items), dtype=object)
+    rows_of = model.items.index(queries)
+    unknown = [q for q, row in zip(queries.tolist(), rows_of) if row < 0]
+    if len(unknown) == len(queries):
+        raise ConfigError(f"none of the items is in the model: {', '.join(map(str, unknown))}")
+    ids, sims = model.similar_items(queries, k, index=index)
+    own = model.items.ids
+
+    def plain(value: Any) -> Any:  # numpy scalars as Python's, for JSON
+        return value.item() if isinstance(value, np.generic) else value
+
+    rows = [
+        {"item": plain(own[row]), "rank": r + 1, "similar": plain(ids[i, r]), "similarity": float(sims[i, r])}
+        for i, row in enumerate(rows_of) if row >= 0
+        for r in range(k) if not np.isnan(sims[i, r])
+    ]
+    return rows, unknown
+
+
 def _typed_ids(ids: np.ndarray) -> np.ndarray:
     """Requested ids as the output column: int64 when all are integers, else text."""
     ids = np.asarray(ids)
