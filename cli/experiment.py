@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from recsys_cli.common import Format, Quiet, command, note, print_json
-from recsys_cli.tracking import Experiment, TrackingUri
+from recsys_cli.tracking import TrackingUri
 
 app = typer.Typer(help="Experiment grids recorded in MLflow: run one, show a leaderboard.", no_args_is_help=True)
 
@@ -26,7 +26,9 @@ def _print_board(board, fmt: str) -> None:
 def run(
     grid: Annotated[Path, typer.Argument(help="Grid file (TOML): data sets, splits, models, hyper-parameter grids.")],
     tracking_uri: TrackingUri = None,
-    experiment: Experiment = None,
+    experiment: Annotated[str | None, typer.Option(
+        "--experiment", rich_help_panel="Tracking (MLflow)",
+        help="MLflow experiment name (default: the grid file's `experiment`, else its file name).")] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
 ) -> None:
@@ -41,7 +43,7 @@ def run(
 
     def report(combo, state: str, value: float | None) -> None:
         shown = f"{spec.metric} {value:.4f}" if value is not None else state
-        note(f"  {combo.name}: {shown}", quiet)
+        note(f"  {combo.name}: {shown}", quiet and not state.startswith("failed"))  # failures always show
 
     name = f"grid-{spec.source.stem if spec.source else spec.experiment}"
     with tracker.run(name, kind="grid") as parent:

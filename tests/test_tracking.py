@@ -369,6 +369,13 @@ grid = {{ learning_rate = [-1.0] }}
     finished = [row["coverage@10"] for row in by_coverage if row["status"] == "FINISHED"]
     assert len(finished) == 2 and finished == sorted(finished, reverse=True)
     cli("experiment", "show", "no-such-experiment", "--tracking-uri", uri, code=2)
+    # A grid whose every combination failed is an error, with the reason, even under -q.
+    grid.write_text(grid.read_text().split("[[models]]")[0] + """[[models]]
+model = "mf"
+grid = { learning_rate = [-1.0] }
+""")
+    failed = cli("experiment", "run", str(grid), "--tracking-uri", uri, "--quiet", code=2)
+    assert "all 1 combinations failed; the first" in failed.output and "learning" in failed.output
 
 
 def test_tune_logs_every_trial_as_a_child_run(uri, sample_ratings):

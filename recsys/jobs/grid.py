@@ -41,7 +41,7 @@ from typing import Any
 
 import pandas as pd
 
-from recsys.errors import ConfigError, TrackingError
+from recsys.errors import ConfigError, RecsysError, TrackingError
 from recsys.evaluation.evaluate import DEFAULT_KS
 from recsys.jobs.config import read_toml
 from recsys.jobs.record import data_params
@@ -245,6 +245,7 @@ def run_grid(grid: Grid, run: Run, *, progress: bool = False,
         run.log_text(grid.source.read_text(encoding="utf-8"), grid.source.name)
     cache: dict[str, Any] = {}
     rows = []
+    first_failure = None
     for combo in grid.combinations():
         tags = {"recsys.dataset": combo.dataset.name, "recsys.split": combo.split.describe(),
                 "recsys.combination": combo.name, "recsys.params": _params_text(combo.varied)}
@@ -266,10 +267,15 @@ def run_grid(grid: Grid, run: Run, *, progress: bool = False,
             raise
         except Exception as exc:  # recorded FAILED by the child run; the grid goes on
             value, state = None, f"failed: {type(exc).__name__}: {exc}"
+            first_failure = first_failure or f"{combo.name}: {exc}"
         rows.append(row)
         if on_combination is not None:
             on_combination(combo, state, value)
-    return _record_board(run, grid, rows)
+    result = _record_board(run, grid, rows)
+    if rows and result.failed == len(rows):
+        # Nothing to compare: an error (exit 2), not an empty leaderboard.
+        raise RecsysError(f"all {len(rows)} combinations failed; the first, {first_failure}")
+    return result
 
 
 def _params_text(varied: dict[str, Any]) -> str:
