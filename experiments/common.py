@@ -31,20 +31,20 @@ from recsys.data.io import read_interactions
 from recsys.models.als import Weighting, confidence
 from recsys.models.base import Recommender
 
-DATA_DIR = Path(os.environ.get("RECSYS_DATA", "/work/shared/data"))
+DATA_DIR = Path(os.environ.get("RECSYS_BENCHMARK_DATA", "/work/shared/data"))
 
 DATASETS: dict[str, str] = {
     "ml-100k": "ml-100k/u.data",
     "ml-latest-small": "ml-latest-small/ratings.csv",
     "lastfm-2k": "lastfm-2k/user_artists.dat",
 }
-"""Data set name -> file under the data folder (``--data-dir`` or ``$RECSYS_DATA``)."""
+"""Data set name -> file under the data folder (``--data-dir`` or ``$RECSYS_BENCHMARK_DATA``)."""
 
 
 def load_dataset(name: str, data_dir: Path = DATA_DIR) -> Interactions:
     path = Path(data_dir) / DATASETS[name]
     if not path.is_file():
-        raise SystemExit(f"{path}: not found; give --data-dir (or set RECSYS_DATA) to the folder of the public data sets")
+        raise SystemExit(f"{path}: not found; give --data-dir (or set RECSYS_BENCHMARK_DATA) to the folder of the public data sets")
     return read_interactions(path)
 
 
@@ -171,7 +171,7 @@ def data_file(relative: str | Path, data_dir: Path = DATA_DIR) -> Path:
     """A file of the public data sets, under ``data_dir``; a clear exit when it is absent."""
     path = Path(data_dir) / relative
     if not path.is_file():
-        raise SystemExit(f"{path}: not found; give --data-dir (or set RECSYS_DATA) to the folder of the public data sets")
+        raise SystemExit(f"{path}: not found; give --data-dir (or set RECSYS_BENCHMARK_DATA) to the folder of the public data sets")
     return path
 
 

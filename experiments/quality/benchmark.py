@@ -83,7 +83,7 @@ def read_config(name: str, data_dir: Path = DATA_DIR) -> Config:
     spec = tomllib.loads((HERE / "configs" / f"{name}.toml").read_text())
     data = Path(data_dir) / spec["data"]
     if not data.is_file():
-        raise SystemExit(f"{data}: not found; give --data-dir (or set RECSYS_DATA) to the folder of the public data sets")
+        raise SystemExit(f"{data}: not found; give --data-dir (or set RECSYS_BENCHMARK_DATA) to the folder of the public data sets")
     test = Path(data_dir) / spec["test"] if "test" in spec else None
     return Config(name, data, test, tuple(spec["seeds"]))
 

@@ -17,6 +17,7 @@ metric.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def stage_run(name: str, tracking_uri: str | None) -> None:
     from recsys.tracking import Tracker
 
     path = CONFIGS / f"{name}.toml"
+    os.environ.setdefault("RECSYS_BENCHMARK_DATA", str(common.DATA_DIR))  # the grid's data path names it
     grid = read_grid(path)
     tracker = Tracker(tracking_uri, grid.experiment)
     tracker.open()  # fail before the first combination if the store is unreachable
