@@ -5,13 +5,15 @@ returns its interactions. The cache is ``$RECSYS_DATA`` or ``~/.cache/recsys``. 
 redistributed: the archives come from the publishers' own URLs, and each is checked
 against the checksum its publisher states (GroupLens' ``.md5`` files) before it is
 unpacked. ``RECSYS_DATASETS_URL`` replaces the publishers' base URL (a mirror, or a local
-server in tests).
+server in tests). ``add(name, path)`` registers an archive (or, for data sets published as
+plain files, a folder of them) downloaded by hand, with the same checks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -29,21 +31,30 @@ CACHE_ENV = "RECSYS_DATA"
 MIRROR_ENV = "RECSYS_DATASETS_URL"
 
 
+# The checksum of an archive its publisher updates in place: read from its ``.md5`` file.
+PUBLISHED = "md5:published"
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
     base_url: str
-    archive: str
-    checksum: str  # "md5:<hex>" or "sha256:<hex>"
+    archive: str | None  # a zip; None for data sets published as plain files (``files``)
+    checksum: str  # "md5:<hex>", "sha256:<hex>" or PUBLISHED
     folder: str  # the folder the archive unpacks to
     interactions: str  # the interaction file inside it
     description: str
     license: str
+    files: tuple[tuple[str, str], ...] = ()  # (name, checksum) of plain files, fetched into ``folder``
+    data_format: str = "auto"  # how load() reads the interactions ("lists": adjacency lists)
 
     @property
     def url(self) -> str:
+        return self.url_of(self.archive or "")
+
+    def url_of(self, name: str) -> str:
         base = os.environ.get(MIRROR_ENV, self.base_url).rstrip("/")
-        return f"{base}/{self.archive}"
+        return f"{base}/{name}"
 
 
 _GROUPLENS_ML = "https://files.grouplens.org/datasets/movielens"
@@ -66,6 +77,19 @@ DATASETS: dict[str, Dataset] = {
                 "hetrec2011-lastfm-2k", "user_artists.dat",
                 "HetRec 2011 Last.fm: 92,834 user-artist play counts of 1,892 users",
                 "HetRec 2011 terms: non-commercial use; see the data set's readme"),
+        Dataset("ml-latest-small", _GROUPLENS_ML, "ml-latest-small.zip", PUBLISHED, "ml-latest-small",
+                "ratings.csv", "MovieLens latest small: about 100,000 ratings (0.5-5) of 9,700 movies by 610 users "
+                "(updated by GroupLens from time to time)", _GROUPLENS_TERMS),
+        # The KGAT authors' own split (Wang et al., KDD 2019), adjacency lists; the checksums
+        # are those of the copies measured in experiments/quality.
+        Dataset("amazon-book",
+                "https://raw.githubusercontent.com/xiangwang1223/knowledge_graph_attention_network/master/Data/amazon-book",
+                None, "", "amazon-book", "train.txt",
+                "Amazon-book, KGAT's split: 652,514 training + 193,920 test pairs of 70,679 users, 24,915 books",
+                "Amazon review data terms (McAuley et al.); the split is the KGAT authors'",
+                files=(("train.txt", "sha256:4d10106bb06a77e11df660429903c0067aeb85b86431807836b0d8b7edc30c38"),
+                       ("test.txt", "sha256:f47eff9d35fb95c07d74251a991478a84095ce6c5969b0dafcb4afe99fc716ec")),
+                data_format="lists"),
     )
 }
 
@@ -78,6 +102,21 @@ def _lookup(name: str) -> Dataset:
     if name not in DATASETS:
         raise RecsysError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
     return DATASETS[name]
+
+
+def _published_checksum(dataset: Dataset) -> str:
+    """The md5 the publisher states beside an archive it updates in place (``<archive>.md5``)."""
+    assert dataset.archive is not None
+    url = dataset.url_of(dataset.archive + ".md5")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            text = response.read(4096).decode("ascii", "replace")
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise RecsysError(f"cannot read the publisher's checksum {url}: {exc}") from None
+    found = re.search(r"\b[0-9a-fA-F]{32}\b", text)
+    if found is None:
+        raise RecsysError(f"{url}: no md5 checksum in it")
+    return "md5:" + found.group(0).lower()
 
 
 def _verify(path: Path, checksum: str) -> None:
@@ -131,15 +170,56 @@ def download(name: str, *, cache: str | os.PathLike | None = None, force: bool =
         return target / dataset.folder
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+        if dataset.archive is None:
+            for file, _ in dataset.files:
+                _fetch(dataset.url_of(file), Path(tmp) / file, progress)
+            return _install(dataset, Path(tmp), target)
         archive = Path(tmp) / dataset.archive
         _fetch(dataset.url, archive, progress)
-        _verify(archive, dataset.checksum)
-        # A download replaces only an earlier download of the same data set.
-        kind = OutputKind(f"{dataset.name} download", directory=True, marker=dataset.folder)
+        checksum = _published_checksum(dataset) if dataset.checksum == PUBLISHED else dataset.checksum
+        return _install(dataset, archive, target, checksum)
+
+
+def add(name: str, path: str | os.PathLike, *, cache: str | os.PathLike | None = None) -> Path:
+    """Register a copy of data set ``name`` downloaded by hand: its archive (a zip) or, for a
+    data set published as plain files, a folder holding them. Checked like a download (an
+    archive its publisher updates in place is checked for the files it must hold); returns
+    the cached folder."""
+    dataset = _lookup(name)
+    source = Path(path)
+    if not source.exists():
+        raise RecsysError(f"{source}: no such file or folder")
+    if dataset.archive is None and not source.is_dir():
+        raise RecsysError(f"{source}: {name} is published as files ({', '.join(f for f, _ in dataset.files)}); "
+                          "give the folder that holds them")
+    if dataset.archive is not None and not source.is_file():
+        raise RecsysError(f"{source}: give the archive {dataset.archive} itself")
+    root = Path(cache) if cache is not None else cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    checksum = None if dataset.checksum == PUBLISHED else dataset.checksum
+    return _install(dataset, source, root / dataset.name, checksum)
+
+
+def _install(dataset: Dataset, source: Path, target: Path, checksum: str | None = None) -> Path:
+    """Verify ``source`` (an archive, or a folder of plain files) and put it in place as
+    ``target`` atomically; a download replaces only an earlier one of the same data set."""
+    kind = OutputKind(f"{dataset.name} download", directory=True, marker=dataset.folder)
+    if dataset.archive is None:
+        for file, file_checksum in dataset.files:
+            if not (source / file).is_file():
+                raise RecsysError(f"{source}: {file} is missing")
+            _verify(source / file, file_checksum)
         with atomic_directory(target, kind=kind) as out:
-            _extract(archive, out)
-            if not (out / dataset.folder / dataset.interactions).is_file():
-                raise RecsysError(f"{dataset.archive} does not contain {dataset.folder}/{dataset.interactions}")
+            (out / dataset.folder).mkdir()
+            for file, _ in dataset.files:
+                shutil.copyfile(source / file, out / dataset.folder / file)
+        return target / dataset.folder
+    if checksum is not None:
+        _verify(source, checksum)
+    with atomic_directory(target, kind=kind) as out:
+        _extract(source, out)
+        if not (out / dataset.folder / dataset.interactions).is_file():
+            raise RecsysError(f"{source.name} does not contain {dataset.folder}/{dataset.interactions}")
     return target / dataset.folder
 
 
@@ -148,7 +228,8 @@ def load(name: str, **kwargs: object) -> Interactions:
     from recsys.data.io import read_interactions
 
     folder = download(name, **kwargs)  # type: ignore[arg-type]
-    return read_interactions(folder / _lookup(name).interactions)  # type: ignore[return-value]
+    dataset = _lookup(name)
+    return read_interactions(folder / dataset.interactions, data_format=dataset.data_format)  # type: ignore[arg-type,return-value]
 
 
 def remove(name: str, cache: str | os.PathLike | None = None) -> bool:
