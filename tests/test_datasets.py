@@ -127,7 +127,7 @@ def test_an_archive_updated_in_place_is_checked_against_the_published_md5(server
     (tmp_path / "hand.zip").write_bytes(payload)
     assert (datasets.add("ml-latest-small", tmp_path / "hand.zip", cache=tmp_path / "hand") / "ratings.csv").is_file()
     (tmp_path / "other.zip").write_bytes(fixture_zip({"something/else.csv": "a\n"}))
-    with pytest.raises(RecsysError, match="does not contain ml-latest-small/ratings.csv"):
+    with pytest.raises(RecsysError, match=r"does not contain ml-latest-small/ratings\.csv"):
         datasets.add("ml-latest-small", tmp_path / "other.zip", cache=tmp_path / "other")
 
 
