@@ -458,8 +458,8 @@ def quality_table(names: Sequence[str]) -> list[str]:
         machines.add(machine_words(result["machine"], load=False))
         commits.update(r.get("stamp", result["stamp"]).split(".", 1)[1] for r in result["rows"])
         groups = _group(result["rows"])
-        for path in sorted(RESULTS.glob(f"{name}.tune-*.json")):
-            tuned = json.loads(path.read_text())
+        tunes = [json.loads(path.read_text()) for path in RESULTS.glob(f"{name}.tune-*.json")]
+        for tuned in sorted(tunes, key=lambda t: (t["budget_seconds"], t.get("written", ""))):
             commits.add(tuned["stamp"].split(".", 1)[1])
             groups.update(_group(tuned["rows"]))
         ref = groups["reference"]
