@@ -123,11 +123,9 @@ def train(
     directory = Path(output) if output is not None else default_model_dir(config.model)
     if save:
         check_output(directory, MODEL_DIRECTORY, inputs=[data, test, features.users, features.items])
-    with contextlib.ExitStack() as held:
-        if save:
-            # Held for the whole run: a second run aimed at the same directory is refused
-            # at once with a clear message, not after hours of training.
-            held.enter_context(output_lock(directory))
+    # The lock is held for the whole run: a second run aimed at the same directory is
+    # refused at once with a clear message, not after hours of training.
+    with output_lock(directory) if save else contextlib.nullcontext():
         checkpointing = _checkpointing(
             config.model, directory, checkpoint_every, checkpoint_dir, resume is not None, checkpoint_on_signal,
             stored_settings(data, test, config, read_options, directory, checkpoint_every, features),

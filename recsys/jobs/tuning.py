@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from recsys.artifacts import OutputKind, atomic_file, check_output, starts_with
+from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError, RecsysError
 from recsys.evaluation.evaluate import evaluate
 from recsys.jobs.config import settings_toml
@@ -145,26 +146,15 @@ def tune(
     features = features or FeatureTables()
     if output is not None:
         check_output(output, TUNED_CONFIG, inputs=[data, features.users, features.items])
-    budget, trials = _limits(trials, time_budget)
+    budget, trials = _limits(trials, time_budget, validation_fraction)
     config.check()
-    if not 0 < validation_fraction < 1:
-        raise ConfigError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
     search = _search_space(config, space)
     k = _cut_off(metric)
-    run.log_params({**config_params(config), "metric": metric, "validation_fraction": validation_fraction,
-                    **({"trials": trials} if trials is not None else {}),
-                    **({"time_budget": time_budget} if time_budget is not None else {})})
-    run.log_params(data_params(data))
-    run.log_text("\n".join(describe_space(search)) + "\n", "search_space.txt")
+    _record_settings(run, config, data, search, metric=metric, validation_fraction=validation_fraction,
+                     trials=trials, time_budget=time_budget)
     train, fit_part, valid = _parts(data, config, read_options, features, validation_fraction)
     fixed = config.model_params()
-
-    def objective(params: dict[str, Any]) -> float:
-        model = create_model(config.model, **absolute(config.model, fixed, search, params, fit_part)).fit(fit_part)
-        value = evaluate(model, valid, ks=[k]).metrics.get(metric)
-        if value is None:
-            raise ConfigError(f"unknown metric {metric!r}")
-        return float(value)
+    objective = _objective(config.model, fixed, search, fit_part, valid, metric, k)
 
     def report(number: int, params: dict[str, Any], value: float | None, seconds: float, state: str,
                error: str | None = None) -> None:
@@ -187,8 +177,36 @@ def tune(
     return result
 
 
-def _limits(trials: int | None, time_budget: float | str | None) -> tuple[float | None, int | None]:
+def _record_settings(run: Run, config: TrainConfig, data: DataSource, search: Mapping[str, Dimension], *,
+                     metric: str, validation_fraction: float, trials: int | None,
+                     time_budget: float | str | None) -> None:
+    run.log_params({**config_params(config), "metric": metric, "validation_fraction": validation_fraction,
+                    **({"trials": trials} if trials is not None else {}),
+                    **({"time_budget": time_budget} if time_budget is not None else {})})
+    run.log_params(data_params(data))
+    run.log_text("\n".join(describe_space(search)) + "\n", "search_space.txt")
+
+
+def _objective(model: str, fixed: dict[str, Any], search: Mapping[str, Dimension], fit_part: Interactions,
+               valid: Interactions, metric: str, k: int) -> Callable[[dict[str, Any]], float]:
+    """A trial: fit on ``fit_part`` with ``params`` (relative ones made absolute on it), score
+    ``metric`` on the validation part."""
+
+    def objective(params: dict[str, Any]) -> float:
+        fitted = create_model(model, **absolute(model, fixed, search, params, fit_part)).fit(fit_part)
+        value = evaluate(fitted, valid, ks=[k]).metrics.get(metric)
+        if value is None:
+            raise ConfigError(f"unknown metric {metric!r}")
+        return float(value)
+
+    return objective
+
+
+def _limits(trials: int | None, time_budget: float | str | None,
+            validation_fraction: float) -> tuple[float | None, int | None]:
     """(budget in seconds or None, trial count or None): 30 trials unless a budget is given."""
+    if not 0 < validation_fraction < 1:
+        raise ConfigError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
     budget = None if time_budget is None else parse_duration(time_budget)
     if trials is None:
         return budget, None if budget is not None else 30
