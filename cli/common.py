@@ -165,6 +165,11 @@ def with_read_options(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_FILTERS = "Filters (before the split)"
+MinRating = Annotated[float | None, typer.Option("--min-rating", rich_help_panel=_FILTERS, help="Drop entries rated below this (ratings only).")]
+MinUserCount = Annotated[int | None, typer.Option("--min-user-count", rich_help_panel=_FILTERS, help="Keep users with at least this many entries (with --min-item-count: the k-core).")]
+MinItemCount = Annotated[int | None, typer.Option("--min-item-count", rich_help_panel=_FILTERS, help="Keep items with at least this many entries.")]
+
 # Flags pass metavar="": Typer 0.29 prints "<bool>" after them in --help, as if they took a value.
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bars or notes; results only.")]
 Format = Annotated[Literal["table", "json"], typer.Option("--format", help="Output: a table for people, JSON for scripts.")]

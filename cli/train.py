@@ -11,6 +11,9 @@ from recsys_cli.common import (
     ItemFeatures,
     ItemFeaturesSpec,
     Ks,
+    MinItemCount,
+    MinRating,
+    MinUserCount,
     Quiet,
     UserFeatures,
     UserFeaturesSpec,
@@ -49,6 +52,9 @@ def train(
     k: Ks = "10,20,50",
     validation_fraction: Annotated[float | None, typer.Option("--validation-fraction", help="Carve a per-user validation split from train: per-epoch recall, early stopping.", rich_help_panel=_SPLIT)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without validation gain.", rich_help_panel=_SPLIT)] = None,
+    min_rating: MinRating = None,
+    min_user_count: MinUserCount = None,
+    min_item_count: MinItemCount = None,
     user_features: UserFeatures = None,
     item_features: ItemFeatures = None,
     user_features_spec: UserFeaturesSpec = None,
@@ -88,7 +94,8 @@ def train(
         given = {"--model": model, "--factors": factors, "--epochs": epochs, "--learning-rate": learning_rate,
                  "--regularization": regularization, "--loss": loss, "--param": param, "--config": config,
                  "--seed": seed, "--split": split, "--test-fraction": test_fraction, "--split-n": split_n,
-                 "--validation-fraction": validation_fraction, "--patience": patience}
+                 "--validation-fraction": validation_fraction, "--patience": patience, "--min-rating": min_rating,
+                 "--min-user-count": min_user_count, "--min-item-count": min_item_count}
         given.update({"--device": None if device == "auto" else device, "--k": None if k == "10,20,50" else k})
         clash = [flag for flag, value in given.items() if value is not None and value != []]
         if clash:
@@ -105,6 +112,7 @@ def train(
                    "regularization": regularization, "loss": loss},
             params=param or [], device=device, seed=seed, split=split, test_fraction=test_fraction,
             split_n=split_n, ks=parse_ks(k), validation_fraction=validation_fraction, patience=patience,
+            filters={"min_rating": min_rating, "min_user_count": min_user_count, "min_item_count": min_item_count},
         )
         with runs.run(f"train-{settings.model}", kind="train") as run:
             result = run_train(data, settings, read_options=read_options, checkpoint_dir=checkpoint_dir,
@@ -115,6 +123,8 @@ def train(
 
 
 def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
+    from recsys.jobs.training import describe_data
+
     model = result.model
     if fmt == "json":
         print_json({
@@ -132,7 +142,9 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
         })
         return
     data = result.train
-    note(f"data     {data.source}: {data.n_users} users, {data.n_items} items", quiet)
+    note(f"data     {data.source}: {data.n_users:,} users, {data.n_items:,} items; {describe_data(result)}", quiet)
+    if result.filtered is not None:
+        note(f"filter   {result.filtered.describe(result.config.filters())}", quiet)
     note(f"train    {result.train.nnz} entries; test {result.test.nnz if result.test is not None else 0} entries", quiet)
     if result.features is not None:
         for side in ("user", "item"):

@@ -10,6 +10,9 @@ from recsys_cli.common import (
     Format,
     ItemFeatures,
     ItemFeaturesSpec,
+    MinItemCount,
+    MinRating,
+    MinUserCount,
     Quiet,
     UserFeatures,
     UserFeaturesSpec,
@@ -35,6 +38,9 @@ def tune(
     split: Annotated[str | None, typer.Option(help="Split strategy, as for train (default user).")] = None,
     test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Test share set aside, as for train.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split and the sampler.")] = None,
+    min_rating: MinRating = None,
+    min_user_count: MinUserCount = None,
+    min_item_count: MinItemCount = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     time_budget: Annotated[str | None, typer.Option("--time-budget", help="Wall time for the whole search, e.g. 90s, 5m, 1h: no trial starts that would likely end past it.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the best settings (default: tuned-<model>.toml).")] = None,
@@ -58,6 +64,7 @@ def tune(
     settings = build_train_config(
         config_file=config, model=model, params=param or [], device=device,
         seed=seed, split=split, test_fraction=test_fraction,
+        filters={"min_rating": min_rating, "min_user_count": min_user_count, "min_item_count": min_item_count},
     )
     search = None
     if space is not None:

@@ -31,9 +31,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+FILTER_KEYS = ("min_rating", "min_user_count", "min_item_count")
 _TOP_LEVEL = {
     "model", "params", "split", "test_fraction", "split_n", "seed", "k",
-    "validation_fraction", "validation_metric", "patience", "device",
+    "validation_fraction", "validation_metric", "patience", "device", *FILTER_KEYS,
 }
 
 
@@ -66,6 +67,8 @@ def config_settings(config: TrainConfig) -> dict[str, Any]:
         value = getattr(config, key)
         if value is not None and (key != "validation_metric" or config.validation_fraction):
             settings[key] = value
+    default = TrainConfig()
+    settings.update({k: getattr(config, k) for k in FILTER_KEYS if getattr(config, k) != getattr(default, k)})
     settings["params"] = {k: v.item() if isinstance(v, np.generic) else v for k, v in config.params.items() if v is not None}
     return settings
 
@@ -112,8 +115,10 @@ def build_train_config(
     ks: Sequence[int] | None = None,
     validation_fraction: float | None = None,
     patience: int | None = None,
+    filters: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Merge a settings file and flags (None means "not given") into a checked config."""
+    """Merge a settings file and flags (None means "not given"; ``filters``: FILTER_KEYS)
+    into a checked config."""
     settings: dict[str, Any] = read_toml(config_file) if config_file is not None else {}
     unknown = sorted(set(settings) - _TOP_LEVEL)
     if unknown:
@@ -155,6 +160,7 @@ def build_train_config(
         validation_fraction=pick(validation_fraction, "validation_fraction", default.validation_fraction),
         validation_metric=settings.get("validation_metric", default.validation_metric),
         patience=pick(patience, "patience", default.patience),
+        **{key: pick((filters or {}).get(key), key, getattr(default, key)) for key in FILTER_KEYS},
     )
     config.check()
     return config

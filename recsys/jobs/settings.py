@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recsys.data.filters import FilterReport, Filters, apply_filters
 from recsys.data.interactions import Interactions
 from recsys.data.io import DataFormat, read_interactions
 from recsys.data.splits import STRATEGIES, split
@@ -149,8 +150,16 @@ class TrainConfig:
     validation_fraction: float | None = None
     validation_metric: str = "recall@20"
     patience: int | None = None
+    # Filters applied to the log before the split (recsys.data.filters).
+    min_rating: float | None = None
+    min_user_count: int = 1
+    min_item_count: int = 1
+
+    def filters(self) -> Filters:
+        return Filters(self.min_rating, self.min_user_count, self.min_item_count)
 
     def check(self) -> None:
+        self.filters().check()
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.split not in (*STRATEGIES, "none"):
@@ -174,6 +183,26 @@ class TrainConfig:
         if isinstance(values.get("params"), dict) and values.get("model") in MODELS:
             values["params"] = MODELS[values["model"]].rename_params(values["params"])
         return cls(**values)
+
+
+@dataclass
+class TrainingData:
+    """A job's log as read: filtered, with its feature tables attached."""
+
+    interactions: Interactions
+    filtered: FilterReport
+    features: Any = None  # the feature report, when tables were given
+
+
+def load_training_data(data: DataSource, config: TrainConfig, read_options: ReadOptions | None,
+                       features: FeatureTables | None) -> TrainingData:
+    """Read ``data``, apply ``config``'s filters, attach the feature tables (train and tune)."""
+    full, filtered = apply_filters(load(data, read_options), config.filters())
+    feature_report = None
+    if features is not None and features.given:
+        full, feature_report = attach_feature_tables(full, config.model, features,
+                                                     (read_options or ReadOptions()).encoding)
+    return TrainingData(full, filtered, feature_report)
 
 
 def attach_feature_tables(data: Interactions, model: str, features: FeatureTables,

@@ -30,6 +30,7 @@ from typing import Any
 
 from recsys.artifacts import check_output, output_lock, write_json
 from recsys.checkpoint import Checkpointing
+from recsys.data.filters import FilterReport, describe_values
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import Evaluation, evaluate
@@ -41,13 +42,14 @@ from recsys.jobs.settings import (
     FeatureTables,
     ReadOptions,
     TrainConfig,
-    attach_feature_tables,
     load,
+    load_training_data,
     source_name,
     split_data,
     validation_split,
 )
 from recsys.models import MODELS, create_model
+from recsys.models.als import resolved_weighting
 from recsys.models.base import Recommender
 from recsys.models.persistence import MODEL_DIRECTORY
 from recsys.models.training import Callback
@@ -68,9 +70,30 @@ class TrainResult:
     validation: Interactions | None = None
     features: Any = None  # FeatureReport when feature tables were given
     run_id: str | None = None  # the run that recorded it, when one did
+    filtered: FilterReport | None = None  # what the filters dropped, when any were given
 
 
 NO_DATA = "no training data: give --data FILE (or --resume a checkpoint directory)"
+
+
+_WEIGHTS = {"binary": "each entry one positive", "linear": "weighted by its value",
+            "log": "weighted by log(1 + value)"}
+
+
+def describe_data(result: TrainResult) -> str:
+    """How the training data was read and what the model made of its values, in one line:
+    ``ratings 0.5-5, each entry one positive (weighting auto: binary)``."""
+    values = describe_values(result.train)
+    params = result.model.get_params()
+    if params.get("loss") == "mse":
+        use = "fitted as explicit ratings (loss mse)"
+    elif "weighting" in params:
+        chosen = resolved_weighting(params["weighting"], result.train.feedback)
+        shown = f"auto: {chosen}" if params["weighting"] == "auto" else chosen
+        use = f"{_WEIGHTS.get(chosen, chosen)} (weighting {shown})"
+    else:
+        use = "each entry one positive"
+    return f"{values}, {use}"
 
 
 def default_model_dir(model: str) -> Path:
@@ -159,11 +182,8 @@ def fit_and_evaluate(
     evaluated model out."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    full = load(data, read_options)
-    feature_report = None
-    if features is not None and features.given:
-        full, feature_report = attach_feature_tables(full, config.model, features,
-                                                     (read_options or ReadOptions()).encoding)
+    read = load_training_data(data, config, read_options, features)
+    full = read.interactions
     train_data, test_data = _parts(full, config, test, read_options)
     timings["load_split"] = time.perf_counter() - start
 
@@ -190,7 +210,8 @@ def fit_and_evaluate(
         else:
             evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
         timings["evaluate"] = evaluation.seconds
-    return TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, feature_report)
+    return TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, read.features,
+                       filtered=read.filtered if config.filters().active else None)
 
 
 def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,

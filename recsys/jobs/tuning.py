@@ -47,8 +47,7 @@ from recsys.jobs.settings import (
     FeatureTables,
     ReadOptions,
     TrainConfig,
-    attach_feature_tables,
-    load,
+    load_training_data,
     split_data,
     validation_split,
 )
@@ -235,9 +234,7 @@ def _parts(data: DataSource, config: TrainConfig, read_options: ReadOptions | No
            validation_fraction: float) -> tuple[Any, Any, Any]:
     """(training part, the part trials fit, the validation part): the test part is dropped
     at once, never seen."""
-    full = load(data, read_options)
-    if features.given:
-        full, _report = attach_feature_tables(full, config.model, features, (read_options or ReadOptions()).encoding)
+    full = load_training_data(data, config, read_options, features).interactions
     if config.split == "none":
         train = full  # the data is all training data (the user holds a test file of their own)
     else:

@@ -20,6 +20,13 @@ from recsys.seeding import derive_seed
 Weighting = Literal["auto", "binary", "linear", "log"]
 
 
+def resolved_weighting(weighting: Weighting, feedback: str) -> Weighting:
+    """``auto``'s choice for the data's kind of values (see :func:`confidence`)."""
+    if weighting == "auto":
+        return "binary" if feedback == "rating" else "log"
+    return weighting
+
+
 def confidence(matrix: sp.csr_matrix, feedback: str, weighting: Weighting, alpha: float) -> sp.csr_matrix:
     """Confidence ``c_ui`` of each observed entry (Hu, Koren and Volinsky, 2008).
 
@@ -28,8 +35,7 @@ def confidence(matrix: sp.csr_matrix, feedback: str, weighting: Weighting, alpha
     they liked it, not how sure we are) and ``log`` for counts (play counts span orders of
     magnitude; log keeps a heavy user from drowning the rest).
     """
-    if weighting == "auto":
-        weighting = "binary" if feedback == "rating" else "log"
+    weighting = resolved_weighting(weighting, feedback)
     out = matrix.astype(np.float32, copy=True)
     if weighting == "binary":
         out.data[:] = alpha
