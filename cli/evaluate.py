@@ -61,7 +61,8 @@ def evaluate(
     elif cold:
         note(f"cold     {cold['cold_items']} items without training interactions, ranked among themselves", quiet)
     skipped = f", {result.skipped_users} without training history skipped" if result.skipped_users else ""
-    dropped = f"; {result.dropped_entries} test entries with ids unknown to the model dropped" if result.dropped_entries else ""
+    dropped = (f"; {result.dropped_entries} test entries of users or items unknown to the model dropped"
+               if result.dropped_entries else "")
     if result.metrics:
         ranking = "cold items only" if cold else f"full ranking ({result.retrieval})"
         note(f"{result.n_users} users, {ranking}, training items excluded{skipped}{dropped}", quiet)

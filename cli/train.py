@@ -163,7 +163,8 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
     if result.evaluation is not None and result.evaluation.metrics:
         ev = result.evaluation
         skipped = f", {ev.skipped_users} without training history skipped" if ev.skipped_users else ""
-        dropped = f"; {ev.dropped_entries} test entries with unknown ids dropped" if ev.dropped_entries else ""
+        dropped = (f"; {ev.dropped_entries} test entries of users or items without training entries dropped"
+                   if ev.dropped_entries else "")
         note(f"metrics  {ev.n_users} users, full ranking, training items excluded{skipped}{dropped}", quiet)
         print(metrics_table(ev))
     if result.model_dir is not None:

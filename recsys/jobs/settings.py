@@ -19,6 +19,7 @@ from recsys.data.filters import FilterReport, Filters, apply_filters
 from recsys.data.interactions import Interactions
 from recsys.data.io import DataFormat, read_interactions
 from recsys.data.splits import STRATEGIES, split
+from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError
 from recsys.evaluation.evaluate import DEFAULT_KS
 from recsys.models import MODELS
@@ -225,9 +226,29 @@ def attach_feature_tables(data: Interactions, model: str, features: FeatureTable
 
 
 def split_data(data: Interactions, config: TrainConfig) -> tuple[Interactions, Interactions]:
-    """The training and test parts ``config`` asks for."""
-    return split(data, config.split, test_fraction=config.test_fraction, n=config.split_n,  # type: ignore[arg-type]
-                 seed=config.seed)
+    """The training and test parts ``config`` asks for (:func:`split_for_training`)."""
+    train, test, _dropped = split_for_training(data, config)
+    return train, test
+
+
+def split_for_training(data: Interactions, config: TrainConfig) -> tuple[Interactions, Interactions, int]:
+    """The training and test parts ``config`` asks for, and the test entries dropped.
+
+    One rule with a test file of one's own (``--test``): the model knows the users and items
+    that have training entries, and test entries of any other are dropped and counted, so a
+    split made here and the same split written by ``recsys split`` and read back score the
+    same. Not for ``cold-items`` (the held-out items are its point) nor for data with feature
+    tables, whose users and items without entries join the catalogue as cold ones.
+    """
+    train, test = split(data, config.split, test_fraction=config.test_fraction, n=config.split_n,  # type: ignore[arg-type]
+                        seed=config.seed)
+    if config.split == "cold-items" or data.user_features is not None or data.item_features is not None:
+        return train, test, 0
+    users = Vocabulary(train.users.ids[train.user_counts() > 0])
+    items = Vocabulary(train.items.ids[train.item_counts() > 0])
+    train, _ = train.reindex(users, items)
+    test, dropped = test.reindex(users, items)
+    return train, test, dropped
 
 
 def validation_split(train: Interactions, fraction: float, seed: int) -> tuple[Interactions, Interactions]:

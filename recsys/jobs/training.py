@@ -45,7 +45,7 @@ from recsys.jobs.settings import (
     load,
     load_training_data,
     source_name,
-    split_data,
+    split_for_training,
     validation_split,
 )
 from recsys.models import MODELS, create_model
@@ -184,7 +184,7 @@ def fit_and_evaluate(
     start = time.perf_counter()
     read = load_training_data(data, config, read_options, features)
     full = read.interactions
-    train_data, test_data = _parts(full, config, test, read_options)
+    train_data, test_data, dropped = _parts(full, config, test, read_options)
     timings["load_split"] = time.perf_counter() - start
 
     validation = None
@@ -209,15 +209,17 @@ def fit_and_evaluate(
             evaluation = evaluate_cold_items(model, test_data, ks=config.ks, progress=progress)
         else:
             evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
+        evaluation.dropped_entries += dropped
         timings["evaluate"] = evaluation.seconds
     return TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, read.features,
                        filtered=read.filtered if config.filters().active else None)
 
 
 def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
-           read_options: ReadOptions | None) -> tuple[Interactions, Interactions | None]:
-    """The training and test parts: a given test file mapped onto the training ids, the
-    split ``config`` asks for, or all of it for training (``split="none"``)."""
+           read_options: ReadOptions | None) -> tuple[Interactions, Interactions | None, int]:
+    """The training and test parts and the test entries dropped (one rule for both: see
+    :func:`split_for_training`): a given test file mapped onto the training ids, the split
+    ``config`` asks for, or all of it for training (``split="none"``)."""
     if test is not None:
         test_data, dropped = load(test, read_options).reindex(full.users, full.items)
         if test_data.nnz == 0:
@@ -226,10 +228,10 @@ def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
                 "dropped); is this the right test file for this training data?",
                 path=None if isinstance(test, Interactions) else test,
             )
-        return full, test_data
+        return full, test_data, dropped
     if config.split == "none":
-        return full, None
-    return split_data(full, config)
+        return full, None, 0
+    return split_for_training(full, config)
 
 
 def _checkpointing(model: str, directory: Path, every: int, checkpoint_dir: str | os.PathLike | None,
