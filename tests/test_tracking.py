@@ -284,7 +284,7 @@ def test_recommend_records_the_new_users_feature_tables(uri, tmp_path, sample_ra
     users = sample_ratings.parent / "users.csv"
     data = FeatureTables(users=[users])
     model = TwoTower(factors=4, hidden=8, epochs=1, device="cpu")
-    from recsys.jobs.training import attach_feature_tables
+    from recsys.jobs.settings import attach_feature_tables
 
     model.fit(attach_feature_tables(read_interactions(sample_ratings), "two-tower", data, "utf-8")[0])
     with Tracker(uri, "rec-features").run("recommend", kind="recommend") as run:
