@@ -283,3 +283,5 @@ def test_movielens_u_item_reads_without_flags(tmp_path: Path):
     assert values_of(frame["genres"]) == [frozenset(), frozenset({"Animation", "Children's", "Comedy"}),
                                           frozenset({"Drama"})]
     assert pd.isna(frame["year"].iloc[0]) and frame["year"].tolist()[1:] == ["1995", "1996"]
+    # The titles come along for people reading the diagnostics (training leaves them out).
+    assert frame["title"].tolist() == ["Untitled (????)", "Toy Story (1995)", "Café Society (1996)"]

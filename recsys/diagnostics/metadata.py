@@ -38,7 +38,7 @@ def read_item_features(path: str | os.PathLike, *, encoding: str = "utf-8") -> p
         except (ValueError, OSError) as exc:
             raise InputError(f"cannot read the item table ({exc})", path=path) from None
     elif special_loader(path) is read_ml100k_items:  # no header, Latin-1: the loader knows its columns
-        frame = _as_text(read_ml100k_items(path))
+        frame = _as_text(read_ml100k_items(path, titles=True))
     else:
         frame = _read_delimited(path, encoding)
     if frame.empty:

@@ -233,14 +233,16 @@ ML100K_GENRES = (
 )
 
 
-def read_ml100k_items(path: str | os.PathLike) -> pd.DataFrame:
+def read_ml100k_items(path: str | os.PathLike, *, titles: bool = False) -> pd.DataFrame:
     """MovieLens 100K ``u.item``: id, title, release date, video date, URL, 19 genre flags.
 
     Latin-1, ``|``-separated. Features: ``genres`` (multi, from the flags, named as in
-    ``u.genre``) and ``year`` (numeric, from the release date).
+    ``u.genre``) and ``year`` (numeric, from the release date); with ``titles``, also the
+    ``title`` (for people reading results, not for training: it names one item each).
     """
     flags = [f"g{i}" for i in range(len(ML100K_GENRES))]
-    spec = FeatureSpec(columns={"release": ColumnSpec("categorical"), **{f: ColumnSpec("numeric") for f in flags}})
+    spec = FeatureSpec(columns={"release": ColumnSpec("categorical"), **{f: ColumnSpec("numeric") for f in flags},
+                                **({"title": ColumnSpec("categorical")} if titles else {})})
     frame = read_features(
         path, "item", names=["item_id", "title", "release", "video", "url", *flags],
         delimiter="|", encoding="latin-1", spec=spec,
@@ -248,8 +250,10 @@ def read_ml100k_items(path: str | os.PathLike) -> pd.DataFrame:
     bits = frame[flags].fillna(0).to_numpy() > 0
     genres = [tuple(g for g, on in zip(ML100K_GENRES, row) if on and g != "unknown") for row in bits]
     years = [float(r[-4:]) if isinstance(r, str) and r[-4:].isdigit() else np.nan for r in frame["release"]]
-    out = _frame(frame.index, {"genres": genres, "year": np.asarray(years)}, {"genres": "multi", "year": "numeric"}, str(path))
-    return out
+    data, kinds = {"genres": genres, "year": np.asarray(years)}, {"genres": "multi", "year": "numeric"}
+    if titles:
+        data, kinds = {"title": frame["title"].to_numpy(dtype=object), **data}, {"title": "categorical", **kinds}
+    return _frame(frame.index, data, kinds, str(path))
 
 
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
