@@ -9,6 +9,11 @@ import typer
 from recsys_cli.common import Format, Quiet, command, note, print_json, with_read_options
 from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracker
 
+from recsys.errors import ConfigError
+
+# For people reading the output: the item table's title (or name) column beside the ids.
+Titles = Annotated[Path | None, typer.Option("--item-features", help="Item table (CSV, TSV, Parquet, or MovieLens u.item / movies.csv) whose title or name column is added to the output.")]
+TitleIdCol = Annotated[str | None, typer.Option("--item-id-col", help="Id column of the --item-features table (default: item_id/item/movieId/id, else the best match).")]
 Model = Annotated[str, typer.Option("--model", help="Saved model directory, or an MLflow model URI such as runs:/<run id>/model.")]
 Retrieval = Annotated[
     Literal["exact", "annoy"],
@@ -63,7 +68,7 @@ def index(
 @with_read_options
 def recommend(
     model: Model,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet or .csv (columns user, item, rank, score, fallback).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet or .csv (columns user, item, rank, score, fallback); - for CSV on standard output.")],
     users: Annotated[str | None, typer.Option("--users", help="'all', a file of user ids (one per line, or a 'user' column), or ID,ID,... (default: all; with --history, the history's users).")] = None,
     k: Annotated[int, typer.Option("--k", help="Items per user.")] = 10,
     retrieval: Retrieval = "exact",
@@ -75,6 +80,8 @@ def recommend(
     jobs: Jobs = -1,
     batch_users: Annotated[int, typer.Option("--batch-users", help="Users per chunk written.")] = 4096,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for exact retrieval.")] = "auto",
+    item_features: Titles = None,
+    item_id_col: TitleIdCol = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     track: Track = None,
@@ -90,6 +97,8 @@ def recommend(
     from recsys.retrieval.batch import parse_users
     from recsys.tracking import resolve_model_dir
 
+    if str(out) == "-" and fmt == "json":
+        raise ConfigError("--out - writes the table to standard output; drop --format json")
     runs = tracker(track, tracking_uri, experiment)
     directory = resolve_model_dir(model, tracking_uri)  # runs:/ and models:/ URIs are downloaded
     with runs.run("recommend", kind="recommend") as run:
@@ -98,6 +107,7 @@ def recommend(
             features=FeatureTables(users=user_features or None, user_spec=user_features_spec),
             run=run, model_source=model, retrieval=retrieval, include_seen=include_seen,
             batch_users=batch_users, search_k=search_k, n_jobs=jobs, device=device, progress=not quiet,
+            item_table=item_features, item_id_column=item_id_col,
         )
     if fmt == "json":
         print_json(result.to_dict())
@@ -127,23 +137,30 @@ def similar(
         typer.Option("--retrieval", help="auto: the saved Annoy index when there is one, else exact."),
     ] = "auto",
     search_k: SearchK = None,
+    item_features: Titles = None,
+    item_id_col: TitleIdCol = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Items most similar to the given ones, by cosine of the item factors."""
+    from recsys.diagnostics.report import load_item_titles
     from recsys.retrieval.batch import open_retrieval, similar_table
 
     loaded, directory = _load(model, tracking_uri)
+    titles = None if item_features is None else load_item_titles(loaded, item_features, id_column=item_id_col)
     searcher = open_retrieval(loaded, retrieval, directory, search_k=search_k)
     retrieval = searcher.name
-    rows, unknown = similar_table(loaded, [part.strip() for part in item.split(",") if part.strip()], k, searcher)
+    queries = [part.strip() for part in item.split(",") if part.strip()]
+    rows, unknown = similar_table(loaded, queries, k, searcher, item_titles=titles)
     if fmt == "json":
         print_json({"retrieval": retrieval, "similar": rows, "unknown_items": unknown})
     else:
-        print("item\trank\tsimilar\tsimilarity")
+        named = titles is not None
+        print("item\trank\tsimilar\tsimilarity" + ("\ttitle\tsimilar_title" if named else ""))
         for row in rows:
-            print(f"{row['item']}\t{row['rank']}\t{row['similar']}\t{row['similarity']:.4f}")
+            extra = f"\t{row['title']}\t{row['similar_title']}" if named else ""
+            print(f"{row['item']}\t{row['rank']}\t{row['similar']}\t{row['similarity']:.4f}{extra}")
         note(f"({retrieval} retrieval, cosine of item factors)", quiet)
     if unknown:
         note(f"unknown items (not in the model): {', '.join(map(str, unknown))}", False)

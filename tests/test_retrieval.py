@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -419,3 +420,24 @@ def test_similar_gives_integer_ids_as_integers(tmp_path):
     payload = json.loads(run("similar", "--model", tmp_path / "m", "--item", "0", "--k", "2", "--format",
                              "json", "--quiet").stdout)
     assert payload["similar"] and {type(row[c]) for row in payload["similar"] for c in ("item", "similar")} == {int}
+
+
+def test_recommend_to_standard_output_and_titles_for_people(tmp_path, sample_ratings):
+    """`--out -` writes the CSV to stdout; `--item-features` adds the item table's titles to
+    recommend and similar."""
+    items = sample_ratings.parent / "items.csv"
+    run("train", "--data", sample_ratings, "--model", "als", "-p", "factors=4", "-p", "epochs=2", "--split", "none",
+        "--no-index", "-o", tmp_path / "m", "--quiet", "--no-track")
+    users = pd.read_csv(sample_ratings)["user_id"].unique()[:2]
+    r = run("recommend", "--model", tmp_path / "m", "--users", ",".join(map(str, users)), "--k", "3", "--out", "-",
+            "--item-features", items, "--quiet", "--no-track")
+    frame = pd.read_csv(io.StringIO(r.stdout))
+    titles = pd.read_csv(items).set_index("item_id")["title"]
+    assert list(frame.columns) == ["user", "item", "rank", "score", "fallback", "title"] and len(frame) == 6
+    assert frame["title"].tolist() == titles.loc[frame["item"]].tolist()
+    assert not any(p.name.startswith("-") for p in tmp_path.iterdir())
+    run("recommend", "--model", tmp_path / "m", "--out", "-", "--format", "json", "--no-track", code=2)
+    similar = json.loads(run("similar", "--model", tmp_path / "m", "--item", frame["item"][0], "--k", "2",
+                             "--item-features", items, "--format", "json", "--quiet").stdout)["similar"]
+    assert [row["similar_title"] for row in similar] == titles.loc[[row["similar"] for row in similar]].tolist()
+    assert {row["title"] for row in similar} == {titles[frame["item"][0]]}

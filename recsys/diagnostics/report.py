@@ -6,13 +6,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsys.artifacts import atomic_file, write_json
 from recsys.diagnostics.clusters import cluster_items
 from recsys.diagnostics.maps import Method, embedding_map
-from recsys.diagnostics.metadata import align_items, read_item_features
+from recsys.diagnostics.metadata import align_items, read_item_features, title_column
 from recsys.embeddings import Embeddings, EmbeddingSource
+from recsys.errors import ConfigError
 
 MAP_FILE = "embedding_map.png"
 CLUSTERS_FILE = "clusters.json"
@@ -24,6 +26,18 @@ def load_item_features(model: EmbeddingSource, path: str | os.PathLike | None, *
         return None
     model = Embeddings.of(model)
     return align_items(read_item_features(path), model.item_ids(range(model.n_items)), id_column=id_column, source=str(path))
+
+
+def load_item_titles(model: EmbeddingSource, path: str | os.PathLike, *, id_column: str | None = None) -> np.ndarray:
+    """The title (or name) of each of the model's items from the item table at ``path``;
+    None where the table has no row for an item."""
+    frame = load_item_features(model, path, id_column=id_column)
+    assert frame is not None
+    column = title_column(frame)
+    if column is None:
+        raise ConfigError(f"{path}: the item table has no title or name column; it has "
+                          f"{', '.join(map(str, frame.columns))}")
+    return np.asarray([None if pd.isna(v) else str(v) for v in frame[column]], dtype=object)
 
 
 def write_diagnostics(

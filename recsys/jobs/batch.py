@@ -7,11 +7,12 @@ from typing import Any
 
 from recsys.artifacts import check_output
 from recsys.data.interactions import Interactions
+from recsys.diagnostics.report import load_item_titles
 from recsys.errors import ConfigError
 from recsys.jobs.record import data_params, feature_params
 from recsys.jobs.settings import DataSource, FeatureTables, ReadOptions, load
 from recsys.models.base import Recommender
-from recsys.retrieval.batch import RECOMMENDATIONS, RecommendResult, recommend_to_file
+from recsys.retrieval.batch import RECOMMENDATIONS, STDOUT, RecommendResult, recommend_to_file
 from recsys.runs import NULL_RUN, Run
 
 
@@ -26,6 +27,8 @@ def recommend(
     read_options: ReadOptions | None = None,
     run: Run = NULL_RUN,
     model_source: str | None = None,
+    item_table: str | os.PathLike | None = None,
+    item_id_column: str | None = None,
     **options: Any,
 ) -> RecommendResult:
     """Write the top-``k`` items of ``users`` to ``out`` (:func:`recsys.retrieval.recommend_to_file`),
@@ -36,10 +39,13 @@ def recommend(
     and, for models that read them, from the user feature tables of ``features``
     (``FeatureTables(users=..., user_spec=...)``), without retraining. ``options`` go to
     :func:`~recsys.retrieval.recommend_to_file` (``retrieval``, ``include_seen``,
-    ``search_k``, ``batch_users``, ``n_jobs``, ``device``, ``progress``).
+    ``search_k``, ``batch_users``, ``n_jobs``, ``device``, ``progress``). ``item_table``: an
+    item table whose title (or name) column is added to the output (``item_id_column`` names
+    its id column when it is not found by name).
     """
     features = features or FeatureTables()
-    check_output(out, RECOMMENDATIONS, inputs=[model, history, features.users])
+    if os.fspath(out) != STDOUT:
+        check_output(out, RECOMMENDATIONS, inputs=[model, history, features.users, item_table])
     model_dir = None
     if not isinstance(model, Recommender):
         model_dir = model
@@ -53,6 +59,8 @@ def recommend(
     if history is not None:
         run.log_params({k: v for k, v in data_params(history, "history").items() if v is not None})
     run.log_params(feature_params(features))
+    if item_table is not None:
+        options["item_titles"] = load_item_titles(model, item_table, id_column=item_id_column)
     result = recommend_to_file(model, out, users, k, model_dir=model_dir, history=history_data, **options)
     run.log_metrics({name: value for name, value in result.to_dict().items() if name not in ("k", "path", "retrieval")})
     result.run_id = run.run_id

@@ -13,7 +13,9 @@ result, so a fallback is never mistaken for a personal recommendation.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -91,10 +93,12 @@ class RecommendResult:
         return out
 
 
-def similar_table(model: Recommender, items: Any, k: int, index: Any = None) -> tuple[list[dict[str, Any]], list[Any]]:
+def similar_table(model: Recommender, items: Any, k: int, index: Any = None,
+                  item_titles: np.ndarray | None = None) -> tuple[list[dict[str, Any]], list[Any]]:
     """``recsys similar``: rows (item, rank, similar, similarity) for the known ``items``,
     every id as the model's own (an integer id given as text comes back as an integer), and
-    the unknown ones. None known: an error naming them."""
+    the unknown ones. None known: an error naming them. ``item_titles`` (one per model
+    item) adds ``title`` and ``similar_title``."""
     queries = np.asarray(list(items), dtype=object)
     rows_of = model.items.index(queries)
     unknown = [q for q, row in zip(queries.tolist(), rows_of) if row < 0]
@@ -111,6 +115,11 @@ def similar_table(model: Recommender, items: Any, k: int, index: Any = None) -> 
         for i, row in enumerate(rows_of) if row >= 0
         for r in range(k) if not np.isnan(sims[i, r])
     ]
+    if item_titles is not None:
+        found = model.items.index(np.asarray([row["similar"] for row in rows], dtype=object))
+        queried = model.items.index(np.asarray([row["item"] for row in rows], dtype=object))
+        for row, q, s in zip(rows, queried, found):
+            row["title"], row["similar_title"] = item_titles[q], item_titles[s]
     return rows, unknown
 
 
@@ -131,7 +140,8 @@ def unique_in_order(ids: Any) -> np.ndarray:
 
 
 def _chunk_table(
-    user_ids: np.ndarray, items: Any, idx: np.ndarray, scores: np.ndarray, fallback: np.ndarray
+    user_ids: np.ndarray, items: Any, idx: np.ndarray, scores: np.ndarray, fallback: np.ndarray,
+    titles: Any = None,
 ) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -140,26 +150,31 @@ def _chunk_table(
     valid = (idx >= 0).ravel()
     rows = np.repeat(np.arange(n), k)[valid]
     user = user_ids[rows]
-    return pa.table({
+    taken = pa.array(idx.ravel()[valid])
+    columns = {
         "user": pa.array(user, pa.int64()) if user.dtype == np.int64 else pa.array(user, pa.string()),
-        "item": pc.take(items, pa.array(idx.ravel()[valid])),
+        "item": pc.take(items, taken),
         "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)[valid]),
         "score": pa.array(scores.ravel()[valid].astype(np.float32)),
         "fallback": pa.array(np.repeat(fallback, k)[valid]),
-    })
+    }
+    if titles is not None:
+        columns["title"] = pc.take(titles, taken)
+    return pa.table(columns)
 
 
 class _Writer:
     """Parquet or CSV, one chunk at a time."""
 
-    def __init__(self, path: Path, fmt: str, schema: Any, csv_options: Any) -> None:
+    def __init__(self, sink: Any, fmt: str, schema: Any, csv_options: Any) -> None:
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
+        sink = str(sink) if isinstance(sink, Path) else sink  # a path, or a binary stream (stdout)
         if fmt == "parquet":
-            self._writer = pq.ParquetWriter(str(path), schema)
+            self._writer = pq.ParquetWriter(sink, schema)
         else:
-            self._writer = pacsv.CSVWriter(str(path), schema, write_options=csv_options)
+            self._writer = pacsv.CSVWriter(sink, schema, write_options=csv_options)
 
     def write(self, table: Any) -> None:
         self._writer.write_table(table)
@@ -210,7 +225,12 @@ def parse_users(text: str | None) -> Any:
     return np.asarray(ids, dtype=object)
 
 
+STDOUT = "-"
+
+
 def output_format(path: str | os.PathLike) -> str:
+    if os.fspath(path) == STDOUT:
+        return "csv"
     suffix = Path(path).suffix.lower()
     if suffix == ".parquet":
         return "parquet"
@@ -235,8 +255,10 @@ def recommend_to_file(
     n_jobs: int | None = -1,
     device: str = "auto",
     progress: bool = False,
+    item_titles: np.ndarray | None = None,
 ) -> RecommendResult:
-    """Write the top-``k`` items of each user to ``out`` (``.parquet`` or ``.csv``).
+    """Write the top-``k`` items of each user to ``out`` (``.parquet`` or ``.csv``; ``"-"``:
+    CSV to standard output, for people and pipes).
 
     Columns: ``user``, ``item`` (the ids of the data), ``rank`` (1 = best), ``score`` (the
     model's score; NaN for fallback rows) and ``fallback`` (true where the user was unknown
@@ -248,7 +270,8 @@ def recommend_to_file(
     in ``model_dir``; ``n_jobs`` threads), or a ready ``index``. Chunks of ``batch_users``
     are written as they are computed (writing overlaps the next chunk's search) into a
     temporary file that replaces ``out`` only when complete; a run that fails or is killed
-    leaves no ``out`` (or the previous one).
+    leaves no ``out`` (or the previous one). ``item_titles`` (one per model item) adds a
+    ``title`` column, for people reading the output.
     """
     import pyarrow as pa
 
@@ -279,11 +302,17 @@ def recommend_to_file(
         ("rank", pa.int32()),
         ("score", pa.float32()),
         ("fallback", pa.bool_()),
+        *([("title", pa.string())] if item_titles is not None else []),
     ])
+    titles = None if item_titles is None else pa.array(item_titles, pa.string())
     csv_options = csv_write_options(model.items, Vocabulary(user_ids)) if fmt == "csv" else None
     n_rows = 0
     path = Path(out)
-    with atomic_file(path, kind=RECOMMENDATIONS) as tmp, ThreadPoolExecutor(1) as pool, \
+    to_stdout = os.fspath(out) == STDOUT
+    target = contextlib.nullcontext(sys.stdout.buffer) if to_stdout else atomic_file(path, kind=RECOMMENDATIONS)
+    if to_stdout:
+        sys.stdout.flush()
+    with target as tmp, ThreadPoolExecutor(1) as pool, \
             progress_bar(plan.n, "recommending", enabled=progress) as bar:
         writer = _Writer(tmp, fmt, schema, csv_options)
         pending = None
@@ -291,7 +320,7 @@ def recommend_to_file(
             for begin in range(0, plan.n, batch_users):
                 rows = np.arange(begin, min(begin + batch_users, plan.n))
                 idx, scores, fallback = answer(model, index, plan, rows, k, include_seen=include_seen)
-                table = _chunk_table(user_ids[rows], items, idx, scores, fallback)
+                table = _chunk_table(user_ids[rows], items, idx, scores, fallback, titles)
                 if pending is not None:
                     pending.result()
                 # Writing (pyarrow, GIL released) overlaps the next chunk's search.
