@@ -15,13 +15,15 @@ SAMPLE = ROOT / "data" / "sample"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_tracking():
+def _no_tracking(tmp_path_factory):
     """Commands record MLflow runs by default; tests opt in (tests/test_tracking.py) so no
-    ``mlflow.db`` lands in the working directory. Session-wide, so that module-scoped
-    fixtures which train through the CLI are covered too."""
+    ``mlflow.db`` lands in the working directory, and models downloaded from a store are
+    cached in the session's temporary folder, not the home directory. Session-wide, so that
+    module-scoped fixtures which train through the CLI are covered too."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RECSYS_NO_TRACK", "1")
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.setenv("RECSYS_MODEL_CACHE", str(tmp_path_factory.mktemp("model-cache")))
         yield
 
 

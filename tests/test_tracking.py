@@ -27,6 +27,7 @@ from recsys.tracking import (
     check_store,
     load_recommender,
     metric_key,
+    resolve_model_dir,
     resolve_uri,
     tracking_enabled,
 )
@@ -143,9 +144,9 @@ def test_training_run_records_params_epochs_metrics_tags_and_artifacts(mf_run, s
     assert run.data.metrics["fit_seconds"] > 0
     assert run.data.tags["recsys.version"] and run.data.tags["recsys.device"] == "cpu"
     artifacts = {a.path for a in client(uri).list_artifacts(result.run_id)}
-    assert {"config.toml", "metrics.csv", "recsys_model"} <= artifacts
-    model_files = {Path(a.path).name for a in client(uri).list_artifacts(result.run_id, "recsys_model")}
-    assert "model.json" in model_files
+    assert {"config.toml", "metrics.csv"} <= artifacts and "recsys_model" not in artifacts
+    # The model directory is stored once, inside the servable model.
+    assert (resolve_model_dir(f"runs:/{result.run_id}/model", uri) / "model.json").is_file()
     # The embedding diagnostics (issue 8): the item map and the cluster summary.
     diagnostics = {Path(a.path).name for a in client(uri).list_artifacts(result.run_id, "diagnostics")}
     assert diagnostics == {"embedding_map.png", "clusters.json"}
@@ -216,7 +217,17 @@ def test_recommend_from_a_runs_uri_uses_the_logged_annoy_index(uri, tmp_path, sa
             "--track", "--tracking-uri", uri, "--experiment", "serve")
     run_id = json.loads(r.stdout)["run_id"]
     c = client(uri)
-    assert "index" in {Path(a.path).name for a in c.list_artifacts(run_id, "recsys_model")}
+    resolved = resolve_model_dir(f"runs:/{run_id}/model", uri)
+    assert (resolved / "index").is_dir()
+    # A run's model never changes: the second call reads the download cache, not the store.
+    import mlflow.artifacts
+
+    def offline(*args, **kwargs):
+        raise AssertionError("downloaded again")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mlflow.artifacts, "download_artifacts", offline)
+        assert resolve_model_dir(f"runs:/{run_id}/model", uri) == resolved
     out = tmp_path / "recs.csv"
     cli("recommend", "--model", f"runs:/{run_id}/model", "--out", str(out), "--k", "3", "--retrieval", "annoy",
         "--users", "413,667", "--quiet", "--track", "--tracking-uri", uri, "--experiment", "serve")

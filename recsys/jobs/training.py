@@ -269,7 +269,7 @@ def _save(result: TrainResult, directory: Path | None, data: DataSource, index_t
         if result.model_dir is not None:
             result.seconds["save"] = time.perf_counter() - start
         if run.keeps_models:
-            run.log_directory(directory, "recsys_model")
+            # Once: the servable pyfunc model holds the model directory (runs:/<id>/model).
             run.log_model(directory)
 
 

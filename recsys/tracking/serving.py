@@ -16,7 +16,13 @@ the most popular items, ``fallback`` True and a NaN score). :func:`load_recommen
 
 from __future__ import annotations
 
+import atexit
+import functools
+import hashlib
 import os
+import re
+import shutil
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,9 +31,11 @@ import numpy as np
 import pandas as pd
 
 import recsys
-from recsys.errors import ModelFormatError, TrackingError
+from recsys.artifacts import OutputKind, atomic_directory
+from recsys.errors import ModelFormatError, RecsysError, TrackingError
 
 ARTIFACT = "recsys_model"
+DOWNLOADED_MODEL = OutputKind("downloaded MLflow model", directory=True, marker="MLmodel")
 """Name of the pyfunc artifact that holds the model directory."""
 MODEL_NAME = "model"
 """Name the pyfunc model is logged under: ``runs:/<run id>/model``."""
@@ -164,13 +172,19 @@ def resolve_model_dir(source: str | os.PathLike, tracking_uri: str | None = None
         from recsys.tracking.store import check_store, resolve_uri
 
         uri = resolve_uri(tracking_uri)
+        cached = _download_cache(os.fspath(source), uri)
+        if cached is not None and (cached / "MLmodel").is_file():
+            return _pyfunc_artifact(cached)
         check_store(uri)
         # download_artifacts resolves a logged model through the global store whatever its
         # tracking_uri argument says: point the global store at ours first.
         mlflow.set_tracking_uri(uri)
         try:
             with _quiet_mlflow():
-                path = Path(download_artifacts(artifact_uri=os.fspath(source), tracking_uri=uri))
+                path = Path(download_artifacts(artifact_uri=os.fspath(source), tracking_uri=uri,
+                                               dst_path=tempfile.mkdtemp(dir=_session_dir())))
+            if cached is not None:
+                path = _keep(path, cached)
         except Exception as exc:  # MLflow raises many kinds for a missing run or model
             raise TrackingError(f"cannot fetch model {source} from {uri}: {exc}") from None
     else:
@@ -178,6 +192,41 @@ def resolve_model_dir(source: str | os.PathLike, tracking_uri: str | None = None
     if (path / "MLmodel").is_file():
         path = _pyfunc_artifact(path)
     return path
+
+
+# A logged model never changes once written: a run's model, or a registered version by
+# number. Those are downloaded once; an alias or "latest" can move and is fetched each time.
+_IMMUTABLE = re.compile(r"^(runs:/[0-9a-f]+/.+|models:/[^/]+/\d+|models:/m-[0-9a-f]+)$")
+CACHE_ENV = "RECSYS_MODEL_CACHE"
+
+
+def _download_cache(source: str, uri: str) -> Path | None:
+    """Where a downloaded model is kept (``$RECSYS_MODEL_CACHE``, default
+    ``~/.cache/recsys/models``), keyed by the store and the URI; None when it may change."""
+    if not _IMMUTABLE.match(source):
+        return None
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "recsys" / "models")
+    return root / hashlib.sha256(f"{uri}\n{source}".encode()).hexdigest()[:32]
+
+
+@functools.cache
+def _session_dir() -> str:
+    """A folder for this process's downloads, removed when it exits."""
+    path = tempfile.mkdtemp(prefix="recsys-models-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def _keep(downloaded: Path, cached: Path) -> Path:
+    """Copy a download into the cache, whole or not at all; the download itself (removed
+    at exit) where the cache cannot be written."""
+    try:
+        with atomic_directory(cached, kind=DOWNLOADED_MODEL) as tmp:
+            shutil.copytree(downloaded, tmp, dirs_exist_ok=True)
+    except (RecsysError, OSError):
+        return downloaded
+    shutil.rmtree(downloaded, ignore_errors=True)
+    return cached
 
 
 def _pyfunc_artifact(path: Path) -> Path:
