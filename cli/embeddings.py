@@ -49,7 +49,7 @@ def plot(
     loaded, features = _load(model, item_features, item_id_col)
     columns = tuple(c.strip() for c in hover.split(",") if c.strip())
     emap = embedding_map(loaded, of=of, method=method, color=color, features=features, hover=columns,
-                         max_points=max_points, k=k, random_state=seed)
+                         max_points=max_points, k=k, random_state=seed, progress=not quiet)
     path = emap.save(out)
     if fmt == "json":
         print_json({"out": str(path), "points": len(emap.points), "total": emap.n_total,

@@ -23,6 +23,24 @@ class Progress:
 
 
 @contextlib.contextmanager
+def status(description: str, enabled: bool = True) -> Iterator[None]:
+    """A line with a spinner on stderr while work without steps runs (saving, indexing,
+    recording a run, t-SNE), so no stage is silent; nothing when disabled."""
+    if not enabled:
+        yield
+        return
+    from rich.console import Console
+
+    console = Console(file=sys.stderr)
+    if not console.is_terminal:  # a log file: the line itself, once
+        print(f"{description} ...", file=sys.stderr, flush=True)
+        yield
+        return
+    with console.status(description):
+        yield
+
+
+@contextlib.contextmanager
 def progress_bar(total: float | None, description: str, enabled: bool = True) -> Iterator[Progress]:
     """A rich progress bar on stderr, or a silent stand-in when disabled."""
     if not enabled:

@@ -142,3 +142,15 @@ def test_the_built_in_split_and_the_same_split_read_back_score_the_same(tmp_path
     evaluated = json.loads(run("evaluate", "--model", tmp_path / "b", "--data", tmp_path / "s" / "test.csv",
                                "--format", "json", "--quiet", "--no-track").stdout)
     assert evaluated["dropped_entries"] == dropped
+
+
+def test_slow_stages_say_what_they_do(tmp_path, sample_ratings):
+    """Saving, indexing and t-SNE show a line (a spinner on a terminal); --quiet silences them."""
+    r = run("train", "--data", sample_ratings, "--model", "als", "-p", "factors=4", "-p", "epochs=1",
+            "--split", "none", "-o", tmp_path / "m", "--no-track")
+    assert "saving the model and building its Annoy index ..." in r.output
+    quiet = run("train", "--data", sample_ratings, "--model", "als", "-p", "factors=4", "-p", "epochs=1",
+                "--split", "none", "-o", tmp_path / "m", "--no-track", "--quiet")
+    assert "saving the model" not in quiet.output
+    plotted = run("embeddings", "plot", "--model", tmp_path / "m", "-o", tmp_path / "map.png", "--method", "pca")
+    assert "pca on " in plotted.output

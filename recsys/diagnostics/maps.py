@@ -37,6 +37,7 @@ from recsys.diagnostics.clusters import default_k, kmeans, trained_items
 from recsys.diagnostics.metadata import require_column, title_column, values_of
 from recsys.embeddings import Embeddings, EmbeddingSource, unit_rows
 from recsys.errors import ConfigError
+from recsys.progress import status
 from recsys.seeding import as_generator
 
 Method = Literal["pca", "tsne", "umap"]
@@ -169,6 +170,7 @@ def embedding_map(
     max_points: int = 5000,
     k: int | None = None,
     random_state: int = 0,
+    progress: bool = False,
 ) -> EmbeddingMap:
     """Project the model's item (or user) factors to 2D and attach colours and hover text.
 
@@ -204,7 +206,9 @@ def embedding_map(
     else:
         learned = np.flatnonzero((popularity > 0) & (np.linalg.norm(factors, axis=1) > 0))
     keep = learned[subsample(popularity[learned], max_points, random_state)]
-    xy = project(unit[keep], method, random_state)
+    # t-SNE on thousands of points takes a minute or more: say so while it runs.
+    with status(f"{method} on {len(keep):,} points", progress):
+        xy = project(unit[keep], method, random_state)
     points = pd.DataFrame({"id": np.asarray(ids)[keep], "x": xy[:, 0], "y": xy[:, 1], "popularity": popularity[keep]})
 
     categorical = True

@@ -53,6 +53,7 @@ from recsys.models.als import resolved_weighting
 from recsys.models.base import Recommender
 from recsys.models.persistence import MODEL_DIRECTORY
 from recsys.models.training import Callback
+from recsys.progress import status
 from recsys.runs import NULL_RUN, EpochLogger, Run
 
 
@@ -159,8 +160,11 @@ def train(
                                   checkpointing=checkpointing)
         result.run_id = run.run_id
         if save or run.keeps_models:
-            _save(result, directory if save else None, data, index_trees, run)
-        record_outcome(run, result, features)
+            with status("saving the model" + (" and building its Annoy index" if index_trees else "")
+                        + (", recording it in MLflow" if run.keeps_models else ""), progress):
+                _save(result, directory if save else None, data, index_trees, run)
+        with status("recording the run", progress and run.run_id is not None):
+            record_outcome(run, result, features)
         if checkpointing is not None and checkpointing.directory.exists():
             with output_lock(checkpointing.directory):  # its job is done: the model is saved
                 shutil.rmtree(checkpointing.directory, ignore_errors=True)
