@@ -173,7 +173,7 @@ MinItemCount = Annotated[int | None, typer.Option("--min-item-count", rich_help_
 # Flags pass metavar="": Typer 0.29 prints "<bool>" after them in --help, as if they took a value.
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bars or notes; results only.")]
 Format = Annotated[Literal["table", "json"], typer.Option("--format", help="Output: a table for people, JSON for scripts.")]
-Ks = Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated, e.g. 10,20,50.")]
+Ks = Annotated[str | None, typer.Option("--k", help="Cut-offs, comma-separated, e.g. 10,20,50 (default: a --config file's k, else 10,20,50).")]
 _FEATURES = "Side information (two-tower)"
 UserFeatures = Annotated[list[Path] | None, typer.Option("--user-features", help="User feature table(s), one row per user id (repeatable; joined on id). u.user is read as MovieLens.", rich_help_panel=_FEATURES)]
 ItemFeatures = Annotated[list[Path] | None, typer.Option("--item-features", help="Item feature table(s) (repeatable): CSV/TSV with a header, or MovieLens u.item, movies.csv, tags.csv.", rich_help_panel=_FEATURES)]

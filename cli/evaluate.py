@@ -26,7 +26,7 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", help="Saved model directory, or an MLflow model URI such as runs:/<run id>/model.")],
     data: Annotated[Path, typer.Option("--data", help="Test interactions (held-out entries are the relevant items).")],
     train: Annotated[Path | None, typer.Option("--train", help="Training interactions to exclude from rankings (default: the model's own training data).")] = None,
-    k: Ks = "10,20,50",
+    k: Ks = None,
     per_user: Annotated[Path | None, typer.Option("--per-user", help="Write each user's metrics to this CSV or Parquet file.")] = None,
     retrieval: Annotated[Literal["exact", "annoy"], typer.Option("--retrieval", help="annoy: rank through the model's Annoy index and report overlap@k with the exact top-k.")] = "exact",
     search_k: Annotated[int | None, typer.Option("--search-k", help="Annoy candidates inspected per query (default: as saved; -1: Annoy's own).")] = None,
@@ -47,7 +47,7 @@ def evaluate(
         # An MLflow model URI is downloaded (--tracking-uri counts with --no-track too).
         directory = resolve_model_dir(model, runs.uri)
         result = evaluate_model(
-            directory, data, train=train, ks=parse_ks(k), read_options=read_options,
+            directory, data, train=train, ks=parse_ks(k or "10,20,50"), read_options=read_options,
             per_user=per_user if per_user is not None else False, progress=not quiet, retrieval=retrieval, search_k=search_k,
             cold_items=cold_items, run=run, model_source=model,
         )

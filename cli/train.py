@@ -49,7 +49,7 @@ def train(
     test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Held-out share for user, random and temporal splits, of the items for cold-items (default 0.2).", rich_help_panel=_SPLIT)] = None,
     split_n: Annotated[int | None, typer.Option("--split-n", help="Entries per user held out by last-n (default 1).", rich_help_panel=_SPLIT)] = None,
     test: Annotated[Path | None, typer.Option("--test", help="Evaluate on this file instead of splitting.", rich_help_panel=_SPLIT)] = None,
-    k: Ks = "10,20,50",
+    k: Ks = None,
     validation_fraction: Annotated[float | None, typer.Option("--validation-fraction", help="Carve a per-user validation split from train: per-epoch recall, early stopping.", rich_help_panel=_SPLIT)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without validation gain.", rich_help_panel=_SPLIT)] = None,
     min_rating: MinRating = None,
@@ -96,7 +96,7 @@ def train(
                  "--seed": seed, "--split": split, "--test-fraction": test_fraction, "--split-n": split_n,
                  "--validation-fraction": validation_fraction, "--patience": patience, "--min-rating": min_rating,
                  "--min-user-count": min_user_count, "--min-item-count": min_item_count}
-        given.update({"--device": None if device == "auto" else device, "--k": None if k == "10,20,50" else k})
+        given.update({"--device": None if device == "auto" else device, "--k": k})
         clash = [flag for flag, value in given.items() if value is not None and value != []]
         if clash:
             raise ConfigError(f"--resume continues with the checkpoint's settings; drop {', '.join(clash)}")
@@ -111,7 +111,7 @@ def train(
             hyper={"factors": factors, "epochs": epochs, "learning_rate": learning_rate,
                    "regularization": regularization, "loss": loss},
             params=param or [], device=device, seed=seed, split=split, test_fraction=test_fraction,
-            split_n=split_n, ks=parse_ks(k), validation_fraction=validation_fraction, patience=patience,
+            split_n=split_n, ks=None if k is None else parse_ks(k), validation_fraction=validation_fraction, patience=patience,
             filters={"min_rating": min_rating, "min_user_count": min_user_count, "min_item_count": min_item_count},
         )
         with runs.run(f"train-{settings.model}", kind="train") as run:

@@ -56,5 +56,13 @@ class ConfigError(RecsysError, ValueError):
     """An invalid option or hyper-parameter, reported before any work starts."""
 
 
+DIVERGENCE_ADVICE = "Lower the learning rate or raise the regularization (and check the data for extreme values)"
+
+
+class TrainingDiverged(RecsysError):
+    """Training went non-finite (a learning rate too high, values too large): the model is
+    not kept, and the message says which epoch and what to change."""
+
+
 class TrackingError(RecsysError):
     """The experiment-tracking backend cannot be used (unreachable server, bad URI)."""

@@ -39,6 +39,7 @@ BROKEN = [
     ("rating_nan.csv", (), 4, "rating", "NaN"),
     ("rating_inf.csv", (), 3, "rating", "finite"),
     ("rating_negative.csv", (), 3, "rating", ">= 0"),
+    ("rating_overflows_float32.csv", (), 4, "rating", "<= 3.4e+38"),
     ("weight_negative.csv", (), 4, "weight", ">= 0"),
     ("weight_not_a_number.csv", (), 3, "playcount", "expected a number, got 'many'"),
     ("rating_mixed_types.csv", (), 6, "rating", "expected a number, got '4 stars'"),
@@ -172,3 +173,18 @@ def test_64_bit_ids_keep_every_bit():
     data = read_interactions(CORPUS / "int64_ids.csv")
     assert data.users.is_integer and data.users.ids.dtype == np.int64
     assert data.users.ids.tolist() == [-(2**63), -42, 2**63 - 1]
+
+
+@pytest.mark.parametrize("flags", [("--model", "mf", "--loss", "mse", "--learning-rate", "1e30"),
+                                   ("--model", "mf", "--loss", "bpr", "--learning-rate", "1e30")])
+def test_training_that_diverges_saves_nothing_and_says_what_to_change(tmp_path, flags):
+    """Garbage was saved as a model (exit 0): a learning rate that makes the loss non-finite
+    stops training with the epoch and the advice, exit 2, and no model directory."""
+    data = tmp_path / "ratings.csv"
+    data.write_text("user,item,rating\n" + "".join(f"{u},{i},{1 + (u * i) % 5}\n" for u in range(30) for i in range(20)
+                                                  if (u + i) % 3))
+    result = invoke("train", "--data", str(data), *flags, "--epochs", "3", "-o", str(tmp_path / "m"), "--no-track")
+    assert result.exit_code == 2, result.output
+    assert "training diverged at epoch" in result.output or "non-finite factors" in result.output
+    assert "Lower the learning rate" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()

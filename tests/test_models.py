@@ -196,7 +196,7 @@ def test_bad_hyper_parameters_are_reported_at_fit(checkerboard):
 
     with pytest.raises(ConfigError, match="no hyper-parameter"):
         create_model("als", learning_rate=0.1)
-    with pytest.raises(ConfigError, match="unknown loss"):
+    with pytest.raises(ConfigError, match="loss must be one of"):
         MatrixFactorization(loss="hinge").fit(checkerboard)
     with pytest.raises(ConfigError, match="needs rating data"):
         MatrixFactorization(loss="mse").fit(checkerboard)

@@ -20,6 +20,9 @@ from recsys.data.sniff import Layout, Role, lists_hint
 from recsys.data.text import BOM, is_number, open_bytes, split_line, undecodable
 from recsys.errors import InputError
 
+# The largest value an entry may hold: interaction values are stored as float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def iter_rows(path: Path, layout: Layout, encoding: str) -> Iterator[tuple[int, int, list[str]]]:
     """Yield (physical line, data-row index, fields), skipping the header and blank lines."""
@@ -122,6 +125,8 @@ def value_problem(token: str) -> str | None:
         return f"expected a finite number, got {token!r}"
     if value < 0:
         return f"expected a value >= 0, got {token!r}"
+    if value > FLOAT32_MAX:
+        return f"expected a value <= {FLOAT32_MAX:.3g} (values are stored as float32), got {token!r}"
     return None
 
 

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recsys.artifacts import atomic_file
-from recsys.data.diagnose import diagnose, read_lenient, row_to_line
+from recsys.data.diagnose import FLOAT32_MAX, diagnose, read_lenient, row_to_line
 from recsys.data.ids import compact, encode_ids, strip_ids, to_vocabulary
 from recsys.data.interactions import Feedback, Interactions, build_csr
 from recsys.data.lists import read_lists
@@ -202,11 +202,12 @@ def _values(table: pa.Table, role: Role, rows: _Rows) -> np.ndarray:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise diagnose(rows.path, rows.layout, rows.encoding, f"column {name!r} is not numeric") from None
     values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
-    bad = ~np.isfinite(values) | (values < 0)
+    # Values are stored as float32: a larger one would become infinite and poison training.
+    bad = ~np.isfinite(values) | (values < 0) | (values > FLOAT32_MAX)
     if bad.any():
         v = values[np.flatnonzero(bad)[0]]
         what = "missing or NaN" if np.isnan(v) else repr(float(v))
-        rows.reject(bad, f"expected a finite number >= 0, got {what}", name)
+        rows.reject(bad, f"expected a finite number >= 0 and <= {FLOAT32_MAX:.3g}, got {what}", name)
     return values
 
 

@@ -101,6 +101,16 @@ def apply_device(model: str, params: dict[str, Any], device: str | None) -> dict
     return params
 
 
+def _ks(value: Any) -> tuple[Any, ...]:
+    """The cut-offs as a tuple (one number alone is one cut-off; text is refused, not split
+    into its letters)."""
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    raise ConfigError(f"settings: k must be a list of whole numbers, got {value!r}")
+
+
 def build_train_config(
     *,
     config_file: str | Path | None = None,
@@ -123,6 +133,8 @@ def build_train_config(
     unknown = sorted(set(settings) - _TOP_LEVEL)
     if unknown:
         raise ConfigError(f"{config_file}: unknown settings {', '.join(unknown)}; known: {', '.join(sorted(_TOP_LEVEL))}")
+    if not isinstance(settings.get("params", {}), dict):
+        raise ConfigError(f"{config_file}: params must be a table (params = {{ factors = 64 }}), got {settings['params']!r}")
     model_params = dict(settings.get("params", {}))
     chosen_model = model or settings.get("model", TrainConfig().model)
     if model is not None and "model" in settings and model != settings["model"]:
@@ -133,7 +145,7 @@ def build_train_config(
     for text in params:
         key, value = parse_param(text)
         model_params[key] = value
-    if chosen_model not in MODELS:
+    if not isinstance(chosen_model, str) or chosen_model not in MODELS:
         raise ConfigError(f"unknown model {chosen_model!r}; choose one of {', '.join(MODELS)}")
     # Settings written by an earlier version (a logged config.toml) name parameters as it did.
     model_params = MODELS[chosen_model].rename_params(model_params)
@@ -153,10 +165,11 @@ def build_train_config(
         model=chosen_model,
         params=model_params,
         split=pick(split, "split", default.split),
-        test_fraction=float(pick(test_fraction, "test_fraction", default.test_fraction)),
-        split_n=int(pick(split_n, "split_n", default.split_n)),
-        seed=int(pick(seed, "seed", default.seed)),
-        ks=tuple(pick(ks, "k", default.ks)),
+        # No coercion: a file's "half" or 1.5 is refused by check() with the setting's name.
+        test_fraction=pick(test_fraction, "test_fraction", default.test_fraction),
+        split_n=pick(split_n, "split_n", default.split_n),
+        seed=pick(seed, "seed", default.seed),
+        ks=_ks(pick(ks, "k", default.ks)),
         validation_fraction=pick(validation_fraction, "validation_fraction", default.validation_fraction),
         validation_metric=settings.get("validation_metric", default.validation_metric),
         patience=pick(patience, "patience", default.patience),

@@ -23,6 +23,7 @@ from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError
 from recsys.evaluation.evaluate import DEFAULT_KS
 from recsys.models import MODELS
+from recsys.models.params import check_params
 
 DataSource = str | os.PathLike | Interactions
 """A path to an interaction file, or the interactions themselves."""
@@ -160,6 +161,15 @@ class TrainConfig:
         return Filters(self.min_rating, self.min_user_count, self.min_item_count)
 
     def check(self) -> None:
+        # Types first (a config file or grid may hold anything), then the ranges.
+        check_params(TrainConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "settings")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"settings: test_fraction must be between 0 and 1, got {self.test_fraction}")
+        if self.split_n < 1 or self.seed < 0 or (self.patience is not None and self.patience < 1):
+            raise ConfigError("settings: split_n and patience must be at least 1, and seed at least 0 "
+                              f"(got {self.split_n}, {self.patience}, {self.seed})")
+        if self.validation_fraction is not None and not 0 <= self.validation_fraction < 1:
+            raise ConfigError(f"settings: validation_fraction must be in [0, 1), got {self.validation_fraction}")
         self.filters().check()
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")

@@ -26,9 +26,16 @@ from recsys.artifacts import (
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
 from recsys.embeddings import Embeddings, ExactIndex, cosine_neighbours
-from recsys.errors import ConfigError, ModelFormatError, RecsysError
+from recsys.errors import (
+    DIVERGENCE_ADVICE,
+    ConfigError,
+    ModelFormatError,
+    RecsysError,
+    TrainingDiverged,
+)
 from recsys.models import persistence
 from recsys.models.auto import DataShape, describe
+from recsys.models.params import check_params
 
 
 class NotFittedError(RecsysError):
@@ -125,6 +132,7 @@ class Recommender(ABC):
                 f"model {cls.name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
                 f"it takes {', '.join(cls.param_names())}"
             )
+        check_params(cls, params)
         return cls(**params)
 
     @classmethod
@@ -154,6 +162,7 @@ class Recommender(ABC):
         """
         if data.nnz == 0:
             raise ConfigError("cannot fit on data with no interactions")
+        check_params(type(self), self.get_params())
         self.fitted_params, shape = self._resolve_params(data)
         self.data_shape = None if shape is None else shape.to_dict()
         self._validate_params()
@@ -169,6 +178,10 @@ class Recommender(ABC):
         self.fit_seconds = time.perf_counter() - start
         self.user_factors = np.ascontiguousarray(self.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(self.item_factors, dtype=np.float32)
+        if not (np.isfinite(self.user_factors).all() and np.isfinite(self.item_factors).all()):
+            # Never hand on (or save) a model that cannot score: the loader would refuse it.
+            raise TrainingDiverged(f"{self.name}: training produced non-finite factors; nothing was saved. "
+                                   f"{DIVERGENCE_ADVICE}")
         return self
 
     def _validate_params(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ from recsys.checkpoint import (
 )
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
-from recsys.errors import ConfigError
+from recsys.errors import DIVERGENCE_ADVICE, ConfigError, TrainingDiverged
 from recsys.models.base import Recommender
 from recsys.progress import progress_bar
 
@@ -186,6 +187,9 @@ class IterativeRecommender(Recommender):
             for epoch in range(state.first, self.epochs + 1):
                 start = time.perf_counter()
                 figures = {k: float(v) for k, v in trainer.train_epoch(epoch).items()}
+                if not math.isfinite(figures.get("loss", 0.0)):
+                    raise TrainingDiverged(f"{self.name}: training diverged at epoch {epoch} (loss "
+                                           f"{figures['loss']}); nothing was saved. {DIVERGENCE_ADVICE}")
                 figures["epoch_seconds"] = time.perf_counter() - start
                 stop = validation is not None and self._validate(trainer, validation, epoch, figures, state)
                 self.history.append({"epoch": epoch, **figures})
