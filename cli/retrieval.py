@@ -50,7 +50,7 @@ def index(
     from recsys.retrieval.annoy_index import DEFAULT_TREES, INDEX_DIR, build_index
 
     loaded, directory = _load(model, tracking_uri)
-    built = build_index(loaded, directory, trees=trees or DEFAULT_TREES, search_k=search_k, n_jobs=jobs, seed=seed)
+    built = build_index(loaded, directory, trees=trees if trees is not None else DEFAULT_TREES, search_k=search_k, n_jobs=jobs, seed=seed)
     meta = {k: v for k, v in built.meta.items() if k != "files"}
     meta["bytes"] = sum(f["bytes"] for f in built.meta["files"].values())
     meta["path"] = str(directory / INDEX_DIR)

@@ -89,7 +89,7 @@ def train(
     runs = tracker(track, tracking_uri, experiment)
     features = FeatureTables(user_features or None, item_features or None, user_features_spec, item_features_spec)
     options = {"test": test, "output": output, "features": features, "progress": not quiet,
-               "index_trees": (trees or DEFAULT_TREES) if index else None, "checkpoint_every": checkpoint_every}
+               "index_trees": (trees if trees is not None else DEFAULT_TREES) if index else None, "checkpoint_every": checkpoint_every}
     if resume is not None:
         given = {"--model": model, "--factors": factors, "--epochs": epochs, "--learning-rate": learning_rate,
                  "--regularization": regularization, "--loss": loss, "--param": param, "--config": config,

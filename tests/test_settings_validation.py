@@ -87,3 +87,15 @@ def test_the_settings_name_what_is_wrong():
 def test_flag_values_outside_their_domain_exit_2_with_the_setting(tmp_path, sample_ratings, flags, message):
     r = run("train", "--data", sample_ratings, *flags, "-o", tmp_path / "m", "--no-track", code=2)
     assert message in r.output and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--factors", "100000000"), "need about"),
+    (("--trees", "0"), "trees must be at least 1, got 0"),
+    (("--sep", "::::"), "--sep takes one character"),
+])
+def test_impossible_settings_are_refused_before_any_work(tmp_path, sample_ratings, flags, message):
+    """A typo in the factor count was allowed to allocate 135 GB; --trees 0 built 20 trees
+    (or none, silently); a long separator crashed the reader."""
+    r = run("train", "--data", sample_ratings, *flags, "-o", tmp_path / "m", "--no-track", code=2)
+    assert message in r.output and not (tmp_path / "m").exists()

@@ -144,6 +144,8 @@ def train(
         raise ConfigError(NO_DATA)
     config = config or TrainConfig()
     config.check()
+    if index_trees is not None and (isinstance(index_trees, bool) or index_trees < 1):
+        raise ConfigError(f"trees must be at least 1, got {index_trees} (--no-index builds none)")
     directory = Path(output) if output is not None else default_model_dir(config.model)
     if save:
         check_output(directory, MODEL_DIRECTORY, inputs=[data, test, features.users, features.items])

@@ -10,6 +10,7 @@ dot product that equals the model's own score.
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -163,6 +164,7 @@ class Recommender(ABC):
         if data.nnz == 0:
             raise ConfigError("cannot fit on data with no interactions")
         check_params(type(self), self.get_params())
+        self._check_memory(data)
         self.fitted_params, shape = self._resolve_params(data)
         self.data_shape = None if shape is None else shape.to_dict()
         self._validate_params()
@@ -183,6 +185,24 @@ class Recommender(ABC):
             raise TrainingDiverged(f"{self.name}: training produced non-finite factors; nothing was saved. "
                                    f"{DIVERGENCE_ADVICE}")
         return self
+
+    # Copies of the factor tables training holds at once (the tables, gradients or solver
+    # state, optimizer moments): a lower bound used to refuse what cannot fit.
+    memory_copies: int = 4
+
+    def _check_memory(self, data: Interactions) -> None:
+        """Refuse, before allocating, factor tables that cannot fit in this machine's memory
+        (a typo such as ``--factors 100000000`` would take the machine's memory with it)."""
+        factors = getattr(self, "factors", None)
+        if not isinstance(factors, int) or factors < 1:
+            return
+        need = (data.n_users + data.n_items) * factors * 4 * self.memory_copies
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if need > 0.8 * total:
+            raise ConfigError(
+                f"model {self.name!r}: {factors:,} factors for {data.n_users:,} users and {data.n_items:,} items "
+                f"need about {need / 2**30:,.1f} GiB for the factor tables alone; this machine has "
+                f"{total / 2**30:,.1f} GiB. Use fewer factors")
 
     def _validate_params(self) -> None:
         """Check hyper-parameters; raise :class:`ConfigError`. Called at the start of ``fit``,
