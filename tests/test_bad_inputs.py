@@ -40,6 +40,8 @@ BROKEN = [
     ("rating_inf.csv", (), 3, "rating", "finite"),
     ("rating_negative.csv", (), 3, "rating", ">= 0"),
     ("rating_overflows_float32.csv", (), 4, "rating", "<= 3.4e+38"),
+    ("nul_in_id.csv", (), 3, "item", "item id holds a NUL byte"),
+    ("timestamp_not_a_time.csv", (), 4, "timestamp", "expected a timestamp (seconds since 1970 or an ISO date), got 'soon'"),
     ("weight_negative.csv", (), 4, "weight", ">= 0"),
     ("weight_not_a_number.csv", (), 3, "playcount", "expected a number, got 'many'"),
     ("rating_mixed_types.csv", (), 6, "rating", "expected a number, got '4 stars'"),
@@ -187,4 +189,15 @@ def test_training_that_diverges_saves_nothing_and_says_what_to_change(tmp_path, 
     assert result.exit_code == 2, result.output
     assert "training diverged at epoch" in result.output or "non-finite factors" in result.output
     assert "Lower the learning rate" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_pipe_is_refused_with_what_to_do(tmp_path):
+    """`--data <(cat f.csv)` failed with a wrong message (the reader reads its input twice)."""
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = invoke("train", "--data", str(fifo), "-o", str(tmp_path / "m"), "--no-track")
+    assert result.exit_code == 2 and "is not a regular file (a pipe or a device)" in result.output
     assert not (tmp_path / "m").exists()

@@ -136,7 +136,7 @@ def _read_table_log(
     items = _ids(table, "item", rows)
     value_role: Role | None = "rating" if "rating" in roles else ("weight" if "weight" in roles else None)
     values = None if value_role is None else _values(table, value_role, rows)
-    timestamps = None if "timestamp" not in roles else _timestamps(table[roles["timestamp"]], path)
+    timestamps = None if "timestamp" not in roles else _timestamps(table[roles["timestamp"]], rows)
     keep = rows.keep
     if not keep.all():
         skipped += int((~keep).sum())
@@ -189,6 +189,16 @@ def _ids(table: pa.Table, role: Role, rows: _Rows) -> tuple[np.ndarray, np.ndarr
     empty = np.flatnonzero(np.char.str_len(uniques.astype(str)) == 0) if len(uniques) else []
     if len(empty):
         rows.reject(codes == empty[0], f"empty {role} id", name)
+    if uniques.dtype == object and len(uniques) and isinstance(uniques[0], str):
+        # A NUL byte is no part of an id (a binary file, or a broken export). Arrow, not
+        # numpy: numpy's fixed-width text drops NUL bytes.
+        try:
+            text = pa.array(uniques, pa.string())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # ids of mixed kinds: no text to search
+            text = pa.array([], pa.string())
+        nul = np.flatnonzero(pc.match_substring(text, "\x00").to_numpy(zero_copy_only=False))
+        if len(nul):
+            rows.reject(np.isin(codes, nul), f"{role} id holds a NUL byte", name)
     return uniques, codes
 
 
@@ -272,7 +282,7 @@ def _convert_options(layout: Layout, columns: list[str]) -> pacsv.ConvertOptions
     return pacsv.ConvertOptions(include_columns=columns, column_types=types, strings_can_be_null=False)
 
 
-def _timestamps(column: pa.ChunkedArray, path: Path) -> np.ndarray:
+def _timestamps(column: pa.ChunkedArray, rows: _Rows) -> np.ndarray:
     t = column.type
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         column = pc.cast(column, pa.timestamp("s")) if pa.types.is_date(t) else column
@@ -284,7 +294,18 @@ def _timestamps(column: pa.ChunkedArray, path: Path) -> np.ndarray:
     try:
         parsed = pc.cast(column, pa.timestamp("s"))
     except pa.ArrowInvalid:
-        raise InputError("timestamps are neither numbers nor ISO dates", path=path, column="timestamp") from None
+        # A column of ISO dates with bad entries: the first by its line (with --skip-bad-rows,
+        # every bad row skipped and the dates of the rest kept).
+        import pandas as pd
+
+        text = pd.Series(column.to_pylist(), dtype=object)
+        numbers = pd.to_numeric(text, errors="coerce")
+        dates = pd.to_datetime(text.where(numbers.isna()), errors="coerce", utc=True, format="ISO8601")
+        bad = (numbers.isna() & dates.isna()).to_numpy()
+        rows.reject(bad, "expected a timestamp (seconds since 1970 or an ISO date), got "
+                    f"{text[bad].iloc[0]!r}", rows.layout.roles["timestamp"])
+        seconds = numbers.fillna((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1))
+        return seconds.fillna(0).to_numpy(dtype=np.float64).astype(np.int64)
     return pc.cast(parsed, pa.int64()).to_numpy(zero_copy_only=False)
 
 

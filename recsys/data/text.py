@@ -31,6 +31,11 @@ def check_file(path: Path, expected: str) -> None:
         raise InputError("no such file", path=path)
     if path.is_dir():
         raise InputError(f"is a directory; expected {expected}", path=path)
+    if not path.is_file():
+        # A pipe (--data <(...)) or a device: the reader reads its input twice (to detect
+        # the format, then to load it), which a stream cannot give.
+        raise InputError(f"is not a regular file (a pipe or a device); expected {expected}: write it to a file "
+                         "first", path=path)
 
 
 def magic(path: Path) -> bytes:
