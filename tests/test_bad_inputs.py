@@ -201,3 +201,19 @@ def test_a_pipe_is_refused_with_what_to_do(tmp_path):
     result = invoke("train", "--data", str(fifo), "-o", str(tmp_path / "m"), "--no-track")
     assert result.exit_code == 2 and "is not a regular file (a pipe or a device)" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_parquet_problems_are_reported_by_row(tmp_path):
+    """A Parquet file has no lines: a null id or a rating that is text is named by its row
+    (the text diagnosis read the binary file as text and blamed its encoding)."""
+    import pandas as pd
+
+    cases = {"null_id.parquet": ({"user": [1, 2, None], "item": [1, 2, 3], "rating": [5, 4, 3]},
+                                 "column 'user': row 3: empty user id"),
+             "text_rating.parquet": ({"user": [1, 2, 3], "item": [1, 2, 3], "rating": ["5", "4", "x"]},
+                                     "column 'rating': row 3: expected a number, got 'x'")}
+    for name, (columns, message) in cases.items():
+        pd.DataFrame(columns).to_parquet(tmp_path / name)
+        result = invoke("train", "--data", str(tmp_path / name), "--split", "none", "-o", str(tmp_path / "m"),
+                        "--no-track")
+        assert result.exit_code == 2 and message in result.output, result.output

@@ -174,7 +174,10 @@ class _Rows:
 
     def reject(self, bad: np.ndarray, reason: str, column: str) -> None:
         if not self.skip_bad_rows:
-            line = row_to_line(self.path, self.layout, self.encoding, int(np.flatnonzero(bad)[0]))
+            row = int(np.flatnonzero(bad)[0])
+            if self.layout.fmt == "parquet":  # no lines: the row, counted from 1
+                raise InputError(f"row {row + 1}: {reason}", path=self.path, column=column)
+            line = row_to_line(self.path, self.layout, self.encoding, row)
             raise InputError(reason, path=self.path, line=line, column=column)
         self.keep &= ~bad
 
@@ -210,7 +213,16 @@ def _values(table: pa.Table, role: Role, rows: _Rows) -> np.ndarray:
         try:
             column = pc.cast(column, pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise diagnose(rows.path, rows.layout, rows.encoding, f"column {name!r} is not numeric") from None
+            if rows.layout.fmt != "parquet":
+                raise diagnose(rows.path, rows.layout, rows.encoding, f"column {name!r} is not numeric") from None
+            # Text in a Parquet column: the first value that is no number, by its row.
+            import pandas as pd
+
+            text = pd.Series(column.to_pylist(), dtype=object)
+            numbers = pd.to_numeric(text, errors="coerce")
+            bad = (numbers.isna() & text.notna()).to_numpy()
+            rows.reject(bad, f"expected a number, got {text[bad].iloc[0]!r}", name)
+            column = pa.chunked_array([pa.array(numbers.to_numpy(dtype=np.float64, na_value=np.nan))])
     values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
     # Values are stored as float32: a larger one would become infinite and poison training.
     bad = ~np.isfinite(values) | (values < 0) | (values > FLOAT32_MAX)
