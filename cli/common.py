@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import json
@@ -26,6 +27,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class State:
     debug = False
+
+
+_USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG,
+                   errno.EISDIR, errno.ENOTDIR}
 
 
 def command(fn: F) -> F:
@@ -64,6 +69,12 @@ def command(fn: F) -> F:
         except Exception as exc:
             if State.debug:
                 traceback.print_exc()
+            if isinstance(exc, OSError) and exc.errno in _USER_OS_ERRORS:
+                # The machine's conditions (permissions, a full or read-only disk): the user's
+                # to fix, not a bug. Writes are atomic, so nothing half-written is left.
+                where = f"{exc.filename}: " if exc.filename else ""
+                print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+                raise typer.Exit(2) from None
             print(
                 f"error: unexpected {type(exc).__name__}: {exc} "
                 "(a bug in recsys; run with --debug for the traceback and please report it)",

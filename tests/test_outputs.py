@@ -156,3 +156,18 @@ def test_recommend_replaces_its_own_earlier_output(workspace, model):
 def test_split_refuses_a_folder_of_other_files(workspace):
     refused(workspace, "split", "--data", "data/ratings.csv", "--out-dir", "docs", says="holds other files")
     refused(workspace, "split", "--data", "data/ratings.csv", "--out-dir", "data", says="which this run reads")
+
+
+def test_the_machines_conditions_exit_2_not_as_a_bug(tmp_path, sample_ratings, monkeypatch):
+    """A full disk or a directory without write permission is the user's to fix: one line,
+    exit 2 (it read "unexpected ... a bug in recsys", exit 1)."""
+    import errno
+
+    from recsys.models.base import Recommender
+
+    def full(self, path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(Recommender, "save", full)
+    r = run("train", "--data", sample_ratings, "--model", "popular", "-o", tmp_path / "m", "--no-track", code=2)
+    assert "No space left on device" in r.output and "bug" not in r.output
