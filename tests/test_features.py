@@ -156,3 +156,16 @@ def test_feature_tables_read_gzip_and_a_byte_order_mark(tmp_path, sample_ratings
     path.write_bytes(gzip.compress(raw) if form == "gzip" else b"\xef\xbb\xbf" + raw)
     frame = read_features(path, "item", spec="genres=multi")
     assert frame.equals(read_features(sample_ratings.parent / "items.csv", "item", spec="genres=multi"))
+
+
+def test_an_empty_multi_separator_is_refused():
+    """'genres=multi:' was read as '|' silently."""
+    from recsys.data.features.spec import parse_spec
+    from recsys.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'multi:' needs a separator"):
+        parse_spec("genres=multi:")
+    with pytest.raises(ConfigError, match="only multi takes a separator"):
+        parse_spec("year=numeric:|")
+    assert parse_spec("genres=multi").columns["genres"].sep == "|"
+    assert parse_spec("genres=multi:comma").columns["genres"].sep == ","

@@ -35,11 +35,17 @@ class FeatureSpec:
 
 
 def _column_spec(text: str, where: str) -> ColumnSpec:
-    kind, _, sep = text.strip().partition(":")
+    kind, colon, sep = text.strip().partition(":")
     if kind not in KINDS:
         raise ConfigError(f"{where}: unknown feature type {kind!r}; use {', '.join(KINDS)}")
     if kind == "multi":
+        if colon and not sep:
+            # "multi:" names a separator and then gives none: say so rather than guess "|".
+            raise ConfigError(f"{where}: 'multi:' needs a separator after the colon (multi:| or multi:comma), "
+                              "or none at all for '|'")
         return ColumnSpec("multi", {"tab": "\t", "comma": ",", "space": " "}.get(sep, sep) or "|")
+    if colon:
+        raise ConfigError(f"{where}: only multi takes a separator ({kind}:{sep})")
     return ColumnSpec(kind)  # type: ignore[arg-type]
 
 
