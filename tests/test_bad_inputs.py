@@ -212,6 +212,8 @@ def test_parquet_problems_are_reported_by_row(tmp_path):
                                  "column 'user': row 3: empty user id"),
              "text_rating.parquet": ({"user": [1, 2, 3], "item": [1, 2, 3], "rating": ["5", "4", "x"]},
                                      "column 'rating': row 3: expected a number, got 'x'")}
+    cases["binary_id.parquet"] = ({"user": [b"a", b"\xff\xfe"], "item": [1, 2], "rating": [5.0, 4.0]},
+                                  "column 'user': row 2: user id is not valid UTF-8 text")
     for name, (columns, message) in cases.items():
         pd.DataFrame(columns).to_parquet(tmp_path / name)
         result = invoke("train", "--data", str(tmp_path / name), "--split", "none", "-o", str(tmp_path / "m"),

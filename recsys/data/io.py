@@ -188,7 +188,15 @@ def _ids(table: pa.Table, role: Role, rows: _Rows) -> tuple[np.ndarray, np.ndarr
     column = table[name]
     if column.null_count:
         rows.reject(np.asarray(column.is_null().to_numpy(zero_copy_only=False)), f"empty {role} id", name)
-    uniques, codes = strip_ids(*encode_ids(column))
+    try:
+        uniques, codes = strip_ids(*encode_ids(column))
+    except pa.ArrowInvalid:  # binary ids (Parquet) that are not UTF-8 text
+        values = column.to_pylist()
+        bad = np.asarray([isinstance(v, bytes) and not _is_utf8(v) for v in values])
+        rows.reject(bad, f"{role} id is not valid UTF-8 text", name)
+        # --skip-bad-rows: those rows are dropped; the rest are read as text.
+        text = [("" if b else v.decode()) if isinstance(v, bytes) else v for v, b in zip(values, bad)]
+        uniques, codes = strip_ids(*encode_ids(pa.chunked_array([pa.array(text, pa.string())])))
     empty = np.flatnonzero(np.char.str_len(uniques.astype(str)) == 0) if len(uniques) else []
     if len(empty):
         rows.reject(codes == empty[0], f"empty {role} id", name)
@@ -203,6 +211,14 @@ def _ids(table: pa.Table, role: Role, rows: _Rows) -> tuple[np.ndarray, np.ndarr
         if len(nul):
             rows.reject(np.isin(codes, nul), f"{role} id holds a NUL byte", name)
     return uniques, codes
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _values(table: pa.Table, role: Role, rows: _Rows) -> np.ndarray:
