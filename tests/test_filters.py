@@ -68,3 +68,13 @@ def test_train_filters_says_so_and_a_tuned_config_keeps_them(tmp_path, sample_ra
     assert "min_user_count = 10" in (tmp_path / "t.toml").read_text()
     again = run("train", "--config", tmp_path / "t.toml", "--data", sample_ratings, "-o", tmp_path / "m2", "--no-track")
     assert "users with >= 10 entries" in again.output
+
+
+def test_train_says_how_many_repeated_rows_it_merged(tmp_path):
+    corpus = __import__("pathlib").Path(__file__).parent / "bad_inputs"
+    r = run("train", "--data", corpus / "duplicated_rows.csv", "--split", "none", "--model", "popular",
+            "-o", tmp_path / "a", "--no-track")
+    assert "3 repeated (user, item) rows merged, the latest rating kept" in r.output
+    r = run("train", "--data", corpus / "duplicated_counts.csv", "--split", "none", "--model", "popular",
+            "-o", tmp_path / "b", "--no-track")
+    assert "1 repeated (user, item) rows merged, their values added up" in r.output

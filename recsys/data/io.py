@@ -56,6 +56,7 @@ class ReadReport:
     delimiter: str | None
     has_header: bool
     data_format: Literal["table", "lists"] = "table"
+    merged: int | None = None  # rows that repeated a (user, item) pair and were combined (tables)
 
 
 def read_interactions(
@@ -152,6 +153,7 @@ def _read_table_log(
     matrix, ts = build_csr(user_index, item_index, vals, ts, (len(user_vocab), len(item_vocab)), feedback)
     data = Interactions(matrix, user_vocab, item_vocab, ts, feedback, source=str(path))
     report = ReadReport(
+        merged=len(user_index) - matrix.nnz,
         rows=table.num_rows,
         skipped=skipped,
         columns={str(k): v for k, v in roles.items()},

@@ -17,7 +17,7 @@ from typing import Any
 
 from recsys.data.filters import FilterReport, Filters, apply_filters
 from recsys.data.interactions import Interactions
-from recsys.data.io import DataFormat, read_interactions
+from recsys.data.io import DataFormat, ReadReport, read_interactions
 from recsys.data.splits import STRATEGIES, split
 from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError
@@ -55,17 +55,21 @@ def load(source: DataSource, options: ReadOptions | None = None) -> Interactions
     With ``skip_bad_rows`` the number of rows skipped is logged (logger ``recsys``, level
     WARNING, which the CLI prints): skipping is a policy the user chose, never silent.
     """
+    return load_reported(source, options)[0]
+
+
+def load_reported(source: DataSource, options: ReadOptions | None = None) -> tuple[Interactions, ReadReport | None]:
+    """:func:`load`, and what the read did (None for interactions given in memory)."""
     if isinstance(source, Interactions):
-        return source
+        return source, None
     options = options or ReadOptions()
-    if not options.skip_bad_rows:
-        return read_interactions(source, **dataclasses.asdict(options))  # type: ignore[return-value]
     data, report = read_interactions(source, **dataclasses.asdict(options), return_report=True)  # type: ignore[misc]
-    logging.getLogger("recsys").warning(
-        "%s: skipped %d malformed row%s (--skip-bad-rows)",
-        source, report.skipped, "" if report.skipped == 1 else "s",
-    )
-    return data
+    if options.skip_bad_rows:
+        logging.getLogger("recsys").warning(
+            "%s: skipped %d malformed row%s (--skip-bad-rows)",
+            source, report.skipped, "" if report.skipped == 1 else "s",
+        )
+    return data, report
 
 
 @dataclass(frozen=True)
@@ -203,17 +207,19 @@ class TrainingData:
     interactions: Interactions
     filtered: FilterReport
     features: Any = None  # the feature report, when tables were given
+    read: ReadReport | None = None  # what reading the file did (None for data given in memory)
 
 
 def load_training_data(data: DataSource, config: TrainConfig, read_options: ReadOptions | None,
                        features: FeatureTables | None) -> TrainingData:
     """Read ``data``, apply ``config``'s filters, attach the feature tables (train and tune)."""
-    full, filtered = apply_filters(load(data, read_options), config.filters())
+    loaded, report = load_reported(data, read_options)
+    full, filtered = apply_filters(loaded, config.filters())
     feature_report = None
     if features is not None and features.given:
         full, feature_report = attach_feature_tables(full, config.model, features,
                                                      (read_options or ReadOptions()).encoding)
-    return TrainingData(full, filtered, feature_report)
+    return TrainingData(full, filtered, feature_report, report)
 
 
 def attach_feature_tables(data: Interactions, model: str, features: FeatureTables,

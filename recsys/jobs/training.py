@@ -72,6 +72,7 @@ class TrainResult:
     features: Any = None  # FeatureReport when feature tables were given
     run_id: str | None = None  # the run that recorded it, when one did
     filtered: FilterReport | None = None  # what the filters dropped, when any were given
+    merged: int | None = None  # rows of the training file that repeated a pair and were combined
 
 
 NO_DATA = "no training data: give --data FILE (or --resume a checkpoint directory)"
@@ -94,7 +95,11 @@ def describe_data(result: TrainResult) -> str:
         use = f"{_WEIGHTS.get(chosen, chosen)} (weighting {shown})"
     else:
         use = "each entry one positive"
-    return f"{values}, {use}"
+    merged = ""
+    if result.merged:
+        rule = "the latest rating kept" if result.train.feedback == "rating" else "their values added up"
+        merged = f"; {result.merged:,} repeated (user, item) rows merged, {rule}"
+    return f"{values}, {use}{merged}"
 
 
 def default_model_dir(model: str) -> Path:
@@ -218,7 +223,8 @@ def fit_and_evaluate(
         evaluation.dropped_entries += dropped
         timings["evaluate"] = evaluation.seconds
     return TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, read.features,
-                       filtered=read.filtered if config.filters().active else None)
+                       filtered=read.filtered if config.filters().active else None,
+                       merged=None if read.read is None else read.read.merged)
 
 
 def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
