@@ -48,7 +48,12 @@ def index(
 ) -> None:
     """Build (or rebuild) the Annoy index of a saved model, inside its directory (index/)."""
     from recsys.retrieval.annoy_index import DEFAULT_TREES, INDEX_DIR, build_index
+    from recsys.tracking.serving import is_model_uri
 
+    if is_model_uri(model):
+        # The index goes inside the model directory: a downloaded copy is not the user's to keep.
+        raise ConfigError(f"{model}: recsys index writes into a model directory; train with the index (the "
+                          "default), or index a local copy of the model")
     loaded, directory = _load(model, tracking_uri)
     built = build_index(loaded, directory, trees=trees if trees is not None else DEFAULT_TREES, search_k=search_k, n_jobs=jobs, seed=seed)
     meta = {k: v for k, v in built.meta.items() if k != "files"}

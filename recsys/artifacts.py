@@ -46,9 +46,10 @@ def crash_point(name: str) -> None:
 class OutputKind:
     """What a command writes, so that it replaces only an earlier output of the same kind.
 
-    A directory kind names the file every such directory holds (``model.json``) and, where
-    it is fixed, the only names it holds; a file kind recognises an earlier file of its own
-    (a table by its header, a config by its comment).
+    A directory kind names the file every such directory holds (``model.json``), what that
+    file must say (``recognise``, applied to it: another program's ``model.json`` is not
+    ours) and, where it is fixed, the only names it holds; a file kind recognises an earlier
+    file of its own (a table by its header, a config by its comment).
     An empty directory, or a path that does not exist, may always be written.
     """
 
@@ -83,6 +84,8 @@ def check_output(path: str | os.PathLike, kind: OutputKind, inputs: Iterable[Any
             raise RecsysError(f"{target}: exists and is not a directory; {advice}")
         names = sorted(p.name for p in target.iterdir())
         foreign = names if kind.marker not in names else [n for n in names if kind.names is not None and n not in kind.names]
+        if names and not foreign and kind.recognise is not None and not _recognised(kind.recognise, target / str(kind.marker)):
+            foreign = [str(kind.marker)]  # another program's file of the same name
         if foreign:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise RecsysError(f"{target}: holds other files ({shown}) and is not a {kind.name}; "
@@ -125,6 +128,11 @@ def json_with_keys(keys: Iterable[str]) -> Callable[[Path], bool]:
         return isinstance(obj, dict) and wanted <= obj.keys()
 
     return recognise
+
+
+def json_format(name: str) -> Callable[[Path], bool]:
+    """A JSON metadata file recognised by its ``"format"`` (``"recsys-model"``...)."""
+    return lambda path: json.loads(path.read_text(encoding="utf-8")).get("format") == name
 
 
 def table_with_columns(columns: Iterable[str]) -> Callable[[Path], bool]:

@@ -34,6 +34,7 @@ from recsys.artifacts import (
     OutputKind,
     atomic_directory,
     inside,
+    json_format,
     load_arrays,
     read_description,
     save_arrays,
@@ -45,7 +46,7 @@ from recsys.errors import ConfigError, ModelFormatError, RecsysError
 FORMAT_NAME = "recsys-checkpoint"
 FORMAT_VERSION = 1
 _META = "checkpoint.json"
-CHECKPOINT_DIRECTORY = OutputKind("checkpoint directory", directory=True, marker=_META)
+CHECKPOINT_DIRECTORY = OutputKind("checkpoint directory", directory=True, marker=_META, recognise=json_format(FORMAT_NAME))
 _STATE = "state.npz"
 
 

@@ -219,3 +219,16 @@ def test_parquet_problems_are_reported_by_row(tmp_path):
         result = invoke("train", "--data", str(tmp_path / name), "--split", "none", "-o", str(tmp_path / "m"),
                         "--no-track")
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_values_pyarrow_cannot_cast_but_are_fine_are_read(tmp_path):
+    """Regression (review): a timestamp column of numbers and ISO dates, and Parquet ratings
+    with blanks around the digits, crashed the bad-row search that found nothing bad."""
+    import pandas as pd
+
+    (tmp_path / "mixed.csv").write_text("user,item,rating,timestamp\n1,10,4,1600000000\n2,11,5,2020-01-01\n")
+    pd.DataFrame({"user": [1, 2], "item": [1, 2], "rating": [" 5", "4 "]}).to_parquet(tmp_path / "padded.parquet")
+    for name in ("mixed.csv", "padded.parquet"):
+        result = invoke("train", "--data", str(tmp_path / name), "--split", "none", "--model", "popular",
+                        "-o", str(tmp_path / f"m-{name}"), "--no-track", "--quiet")
+        assert result.exit_code == 0, result.output

@@ -78,3 +78,19 @@ def test_train_says_how_many_repeated_rows_it_merged(tmp_path):
     r = run("train", "--data", corpus / "duplicated_counts.csv", "--split", "none", "--model", "popular",
             "-o", tmp_path / "b", "--no-track")
     assert "1 repeated (user, item) rows merged, their values added up" in r.output
+
+
+def test_min_rating_applies_to_a_test_file_too(tmp_path, sample_ratings):
+    """The same rule for a test file of one's own: its entries rated below --min-rating are
+    not relevant items (they were counted as relevant)."""
+    import json
+
+    import pandas as pd
+
+    run("split", "--data", sample_ratings, "--out-dir", tmp_path / "s", "--quiet")
+    r = run("train", "--data", tmp_path / "s" / "train.csv", "--test", tmp_path / "s" / "test.csv", "--model",
+            "popular", "--min-rating", "4", "--no-index", "--no-track", "--format", "json", "--quiet", "-o", tmp_path / "a")
+    train = pd.read_csv(tmp_path / "s" / "train.csv").query("rating >= 4")
+    test = pd.read_csv(tmp_path / "s" / "test.csv").query("rating >= 4")
+    known = test[test["user"].isin(train["user"]) & test["item"].isin(train["item"])]
+    assert json.loads(r.stdout)["test_entries"] == len(known) < len(pd.read_csv(tmp_path / "s" / "test.csv"))

@@ -124,9 +124,9 @@ def test_train_never_writes_over_the_users_files(workspace):
 def test_train_replaces_an_earlier_model(workspace):
     args = ("train", "--data", "data/ratings.csv", "--model", "popular", "-o", "m", "--quiet", "--no-track")
     run(*args)
-    first = (workspace / "m" / "model.json").read_bytes()
+    first = (workspace / "m" / "model.json").stat().st_ino
     run(*args)
-    assert (workspace / "m" / "model.json").exists() and first
+    assert (workspace / "m" / "model.json").stat().st_ino != first  # a new directory took its place
 
 
 def test_recommend_evaluate_tune_and_embeddings_refuse_other_files(workspace, model):
@@ -171,3 +171,23 @@ def test_the_machines_conditions_exit_2_not_as_a_bug(tmp_path, sample_ratings, m
     monkeypatch.setattr(Recommender, "save", full)
     r = run("train", "--data", sample_ratings, "--model", "popular", "-o", tmp_path / "m", "--no-track", code=2)
     assert "No space left on device" in r.output and "bug" not in r.output
+
+
+def test_another_programs_files_of_the_same_name_are_not_replaced(workspace):
+    """A folder with some other tool's model.json, or a Matplotlib figure of the user's, is
+    not a recsys output because of its name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (workspace / "exports").mkdir()
+    (workspace / "exports" / "model.json").write_text('{"format": "layers-model"}')
+    refused(workspace, "train", "--data", "data/ratings.csv", "-o", "exports", "--no-track", says="is not a model directory")
+    fig = plt.figure()
+    fig.savefig(workspace / "figure.png")
+    plt.close(fig)
+    run("train", "--data", "data/ratings.csv", "--model", "als", "-p", "factors=4", "-p", "epochs=1", "-o", "m",
+        "--no-track", "--quiet")
+    refused(workspace, "embeddings", "plot", "--model", "m", "-o", "figure.png", says="is not a PNG embedding map")
+    refused(workspace, "index", "--model", "runs:/0123abcd/model", says="writes into a model directory")

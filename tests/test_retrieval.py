@@ -441,3 +441,16 @@ def test_recommend_to_standard_output_and_titles_for_people(tmp_path, sample_rat
                              "--item-features", items, "--format", "json", "--quiet").stdout)["similar"]
     assert [row["similar_title"] for row in similar] == titles.loc[[row["similar"] for row in similar]].tolist()
     assert {row["title"] for row in similar} == {titles[frame["item"][0]]}
+
+
+def test_titles_with_commas_are_quoted(tmp_path, sample_ratings):
+    """Regression (review): ids that need no quotes set pyarrow to quote nothing, and a title
+    with a comma ("Usual Suspects, The (1995)") crashed the CSV writer."""
+    items = pd.read_csv(sample_ratings.parent / "items.csv")
+    items["title"] = items["title"] + ", The (1995)"
+    items.to_csv(tmp_path / "items.csv", index=False)
+    run("train", "--data", sample_ratings, "--model", "popular", "--split", "none", "--no-index",
+        "-o", tmp_path / "m", "--quiet", "--no-track")
+    r = run("recommend", "--model", tmp_path / "m", "--users", "413", "--k", "2", "--out", "-",
+            "--item-features", tmp_path / "items.csv", "--quiet", "--no-track")
+    assert pd.read_csv(io.StringIO(r.stdout))["title"].str.endswith(", The (1995)").all()

@@ -22,6 +22,8 @@ from recsys.models.params import check_params
 VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(-3, 40), st.floats(allow_nan=True, allow_infinity=True, width=32),
     st.text(max_size=6), st.lists(st.integers(0, 3), max_size=2),
+    st.integers(10**300, 10**400),  # TOML and JSON read these as ints; a float of one overflows
+    st.sampled_from([np.int64(3), np.float32(0.5), np.float64("nan"), np.bool_(True)]),
 )
 DATA = checkerboard(n_users=24, n_items=12, seed=0)
 

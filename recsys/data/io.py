@@ -239,7 +239,8 @@ def _values(table: pa.Table, role: Role, rows: _Rows) -> np.ndarray:
             text = pd.Series(column.to_pylist(), dtype=object)
             numbers = pd.to_numeric(text, errors="coerce")
             bad = (numbers.isna() & text.notna()).to_numpy()
-            rows.reject(bad, f"expected a number, got {text[bad].iloc[0]!r}", name)
+            if bad.any():
+                rows.reject(bad, f"expected a number, got {text[bad].iloc[0]!r}", name)
             column = pa.chunked_array([pa.array(numbers.to_numpy(dtype=np.float64, na_value=np.nan))])
     values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
     # Values are stored as float32: a larger one would become infinite and poison training.
@@ -332,8 +333,9 @@ def _timestamps(column: pa.ChunkedArray, rows: _Rows) -> np.ndarray:
         numbers = pd.to_numeric(text, errors="coerce")
         dates = pd.to_datetime(text.where(numbers.isna()), errors="coerce", utc=True, format="ISO8601")
         bad = (numbers.isna() & dates.isna()).to_numpy()
-        rows.reject(bad, "expected a timestamp (seconds since 1970 or an ISO date), got "
-                    f"{text[bad].iloc[0]!r}", rows.layout.roles["timestamp"])
+        if bad.any():
+            rows.reject(bad, "expected a timestamp (seconds since 1970 or an ISO date), got "
+                        f"{text[bad].iloc[0]!r}", rows.layout.roles["timestamp"])
         seconds = numbers.fillna((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1))
         return seconds.fillna(0).to_numpy(dtype=np.float64).astype(np.int64)
     return pc.cast(parsed, pa.int64()).to_numpy(zero_copy_only=False)

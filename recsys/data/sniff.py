@@ -81,7 +81,7 @@ def check_data_format(
 ) -> None:
     if data_format not in ("auto", "table", "lists"):
         raise ConfigError(f"data format must be auto, table or lists, not {data_format!r}")
-    if sep is not None and (not isinstance(sep, str) or (len(sep) != 1 and sep != "::")):
+    if sep is not None and (not isinstance(sep, str) or (len(sep) != 1 and sep not in ("::", "\\t"))):
         raise ConfigError(f"--sep takes one character (or '::' for MovieLens .dat files), got {sep!r}")
     if data_format == "lists" and _table_options(sep, header, explicit):
         raise ConfigError(

@@ -51,9 +51,11 @@ GREY = "#c0c0c0"
 NO_VALUE = "(none)"
 OTHER = "other"
 
-# An earlier map is recognised by what wrote it: matplotlib's PNG text chunk, plotly's page.
-MAP_PNG = OutputKind("PNG embedding map", recognise=starts_with("Matplotlib"))
-MAP_HTML = OutputKind("HTML embedding map", recognise=starts_with("PlotlyConfig"))
+# An earlier map is recognised by the mark recsys leaves in it (a PNG text chunk; the page's
+# div id), not by the library that drew it: a user's own figure is not ours to replace.
+_MARK = "recsys embedding map"
+MAP_PNG = OutputKind("PNG embedding map", recognise=starts_with(_MARK))
+MAP_HTML = OutputKind("HTML embedding map", recognise=starts_with('id="recsys-map"', limit=1 << 26))
 
 
 def map_kind(path: str | os.PathLike) -> OutputKind:
@@ -293,7 +295,7 @@ def save_png(emap: EmbeddingMap, path: str | os.PathLike, *, dpi: int = 150) -> 
         fig.tight_layout()
         path = Path(path)
         with atomic_file(path, kind=MAP_PNG) as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", metadata={"Description": _MARK})
     finally:
         plt.close(fig)
     return path

@@ -6,7 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from recsys.artifacts import OutputKind, atomic_directory, atomic_file, check_output, write_json
+from recsys.artifacts import (
+    OutputKind,
+    atomic_directory,
+    atomic_file,
+    check_output,
+    json_with_keys,
+    write_json,
+)
 from recsys.data.interactions import Interactions
 from recsys.data.io import write_interactions
 from recsys.data.splits import SETTINGS, STRATEGIES, split
@@ -14,7 +21,8 @@ from recsys.errors import ConfigError
 from recsys.jobs.settings import DataSource, ReadOptions, load, source_name
 
 SPLIT_FILES = ("train.csv", "test.csv", "split.json")
-SPLIT_DIRECTORY = OutputKind("split directory", directory=True, marker="split.json", names=frozenset(SPLIT_FILES))
+SPLIT_DIRECTORY = OutputKind("split directory", directory=True, marker="split.json", names=frozenset(SPLIT_FILES),
+                             recognise=json_with_keys(["strategy", "train_entries", "test_entries"]))
 
 
 def split_file(

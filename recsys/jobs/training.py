@@ -30,7 +30,7 @@ from typing import Any
 
 from recsys.artifacts import check_output, output_lock, write_json
 from recsys.checkpoint import Checkpointing
-from recsys.data.filters import FilterReport, describe_values
+from recsys.data.filters import FilterReport, Filters, apply_filters, describe_values
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import Evaluation, evaluate
@@ -233,7 +233,10 @@ def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
     :func:`split_for_training`): a given test file mapped onto the training ids, the split
     ``config`` asks for, or all of it for training (``split="none"``)."""
     if test is not None:
-        test_data, dropped = load(test, read_options).reindex(full.users, full.items)
+        given = load(test, read_options)
+        if config.min_rating is not None:  # the same rule as the training entries (counts are not filtered)
+            given, _ = apply_filters(given, Filters(min_rating=config.min_rating))
+        test_data, dropped = given.reindex(full.users, full.items)
         if test_data.nnz == 0:
             raise InputError(
                 f"no test entry has a user and an item in the training data ({dropped} entries "

@@ -63,9 +63,12 @@ def _admits(hint: Any, value: Any) -> bool:
             if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
                 return True
         elif option is float:
-            if (isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
-                    and math.isfinite(value)):
-                return True
+            if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_):
+                try:
+                    if math.isfinite(value):  # an integer too large for a float overflows here
+                        return True
+                except OverflowError:
+                    pass
         elif option is str:
             if isinstance(value, str):
                 return True

@@ -20,6 +20,7 @@ import recsys
 from recsys.artifacts import (
     OutputKind,
     inside,
+    json_format,
     load_arrays,
     read_description,
     save_arrays,
@@ -32,7 +33,7 @@ from recsys.errors import ModelFormatError
 FORMAT_NAME = "recsys-model"
 FORMAT_VERSION = 1
 META = "model.json"
-MODEL_DIRECTORY = OutputKind("model directory", directory=True, marker=META)
+MODEL_DIRECTORY = OutputKind("model directory", directory=True, marker=META, recognise=json_format(FORMAT_NAME))
 FACTORS = "factors.npz"
 VOCABULARY = "vocabulary.npz"
 SEEN = "seen.npz"

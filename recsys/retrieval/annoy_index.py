@@ -40,7 +40,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.artifacts import OutputKind, atomic_directory, read_description, sha256_file, write_json
+from recsys.artifacts import (
+    OutputKind,
+    atomic_directory,
+    json_format,
+    read_description,
+    sha256_file,
+    write_json,
+)
 from recsys.embeddings import Embeddings, EmbeddingSource, unit_rows
 from recsys.errors import ConfigError, ModelFormatError
 
@@ -48,8 +55,8 @@ INDEX_DIR = "index"
 ITEMS_FILE = "items.ann"
 SIMILAR_FILE = "similar.ann"
 META_FILE = "index.json"
-INDEX_DIRECTORY = OutputKind("Annoy index directory", directory=True, marker=META_FILE)
 INDEX_FORMAT = "recsys-annoy-index"
+INDEX_DIRECTORY = OutputKind("Annoy index directory", directory=True, marker=META_FILE, recognise=json_format(INDEX_FORMAT))
 INDEX_FORMAT_VERSION = 1
 ITEM_METRICS = ("angular", "dot")
 DEFAULT_ITEM_METRIC = "auto"

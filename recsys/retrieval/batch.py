@@ -306,6 +306,8 @@ def recommend_to_file(
     ])
     titles = None if item_titles is None else pa.array(item_titles, pa.string())
     csv_options = csv_write_options(model.items, Vocabulary(user_ids)) if fmt == "csv" else None
+    if csv_options is not None and item_titles is not None:
+        csv_options.quoting_style = "needed"  # titles hold commas ("Usual Suspects, The (1995)")
     n_rows = 0
     path = Path(out)
     to_stdout = os.fspath(out) == STDOUT

@@ -194,9 +194,10 @@ def resolve_model_dir(source: str | os.PathLike, tracking_uri: str | None = None
     return path
 
 
-# A logged model never changes once written: a run's model, or a registered version by
-# number. Those are downloaded once; an alias or "latest" can move and is fetched each time.
-_IMMUTABLE = re.compile(r"^(runs:/[0-9a-f]+/.+|models:/[^/]+/\d+|models:/m-[0-9a-f]+)$")
+# A logged model never changes once written: a run's model, or a logged model by its id.
+# Those are downloaded once. A registered name's version number can be deleted and reused,
+# and an alias or "latest" moves: those are fetched each time.
+_IMMUTABLE = re.compile(r"^(runs:/[0-9a-f]+/.+|models:/m-[0-9a-f]+)$")
 CACHE_ENV = "RECSYS_MODEL_CACHE"
 
 
@@ -206,7 +207,18 @@ def _download_cache(source: str, uri: str) -> Path | None:
     if not _IMMUTABLE.match(source):
         return None
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "recsys" / "models")
-    return root / hashlib.sha256(f"{uri}\n{source}".encode()).hexdigest()[:32]
+    return root / hashlib.sha256(f"{_absolute_store(uri)}\n{source}".encode()).hexdigest()[:32]
+
+
+def _absolute_store(uri: str) -> str:
+    """The store's URI with a relative path made absolute: ``sqlite:///mlflow.db`` in two
+    projects is two stores, and two caches."""
+    for prefix in ("sqlite:///", "file://"):
+        if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+            return prefix + str(Path(uri[len(prefix):]).resolve())
+    if "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri
 
 
 @functools.cache
