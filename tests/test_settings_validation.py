@@ -29,7 +29,7 @@ DATA = checkerboard(n_users=24, n_items=12, seed=0)
 
 
 @pytest.mark.parametrize("name", [m for m in MODELS if m != "popular"])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_value_of_any_hyper_parameter_fits_or_is_refused_by_name(name, data):
     param = data.draw(st.sampled_from(MODELS[name].param_names()))
@@ -37,8 +37,12 @@ def test_any_value_of_any_hyper_parameter_fits_or_is_refused_by_name(name, data)
     small = {"epochs": 1, "factors": 4, "device": "cpu"}
     params = {k: v for k, v in small.items() if k in MODELS[name].param_names()}
     params[param] = value
-    if param in ("epochs", "factors", "batch_size", "negatives", "hidden") and isinstance(value, int):
-        params[param] = min(value, 8)  # keep the search fast; the range check is what matters
+    default = create_model(name).get_params()[param]
+    whole = isinstance(default, int) and not isinstance(default, bool) and param != "random_state"
+    if whole and isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        # Keep every fit small (cg_steps = 10**300 is a valid, endless request); the types and
+        # ranges are what this test is about.
+        params[param] = min(int(value), 8)
     try:
         create_model(name, **params).fit(DATA)
     except RecsysError as exc:
@@ -47,7 +51,7 @@ def test_any_value_of_any_hyper_parameter_fits_or_is_refused_by_name(name, data)
         pytest.fail(f"{name} {param}={value!r}: {type(exc).__name__}: {exc}")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(key=st.sampled_from(["k", "seed", "test_fraction", "split_n", "split", "patience", "validation_fraction",
                             "min_rating", "min_user_count", "min_item_count", "params", "model"]),
        value=VALUES)
@@ -65,7 +69,7 @@ def test_any_value_in_a_settings_file_is_accepted_or_refused_by_name(tmp_path_fa
         assert key in str(exc) or "model" in str(exc) or str(path) in str(exc)
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, "abc", True, [1]])
+@pytest.mark.parametrize("value", [math.nan, math.inf, "abc", True, [1], 10**400])
 def test_numbers_must_be_finite_numbers(value):
     with pytest.raises(ConfigError, match="learning_rate must be a finite number"):
         check_params(MODELS["mf"], {"learning_rate": value})
