@@ -154,3 +154,8 @@ def test_slow_stages_say_what_they_do(tmp_path, sample_ratings):
     assert "saving the model" not in quiet.output
     plotted = run("embeddings", "plot", "--model", tmp_path / "m", "-o", tmp_path / "map.png", "--method", "pca")
     assert "pca on " in plotted.output
+
+
+def test_experiment_run_help_names_the_grid_files_experiment_as_the_default():
+    words = [w for w in run("experiment", "run", "--help").output.split() if w not in ("│", "╰", "╯")]
+    assert "(default: the grid file's `experiment`, else its file name)." in " ".join(words)
