@@ -40,8 +40,10 @@ def evaluate(
 ) -> None:
     """Rank the full catalogue for every test user, excluding their training items, and report recall, NDCG, precision, MAP, MRR, hit rate, and coverage, Gini, popularity percentile, novelty and diversity at each k."""
     from recsys.jobs import evaluate_model
+    from recsys.jobs.settings import check_sources
     from recsys.tracking import resolve_model_dir
 
+    check_sources(data, train)  # before the run (and its store) is opened
     runs = tracker(track, tracking_uri, experiment)
     with runs.run("evaluate", kind="evaluate") as run:
         # An MLflow model URI is downloaded (--tracking-uri counts with --no-track too).
@@ -54,7 +56,8 @@ def evaluate(
     cold = {k: v for k, v in result.extra.items() if k != "run_id"} if cold_items else {}
     if fmt == "json":
         print_json({**result.metrics, "users": result.n_users, "skipped_users": result.skipped_users,
-                    "dropped_entries": result.dropped_entries, **({"cold_items": cold} if cold else {})})
+                    "dropped_entries": result.dropped_entries, **({"cold_items": cold} if cold else {}),
+                    "run_id": result.extra.get("run_id")})
         return
     if "note" in cold:
         print(f"cold-item metrics: none; {cold['note']}")

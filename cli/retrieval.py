@@ -117,7 +117,8 @@ def recommend(
     if fmt == "json":
         print_json(result.to_dict())
         return
-    note(f"wrote    {result.rows} rows for {result.users} users to {result.path} "
+    where = "standard output" if str(result.path) == "-" else result.path
+    note(f"wrote    {result.rows:,} rows for {result.users:,} users to {where} "
          f"({result.retrieval}, k={result.k}, {result.seconds:.2f}s)", quiet)
     if result.folded_users:
         dropped = (f"; {result.dropped_history_entries} history entries with unknown items dropped"
@@ -126,7 +127,8 @@ def recommend(
         note(f"history  {result.folded_users} users folded in from {', '.join(sources)}{dropped}", quiet)
     if result.fallback_users:
         # Not silenced by --quiet: it changes what the file means.
-        note(f"fallback {result.fallback_users} users unknown to the model got the most popular items "
+        who = "user" if result.fallback_users == 1 else "users"
+        note(f"fallback {result.fallback_users:,} {who} unknown to the model got the most popular items "
              "(rows marked fallback=true, score NaN)", False)
     if result.run_id:
         note(run_note(result.run_id, runs), quiet)

@@ -86,6 +86,9 @@ def train(
     if data is None and resume is None:
         # Refused before a run is opened: a mistake in the command leaves no FAILED run behind.
         raise ConfigError(NO_DATA)
+    from recsys.jobs.settings import check_sources
+
+    check_sources(data, test)  # before the run (and its store) is opened
     runs = tracker(track, tracking_uri, experiment)
     features = FeatureTables(user_features or None, item_features or None, user_features_spec, item_features_spec)
     options = {"test": test, "output": output, "features": features, "progress": not quiet,
@@ -142,10 +145,13 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
         })
         return
     data = result.train
-    note(f"data     {data.source}: {data.n_users:,} users, {data.n_items:,} items; {describe_data(result)}", quiet)
+    users, items = result.read_shape or data.shape
+    note(f"data     {data.source}: {users:,} users, {items:,} items; {describe_data(result)}", quiet)
     if result.filtered is not None:
         note(f"filter   {result.filtered.describe(result.config.filters())}", quiet)
-    note(f"train    {result.train.nnz} entries; test {result.test.nnz if result.test is not None else 0} entries", quiet)
+    test = result.test.nnz if result.test is not None else 0
+    note(f"train    {result.train.nnz:,} entries ({data.n_users:,} users, {data.n_items:,} items); test {test:,} entries",
+         quiet)
     if result.features is not None:
         for side in ("user", "item"):
             if side in result.features.cold:

@@ -70,6 +70,9 @@ def tune(
     if space is not None:
         spec = read_toml(space)
         search = parse_space(spec.get("space", spec), settings.model)
+    from recsys.jobs.settings import check_sources
+
+    check_sources(data)  # before the run (and its store) is opened
     runs = tracker(track, tracking_uri, experiment)
     features = FeatureTables(user_features or None, item_features or None, user_features_spec, item_features_spec)
     with runs.run(f"tune-{settings.model}", kind="tune") as run:

@@ -22,22 +22,37 @@ class Progress:
         self._bar.update(self._task, advance=steps, info=info)
 
 
+# A stage shows its line once it has run this long: quick ones (and errors) stay one line.
+STATUS_AFTER_SECONDS = 1.0
+
+
 @contextlib.contextmanager
 def status(description: str, enabled: bool = True) -> Iterator[None]:
-    """A line with a spinner on stderr while work without steps runs (saving, indexing,
-    recording a run, t-SNE), so no stage is silent; nothing when disabled."""
+    """A line on stderr while work without steps runs (reading, saving, indexing, recording
+    a run, t-SNE) for more than :data:`STATUS_AFTER_SECONDS`, so no slow stage is silent: a
+    spinner on a terminal, the line itself in a log; nothing when disabled."""
     if not enabled:
         yield
         return
+    import threading
+
     from rich.console import Console
 
     console = Console(file=sys.stderr)
-    if not console.is_terminal:  # a log file: the line itself, once
-        print(f"{description} ...", file=sys.stderr, flush=True)
+    if console.is_terminal:
+        live = console.status(description)
+        timer = threading.Timer(STATUS_AFTER_SECONDS, live.start)
+    else:
+        live = None
+        timer = threading.Timer(STATUS_AFTER_SECONDS, lambda: print(f"{description} ...", file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
         yield
-        return
-    with console.status(description):
-        yield
+    finally:
+        timer.cancel()
+        if live is not None:
+            live.stop()
 
 
 @contextlib.contextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from recsys.errors import ConfigError
+
 Seed = int | np.random.Generator | None
 
 
@@ -13,6 +15,8 @@ def as_generator(seed: Seed) -> np.random.Generator:
         return seed
     if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
         raise TypeError(f"seed must be an int, a numpy Generator or None, not {type(seed).__name__}")
+    if seed is not None and seed < 0:
+        raise ConfigError(f"seed must be at least 0, got {seed}")
     return np.random.default_rng(seed)
 
 

@@ -144,8 +144,10 @@ def test_the_built_in_split_and_the_same_split_read_back_score_the_same(tmp_path
     assert evaluated["dropped_entries"] == dropped
 
 
-def test_slow_stages_say_what_they_do(tmp_path, sample_ratings):
-    """Saving, indexing and t-SNE show a line (a spinner on a terminal); --quiet silences them."""
+def test_slow_stages_say_what_they_do(tmp_path, sample_ratings, monkeypatch):
+    """Saving, indexing and t-SNE show a line once they run over a second (a spinner on a
+    terminal); --quiet silences them. Here every stage counts as slow."""
+    monkeypatch.setattr("recsys.progress.STATUS_AFTER_SECONDS", 0.0)
     r = run("train", "--data", sample_ratings, "--model", "als", "-p", "factors=4", "-p", "epochs=1",
             "--split", "none", "-o", tmp_path / "m", "--no-track")
     assert "saving the model and building its Annoy index ..." in r.output
@@ -159,3 +161,15 @@ def test_slow_stages_say_what_they_do(tmp_path, sample_ratings):
 def test_experiment_run_help_names_the_grid_files_experiment_as_the_default():
     words = [w for w in run("experiment", "run", "--help").output.split() if w not in ("│", "╰", "╯")]
     assert "(default: the grid file's `experiment`, else its file name)." in " ".join(words)
+
+
+def test_split_with_a_negative_seed_is_a_user_mistake(tmp_path, sample_ratings):
+    """It crashed in numpy's SeedSequence (exit 1)."""
+    r = run("split", "--data", sample_ratings, "--seed", "-1", "--out-dir", tmp_path / "s", code=2)
+    assert "seed must be at least 0, got -1" in r.output and not (tmp_path / "s").exists()
+
+
+def test_the_data_line_counts_the_file_and_the_train_line_the_training_part(tmp_path, sample_ratings):
+    r = run("train", "--data", sample_ratings, "--model", "popular", "--no-index", "-o", tmp_path / "m", "--no-track")
+    assert "data     " in r.output and ": 1,000 users, 1,425 items;" in r.output
+    assert "train    32,044 entries (" in r.output

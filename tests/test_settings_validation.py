@@ -78,7 +78,7 @@ def test_numbers_must_be_finite_numbers(value):
 def test_the_settings_name_what_is_wrong():
     with pytest.raises(ConfigError, match=r"seed must be a whole number, got 1\.5"):
         TrainConfig(seed=1.5).check()
-    with pytest.raises(ConfigError, match="seed at least 0"):
+    with pytest.raises(ConfigError, match="seed must be at least 0, got -1"):
         TrainConfig(seed=-1).check()
     with pytest.raises(ConfigError, match="ks must be a list"):
         TrainConfig(ks=("ten",)).check()
@@ -87,7 +87,7 @@ def test_the_settings_name_what_is_wrong():
 
 @pytest.mark.parametrize("flags, message", [
     (("--learning-rate", "nan", "--model", "mf"), "learning_rate must be a finite number, got nan"),
-    (("--seed", "-1"), "seed at least 0"),
+    (("--seed", "-1"), "seed must be at least 0, got -1"),
     (("-p", "alpha=abc", "--model", "als"), "alpha must be a finite number or one of 'auto', got 'abc'"),
 ])
 def test_flag_values_outside_their_domain_exit_2_with_the_setting(tmp_path, sample_ratings, flags, message):

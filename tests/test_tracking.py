@@ -317,8 +317,9 @@ def test_an_unreachable_server_fails_before_training_naming_the_uri(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     dead = f"http://127.0.0.1:{_free_port()}"
     start = time.monotonic()
-    # The data file does not exist either: the tracking check comes first.
-    r = cli("train", "--data", "missing.csv", "--track", "--tracking-uri", dead, code=2)
+    # The data file is empty (unreadable) too: the tracking check comes before any reading.
+    (tmp_path / "empty.csv").write_text("")
+    r = cli("train", "--data", "empty.csv", "--track", "--tracking-uri", dead, code=2)
     assert dead in r.output and "unreachable" in r.output
     assert time.monotonic() - start < 30
     with pytest.raises(TrackingError, match="does not exist"):
@@ -473,3 +474,11 @@ model = "als"
 """)
     with pytest.raises(ConfigError, match=re.escape(message)):
         read_grid(grid)
+
+
+def test_a_missing_data_file_opens_no_store(tmp_path, monkeypatch):
+    """A mistake in the command leaves nothing behind, not even a new mlflow.db."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RECSYS_NO_TRACK", raising=False)
+    r = cli("train", "--data", "nosuch.csv", code=2)
+    assert "nosuch.csv: no such file" in r.output and list(tmp_path.iterdir()) == []

@@ -70,8 +70,8 @@ def apply_filters(data: Interactions, filters: Filters) -> tuple[Interactions, F
     keep = np.ones(data.nnz, dtype=bool)
     if filters.min_rating is not None:
         if data.feedback != "rating":
-            raise ConfigError("min_rating filters ratings; this log holds counts (use min_user_count / "
-                              "min_item_count, or read its values as ratings)")
+            raise ConfigError("--min-rating filters ratings; this log holds counts (use --min-user-count / "
+                              "--min-item-count, or read its values as ratings with --feedback rating)")
         keep &= data.matrix.data >= filters.min_rating
     rows, cols = data.row_indices, data.matrix.indices
     while True:  # a handful of rounds: each drops what the previous one left short

@@ -9,9 +9,10 @@ from recsys.artifacts import check_output
 from recsys.errors import ConfigError
 from recsys.evaluation.evaluate import DEFAULT_KS, PER_USER_TABLE, Evaluation, evaluate
 from recsys.jobs.record import data_params, log_evaluation
-from recsys.jobs.settings import DataSource, ReadOptions, load
+from recsys.jobs.settings import DataSource, ReadOptions, load, source_name
 from recsys.jobs.split import write_table
 from recsys.models.base import Recommender
+from recsys.progress import status
 from recsys.runs import NULL_RUN, Run
 
 
@@ -46,7 +47,8 @@ def evaluate_model(
     model_dir = None
     if not isinstance(model, Recommender):
         model_dir = model
-        model = Recommender.load(model)
+        with status(f"reading the model {os.fspath(model)}", progress):
+            model = Recommender.load(model)
     run.log_params({"model": model.name, "model_source": model_source or (os.fspath(model_dir) if model_dir else None),
                     **model.get_params()})
     run.log_params(data_params(test))
@@ -67,7 +69,8 @@ def evaluate_model(
 def _evaluate(model: Recommender, model_dir: str | os.PathLike | None, test: DataSource, train: DataSource | None,
               ks: Sequence[int], read_options: ReadOptions | None, per_user: bool, progress: bool, retrieval: str,
               search_k: int | None, cold_items: bool) -> Evaluation:
-    test_data = load(test, read_options)
+    with status(f"reading {source_name(test)}", progress):
+        test_data = load(test, read_options)
     if cold_items:
         if retrieval != "exact" or train is not None or per_user:
             raise ConfigError("--cold-items ranks the cold items exactly with the model's own training data; "

@@ -20,7 +20,7 @@ from recsys.data.interactions import Interactions
 from recsys.data.io import DataFormat, ReadReport, read_interactions
 from recsys.data.splits import STRATEGIES, split
 from recsys.data.vocabulary import Vocabulary
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import DEFAULT_KS
 from recsys.models import MODELS
 from recsys.models.params import check_params
@@ -56,6 +56,14 @@ def load(source: DataSource, options: ReadOptions | None = None) -> Interactions
     WARNING, which the CLI prints): skipping is a policy the user chose, never silent.
     """
     return load_reported(source, options)[0]
+
+
+def check_sources(*sources: Any) -> None:
+    """Refuse a data path that does not exist before a run is opened (a mistake in the
+    command leaves no tracking store or FAILED run behind); others are checked when read."""
+    for source in sources:
+        if isinstance(source, str | os.PathLike) and not Path(source).exists():
+            raise InputError("no such file", path=source)
 
 
 def load_reported(source: DataSource, options: ReadOptions | None = None) -> tuple[Interactions, ReadReport | None]:
@@ -169,9 +177,10 @@ class TrainConfig:
         check_params(TrainConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "settings")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"settings: test_fraction must be between 0 and 1, got {self.test_fraction}")
-        if self.split_n < 1 or self.seed < 0 or (self.patience is not None and self.patience < 1):
-            raise ConfigError("settings: split_n and patience must be at least 1, and seed at least 0 "
-                              f"(got {self.split_n}, {self.patience}, {self.seed})")
+        for name, low in (("seed", 0), ("split_n", 1), ("patience", 1)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least {low}, got {value}")
         if self.validation_fraction is not None and not 0 <= self.validation_fraction < 1:
             raise ConfigError(f"settings: validation_fraction must be in [0, 1), got {self.validation_fraction}")
         self.filters().check()

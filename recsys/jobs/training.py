@@ -73,6 +73,7 @@ class TrainResult:
     run_id: str | None = None  # the run that recorded it, when one did
     filtered: FilterReport | None = None  # what the filters dropped, when any were given
     merged: int | None = None  # rows of the training file that repeated a pair and were combined
+    read_shape: tuple[int, int] | None = None  # users and items of the data as read (filtered), before any split
 
 
 NO_DATA = "no training data: give --data FILE (or --resume a checkpoint directory)"
@@ -168,9 +169,9 @@ def train(
         result.run_id = run.run_id
         if save or run.keeps_models:
             with status("saving the model" + (" and building its Annoy index" if index_trees else "")
-                        + (", recording it in MLflow" if run.keeps_models else ""), progress):
+                        + (" (and logging it to MLflow)" if run.keeps_models else ""), progress):
                 _save(result, directory if save else None, data, index_trees, run)
-        with status("recording the run", progress and run.run_id is not None):
+        with status("recording the run's metrics and diagnostics", progress and run.run_id is not None):
             record_outcome(run, result, features)
         if checkpointing is not None and checkpointing.directory.exists():
             with output_lock(checkpointing.directory):  # its job is done: the model is saved
@@ -193,7 +194,8 @@ def fit_and_evaluate(
     evaluated model out."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    read = load_training_data(data, config, read_options, features)
+    with status(f"reading {source_name(data)}", progress):
+        read = load_training_data(data, config, read_options, features)
     full = read.interactions
     train_data, test_data, dropped = _parts(full, config, test, read_options)
     timings["load_split"] = time.perf_counter() - start
@@ -224,7 +226,7 @@ def fit_and_evaluate(
         timings["evaluate"] = evaluation.seconds
     return TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, read.features,
                        filtered=read.filtered if config.filters().active else None,
-                       merged=None if read.read is None else read.read.merged)
+                       merged=None if read.read is None else read.read.merged, read_shape=full.shape)
 
 
 def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
