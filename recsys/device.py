@@ -7,7 +7,9 @@ again.
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.errors import ConfigError
@@ -43,4 +45,45 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise ConfigError("device 'cuda' was asked for, but torch sees no CUDA GPU on this machine")
     if resolved.type not in ("cpu", "cuda"):
         raise ConfigError(f"device {device!r} is not supported; use auto, cpu or cuda")
+    limit_torch_threads()  # CPU work happens on either device (data preparation, the CPU path)
     return resolved
+
+
+def cpu_budget(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup CPU quota (a container
+    limited to 2 CPUs of a 64-core host may use 2, whatever ``os.cpu_count()`` says)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call on this platform
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup)
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs granted by the cgroup's quota (v2 ``cpu.max``, else v1 ``cpu.cfs_*``); None if unlimited."""
+    try:
+        limit, period = (root / "cpu.max").read_text().split()[:2]
+        return None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
+
+
+def limit_torch_threads() -> int:
+    """Keep torch's CPU threads within :func:`cpu_budget` and return it. torch counts the
+    host's cores: in a container given fewer, its threads outnumber the CPUs and wait on one
+    another at every operation. Never raises a count the user set lower."""
+    import torch
+
+    budget = cpu_budget()
+    if torch.get_num_threads() > budget:
+        torch.set_num_threads(budget)
+    return budget

@@ -252,3 +252,41 @@ def test_every_trained_model_takes_the_run_device(checkerboard):
         assert create_model(name, device="cpu").training_device() == "cpu"
     assert apply_device("popular", {}, "cuda") == {} and Popular().training_device() == "cpu"
     assert apply_device("als", {"device": "cpu"}, "cuda") == {"device": "cpu"}  # the model's own setting wins
+
+
+def test_cpu_budget_follows_affinity_and_the_cgroup_quota(tmp_path, monkeypatch):
+    """torch would start a thread per host core; a container's quota (or the process's
+    affinity) says how many CPUs it may use."""
+    import os
+
+    from recsys import device
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert device.cpu_budget(tmp_path) == 4  # no cgroup files: the affinity
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert device.cpu_budget(tmp_path) == 2  # 1.5 CPUs of quota: two threads
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert device.cpu_budget(tmp_path) == 4
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert device.cpu_budget(tmp_path) == 1  # cgroup v1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert device.cpu_budget(tmp_path) == 4
+
+
+def test_torch_threads_are_lowered_to_the_budget_never_raised(monkeypatch):
+    import torch
+
+    from recsys import device
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(device, "cpu_budget", lambda: 1)
+        torch.set_num_threads(2)
+        assert device.limit_torch_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setattr(device, "cpu_budget", lambda: 8)
+        assert device.limit_torch_threads() == 8 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
