@@ -213,12 +213,12 @@ def _download_cache(source: str, uri: str) -> Path | None:
 def _absolute_store(uri: str) -> str:
     """The store's URI with a relative path made absolute: ``sqlite:///mlflow.db`` in two
     projects is two stores, and two caches."""
-    for prefix in ("sqlite:///", "file://"):
-        if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-            return prefix + str(Path(uri[len(prefix):]).resolve())
-    if "://" not in uri:
-        return str(Path(uri).resolve())
-    return uri
+    import urllib.parse
+
+    from recsys.tracking.store import local_store_path
+
+    path = local_store_path(uri)
+    return uri if path is None else f"{urllib.parse.urlparse(uri).scheme or 'file'}:{path.resolve()}"
 
 
 @functools.cache

@@ -32,6 +32,18 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
+def local_store_path(uri: str) -> Path | None:
+    """The database file or folder of a SQLite or file store, as the URI writes it (relative
+    paths stay relative); None for a server or an in-memory database."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = uri.split(":///", 1)[1] if ":///" in uri else ""
+        return None if not path or path == ":memory:" else Path(path)
+    if parsed.scheme in ("file", ""):
+        return Path(parsed.path if parsed.scheme == "file" else uri)
+    return None
+
+
 def check_store(uri: str, timeout: float = 3.0) -> None:
     """Fail fast, naming ``uri``, when the store cannot be reached or written.
 
@@ -52,14 +64,13 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
             reason = getattr(exc, "reason", exc)
             raise TrackingError(f"tracking server {uri} is unreachable ({reason}); {hint}") from None
     elif parsed.scheme in ("sqlite", "file", ""):
+        path = local_store_path(uri)
+        if path is None:
+            return
         if parsed.scheme == "sqlite":
-            path = uri.split(":///", 1)[1] if ":///" in uri else ""
-            if not path or path == ":memory:":
-                return
-            directory = Path(path).parent
+            directory = path.parent
         else:
-            directory = Path(parsed.path if parsed.scheme == "file" else uri)
-            directory = directory if directory.exists() else directory.parent
+            directory = path if path.exists() else path.parent
         directory = directory if str(directory) else Path(".")
         if not directory.is_dir() or not os.access(directory, os.W_OK):
             raise TrackingError(f"tracking store {uri}: directory {directory} does not exist or is not writable; {hint}")
