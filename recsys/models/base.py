@@ -26,6 +26,7 @@ from recsys.artifacts import (
 )
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
+from recsys.device import resolve_device
 from recsys.embeddings import Embeddings, ExactIndex, cosine_neighbours
 from recsys.errors import (
     DIVERGENCE_ADVICE,
@@ -196,13 +197,23 @@ class Recommender(ABC):
         factors = getattr(self, "factors", None)
         if not isinstance(factors, int) or factors < 1:
             return
-        need = (data.n_users + data.n_items) * factors * 4 * self.memory_copies
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if need > 0.8 * total:
-            raise ConfigError(
-                f"model {self.name!r}: {factors:,} factors for {data.n_users:,} users and {data.n_items:,} items "
-                f"need about {need / 2**30:,.1f} GiB for the factor tables alone; this machine has "
-                f"{total / 2**30:,.1f} GiB. Use fewer factors")
+        table = (data.n_users + data.n_items) * factors * 4
+        device = getattr(self, "device", "cpu")
+        # On a GPU the training copies live in its memory; the host keeps the final tables.
+        on_gpu = isinstance(device, str) and device != "cpu" and resolve_device(device).type == "cuda"
+        places = [("this machine", table * (1 if on_gpu else self.memory_copies),
+                   os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))]
+        if on_gpu:
+            import torch
+
+            places.append(("the GPU", table * self.memory_copies,
+                           torch.cuda.get_device_properties(resolve_device(device)).total_memory))
+        for where, need, total in places:
+            if need > 0.8 * total:
+                raise ConfigError(
+                    f"model {self.name!r}: {factors:,} factors for {data.n_users:,} users and {data.n_items:,} "
+                    f"items need about {need / 2**30:,.1f} GiB for the factor tables alone; {where} has "
+                    f"{total / 2**30:,.1f} GiB. Use fewer factors")
 
     def _validate_params(self) -> None:
         """Check hyper-parameters; raise :class:`ConfigError`. Called at the start of ``fit``,
