@@ -191,3 +191,10 @@ def test_another_programs_files_of_the_same_name_are_not_replaced(workspace):
         "--no-track", "--quiet")
     refused(workspace, "embeddings", "plot", "--model", "m", "-o", "figure.png", says="is not a PNG embedding map")
     refused(workspace, "index", "--model", "runs:/0123abcd/model", says="writes into a model directory")
+
+
+def test_a_checkpoint_folder_of_the_users_is_refused_before_training(workspace):
+    """The checkpoint folder is replaced at each save and removed at the end: a folder of the
+    user's was found out only at the first checkpoint."""
+    refused(workspace, "train", "--data", "data/ratings.csv", "--model", "ials", "--checkpoint-every", "1",
+            "--checkpoint-dir", "docs", "-o", "m", "--no-track", says="is not a checkpoint directory")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.artifacts import check_output, output_lock, write_json
-from recsys.checkpoint import Checkpointing
+from recsys.checkpoint import CHECKPOINT_DIRECTORY, Checkpointing
 from recsys.data.filters import FilterReport, Filters, apply_filters, describe_values
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError, InputError
@@ -261,6 +261,10 @@ def _checkpointing(model: str, directory: Path, every: int, checkpoint_dir: str 
         able = [n for n, c in MODELS.items() if c.supports_checkpoints()]
         raise ConfigError(f"model {model!r} has no checkpoints; they apply to iterative models ({', '.join(able)})")
     where = Path(checkpoint_dir) if checkpoint_dir is not None else directory.with_name(directory.name + ".checkpoint")
+    if not resume:
+        # Checked now, not at the first checkpoint hours in: the folder is replaced at every
+        # save and removed at the end, so it may only be new, empty or an earlier checkpoint.
+        check_output(where, CHECKPOINT_DIRECTORY)
     return Checkpointing(where, every=int(every or 0), resume=resume, run=settings)
 
 
