@@ -173,7 +173,7 @@ def download(name: str, *, cache: str | os.PathLike | None = None, force: bool =
         if dataset.archive is None:
             for file, _ in dataset.files:
                 _fetch(dataset.url_of(file), Path(tmp) / file, progress)
-            return _install(dataset, Path(tmp), target)
+            return _install(dataset, Path(tmp), target, move=True)
         archive = Path(tmp) / dataset.archive
         _fetch(dataset.url, archive, progress)
         checksum = _published_checksum(dataset) if dataset.checksum == PUBLISHED else dataset.checksum
@@ -200,9 +200,10 @@ def add(name: str, path: str | os.PathLike, *, cache: str | os.PathLike | None =
     return _install(dataset, source, root / dataset.name, checksum)
 
 
-def _install(dataset: Dataset, source: Path, target: Path, checksum: str | None = None) -> Path:
+def _install(dataset: Dataset, source: Path, target: Path, checksum: str | None = None, move: bool = False) -> Path:
     """Verify ``source`` (an archive, or a folder of plain files) and put it in place as
-    ``target`` atomically; a download replaces only an earlier one of the same data set."""
+    ``target`` atomically; a download replaces only an earlier one of the same data set.
+    ``move``: the plain files are a download's own (moved); else the user's (copied)."""
     kind = OutputKind(f"{dataset.name} download", directory=True, marker=dataset.folder)
     if dataset.archive is None:
         for file, file_checksum in dataset.files:
@@ -212,7 +213,7 @@ def _install(dataset: Dataset, source: Path, target: Path, checksum: str | None 
         with atomic_directory(target, kind=kind) as out:
             (out / dataset.folder).mkdir()
             for file, _ in dataset.files:
-                shutil.copyfile(source / file, out / dataset.folder / file)
+                (shutil.move if move else shutil.copyfile)(source / file, out / dataset.folder / file)
         return target / dataset.folder
     if checksum is not None:
         _verify(source, checksum)
