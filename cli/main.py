@@ -30,9 +30,16 @@ def root(
     debug: Annotated[bool, typer.Option("--debug", metavar="", help="Show full tracebacks on errors.")] = False,
     version: Annotated[bool, typer.Option("--version", metavar="", is_eager=True, callback=_version,
                                           help="Print recsys's version and exit.")] = False,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help=(
+        "CPU threads to use (default: the CPUs this process may use, from its affinity and "
+        "cgroup quota; also $RECSYS_THREADS)."))] = None,
 ) -> None:
     """Recommender systems on learned embeddings."""
     State.debug = debug
+    if threads is not None:
+        from recsys.device import set_threads
+
+        set_threads(threads)
 
 
 app.command("train")(train.train)

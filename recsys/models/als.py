@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -11,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
+from recsys.device import cpu_budget
 from recsys.errors import ConfigError
 from recsys.models import auto
 from recsys.models.auto import AUTO, DataShape
@@ -167,6 +169,7 @@ class ALSTrainer:
 
         self.factors = int(params["factors"])
         self.gpu = implicit_gpu(params["device"])
+        self.step_work = math.inf  # one sweep is one step; implicit runs its own threads
         self.confidence = confidence(data.matrix, data.feedback, params["weighting"], params["alpha"])
         with threadpool_limits(1, "blas"):
             self.model = AlternatingLeastSquares(
@@ -175,6 +178,7 @@ class ALSTrainer:
                 alpha=1.0,  # already applied in the confidence
                 iterations=1,  # the shared loop runs the epochs
                 use_gpu=self.gpu,
+                num_threads=cpu_budget(),  # not every core of the host: the CPUs this process may use
                 random_state=derive_seed(params["random_state"]),
             )
 

@@ -31,6 +31,7 @@ O(nnz * d + n * d^2) with no (nnz, d) intermediate.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -203,6 +204,7 @@ class IALSTrainer:
         dev = resolve_device(params["device"])
         self.device = dev
         self.factors, self.cg_steps = int(params["factors"]), int(params["cg_steps"])
+        self.step_work = math.inf  # an epoch is one step: whole-table solves, worth every CPU
         conf = confidence(data.matrix, data.feedback, params["weighting"], params["alpha"])
         transposed = conf.T.tocsr()
         self.users = _Side(conf, conf.data, dev)

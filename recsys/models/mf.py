@@ -19,12 +19,8 @@ from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.errors import ConfigError
-from recsys.models.training import (
-    IterativeRecommender,
-    minibatch_epoch,
-    optimizer_state,
-    set_optimizer_state,
-)
+from recsys.models.row_adam import RowAdam
+from recsys.models.training import IterativeRecommender, minibatch_epoch
 from recsys.seeding import derive_seed
 
 Loss = Literal["softmax", "bpr", "mse"]
@@ -81,7 +77,7 @@ def regularization_in_effect(loss: Loss, regularization: float | None) -> float:
 
 
 class MatrixFactorization(IterativeRecommender):
-    """Dot-product matrix factorization trained with minibatch SGD (SparseAdam) in torch.
+    """Dot-product matrix factorization trained with minibatch lazy Adam in torch.
 
     Parameters
     ----------
@@ -90,7 +86,7 @@ class MatrixFactorization(IterativeRecommender):
     epochs : int
         Passes over the training entries.
     learning_rate : float
-        SparseAdam step size.
+        Adam step size (lazy: a step moves only the rows its batch touched).
     regularization : float, optional
         L2 weight on the embeddings (and biases) touched by each batch; None picks the
         loss's default (0.01 for softmax and BPR, 0.1 for MSE).
@@ -184,8 +180,14 @@ class MatrixFactorization(IterativeRecommender):
 
 
 class MFTrainer:
-    """One fit of :class:`MatrixFactorization`: the embeddings (and biases), SparseAdam, the
-    training entries on the device and the generator that shuffles and draws negatives."""
+    """One fit of :class:`MatrixFactorization`: one table holding the user rows then the item
+    rows (with a bias column for MSE), its lazy Adam, the training entries on the device and
+    the generator that shuffles and draws negatives.
+
+    One table, so that a step gathers, differentiates and updates once rather than once per
+    table; MSE's biases as the last column, so that the L2 term and Adam treat them exactly
+    as before they shared the table (rows ``[p, b_u]`` and ``[q, b_i]``).
+    """
 
     def __init__(self, data: Interactions, params: Mapping[str, Any]) -> None:
         self.loss: Loss = params["loss"]
@@ -197,89 +199,89 @@ class MFTrainer:
         gen = torch.Generator(device=dev)
         gen.manual_seed(derive_seed(params["random_state"]))
         self.gen = gen
-        d = params["factors"]
-        self.P = torch.nn.Embedding(data.n_users, d, sparse=True, device=dev)
-        self.Q = torch.nn.Embedding(data.n_items, d, sparse=True, device=dev)
+        self.n_users, self.n_items, self.d = data.n_users, data.n_items, int(params["factors"])
+        width = self.d + (1 if self.loss == "mse" else 0)
+        self.table = torch.zeros((data.n_users + data.n_items, width), device=dev)
         with torch.no_grad():
-            self.P.weight.normal_(0.0, params["init_scale"], generator=gen)
-            self.Q.weight.normal_(0.0, params["init_scale"], generator=gen)
-        tables = [self.P.weight, self.Q.weight]
-        self.bu: torch.nn.Embedding | None = None
-        self.bi: torch.nn.Embedding | None = None
-        self.mu = 0.0
-        if self.loss == "mse":
-            self.bu = torch.nn.Embedding(data.n_users, 1, sparse=True, device=dev)
-            self.bi = torch.nn.Embedding(data.n_items, 1, sparse=True, device=dev)
-            with torch.no_grad():
-                self.bu.weight.zero_()
-                self.bi.weight.zero_()
-            tables += [self.bu.weight, self.bi.weight]
-            self.mu = float(data.matrix.data.mean())
-        self.opt = torch.optim.SparseAdam(tables, lr=params["learning_rate"])
+            self.table[:data.n_users, :self.d].normal_(0.0, params["init_scale"], generator=gen)
+            self.table[data.n_users:, :self.d].normal_(0.0, params["init_scale"], generator=gen)
+        self.mu = float(data.matrix.data.mean()) if self.loss == "mse" else 0.0
+        self.opt = RowAdam(self.table, lr=params["learning_rate"])
         self.rows = torch.as_tensor(data.row_indices, device=dev)
         self.cols = torch.as_tensor(data.matrix.indices.astype(np.int64), device=dev)
         self.vals = torch.as_tensor(data.matrix.data, device=dev)
         self.sampler = NegativeSampler(data.item_counts(), params["sampling"], gen, dev)
+        self.step_work = float(self.batch_size * self.d * (1 if self.loss == "mse" else self.negatives))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        return minibatch_epoch(self.rows.shape[0], self.batch_size, self.gen, self.opt,
-                               lambda b: self.batch_loss(self.rows[b], self.cols[b], self.vals[b]))
+        return minibatch_epoch(self.rows.shape[0], self.batch_size, self.gen, self.train_step)
 
-    def batch_loss(self, users: torch.Tensor, items: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        p = self.P(users)
-        q = self.Q(items)
+    def train_step(self, batch: torch.Tensor, _step: int) -> torch.Tensor:
+        users, items = self.rows[batch], self.cols[batch]
+        negatives = None if self.loss == "mse" else self.sampler.sample((self.negatives,))
+        parts = [users, items + self.n_users] + ([] if negatives is None else [negatives + self.n_users])
+        indices = torch.cat(parts)
+        rows = self.opt.gather(indices)
+        loss = self.batch_loss(rows, items, negatives, self.vals[batch])
+        loss.backward()
+        self.opt.step(indices, rows)
+        return loss.detach()
+
+    def batch_loss(
+        self, rows: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor | None, values: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of one batch from its gathered rows: the users', the items', then (BPR and
+        softmax) the sampled negatives'."""
+        b = len(items)
+        p, q = rows[:b], rows[b:2 * b]
         reg = (p.pow(2).sum(1) + q.pow(2).sum(1)).mean()
-        if self.bu is not None and self.bi is not None:  # mse
-            bu, bi = self.bu(users).squeeze(1), self.bi(items).squeeze(1)
-            pred = (p * q).sum(1) + bu + bi + self.mu
-            reg = reg + (bu.pow(2) + bi.pow(2)).mean()
+        if negatives is None:  # mse: the bias column is the last
+            d = self.d
+            pred = (p[:, :d] * q[:, :d]).sum(1) + p[:, d] + q[:, d] + self.mu
             return F.mse_loss(pred, values) + self.reg * reg
         # Negatives are shared across the batch: one (B, d) x (d, n) product instead of a
         # (B, n, d) gather, which is what keeps many negatives cheap on a CPU.
-        neg_items = self.sampler.sample((self.negatives,))
-        qn = self.Q(neg_items)
-        reg = reg + qn.pow(2).sum(1).mean() * (self.negatives / len(users))
+        qn = rows[2 * b:]
+        reg = reg + qn.pow(2).sum() / b
         pos = (p * q).sum(1)
         neg = p @ qn.T
-        hit = neg_items[None, :] == items[:, None]  # accidental hits: the positive itself
         if self.loss == "bpr":
-            pairs = F.logsigmoid(pos[:, None] - neg).masked_fill(hit, 0.0)
-            return -pairs.sum() / (~hit).sum().clamp(min=1) + self.reg * reg
-        neg = (neg - self.sampler.log_q(neg_items)).masked_fill(hit, -math.inf)
+            # An accidental hit (the positive drawn as a negative) is the same table row on
+            # both sides: its pair scores exactly 0, adds log 2 to the sum and nothing to the
+            # gradient (the row's two halves cancel in the update). So it is counted out of
+            # the mean rather than masked, which would cost two (B, n) passes a step.
+            hits = torch.bincount(negatives, minlength=self.n_items)[items].sum()
+            pairs = b * len(negatives) - hits
+            return (F.softplus(neg - pos[:, None]).sum() - hits * math.log(2.0)) / pairs.clamp(min=1) + self.reg * reg
+        hit = negatives[None, :] == items[:, None]
+        neg = (neg - self.sampler.log_q(negatives)).masked_fill(hit, -math.inf)
         logits = torch.cat([(pos - self.sampler.log_q(items))[:, None], neg], dim=1)
         return -F.log_softmax(logits, dim=1)[:, 0].mean() + self.reg * reg
 
-    def _tables(self) -> dict[str, torch.nn.Embedding]:
-        tables = {"P": self.P, "Q": self.Q, "bu": self.bu, "bi": self.bi}
-        return {k: t for k, t in tables.items() if t is not None}
-
     def export(self) -> dict[str, np.ndarray]:
-        learned = {"user_factors": _array(self.P), "item_factors": _array(self.Q)}
-        if self.bu is not None and self.bi is not None:
-            learned.update(user_bias=_array(self.bu)[:, 0].copy(), item_bias=_array(self.bi)[:, 0].copy(),
+        table = self.table.detach().cpu().numpy()
+        users, items = table[:self.n_users], table[self.n_users:]
+        learned = {"user_factors": users[:, :self.d].copy(), "item_factors": items[:, :self.d].copy()}
+        if self.loss == "mse":
+            learned.update(user_bias=users[:, self.d].copy(), item_bias=items[:, self.d].copy(),
                            global_bias=np.asarray(self.mu))
         return learned
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = {k: _array(t) for k, t in self._tables().items()}
+        state = {"table": self.table.detach().cpu().numpy().copy()}
         state["generator"] = self.gen.get_state().numpy().copy()  # negatives and shuffles
-        state.update(optimizer_state(self.opt))
+        state.update(self.opt.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        tables = self._tables()
-        expected = {k: (tuple(t.weight.shape), "f") for k, t in tables.items()}
-        check_arrays(state, {**expected, "generator": (tuple(self.gen.get_state().shape), "u")})
+        check_arrays(state, {"table": (tuple(self.table.shape), "f"),
+                             "generator": (tuple(self.gen.get_state().shape), "u")})
+        self.opt.load_state_dict(state)
         with torch.no_grad():
-            for k, t in tables.items():
-                t.weight.copy_(torch.from_numpy(state[k]))
+            self.table.copy_(torch.from_numpy(state["table"]))
         self.gen.set_state(torch.from_numpy(state["generator"]))
-        set_optimizer_state(self.opt, state)
 
     def finalize(self) -> None:
         """Nothing to release: the tensors go with the trainer."""
 
 
-def _array(table: torch.nn.Embedding) -> np.ndarray:
-    """An embedding table's weights as a numpy copy."""
-    return table.weight.detach().cpu().numpy().copy()

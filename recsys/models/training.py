@@ -39,7 +39,7 @@ from recsys.checkpoint import (
     set_random_states,
 )
 from recsys.data.interactions import Interactions
-from recsys.device import resolve_device
+from recsys.device import resolve_device, step_threads, torch_threads
 from recsys.errors import DIVERGENCE_ADVICE, ConfigError, TrainingDiverged
 from recsys.models.base import Recommender
 from recsys.progress import progress_bar
@@ -60,6 +60,10 @@ class Trainer(Protocol):
     Made by :meth:`IterativeRecommender.create_trainer` and driven by the shared loop; gone
     when the fit ends, so that nothing per-fit stays on the estimator.
     """
+
+    #: Multiply-adds in one step of its largest operations; the loop gives a CPU trainer
+    #: parallel threads only where a step is large enough to share (:func:`step_threads`).
+    step_work: float
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """Run epoch ``epoch`` (counted from 1); return its figures (``loss`` at least, when
@@ -147,7 +151,8 @@ class IterativeRecommender(Recommender):
         trainer = self.create_trainer(data, self.fitted_params)
         try:
             state = _LoopState() if resume is None else self._resume(trainer, resume)
-            self._run_epochs(trainer, state, callbacks, validation, progress, checkpointing)
+            with torch_threads(step_threads(trainer.step_work)):
+                self._run_epochs(trainer, state, callbacks, validation, progress, checkpointing)
             self._set_learned(trainer.export())
             if state.best is not None and state.best[1] != self.history[-1]["epoch"]:
                 self._set_learned(state.best[2])
@@ -265,19 +270,12 @@ class IterativeRecommender(Recommender):
 
 
 def minibatch_epoch(
-    n: int,
-    batch_size: int,
-    generator: Any,
-    optimizer: Any,
-    batch_loss: Callable[[Any], Any],
-    *,
-    before_step: Callable[[int], None] | None = None,
-    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    n: int, batch_size: int, generator: Any, train_step: Callable[[Any, int], Any]
 ) -> dict[str, float]:
     """One pass over ``n`` training entries in shuffled minibatches (the loop of every
-    gradient-trained model): ``batch_loss(entry_indices)`` gives each batch's loss,
-    ``before_step(step)`` runs before each step of the epoch (a learning-rate schedule).
-    Returns ``{"loss": mean batch loss}``, with one host sync per epoch."""
+    gradient-trained model): ``train_step(entry_indices, step)`` trains on one batch (step
+    counted from 0 within the epoch) and returns its detached loss. Returns
+    ``{"loss": mean batch loss}``, with one host sync per epoch."""
     import torch
 
     device = generator.device
@@ -285,16 +283,32 @@ def minibatch_epoch(
     total = torch.zeros((), device=device)
     steps = 0
     for start in range(0, n, batch_size):
+        total += train_step(order[start:start + batch_size], steps)
+        steps += 1
+    return {"loss": float(total) / max(steps, 1)}
+
+
+def optimizer_step(
+    optimizer: Any,
+    batch_loss: Callable[[Any], Any],
+    *,
+    before_step: Callable[[int], None] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> Callable[[Any, int], Any]:
+    """A ``train_step`` for :func:`minibatch_epoch` that steps a torch optimizer on
+    ``batch_loss(entry_indices)``; ``before_step(step)`` runs first (a learning-rate schedule)."""
+
+    def train_step(batch: Any, step: int) -> Any:
         if before_step is not None:
-            before_step(steps)
+            before_step(step)
         with autocast():
-            loss = batch_loss(order[start:start + batch_size])
+            loss = batch_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach()
-        steps += 1
-    return {"loss": float(total) / max(steps, 1)}
+        return loss.detach()
+
+    return train_step
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:

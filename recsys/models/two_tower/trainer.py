@@ -17,7 +17,12 @@ from recsys.data.features import FeatureEncoder
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
 from recsys.models.mf import NegativeSampler
-from recsys.models.training import minibatch_epoch, optimizer_state, set_optimizer_state
+from recsys.models.training import (
+    minibatch_epoch,
+    optimizer_state,
+    optimizer_step,
+    set_optimizer_state,
+)
 from recsys.models.two_tower.encoding import FeatureRows, recent_item_matrix
 from recsys.models.two_tower.towers import (
     Output,
@@ -71,6 +76,8 @@ class TwoTowerTrainer:
         self.opt = torch.optim.AdamW(weights, lr=self.learning_rate, weight_decay=params["regularization"])
         use_amp = params["mixed_precision"] and dev.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+        # The in-batch logits: (B, d) x (d, B + uniform negatives), the towers' MLPs beside them.
+        self.step_work = float(self.batch_size * (self.batch_size + self.uniform_negatives) * params["factors"])
 
     def _embed_users(self, users: torch.Tensor, keep: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         cat, multi, num = self.users.rows(users)
@@ -96,10 +103,10 @@ class TwoTowerTrainer:
             for group in self.opt.param_groups:
                 group["lr"] = cosine_decay(self.learning_rate, done + step, self.total_steps)
 
-        return minibatch_epoch(n, self.batch_size, self.gen, self.opt,
-                               lambda b: self.batch_loss(self.rows[b], self.cols[b]),
-                               before_step=schedule if self.cosine_schedule else None,
-                               autocast=self.autocast)
+        train_step = optimizer_step(self.opt, lambda b: self.batch_loss(self.rows[b], self.cols[b]),
+                                    before_step=schedule if self.cosine_schedule else None,
+                                    autocast=self.autocast)
+        return minibatch_epoch(n, self.batch_size, self.gen, train_step)
 
     def batch_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         b = len(users)

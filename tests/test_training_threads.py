@@ -1,0 +1,141 @@
+"""How training uses the CPU: the threads it chooses, OpenMP's waiting, and the lazy Adam
+and loss shortcuts that keep an mf step to a few operations (each checked against the
+plain formulation it replaces)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recsys import device
+from recsys.data.synthetic import checkerboard
+from recsys.errors import ConfigError
+from recsys.models import create_model
+from recsys.models.row_adam import RowAdam
+
+
+@pytest.fixture
+def no_thread_choice(monkeypatch):
+    monkeypatch.delenv(device.THREADS_ENV, raising=False)
+    monkeypatch.setattr(device, "_threads", None)
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_small_steps_run_on_one_thread_large_ones_on_the_budget(no_thread_choice, monkeypatch):
+    monkeypatch.setattr(device, "cpu_budget", lambda: 4)
+    assert device.step_threads(1024 * 64) == 1  # MSE's batch x factors
+    assert device.step_threads(1024 * 64 * 256) == 4  # BPR's batch x factors x negatives
+    assert device.step_threads(math.inf) == 4
+
+
+def test_the_users_thread_count_wins_everywhere(no_thread_choice, monkeypatch):
+    device.set_threads(3)
+    assert device.cpu_budget() == 3 and device.step_threads(1) == 3 and torch.get_num_threads() == 3
+    device.set_threads(None)
+    monkeypatch.setenv(device.THREADS_ENV, "2")
+    assert device.cpu_budget() == 2 and device.step_threads(1) == 2
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv(device.THREADS_ENV, bad)
+        with pytest.raises(ConfigError, match="RECSYS_THREADS"):
+            device.cpu_budget()
+    with pytest.raises(ConfigError, match="at least 1"):
+        device.set_threads(0)
+
+
+def test_torch_threads_are_restored_after_the_block(no_thread_choice):
+    torch.set_num_threads(2)
+    with device.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+
+
+def test_the_training_loop_runs_small_steps_on_one_thread(no_thread_choice, monkeypatch):
+    seen = []
+    monkeypatch.setattr(device, "cpu_budget", lambda: 2)
+    monkeypatch.setattr("recsys.models.mf.MFTrainer.train_epoch", lambda self, epoch: seen.append(torch.get_num_threads()) or {"loss": 1.0})
+    data = checkerboard(n_users=20, n_items=20, seed=0)
+    create_model("mf", factors=8, epochs=1, batch_size=64, negatives=16, device="cpu").fit(data)
+    create_model("mf", factors=64, epochs=1, batch_size=1024, negatives=256, device="cpu").fit(data)
+    assert seen == [1, 2]
+
+
+def test_importing_recsys_makes_openmp_wait_passively_unless_the_user_chose():
+    code = "import os, recsys; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "ACTIVE"
+
+
+def test_row_adam_takes_the_steps_sparse_adam_takes():
+    """Same table, same batches with repeated rows: the same weights after every step."""
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(100, 5, generator=gen)
+    table = start.clone()
+    ours = RowAdam(table, lr=0.05)
+    theirs = torch.nn.Embedding(100, 5, sparse=True, _weight=start.clone())
+    reference = torch.optim.SparseAdam(theirs.parameters(), lr=0.05)
+    touched = torch.zeros(100, dtype=torch.bool)
+    for _ in range(6):
+        idx = torch.randint(60, (40,), generator=gen)  # repeats within the batch; rows 60+ never
+        touched[idx] = True
+        target = torch.randn(40, 5, generator=gen)
+        rows = ours.gather(idx)
+        ((rows - target) ** 2).sum().backward()
+        ours.step(idx, rows)
+        reference.zero_grad()
+        ((theirs(idx) - target) ** 2).sum().backward()
+        reference.step()
+        torch.testing.assert_close(table, theirs.weight.detach(), rtol=1e-5, atol=1e-6)
+    assert ours.steps == 6
+    # Lazy: rows no batch touched keep their weights and zero moments.
+    assert torch.equal(table[~touched], start[~touched]) and not ours.exp_avg[~touched].any()
+
+
+def test_row_adam_state_round_trips():
+    table = torch.randn(6, 3)
+    opt = RowAdam(table, lr=0.1)
+    idx = torch.tensor([0, 2, 2])
+    rows = opt.gather(idx)
+    rows.sum().backward()
+    opt.step(idx, rows)
+    again = RowAdam(table.clone(), lr=0.1)
+    again.load_state_dict(opt.state_dict())
+    assert again.steps == 1 and torch.equal(again.exp_avg_sq, opt.exp_avg_sq)
+    with pytest.raises(ConfigError):
+        RowAdam(torch.zeros(5, 3), lr=0.1).load_state_dict(opt.state_dict())
+
+
+def test_bpr_counts_accidental_hits_out_as_masking_them_would():
+    """A negative that is the batch's positive: same loss and same update as masking it."""
+    data = checkerboard(n_users=12, n_items=8, seed=1)
+    model = create_model("mf", factors=4, negatives=8, batch_size=16, device="cpu")
+    trainer = model.create_trainer(data, model.get_params())
+    users, items = trainer.rows[:16], trainer.cols[:16]
+    negatives = torch.cat([items[:3], torch.tensor([0, 1, 2, 3, 4])])  # three certain hits
+    indices = torch.cat([users, items + trainer.n_users, negatives + trainer.n_users])
+    rows = trainer.opt.gather(indices)
+    loss = trainer.batch_loss(rows, items, negatives, trainer.vals[:16])
+    loss.backward()
+
+    masked_rows = trainer.table[indices].requires_grad_()
+    p, q, qn = masked_rows[:16], masked_rows[16:32], masked_rows[32:]
+    hit = negatives[None, :] == items[:, None]
+    pairs = F.logsigmoid((p * q).sum(1)[:, None] - p @ qn.T).masked_fill(hit, 0.0)
+    reg = (p.pow(2).sum(1) + q.pow(2).sum(1)).mean() + qn.pow(2).sum() / 16
+    masked = -pairs.sum() / (~hit).sum() + trainer.reg * reg
+    masked.backward()
+    torch.testing.assert_close(loss, masked)
+
+    def summed(grad: torch.Tensor) -> torch.Tensor:  # what the update applies, per table row
+        return torch.zeros_like(trainer.table).index_add_(0, indices, grad)
+
+    torch.testing.assert_close(summed(rows.grad), summed(masked_rows.grad), rtol=1e-4, atol=1e-6)
