@@ -8,7 +8,6 @@ import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -139,3 +138,19 @@ def test_bpr_counts_accidental_hits_out_as_masking_them_would():
         return torch.zeros_like(trainer.table).index_add_(0, indices, grad)
 
     torch.testing.assert_close(summed(rows.grad), summed(masked_rows.grad), rtol=1e-4, atol=1e-6)
+
+
+def test_the_threads_option_reaches_training(tmp_path, monkeypatch, no_thread_choice):
+    from cli_invoke import run
+
+    from recsys.data.io import write_interactions
+    from recsys.data.synthetic import checkerboard as board
+
+    seen = []
+    real = device.torch_threads
+    monkeypatch.setattr("recsys.models.training.torch_threads", lambda n: seen.append(n) or real(n))
+    write_interactions(board(n_users=20, n_items=20, seed=0), tmp_path / "log.csv")
+    run("--threads", 1, "train", "--data", tmp_path / "log.csv", "--model", "ials", "-p", "factors=4",
+        "--epochs", 1, "--output", tmp_path / "m", "--no-track", "--quiet")
+    assert seen == [1] and device.cpu_budget() == 1
+    run("--threads", 0, "train", "--data", tmp_path / "log.csv", code=2)

@@ -73,7 +73,7 @@ class TwoTowerTrainer:
         self.warm = torch.as_tensor(np.flatnonzero(counts > 0), device=dev)
         self.total_steps = params["epochs"] * math.ceil(data.matrix.nnz / self.batch_size)
         weights = [*self.user_tower.parameters(), *self.item_tower.parameters()]
-        self.opt = torch.optim.AdamW(weights, lr=self.learning_rate, weight_decay=params["regularization"])
+        self.opt = torch.optim.AdamW(weights, lr=self.learning_rate, weight_decay=params["regularization"], fused=True)
         use_amp = params["mixed_precision"] and dev.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
         # The in-batch logits: (B, d) x (d, B + uniform negatives), the towers' MLPs beside them.
