@@ -9,6 +9,10 @@ Stages (run from the repository root):
   python -m experiments.speed.benchmark jobs
       the whole `recsys train` command with each torch model's defaults (two-tower with
       u.user and u.item, mf, mf --loss mse on u1): results/jobs.<date>.<commit>.json
+  python -m experiments.speed.benchmark fixed [--runs 5]
+      what a command costs before it does any work: interpreter, imports (torch, MLflow),
+      and a tiny `recsys train` (the bundled sample, popular) with and without tracking
+      in a local SQLite store: results/fixed.<date>.<commit>.json
   python -m experiments.speed.benchmark table
       the tables in README.md, from the newest result of each stage (and of each commit
       for the before/after rows)
@@ -146,6 +150,47 @@ def stage_jobs(runs: int, data_dir: Path) -> None:
     print(f"wrote {path}")
 
 
+SAMPLE = ROOT / "data" / "sample" / "ratings.csv"
+
+
+def stage_fixed(runs: int) -> None:
+    """Wall and CPU seconds (the child's user + system) of commands that do almost nothing."""
+    python, recsys = sys.executable, str(Path(sys.executable).with_name("recsys"))
+    train = [recsys, "train", "--data", str(SAMPLE), "--model", "popular", "--quiet"]
+    commands = {
+        "python -c pass": [python, "-c", "pass"],
+        "recsys --version": [recsys, "--version"],
+        "import torch": [python, "-c", "import torch"],
+        "import mlflow": [python, "-c", "import mlflow"],
+        "train popular, --no-track": [*train, "--no-track"],
+        "train popular, tracked (sqlite)": train,
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(1, runs + 1):
+            for name, command in commands.items():
+                before, start = os.times(), time.perf_counter()
+                extra = ["--output", f"{tmp}/{run}-{len(rows)}"] if command[0] == recsys and len(command) > 2 else []
+                subprocess.run([*command, *extra], cwd=tmp, check=True, capture_output=True)
+                wall, after = time.perf_counter() - start, os.times()
+                cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+                rows.append({"command": name, "run": run, "wall_seconds": wall, "cpu_seconds": cpu})
+                print(f"{name:34s} run={run} {wall:6.2f} s wall {cpu:6.2f} s CPU", flush=True)
+    path = write_result(RESULTS, "fixed", {"runs": runs, "rows": rows})
+    print(f"wrote {path}")
+
+
+def fixed_table(result: dict[str, Any]) -> list[str]:
+    lines = [f"Commit {result['stamp']}, load average {result['machine']['load_average']}; median of "
+             f"{result['runs']} runs (the first tracked run creates the store).", "",
+             "| command | wall s | CPU s |", "|---|---:|---:|"]
+    for name in dict.fromkeys(r["command"] for r in result["rows"]):
+        mine = [r for r in result["rows"] if r["command"] == name]
+        lines.append(f"| {name} | {statistics.median(r['wall_seconds'] for r in mine):.2f} | "
+                     f"{statistics.median(r['cpu_seconds'] for r in mine):.2f} |")
+    return lines
+
+
 def _results(stage: str) -> list[dict[str, Any]]:
     """Every result file of a stage, oldest first."""
     files = sorted(RESULTS.glob(f"{stage}.*.json"))
@@ -195,7 +240,7 @@ def jobs_table(result: dict[str, Any]) -> list[str]:
 
 def stage_table() -> None:
     readme = HERE / "README.md"
-    for stage, render in (("contention", contention_table), ("jobs", jobs_table)):
+    for stage, render in (("contention", contention_table), ("jobs", jobs_table), ("fixed", fixed_table)):
         results = _results(stage)
         lines: list[str] = []
         for result in results[-2:]:  # the previous commit's beside the newest: before and after
@@ -214,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     contention.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     jobs = sub.add_parser("jobs")
     jobs.add_argument("--runs", type=int, default=2)
+    fixed = sub.add_parser("fixed")
+    fixed.add_argument("--runs", type=int, default=5)
     sub.add_parser("table")
     for p in (fit, contention, jobs):
         p.add_argument("--data-dir", type=Path, default=DATA_DIR)
@@ -224,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         stage_contention(args.models, args.busy, args.runs, args.data_dir)
     elif args.stage == "jobs":
         stage_jobs(args.runs, args.data_dir)
+    elif args.stage == "fixed":
+        stage_fixed(args.runs)
     else:
         stage_table()
 

@@ -222,20 +222,21 @@ class MFTrainer:
         parts = [users, items + self.n_users] + ([] if negatives is None else [negatives + self.n_users])
         indices = torch.cat(parts)
         rows = self.opt.gather(indices)
-        loss = self.batch_loss(rows, items, negatives, self.vals[batch])
+        loss = self.batch_loss(rows, items, negatives, self.vals[batch] if negatives is None else None)
         loss.backward()
         self.opt.step(indices, rows)
         return loss.detach()
 
     def batch_loss(
-        self, rows: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor | None, values: torch.Tensor
+        self, rows: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor | None, values: torch.Tensor | None
     ) -> torch.Tensor:
         """The loss of one batch from its gathered rows: the users', the items', then (BPR and
-        softmax) the sampled negatives'."""
+        softmax) the sampled negatives'; ``values`` are the ratings (MSE only)."""
         b = len(items)
         p, q = rows[:b], rows[b:2 * b]
         reg = (p.pow(2).sum(1) + q.pow(2).sum(1)).mean()
         if negatives is None:  # mse: the bias column is the last
+            assert values is not None
             d = self.d
             pred = (p[:, :d] * q[:, :d]).sum(1) + p[:, d] + q[:, d] + self.mu
             return F.mse_loss(pred, values) + self.reg * reg
