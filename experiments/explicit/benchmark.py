@@ -15,7 +15,7 @@ Protocol:
   item without training ratings is rated from the biases); predictions are not clipped.
   Surprise's figures are its own ``accuracy.rmse``/``mae`` over the same ratings (it clips
   predictions to the rating scale by default, which can only lower its error).
-- validation: every choice (bpmf's defaults, the "mf tuned" settings) is made on a random
+- validation: every choice (bpmf's defaults, a small grid for ``mf --loss mse``) is made on a random
   20% carved from u1.base (``validate``); u1.test and ua.test are scored only by ``test``.
 - test: each candidate through the whole ``recsys train --data BASE --test TEST`` command
   (read, fit, evaluate, save with its Annoy index), its wall time around the process; fit

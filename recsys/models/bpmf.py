@@ -20,8 +20,9 @@ Cholesky), then the same for the items. A prediction is the average over the swe
 point estimate's). An average of dot products is not a dot product of averages, so the
 sum of the kept samples' score matrices is carried as a low-rank product and truncated by
 SVD after each sweep (at twice ``factors``); the model exports its best rank-``factors``
-approximation, split evenly between users and items, plus the averaged biases. On ML-100K
-the truncation moves the RMSE by less than 0.0001 (``experiments/explicit``).
+approximation, split evenly between users and items, plus the averaged biases. On a
+validation carve of ML-100K's u1.base, rank 10 gave RMSE 0.9013 against 0.9012 for the
+exact average of 280 samples (keeping every sample: rank 2800).
 """
 
 from __future__ import annotations
