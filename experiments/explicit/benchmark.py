@@ -44,12 +44,12 @@ import numpy as np
 from experiments.common import (
     DATA_DIR,
     latest_result,
-    machine_words,
     markdown_table,
+    merged_rows,
     publish_table,
     read_config,
-    result_file_name,
     say,
+    sources,
     write_result,
     write_rows,
 )
@@ -184,14 +184,15 @@ def _cell(values: list[float], digits: int) -> str:
 
 
 def table() -> None:
-    result, theirs = latest_result(RESULTS, "test"), latest_result(RESULTS, "surprise")
+    found, results = merged_rows(RESULTS, "test", key=lambda r: (r["candidate"], r["split"], r["seed"]))
+    theirs = latest_result(RESULTS, "surprise")
     lines: list[str] = []
-    if result is not None:
-        splits = list(dict.fromkeys(r["split"] for r in result["rows"]))
+    if found:
+        splits = list(dict.fromkeys(r["split"] for r in found))
         rows = []
-        for candidate in dict.fromkeys(r["candidate"] for r in result["rows"]):
+        for candidate in dict.fromkeys(r["candidate"] for r in found):
             for name in splits:
-                runs = [r for r in result["rows"] if r["candidate"] == candidate and r["split"] == name]
+                runs = [r for r in found if r["candidate"] == candidate and r["split"] == name]
                 if runs:
                     rows.append([f"`recsys train {_args(runs[0])}`", name, len(runs),
                                  _cell([r["rmse"] for r in runs], 4), _cell([r["mae"] for r in runs], 4),
@@ -201,9 +202,8 @@ def table() -> None:
                 rows.append([f"Surprise {theirs['surprise_version']} {r['candidate']}", r["split"], 1,
                              f"{r['rmse']:.4f}", f"{r['mae']:.4f}", f"{r['fit_seconds']:.1f}", "-"])
         lines = markdown_table(["model", "split", "runs", "RMSE", "MAE", "fit s", "wall s (whole command)"], rows)
-        lines += ["", f"Sources: `{result_file_name(HERE / 'results', result)}` ({machine_words(result['machine'])})"
-                  + ("" if theirs is None else
-                     f"; `{result_file_name(HERE / 'results', theirs)}` ({machine_words(theirs['machine'])})") + "."]
+        lines += ["", f"Sources: {sources(RESULTS, [*results, *([theirs] if theirs else [])])}. Each row's load "
+                  "average before its command is in its result file."]
     publish_table("experiments.explicit.benchmark", lines, [(HERE / "README.md", "")])
 
 
