@@ -35,7 +35,7 @@ _CKPT = "Checkpoints"
 @with_read_options
 def train(
     data: Annotated[Path | None, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model: ials, als, mf, two-tower or popular (default ials).", rich_help_panel=_MODEL)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model: ials, als, mf, bpmf, two-tower or popular (default ials).", rich_help_panel=_MODEL)] = None,
     factors: Annotated[int | None, typer.Option(help="Embedding dimension.", rich_help_panel=_MODEL)] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", rich_help_panel=_MODEL)] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Step size (mf, two-tower).", rich_help_panel=_MODEL)] = None,

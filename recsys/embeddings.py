@@ -159,6 +159,10 @@ class Embeddings:
     fingerprint: str = ""
     predicts_ratings: bool = False
     scores_cold_items: bool = False
+    global_bias: float | None = None
+    """The global term of a score with folded biases (``[p_u, 1, b_u + mu]`` against
+    ``[q_i, b_i, 1]``), which rates a user or item without training entries from the other
+    side's bias alone; None when the score has no biases."""
     _indices: dict[Any, ExactIndex] = field(default_factory=dict, repr=False)
 
     @classmethod

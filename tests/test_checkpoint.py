@@ -28,6 +28,7 @@ MODELS = {
                                       "negatives": 8, "batch_size": 64, "device": "cpu"}),
     "mf-mse": ("mf", {"factors": 8, "epochs": 5, "loss": "mse", "batch_size": 64, "device": "cpu"}),
     "ials": ("ials", {"factors": 8, "epochs": 5, "device": "cpu"}),
+    "bpmf": ("bpmf", {"factors": 4, "epochs": 5, "burn_in": 2, "device": "cpu"}),
     "als": ("als", {"factors": 8, "epochs": 5, "device": "cpu"}),
     # cosine decay and id dropout: the step count and the generator must both come back
     "two-tower": ("two-tower", {"factors": 8, "hidden": 16, "recent": 4, "epochs": 5, "batch_size": 64,
@@ -71,7 +72,7 @@ def train_interrupted(at_epoch: int, *args, **kwargs) -> None:
 @pytest.mark.parametrize("case", sorted(MODELS))
 def test_resumed_run_equals_uninterrupted(tmp_path, case, checkerboard, ratings):
     name, params = MODELS[case]
-    data = ratings if params.get("loss") == "mse" else checkerboard
+    data = ratings if params.get("loss") == "mse" or name == "bpmf" else checkerboard
     reference = create_model(name, **params).fit(data)
     ckpt = tmp_path / "ckpt"
     # every=2 of 5 epochs: checkpoints after epochs 2 and 4; the one of epoch 4 remains.

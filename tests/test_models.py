@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from recsys.data import Interactions
 from recsys.data.splits import split
 from recsys.data.synthetic import checkerboard as make_checkerboard
 from recsys.evaluation import evaluate
@@ -29,13 +30,26 @@ FAST = {
     "mf": {"factors": 8, "epochs": 40, "learning_rate": 0.05, "batch_size": 64, "negatives": 16, "device": "cpu"},
     "mf-softmax": {"factors": 8, "epochs": 40, "learning_rate": 0.05, "batch_size": 64, "negatives": 16, "loss": "softmax", "device": "cpu"},
     "two-tower": {"factors": 8, "hidden": 16, "feature_dim": 4, "recent": 10, "epochs": 15, "learning_rate": 0.02, "batch_size": 128, "device": "cpu"},
+    "bpmf": {"factors": 4, "epochs": 12, "burn_in": 4, "device": "cpu"},
 }
 LEARNERS = ["als", "ials", "mf", "mf-softmax", "two-tower"]
+RATING_MODELS = {"bpmf"}  # fitted on ratings: the checkerboard's entries, rated
 
 
 def make(name: str, **overrides) -> Recommender:
     params = {**FAST[name], **overrides}
     return create_model(name if name in MODELS else name.split("-")[0], **params)
+
+
+def rated(data: Interactions) -> Interactions:
+    """The same entries with 1-5 star ratings (a user's parity and the item's third decide)."""
+    users, items = data.row_indices, data.matrix.indices
+    stars = 1.0 + (users % 2) * 2 + (items % 3)
+    return Interactions.from_arrays(data.users.ids[users], data.items.ids[items], stars, feedback="rating")
+
+
+def data_for(name: str, data: Interactions) -> Interactions:
+    return rated(data) if name in RATING_MODELS else data
 
 
 @pytest.fixture(params=list(FAST))
@@ -45,12 +59,12 @@ def name(request) -> str:
 
 @pytest.fixture
 def fitted(name, checkerboard):
-    return make(name).fit(checkerboard)
+    return make(name).fit(data_for(name, checkerboard))
 
 
 def test_fit_returns_self_with_plain_factor_arrays(name, checkerboard):
     model = make(name)
-    assert model.fit(checkerboard) is model
+    assert model.fit(data_for(name, checkerboard)) is model
     assert model.user_factors.shape[0] == checkerboard.n_users
     assert model.item_factors.shape[0] == checkerboard.n_items
     assert model.user_factors.dtype == np.float32 and model.item_factors.dtype == np.float32
@@ -113,8 +127,8 @@ def test_save_load_round_trip(fitted, tmp_path):
 
 
 def test_same_seed_same_factors(name, checkerboard):
-    a = make(name).fit(checkerboard)
-    b = make(name).fit(checkerboard)
+    a = make(name).fit(data_for(name, checkerboard))
+    b = make(name).fit(data_for(name, checkerboard))
     np.testing.assert_array_equal(a.user_factors, b.user_factors)
     np.testing.assert_array_equal(a.item_factors, b.item_factors)
 
@@ -144,8 +158,6 @@ def test_mf_explicit_predicts_ratings_with_biases():
     i_true = rng.normal(size=(n_items, 2))
     users, items = np.divmod(rng.choice(n_users * n_items, 1200, replace=False), n_items)
     ratings = np.clip(3 + (u_true[users] * i_true[items]).sum(1), 1, 5)
-    from recsys.data import Interactions
-
     data = Interactions.from_arrays(users, items, ratings, feedback="rating")
     train, test = split(data, "random", seed=0)
     model = MatrixFactorization(loss="mse", factors=4, epochs=60, learning_rate=0.03, batch_size=64, device="cpu").fit(train)
@@ -159,9 +171,9 @@ def test_mf_explicit_predicts_ratings_with_biases():
     np.testing.assert_allclose(model.score_pairs(u, i), direct, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mf", "ials"])
+@pytest.mark.parametrize("name", ["mf", "ials", "bpmf"])
 def test_torch_models_run_on_every_device(name, device, checkerboard):
-    model = create_model(name, factors=4, epochs=2, device=device).fit(checkerboard)
+    model = create_model(name, factors=4, epochs=2, device=device).fit(data_for(name, checkerboard))
     assert np.isfinite(model.item_factors).all()
 
 
@@ -210,7 +222,7 @@ LEARNED = {"users", "items", "seen", "item_popularity", "training_fingerprint", 
            "best_epoch", "user_encoder", "item_encoder", "_user_tower", "_item_tower"}
 
 
-@pytest.mark.parametrize("learner", LEARNERS)
+@pytest.mark.parametrize("learner", [*LEARNERS, "bpmf"])
 def test_training_state_stays_with_the_trainer(learner, checkerboard):
     """Regression: the models kept optimizers, tensors, generators and samplers on the
     estimator during fit and popped them by name afterwards. Now a trainer holds them,
@@ -221,7 +233,8 @@ def test_training_state_stays_with_the_trainer(learner, checkerboard):
         def on_epoch_end(self, model, epoch, figures):
             seen.append(set(vars(model)))
 
-    model = make(learner, epochs=2).fit(checkerboard, callbacks=[Look()])
+    model = make(learner, epochs=2, **({"burn_in": 1} if learner == "bpmf" else {})).fit(
+        data_for(learner, checkerboard), callbacks=[Look()])
     for names in [*seen, set(vars(model))]:
         assert names - set(model.param_names()) <= LEARNED
 

@@ -12,6 +12,7 @@ from cli_invoke import run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from recsys.data import Interactions
 from recsys.data.synthetic import checkerboard
 from recsys.errors import ConfigError, RecsysError
 from recsys.jobs import TrainConfig
@@ -26,6 +27,8 @@ VALUES = st.one_of(
     st.sampled_from([np.int64(3), np.float32(0.5), np.float64("nan"), np.bool_(True)]),
 )
 DATA = checkerboard(n_users=24, n_items=12, seed=0)
+RATINGS = Interactions.from_arrays(DATA.row_indices, DATA.matrix.indices, 1.0 + DATA.matrix.indices % 5,
+                                   feedback="rating")  # for the models that fit ratings only
 
 
 @pytest.mark.parametrize("name", [m for m in MODELS if m != "popular"])
@@ -44,7 +47,7 @@ def test_any_value_of_any_hyper_parameter_fits_or_is_refused_by_name(name, data)
         # ranges are what this test is about.
         params[param] = min(int(value), 8)
     try:
-        create_model(name, **params).fit(DATA)
+        create_model(name, **params).fit(RATINGS if name == "bpmf" else DATA)
     except RecsysError as exc:
         assert str(exc)
     except Exception as exc:  # pragma: no cover - the failure this test exists to find

@@ -143,11 +143,12 @@ def evaluate(
 
     ``search`` replaces exact retrieval (e.g. an Annoy index); ``retrieval`` names it.
     Rating models (``model.predicts_ratings``) on rating data also get RMSE and MAE over
-    the test entries.
+    all test ratings, those of unknown users and items included (:func:`rating_errors`).
     """
     model = Embeddings.of(model)
     ks = _validate_ks(ks)
     start = time.perf_counter()
+    errors = rating_errors(model, test) if model.predicts_ratings and test.feedback == "rating" else None
     test, dropped = test.reindex(model.users, model.items)
     if test.nnz == 0:
         raise InputError(
@@ -174,11 +175,9 @@ def evaluate(
     metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in values.items()}
     assert top is not None
     metrics.update(beyond_accuracy(top, ks, model.item_popularity, model.item_embeddings))
-    if model.predicts_ratings and test.feedback == "rating":
-        pred = model.score_pairs(test.row_indices, test.matrix.indices)
-        err = pred.astype(np.float64) - test.matrix.data
-        metrics["rmse"] = float(np.sqrt(np.mean(err**2)))
-        metrics["mae"] = float(np.mean(np.abs(err)))
+    if errors is not None:
+        metrics["rmse"] = float(np.sqrt(np.mean(errors**2)))
+        metrics["mae"] = float(np.mean(np.abs(errors)))
     table = None
     if per_user:
         table = pd.DataFrame({"user": model.users.ids[users], "n_relevant": n_test[users]})
@@ -195,6 +194,27 @@ def evaluate(
         seconds=time.perf_counter() - start,
         per_user=table,
     )
+
+
+def rating_errors(model: Embeddings, test: Interactions) -> np.ndarray:
+    """Prediction minus rating for every test rating, shape (test.nnz,), float64; the model's
+    score, unclipped. A model with biases rates a user without training entries ``mu + b_i``,
+    an item without them ``mu + b_u``, both ``mu`` (what Surprise and the papers on ML-100K's
+    splits do, so that RMSE is over all test ratings); a model without biases leaves such
+    entries out."""
+    u = model.users.index(test.users.ids)[test.row_indices]
+    i = model.items.index(test.items.ids)[test.matrix.indices]
+    known_u, known_i = u >= 0, i >= 0
+    pred = np.full(test.nnz, np.nan)
+    both = known_u & known_i
+    pred[both] = model.score_pairs(u[both], i[both])
+    if model.global_bias is not None:
+        # Folded biases: a user vector ends with b_u + mu; an item vector with b_i, 1.
+        pred[known_u & ~known_i] = model.user_vectors[u[known_u & ~known_i], -1]
+        pred[~known_u & known_i] = model.item_vectors[i[~known_u & known_i], -2] + model.global_bias
+        pred[~known_u & ~known_i] = model.global_bias
+    err = pred - test.matrix.data
+    return err[~np.isnan(err)]
 
 
 def _report_order(metrics: dict[str, float], ks: Sequence[int]) -> list[str]:

@@ -90,6 +90,8 @@ def describe_data(result: TrainResult) -> str:
     params = result.model.get_params()
     if params.get("loss") == "mse":
         use = "fitted as explicit ratings (loss mse)"
+    elif result.model.predicts_ratings:
+        use = "fitted as explicit ratings"
     elif "weighting" in params:
         chosen = resolved_weighting(params["weighting"], result.train.feedback)
         shown = f"auto: {chosen}" if params["weighting"] == "auto" else chosen

@@ -7,6 +7,7 @@ from typing import Any
 from recsys.errors import ConfigError
 from recsys.models.als import ALS
 from recsys.models.base import Recommender
+from recsys.models.bpmf import BayesianMF
 from recsys.models.ials import IALS
 from recsys.models.mf import MatrixFactorization
 from recsys.models.popular import Popular
@@ -18,12 +19,13 @@ MODELS: dict[str, type[Recommender]] = {
     ALS.name: ALS,
     IALS.name: IALS,
     MatrixFactorization.name: MatrixFactorization,
+    BayesianMF.name: BayesianMF,
     TwoTower.name: TwoTower,
 }
 
 
 def create_model(name: str, **params: Any) -> Recommender:
-    """A model by its name (``als``, ``ials``, ``mf``, ``two-tower``, ``popular``) with the given hyper-parameters."""
+    """A model by its name (``als``, ``ials``, ``mf``, ``bpmf``, ``two-tower``, ``popular``) with the given hyper-parameters."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name].from_params(params)
@@ -38,6 +40,7 @@ __all__ = [
     "ALS",
     "IALS",
     "MODELS",
+    "BayesianMF",
     "IterativeRecommender",
     "MatrixFactorization",
     "Popular",

@@ -342,6 +342,7 @@ class Recommender(ABC):
                 item_popularity=self.item_popularity, name=self.name,
                 fingerprint=getattr(self, "training_fingerprint", ""), predicts_ratings=self.predicts_ratings,
                 scores_cold_items=self.scores_cold_items,
+                global_bias=self.global_bias if self.has_bias else None,
             )
             cached = (sources, self.global_bias, value)
             self._embeddings = cached

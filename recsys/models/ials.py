@@ -51,7 +51,8 @@ from recsys.models.training import IterativeRecommender
 from recsys.seeding import derive_seed
 
 
-def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def csr_tensor(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A torch CSR tensor from scipy's canonical parts (indptr, indices, data)."""
     with warnings.catch_warnings():
         # torch flags CSR tensors as beta and skips invariant checks; ours come from scipy's
         # canonical CSR, so both warnings are noise.
@@ -69,14 +70,14 @@ class _Side:
         self.crow, self.col = crow, col
         self.conf = torch.as_tensor(conf, dtype=torch.float32, device=device)
         # The pattern for the sampled product; values are overwritten by each call.
-        self.pattern = _csr(crow, col, torch.zeros_like(self.conf), matrix.shape)
-        self.weighted = _csr(crow, col, self.conf, matrix.shape)
+        self.pattern = csr_tensor(crow, col, torch.zeros_like(self.conf), matrix.shape)
+        self.weighted = csr_tensor(crow, col, self.conf, matrix.shape)
         self.counts = torch.as_tensor(np.diff(matrix.indptr).astype(np.float32), device=device)
 
     def observed_term(self, x: torch.Tensor, fixed: torch.Tensor, fixed_t: torch.Tensor) -> torch.Tensor:
         """sum_i c_ui (q_i . x_u) q_i for every row u: sampled product, then sparse product."""
         dots = torch.sparse.sampled_addmm(self.pattern, x, fixed_t, beta=0.0)
-        scaled = _csr(self.crow, self.col, dots.values() * self.conf, dots.shape)
+        scaled = csr_tensor(self.crow, self.col, dots.values() * self.conf, dots.shape)
         return scaled @ fixed
 
 
