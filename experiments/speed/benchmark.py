@@ -8,7 +8,7 @@ Stages (run from the repository root):
       loops, one CPU each), every run kept: results/contention.<date>.<commit>.json
   python -m experiments.speed.benchmark jobs
       the whole `recsys train` command with each torch model's defaults (two-tower with
-      u.user and u.item, mf, mf --loss mse on u1): results/jobs.<date>.<commit>.json
+      u.user and u.item, mf, mf --loss mse and bpmf on u1): results/jobs.<date>.<commit>.json
   python -m experiments.speed.benchmark fixed [--runs 5]
       what a command costs before it does any work: interpreter, imports (torch, MLflow),
       and a tiny `recsys train` (the bundled sample, popular) with and without tracking
@@ -124,6 +124,7 @@ JOBS = {
     "two-tower": "--model two-tower --user-features {d}/u.user --item-features {d}/u.item",
     "mf": "--model mf",
     "mf-mse": "--model mf --loss mse",
+    "bpmf": "--model bpmf",
 }
 
 
