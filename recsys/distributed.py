@@ -173,10 +173,7 @@ def _member(launch: Launch, device: str, store: Any = None) -> Iterator[World]:
     global _world
     resolved = resolve_device(device)
     if resolved.type == "cuda":
-        count = torch.cuda.device_count()
-        if launch.local_rank >= count:
-            raise ConfigError(f"{launch.local_size} processes on this machine need {launch.local_size} GPUs "
-                              f"(one each); torch sees {count}. Start fewer, or train on the CPU (--device cpu)")
+        _check_gpus(launch.local_size)
         torch.cuda.set_device(launch.local_rank)  # "cuda" means this rank's GPU from here on
         resolved = torch.device("cuda", launch.local_rank)
     backend = "nccl" if resolved.type == "cuda" else "gloo"
@@ -188,6 +185,16 @@ def _member(launch: Launch, device: str, store: Any = None) -> Iterator[World]:
     finally:
         _world = None
         dist.destroy_process_group()
+
+
+def _check_gpus(processes: int) -> None:
+    """Refuse more processes on this machine than it has GPUs (NCCL: one GPU per process)."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if processes > count:
+        raise ConfigError(f"{processes} processes on this machine need {processes} GPUs (one each); torch sees "
+                          f"{count}. Start fewer, or train on the CPU (--device cpu)")
 
 
 # -- --nproc: rank 0 starts the others ----------------------------------------------------
@@ -219,6 +226,8 @@ def _start(nproc: int, device: str, worker: Callable[..., Any] | None, args: tup
         raise ValueError("starting processes needs the worker they run")
     if launched() is not None:
         raise ConfigError("this process was started by torchrun; drop --nproc")
+    if resolve_device(device).type == "cuda":
+        _check_gpus(nproc)  # before any process starts
     context = multiprocessing.get_context("spawn")
     workers: list[_Worker] = []
     with shared_threads(nproc) as share:
