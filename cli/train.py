@@ -29,6 +29,7 @@ from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracke
 _MODEL = "Model and hyper-parameters"
 _SPLIT = "Evaluation"
 _CKPT = "Checkpoints"
+_SCALE = "Scaling out"
 
 
 @command
@@ -65,6 +66,7 @@ def train(
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save a checkpoint every N epochs (iterative models). SIGINT/SIGTERM always save one.", rich_help_panel=_CKPT)] = 0,
     checkpoint_dir: Annotated[Path | None, typer.Option("--checkpoint-dir", help="Checkpoint directory (default: the model directory + .checkpoint).", rich_help_panel=_CKPT)] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run saved in this checkpoint directory, with its settings.", rich_help_panel=_CKPT)] = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", help="Train data-parallel in N processes on this machine (mf, two-tower; gloo on the CPU, NCCL on GPUs, one GPU each): each a shard of the pairs, the effective batch N x batch_size. Across machines, start the command with torchrun instead.", rich_help_panel=_SCALE)] = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     track: Track = None,
@@ -76,6 +78,7 @@ def train(
 
     With no options but --data: implicit-feedback iALS with defaults chosen for the data's shape, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
     from recsys.checkpoint import read_checkpoint_meta
+    from recsys.distributed import launched
     from recsys.errors import ConfigError
     from recsys.jobs import FeatureTables
     from recsys.jobs import train as run_train
@@ -89,9 +92,12 @@ def train(
     from recsys.jobs.settings import check_sources
 
     check_sources(data, test)  # before the run (and its store) is opened
+    launch = launched()
+    if launch is not None and launch.rank > 0:
+        track, quiet = False, True  # under torchrun rank 0 alone tracks and prints
     runs = tracker(track, tracking_uri, experiment)
     features = FeatureTables(user_features or None, item_features or None, user_features_spec, item_features_spec)
-    options = {"test": test, "output": output, "features": features, "progress": not quiet,
+    options = {"test": test, "output": output, "features": features, "progress": not quiet, "nproc": nproc,
                "index_trees": (trees if trees is not None else DEFAULT_TREES) if index else None, "checkpoint_every": checkpoint_every}
     if resume is not None:
         given = {"--model": model, "--factors": factors, "--epochs": epochs, "--learning-rate": learning_rate,
@@ -120,6 +126,8 @@ def train(
         with runs.run(f"train-{settings.model}", kind="train") as run:
             result = run_train(data, settings, read_options=read_options, checkpoint_dir=checkpoint_dir,
                                checkpoint_on_signal=True, run=run, **options)
+    if result.rank > 0:
+        return
     _report(result, fmt, quiet)
     if fmt != "json" and result.run_id:
         note(run_note(result.run_id, runs), quiet)
@@ -142,6 +150,7 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
             "metrics": None if result.evaluation is None else result.evaluation.metrics,
             **({"cold_items": result.evaluation.extra} if result.evaluation is not None and result.evaluation.extra else {}),
             "run_id": result.run_id,
+            "processes": result.processes,
         })
         return
     data = result.train
@@ -158,6 +167,10 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
                 note(f"features {side}s: {result.features.cold[side]} cold (features, no interactions), "
                      f"{result.features.missing[side]} without a feature row", quiet)
     note(f"model    {model!r} fitted in {result.seconds['fit']:.2f}s", quiet)
+    if result.processes:
+        each = model.get_params().get("batch_size")
+        note(f"parallel {result.processes['processes']} processes ({result.processes['backend']}), each a shard of the "
+             f"pairs; effective batch {result.processes['processes']} x {each}", quiet)
     chosen = model.describe_auto()
     if chosen:
         note(f"auto     {chosen}", quiet)

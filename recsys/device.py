@@ -162,3 +162,22 @@ def passive_openmp() -> None:
     OpenMP runtime (torch's, implicit's) loads: so this runs on ``import recsys``, before them.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@contextlib.contextmanager
+def shared_threads(processes: int) -> Iterator[int]:
+    """Inside the block this process's CPU budget is its share of :func:`cpu_budget` among
+    ``processes`` processes on this machine (data-parallel training: two processes on two
+    CPUs take one each rather than contend for both); yields the share. The share holds for
+    every step, small or large, as a ``--threads`` would; the budget is restored after."""
+    import torch
+
+    global _threads
+    before, torch_before = _threads, torch.get_num_threads()
+    share = max(1, cpu_budget() // max(1, processes))
+    set_threads(share)
+    try:
+        yield share
+    finally:
+        _threads = before
+        torch.set_num_threads(torch_before)

@@ -12,6 +12,12 @@ checkpoint directory is removed once the model is saved.
 The run (:class:`recsys.runs.Run`) receives the settings, the data's description
 (``data_info`` replaces it: a log read once and trained on many times), per-epoch figures,
 the metrics, the model and diagnostics; its id is the result's ``run_id``.
+
+Data-parallel (``mf``, ``two-tower``): ``nproc=N`` trains in N processes on this machine,
+this one rank 0; under torchrun every process calls :func:`train` and the group comes from
+its environment (:mod:`recsys.distributed`). Every rank reads and splits the data and trains
+its shard; rank 0 alone evaluates, saves, checkpoints and reports to the run, and the others
+return a result without evaluation (``rank`` > 0).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recsys import distributed
 from recsys.artifacts import check_output, output_lock, write_json
 from recsys.checkpoint import CHECKPOINT_DIRECTORY, Checkpointing
 from recsys.data.filters import FilterReport, Filters, apply_filters, describe_values
@@ -74,6 +81,8 @@ class TrainResult:
     filtered: FilterReport | None = None  # what the filters dropped, when any were given
     merged: int | None = None  # rows of the training file that repeated a pair and were combined
     read_shape: tuple[int, int] | None = None  # users and items of the data as read (filtered), before any split
+    processes: dict[str, Any] | None = None  # data-parallel: processes, backend, per machine (None: one process)
+    rank: int = 0  # data-parallel: this process's rank; only rank 0's result is evaluated and saved
 
 
 NO_DATA = "no training data: give --data FILE (or --resume a checkpoint directory)"
@@ -129,6 +138,7 @@ def train(
     checkpoint_on_signal: bool = False,
     run: Run = NULL_RUN,
     data_info: Mapping[str, Any] | None = None,
+    nproc: int | None = None,
 ) -> TrainResult:
     """Load, split, fit, evaluate and save a model, reporting to ``run``.
 
@@ -140,7 +150,7 @@ def train(
     ``features`` (:class:`FeatureTables`) attach side information for models that use it
     (``two-tower``); ids with features but no interactions join the catalogue as cold
     ones. With ``split="cold-items"`` the evaluation is on the held-out cold items.
-    Checkpoints, ``resume`` and what ``run`` receives: see the module's docstring.
+    Checkpoints, ``resume``, what ``run`` receives and ``nproc``: see the module's docstring.
     """
     features = features or FeatureTables()
     if resume is not None:
@@ -154,7 +164,18 @@ def train(
     config.check()
     if index_trees is not None and (isinstance(index_trees, bool) or index_trees < 1):
         raise ConfigError(f"trees must be at least 1, got {index_trees} (--no-index builds none)")
+    check_data_parallel(config.model, distributed.processes(nproc))
+    launch = distributed.launched()
+    device = str(config.model_params().get("device", "auto"))
     directory = Path(output) if output is not None else default_model_dir(config.model)
+    if launch is not None and launch.rank > 0:
+        # Another rank of a torchrun job: its shard of the training, nothing written or reported.
+        checkpointing = _checkpointing(config.model, directory, checkpoint_every, checkpoint_dir, resume is not None,
+                                       checkpoint_on_signal, {}, check=False)
+        with distributed.group(None, device) as world:
+            result = train_shard(data, config, test, read_options, features, checkpointing)
+        result.processes, result.rank = distributed.describe(world), launch.rank
+        return result
     if save:
         check_output(directory, MODEL_DIRECTORY, inputs=[data, test, features.users, features.items])
     # The lock is held for the whole run: a second run aimed at the same directory is
@@ -165,9 +186,17 @@ def train(
             stored_settings(data, test, config, read_options, directory, checkpoint_every, features),
         )
         record_settings(run, config, data, test, features, data_info)
-        result = fit_and_evaluate(data, config, test=test, read_options=read_options, features=features,
-                                  callbacks=[*callbacks, EpochLogger(run)], progress=progress,
-                                  checkpointing=checkpointing)
+        # Started by --nproc, the other ranks run train_shard with the same settings (their
+        # checkpointing without signals: Ctrl-C is this process's to handle).
+        shard_checkpointing = None if checkpointing is None else dataclasses.replace(checkpointing, handle_signals=False)
+        with distributed.group(nproc, device, train_shard,
+                               (data, config, test, read_options, features, shard_checkpointing)) as world:
+            if world is not None:
+                run.log_params({f"distributed.{k}": v for k, v in (distributed.describe(world) or {}).items()})
+            result = fit_and_evaluate(data, config, test=test, read_options=read_options, features=features,
+                                      callbacks=[*callbacks, EpochLogger(run)], progress=progress,
+                                      checkpointing=checkpointing)
+            result.processes = distributed.describe(world)
         result.run_id = run.run_id
         if save or run.keeps_models:
             with status("saving the model" + (" and building its Annoy index" if index_trees else "")
@@ -179,6 +208,26 @@ def train(
             with output_lock(checkpointing.directory):  # its job is done: the model is saved
                 shutil.rmtree(checkpointing.directory, ignore_errors=True)
     return result
+
+
+def check_data_parallel(model: str, processes: int) -> None:
+    """Refuse more than one process for a model that cannot train data-parallel, saying what to use."""
+    if processes <= 1 or MODELS[model].data_parallel:
+        return
+    able = " and ".join(n for n, c in MODELS.items() if c.data_parallel)
+    raise ConfigError(
+        f"model {model!r} does not train data-parallel: --nproc and torchrun apply to {able}. "
+        "To train ALS past one machine, use Spark (recsys train --model als --engine spark); "
+        f"otherwise drop --nproc and train {model!r} in one process"
+    )
+
+
+def train_shard(data: DataSource, config: TrainConfig, test: DataSource | None, read_options: ReadOptions | None,
+                features: FeatureTables | None, checkpointing: Checkpointing | None) -> TrainResult:
+    """A rank other than 0 of a data-parallel run (inside its group): read and split as rank
+    0 does and train this rank's shard; rank 0 evaluates, saves and reports."""
+    return fit_and_evaluate(data, config, test=test, read_options=read_options, features=features,
+                            checkpointing=checkpointing)
 
 
 def fit_and_evaluate(
@@ -217,7 +266,7 @@ def fit_and_evaluate(
     timings["fit"] = time.perf_counter() - start
 
     evaluation = None
-    if test_data is not None and test_data.nnz:
+    if test_data is not None and test_data.nnz and distributed.is_main():  # data-parallel: rank 0's alone
         if config.split == "cold-items" and test is None:
             from recsys.evaluation.cold import evaluate_cold_items
 
@@ -254,8 +303,9 @@ def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
 
 
 def _checkpointing(model: str, directory: Path, every: int, checkpoint_dir: str | os.PathLike | None,
-                   resume: bool, on_signal: bool, settings: dict[str, Any]) -> Checkpointing | None:
-    """The epoch loop's checkpoint settings, or None when the run keeps no checkpoints."""
+                   resume: bool, on_signal: bool, settings: dict[str, Any], check: bool = True) -> Checkpointing | None:
+    """The epoch loop's checkpoint settings, or None when the run keeps no checkpoints
+    (``check``: the folder is checked first; data-parallel, by rank 0 alone)."""
     can = MODELS[model].supports_checkpoints()
     if not (every or checkpoint_dir is not None or (on_signal and can)):
         return None
@@ -263,7 +313,7 @@ def _checkpointing(model: str, directory: Path, every: int, checkpoint_dir: str 
         able = [n for n, c in MODELS.items() if c.supports_checkpoints()]
         raise ConfigError(f"model {model!r} has no checkpoints; they apply to iterative models ({', '.join(able)})")
     where = Path(checkpoint_dir) if checkpoint_dir is not None else directory.with_name(directory.name + ".checkpoint")
-    if not resume:
+    if not resume and check:
         # Checked now, not at the first checkpoint hours in: the folder is replaced at every
         # save and removed at the end, so it may only be new, empty or an earlier checkpoint.
         check_output(where, CHECKPOINT_DIRECTORY)
@@ -309,4 +359,5 @@ def run_record(result: TrainResult, data: DataSource) -> dict[str, Any]:
         "test_entries": None if result.test is None else result.test.nnz,
         "metrics": None if result.evaluation is None else result.evaluation.metrics,
         "seconds": result.seconds,
+        "processes": result.processes,
     }

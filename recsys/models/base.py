@@ -90,6 +90,9 @@ class Recommender(ABC):
     """Whether ``fit`` reads user and item feature tables (attached to the interactions)."""
     trains_by_epoch: ClassVar[bool] = False
     """Whether ``fit`` runs the shared epoch loop (callbacks, validation, progress, checkpoints)."""
+    data_parallel: ClassVar[bool] = False
+    """Whether ``fit`` trains data-parallel in a process group (``--nproc``, torchrun; see
+    :mod:`recsys.distributed`): each process a shard of the pairs, gradients averaged."""
     legacy_params: ClassVar[dict[str, Any]] = {}
     """Values of hyper-parameters added after the first release, for models saved before them."""
     renamed_params: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {}

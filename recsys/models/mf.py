@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from recsys import distributed
 from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
 from recsys.device import resolve_device
@@ -110,6 +111,7 @@ class MatrixFactorization(IterativeRecommender):
     """
 
     name = "mf"
+    data_parallel = True
 
     def __init__(
         self,
@@ -214,7 +216,9 @@ class MFTrainer:
         self.step_work = float(self.batch_size * self.d * (1 if self.loss == "mse" else self.negatives))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        return minibatch_epoch(self.rows.shape[0], self.batch_size, self.gen, self.train_step)
+        figures = minibatch_epoch(self.rows.shape[0], self.batch_size, self.gen, self.train_step)
+        distributed.resync(self.table, self.opt.exp_avg, self.opt.exp_avg_sq)  # GPUs only; see there
+        return figures
 
     def train_step(self, batch: torch.Tensor, _step: int) -> torch.Tensor:
         users, items = self.rows[batch], self.cols[batch]
@@ -224,7 +228,9 @@ class MFTrainer:
         rows = self.opt.gather(indices)
         loss = self.batch_loss(rows, items, negatives, self.vals[batch] if negatives is None else None)
         loss.backward()
-        self.opt.step(indices, rows)
+        # Data-parallel, every process applies every process's rows (the table is not an
+        # nn.Module for DDP, and a dense all-reduce would send all of it); alone, its own.
+        self.opt.apply(*distributed.gather_rows(indices, rows.grad))
         return loss.detach()
 
     def batch_loss(

@@ -38,13 +38,19 @@ class RowAdam:
         """The rows at ``indices`` (repeats allowed), detached, as a leaf that requires grad."""
         return self.table[indices].requires_grad_()
 
-    @torch.no_grad()
     def step(self, indices: torch.Tensor, rows: torch.Tensor) -> None:
         """One Adam step with the gradient in ``rows.grad`` (rows gathered at ``indices``)."""
+        self.apply(indices, rows.grad)
+
+    @torch.no_grad()
+    def apply(self, indices: torch.Tensor, row_grads: torch.Tensor) -> None:
+        """One Adam step with ``row_grads``, the gradient of the rows at ``indices`` (repeats
+        allowed, summed): what :meth:`step` does with a backward pass's gradient, and what
+        data-parallel training does with every process's rows together."""
         self.steps += 1
         unique, inverse = torch.unique(indices, return_inverse=True)
-        grad = torch.zeros((len(unique), self.table.shape[1]), dtype=rows.grad.dtype, device=rows.grad.device)
-        grad.index_add_(0, inverse, rows.grad)
+        grad = torch.zeros((len(unique), self.table.shape[1]), dtype=row_grads.dtype, device=row_grads.device)
+        grad.index_add_(0, inverse, row_grads)
         m = self.exp_avg[unique].mul_(self.beta1).add_(grad, alpha=1.0 - self.beta1)
         v = self.exp_avg_sq[unique].mul_(self.beta2).addcmul_(grad, grad, value=1.0 - self.beta2)
         self.exp_avg[unique] = m

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from recsys import distributed
 from recsys.artifacts import _json_default
 from recsys.checkpoint import (
     Checkpoint,
@@ -148,6 +149,9 @@ class IterativeRecommender(Recommender):
         if checkpointing is not None and checkpointing.resume:
             resume = load_checkpoint(checkpointing.directory)
             self._check_resume(resume)
+        # Data-parallel: every process must have read and split the same data (a node with
+        # another copy of the file would otherwise train on a different problem).
+        distributed.check_same(self.training_fingerprint, "the training data")
         trainer = self.create_trainer(data, self.fitted_params)
         try:
             state = _LoopState() if resume is None else self._resume(trainer, resume)
@@ -186,6 +190,7 @@ class IterativeRecommender(Recommender):
         checkpointing: Checkpointing | None,
     ) -> None:
         guard = SignalGuard()
+        main = distributed.is_main()  # rank 0 (or a process on its own) validates and checkpoints
         with guard.active(checkpointing is not None and checkpointing.handle_signals), \
                 progress_bar(self.epochs, f"training {self.name}", enabled=progress) as bar:
             bar.advance(state.first - 1)
@@ -196,18 +201,19 @@ class IterativeRecommender(Recommender):
                     raise TrainingDiverged(f"{self.name}: training diverged at epoch {epoch} (loss "
                                            f"{figures['loss']}); nothing was saved. {DIVERGENCE_ADVICE}")
                 figures["epoch_seconds"] = time.perf_counter() - start
-                stop = validation is not None and self._validate(trainer, validation, epoch, figures, state)
+                stop = validation is not None and main and self._validate(trainer, validation, epoch, figures, state)
                 self.history.append({"epoch": epoch, **figures})
                 for callback in callbacks:
                     if callback.on_epoch_end(self, epoch, figures):
                         stop = True
+                stop, signum = distributed.agree(stop, guard.signum)  # all processes stop together
                 bar.advance(1, **{k: v for k, v in figures.items() if k != "epoch_seconds"})
                 if checkpointing is not None:
                     due = checkpointing.every and epoch % checkpointing.every == 0
-                    if guard.signum is not None or (due and not stop and epoch < self.epochs):
+                    if main and (signum is not None or (due and not stop and epoch < self.epochs)):
                         self._save_checkpoint(trainer, checkpointing, epoch, state)
-                    if guard.signum is not None:
-                        raise TrainingInterrupted(checkpointing.directory, epoch, self.epochs, guard.signum)
+                    if signum is not None:
+                        raise TrainingInterrupted(checkpointing.directory, epoch, self.epochs, signum)
                 if stop:
                     break
 
@@ -275,17 +281,21 @@ def minibatch_epoch(
     """One pass over ``n`` training entries in shuffled minibatches (the loop of every
     gradient-trained model): ``train_step(entry_indices, step)`` trains on one batch (step
     counted from 0 within the epoch) and returns its detached loss. Returns
-    ``{"loss": mean batch loss}``, with one host sync per epoch."""
+    ``{"loss": mean batch loss}``, with one host sync per epoch.
+
+    Data-parallel (:mod:`recsys.distributed`), every process draws the same permutation and
+    trains on its own equal part of it (:func:`~recsys.distributed.shard`), and the loss is
+    averaged over the processes."""
     import torch
 
     device = generator.device
-    order = torch.randperm(n, generator=generator, device=device)
+    order = distributed.shard(torch.randperm(n, generator=generator, device=device))
     total = torch.zeros((), device=device)
     steps = 0
-    for start in range(0, n, batch_size):
+    for start in range(0, len(order), batch_size):
         total += train_step(order[start:start + batch_size], steps)
         steps += 1
-    return {"loss": float(total) / max(steps, 1)}
+    return {"loss": distributed.mean(total) / max(steps, 1)}
 
 
 def optimizer_step(

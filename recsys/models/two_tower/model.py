@@ -95,6 +95,7 @@ class TwoTower(IterativeRecommender):
     """
 
     name = "two-tower"
+    data_parallel = True
     uses_features = True
     # Models saved before these hyper-parameters existed were trained without them.
     legacy_params: ClassVar[dict[str, Any]] = {"tower_bias": False, "lr_schedule": "constant"}

@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from recsys import distributed
 from recsys.checkpoint import check_arrays
 from recsys.data.features import FeatureEncoder
 from recsys.data.interactions import Interactions
@@ -37,6 +39,20 @@ from recsys.seeding import derive_seed
 def cosine_decay(base: float, step: int, total: int) -> float:
     """The learning rate at ``step`` of ``total``: ``base`` at 0, down to 0 at ``total``."""
     return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+class _BatchLoss(nn.Module):
+    """Both towers as one module whose forward is a batch's loss: what DistributedDataParallel
+    wraps, so that one forward and one backward average both towers' gradients (the item
+    tower runs twice in a step with uniform negatives; autograd sums its gradients first)."""
+
+    def __init__(self, trainer: TwoTowerTrainer) -> None:
+        super().__init__()
+        self.user_tower, self.item_tower = trainer.user_tower, trainer.item_tower
+        self.loss = trainer.batch_loss
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.loss(users, items)
 
 
 class TwoTowerTrainer:
@@ -71,13 +87,18 @@ class TwoTowerTrainer:
         # count_j / nnz per row, so B * that is its expected count (the logQ term).
         self.inbatch = NegativeSampler(counts, "popularity", gen, dev, power=1.0)
         self.warm = torch.as_tensor(np.flatnonzero(counts > 0), device=dev)
-        self.total_steps = params["epochs"] * math.ceil(data.matrix.nnz / self.batch_size)
+        # Data-parallel, each process steps through its shard of the pairs.
+        self.steps_per_epoch = math.ceil(distributed.shard_size(data.matrix.nnz) / self.batch_size)
+        self.total_steps = params["epochs"] * self.steps_per_epoch
         weights = [*self.user_tower.parameters(), *self.item_tower.parameters()]
         self.opt = torch.optim.AdamW(weights, lr=self.learning_rate, weight_decay=params["regularization"], fused=True)
         use_amp = params["mixed_precision"] and dev.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
         # The in-batch logits: (B, d) x (d, B + uniform negatives), the towers' MLPs beside them.
         self.step_work = float(self.batch_size * (self.batch_size + self.uniform_negatives) * params["factors"])
+        # Data-parallel: DDP averages the towers' gradients (in-batch negatives stay per
+        # process: each softmax sees its own B pairs). Alone: the plain method.
+        self.step_loss = self.batch_loss if distributed.current() is None else distributed.data_parallel(_BatchLoss(self))
 
     def _embed_users(self, users: torch.Tensor, keep: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         cat, multi, num = self.users.rows(users)
@@ -97,13 +118,13 @@ class TwoTowerTrainer:
         self.user_tower.train()
         self.item_tower.train()
         n = self.rows.shape[0]
-        done = (epoch - 1) * math.ceil(n / self.batch_size)
+        done = (epoch - 1) * self.steps_per_epoch
 
         def schedule(step: int) -> None:
             for group in self.opt.param_groups:
                 group["lr"] = cosine_decay(self.learning_rate, done + step, self.total_steps)
 
-        train_step = optimizer_step(self.opt, lambda b: self.batch_loss(self.rows[b], self.cols[b]),
+        train_step = optimizer_step(self.opt, lambda b: self.step_loss(self.rows[b], self.cols[b]),
                                     before_step=schedule if self.cosine_schedule else None,
                                     autocast=self.autocast)
         return minibatch_epoch(n, self.batch_size, self.gen, train_step)
