@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The project with its test tools and the spark extra (pyspark; its tests need Java 17+ and are
+# skipped, saying so, where there is none).
 # The CPU build of torch, installed before the project so the range in pyproject.toml is
 # already satisfied (an unpinned torch would pull a multi-GB CUDA build).
 TORCH ?= torch==2.13.0
@@ -16,7 +18,7 @@ TORCH ?= torch==2.13.0
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,spark]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -192,6 +192,12 @@ UserFeaturesSpec = Annotated[str | None, typer.Option("--user-features-spec", he
 ItemFeaturesSpec = Annotated[str | None, typer.Option("--item-features-spec", help="Column types, e.g. 'genres=multi:|,year=numeric,title=skip', or a TOML file.", rich_help_panel=_FEATURES)]
 
 
+_ENGINE = "Engine"
+Engine = Annotated[Literal["local", "spark"], typer.Option("--engine", help="local (this process) or spark (Spark MLlib's ALS / top-k on Spark's executors; pip install 'recsys[spark]').", rich_help_panel=_ENGINE)]
+SparkMaster = Annotated[str | None, typer.Option("--spark-master", help="Spark master URL: local[*] (the default), local[N], spark://HOST:7077, yarn, k8s://...", rich_help_panel=_ENGINE)]
+SparkConf = Annotated[list[str] | None, typer.Option("--spark-conf", help="A Spark setting KEY=VALUE (repeatable), e.g. spark.executor.memory=8g.", rich_help_panel=_ENGINE)]
+
+
 def parse_ks(text: str) -> tuple[int, ...]:
     from recsys.errors import ConfigError
 

@@ -6,7 +6,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from recsys_cli.common import Format, Quiet, command, note, print_json, with_read_options
+from recsys_cli.common import (
+    Engine,
+    Format,
+    Quiet,
+    SparkConf,
+    SparkMaster,
+    command,
+    note,
+    print_json,
+    with_read_options,
+)
 from recsys_cli.tracking import Experiment, Track, TrackingUri, run_note, tracker
 
 from recsys.errors import ConfigError
@@ -73,7 +83,7 @@ def index(
 @with_read_options
 def recommend(
     model: Model,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet or .csv (columns user, item, rank, score, fallback); - for CSV on standard output.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file: .parquet or .csv (columns user, item, rank, score, fallback); - for CSV on standard output. With --engine spark: a directory of Parquet parts (any path Spark writes).")],
     users: Annotated[str | None, typer.Option("--users", help="'all', a file of user ids (one per line, or a 'user' column), or ID,ID,... (default: all; with --history, the history's users).")] = None,
     k: Annotated[int, typer.Option("--k", help="Items per user.")] = 10,
     retrieval: Retrieval = "exact",
@@ -87,6 +97,9 @@ def recommend(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for exact retrieval.")] = "auto",
     item_features: Titles = None,
     item_id_col: TitleIdCol = None,
+    engine: Engine = "local",
+    spark_master: SparkMaster = None,
+    spark_conf: SparkConf = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     track: Track = None,
@@ -94,14 +107,16 @@ def recommend(
     experiment: Experiment = None,
     read_options: Any = None,
 ) -> None:
-    """Top-k items for many users, written to a file atomically as it goes.
+    """Top-k items for many users, written to a file atomically as it goes (with --engine spark: scored on Spark's executors, written as a directory of Parquet parts).
 
     Users the model does not know (and who have no --history) get the most popular items, marked fallback=true with a NaN score, and are counted."""
     from recsys.jobs import FeatureTables
     from recsys.jobs import recommend as run_recommend
     from recsys.retrieval.batch import parse_users
+    from recsys.spark import engine_settings
     from recsys.tracking import resolve_model_dir
 
+    spark = engine_settings(engine, spark_master, spark_conf or [])
     if str(out) == "-" and fmt == "json":
         raise ConfigError("--out - writes the table to standard output; drop --format json")
     runs = tracker(track, tracking_uri, experiment)
@@ -112,7 +127,7 @@ def recommend(
             features=FeatureTables(users=user_features or None, user_spec=user_features_spec),
             run=run, model_source=model, retrieval=retrieval, include_seen=include_seen,
             batch_users=batch_users, search_k=search_k, n_jobs=jobs, device=device, progress=not quiet,
-            item_table=item_features, item_id_column=item_id_col,
+            item_table=item_features, item_id_column=item_id_col, spark=spark,
         )
     if fmt == "json":
         print_json(result.to_dict())

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 from recsys_cli.common import (
+    Engine,
     Format,
     ItemFeatures,
     ItemFeaturesSpec,
@@ -15,6 +16,8 @@ from recsys_cli.common import (
     MinRating,
     MinUserCount,
     Quiet,
+    SparkConf,
+    SparkMaster,
     UserFeatures,
     UserFeaturesSpec,
     command,
@@ -35,7 +38,7 @@ _SCALE = "Scaling out"
 @command
 @with_read_options
 def train(
-    data: Annotated[Path | None, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Interaction log: CSV, TSV, ::-separated or Parquet, gzip or not (with --engine spark: any path Spark reads, a directory of parts, hdfs://, s3a://).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model: ials, als, mf, bpmf, two-tower or popular (default ials).", rich_help_panel=_MODEL)] = None,
     factors: Annotated[int | None, typer.Option(help="Embedding dimension.", rich_help_panel=_MODEL)] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", rich_help_panel=_MODEL)] = None,
@@ -49,7 +52,7 @@ def train(
     split: Annotated[str | None, typer.Option(help="user (per-user 80/20), random, temporal, last-n, leave-one-out, cold-items (a share of items held out whole), or none (train on all).", rich_help_panel=_SPLIT)] = None,
     test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Held-out share for user, random and temporal splits, of the items for cold-items (default 0.2).", rich_help_panel=_SPLIT)] = None,
     split_n: Annotated[int | None, typer.Option("--split-n", help="Entries per user held out by last-n (default 1).", rich_help_panel=_SPLIT)] = None,
-    test: Annotated[Path | None, typer.Option("--test", help="Evaluate on this file instead of splitting.", rich_help_panel=_SPLIT)] = None,
+    test: Annotated[str | None, typer.Option("--test", help="Evaluate on this file instead of splitting.", rich_help_panel=_SPLIT)] = None,
     k: Ks = None,
     validation_fraction: Annotated[float | None, typer.Option("--validation-fraction", help="Carve a per-user validation split from train: per-epoch recall, early stopping.", rich_help_panel=_SPLIT)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without validation gain.", rich_help_panel=_SPLIT)] = None,
@@ -67,6 +70,9 @@ def train(
     checkpoint_dir: Annotated[Path | None, typer.Option("--checkpoint-dir", help="Checkpoint directory (default: the model directory + .checkpoint).", rich_help_panel=_CKPT)] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run saved in this checkpoint directory, with its settings.", rich_help_panel=_CKPT)] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", help="Train data-parallel in N processes on this machine (mf, two-tower; gloo on the CPU, NCCL on GPUs, one GPU each): each a shard of the pairs, the effective batch N x batch_size. Across machines, start the command with torchrun instead.", rich_help_panel=_SCALE)] = None,
+    engine: Engine = "local",
+    spark_master: SparkMaster = None,
+    spark_conf: SparkConf = None,
     fmt: Format = "table",
     quiet: Quiet = False,
     track: Track = None,
@@ -85,7 +91,9 @@ def train(
     from recsys.jobs.config import build_train_config
     from recsys.jobs.training import NO_DATA
     from recsys.retrieval.annoy_index import DEFAULT_TREES
+    from recsys.spark import engine_settings
 
+    spark = engine_settings(engine, spark_master, spark_conf or [])
     if data is None and resume is None:
         # Refused before a run is opened: a mistake in the command leaves no FAILED run behind.
         raise ConfigError(NO_DATA)
@@ -122,10 +130,11 @@ def train(
             params=param or [], device=device, seed=seed, split=split, test_fraction=test_fraction,
             split_n=split_n, ks=None if k is None else parse_ks(k), validation_fraction=validation_fraction, patience=patience,
             filters={"min_rating": min_rating, "min_user_count": min_user_count, "min_item_count": min_item_count},
+            engine=engine,
         )
         with runs.run(f"train-{settings.model}", kind="train") as run:
             result = run_train(data, settings, read_options=read_options, checkpoint_dir=checkpoint_dir,
-                               checkpoint_on_signal=True, run=run, **options)
+                               checkpoint_on_signal=True, run=run, spark=spark, **options)
     if result.rank > 0:
         return
     _report(result, fmt, quiet)

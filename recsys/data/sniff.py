@@ -110,6 +110,22 @@ def sniff_layout(
         return _parquet_layout(path, explicit, data_format)
     gzipped = is_gzip(head)
     lines = _sniff_lines(read_bytes(path, gzipped, SNIFF_BYTES), encoding, path)
+    return layout_of_lines(lines, path, gzipped=gzipped, sep=sep, header=header, explicit=explicit,
+                           data_format=data_format)
+
+
+def layout_of_lines(
+    lines: list[str],
+    path: Path | str,
+    *,
+    gzipped: bool,
+    sep: str | None,
+    header: bool | None,
+    explicit: dict[Role, str | None],
+    data_format: DataFormat = "auto",
+) -> Layout:
+    """The layout of a text log from its first non-blank lines (decoded; ``path`` names it in
+    messages): the one rule for files read here and logs read by Spark."""
     # Options that only a table has keep it a table.
     if data_format == "lists" or (
         data_format == "auto" and not _table_options(sep, header, explicit) and looks_like_lists(lines)
@@ -128,7 +144,7 @@ def _parquet_layout(path: Path, explicit: dict[Role, str | None], data_format: D
         names = pq.read_schema(path).names
     except Exception as exc:
         raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
-    return Layout("parquet", False, None, names, names, _match_roles(names, explicit, path))
+    return Layout("parquet", False, None, names, names, match_roles(names, explicit, path))
 
 
 def _table_layout(
@@ -148,7 +164,7 @@ def _table_layout(
         names = [t.strip().lstrip(BOM) for t in first]
         if len(set(names)) != len(names):
             raise InputError(f"the header repeats a column name: {first}", path=path, line=1)
-        return Layout("csv", gzipped, delim, names, names, _match_roles(names, explicit, path))
+        return Layout("csv", gzipped, delim, names, names, match_roles(names, explicit, path))
     if len(first) not in _POSITIONAL:
         raise InputError(
             f"no header and {len(first)} columns; expected 2 to 4 columns in the order "
@@ -190,7 +206,7 @@ def _detect_header(first: list[str], second: list[str] | None) -> bool:
     )
 
 
-def _match_roles(
+def match_roles(
     names: Sequence[str],
     explicit: dict[Role, str | None],
     path: Path,

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from recsys.data.interactions import Interactions
+from recsys.data.vocabulary import Vocabulary
 from recsys.errors import ConfigError
 from recsys.seeding import Seed, as_generator
 
@@ -35,6 +36,17 @@ SETTINGS: dict[str, tuple[str, ...]] = {
 def _check_fraction(test_fraction: float) -> None:
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"test fraction must be between 0 and 1, got {test_fraction}")
+
+
+def tie_values(seed: int, start: int, count: int) -> np.ndarray:
+    """Values ``start`` to ``start + count`` of the uniform stream a split seeded with ``seed``
+    breaks its ties with (``as_generator(seed).random(nnz)``: one value per entry, entries in
+    CSR order), without drawing the ones before them: PCG64 jumps ahead. Each Spark task
+    draws its own share with it (:mod:`recsys.spark.data`), so a split made on a cluster holds
+    out the same entries as the one made here."""
+    bits = np.random.PCG64(seed)
+    bits.advance(start)
+    return np.random.Generator(bits).random(count)
 
 
 def _rank_within_users(data: Interactions, primary: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -166,3 +178,14 @@ def split(
     if strategy == "cold-items":
         return cold_item_split(data, test_fraction, seed)
     raise ConfigError(f"unknown split {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def keep_trained(train: Interactions, test: Interactions) -> tuple[Interactions, Interactions, int]:
+    """Both parts of a split on the users and items that have training entries, and the number
+    of test entries dropped for lack of them: the model knows only what it trained on (the
+    rule of :func:`recsys.jobs.settings.split_for_training`, for a split made here or on Spark)."""
+    users = Vocabulary(train.users.ids[train.user_counts() > 0])
+    items = Vocabulary(train.items.ids[train.item_counts() > 0])
+    train, _ = train.reindex(users, items)
+    test, dropped = test.reindex(users, items)
+    return train, test, dropped

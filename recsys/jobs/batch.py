@@ -14,6 +14,7 @@ from recsys.jobs.settings import DataSource, FeatureTables, ReadOptions, load
 from recsys.models.base import Recommender
 from recsys.retrieval.batch import RECOMMENDATIONS, STDOUT, RecommendResult, recommend_to_file
 from recsys.runs import NULL_RUN, Run
+from recsys.spark.session import SparkSettings
 
 
 def recommend(
@@ -29,6 +30,7 @@ def recommend(
     model_source: str | None = None,
     item_table: str | os.PathLike | None = None,
     item_id_column: str | None = None,
+    spark: SparkSettings | None = None,
     **options: Any,
 ) -> RecommendResult:
     """Write the top-``k`` items of ``users`` to ``out`` (:func:`recsys.retrieval.recommend_to_file`),
@@ -42,9 +44,15 @@ def recommend(
     ``search_k``, ``batch_users``, ``n_jobs``, ``device``, ``progress``). ``item_table``: an
     item table whose title (or name) column is added to the output (``item_id_column`` names
     its id column when it is not found by name).
+
+    ``spark`` (:class:`recsys.spark.SparkSettings`) scores on Spark's executors and writes a
+    directory of Parquet parts (:func:`recsys.spark.batch.recommend_on_spark`): exact
+    retrieval, no history or feature tables.
     """
     features = features or FeatureTables()
-    if os.fspath(out) != STDOUT:
+    if spark is not None:
+        _check_spark_options(history, features, item_table, options)
+    elif os.fspath(out) != STDOUT:
         check_output(out, RECOMMENDATIONS, inputs=[model, history, features.users, item_table])
     model_dir = None
     if not isinstance(model, Recommender):
@@ -59,9 +67,16 @@ def recommend(
     if history is not None:
         run.log_params({k: v for k, v in data_params(history, "history").items() if v is not None})
     run.log_params(feature_params(features))
-    if item_table is not None:
-        options["item_titles"] = load_item_titles(model, item_table, id_column=item_id_column)
-    result = recommend_to_file(model, out, users, k, model_dir=model_dir, history=history_data, **options)
+    if spark is not None:
+        from recsys.spark.batch import recommend_on_spark
+
+        run.log_params(spark.describe())
+        result = recommend_on_spark(model, out, users, k, spark, include_seen=bool(options.get("include_seen")),
+                                    progress=bool(options.get("progress")))
+    else:
+        if item_table is not None:
+            options["item_titles"] = load_item_titles(model, item_table, id_column=item_id_column)
+        result = recommend_to_file(model, out, users, k, model_dir=model_dir, history=history_data, **options)
     run.log_metrics({name: value for name, value in result.to_dict().items() if name not in ("k", "path", "retrieval")})
     result.run_id = run.run_id
     return result
@@ -82,3 +97,15 @@ def new_user_history(model: Recommender, history: DataSource | None, features: F
     tables = features.users if isinstance(features.users, list | tuple) else [features.users]
     model.check_user_features(list(frame.columns), ", ".join(map(str, tables)))
     return with_new_users(history_data, frame, model.items)
+
+
+def _check_spark_options(history: DataSource | None, features: FeatureTables, item_table: Any,
+                         options: dict[str, Any]) -> None:
+    """Refuse, before any work, what the Spark batch job does not do."""
+    given = {"--history": history is not None, "--user-features": features.users is not None,
+             "--item-features": item_table is not None,
+             "--retrieval annoy": options.get("retrieval") not in (None, "exact")}
+    unsupported = [flag for flag, on in given.items() if on]
+    if unsupported:
+        raise ConfigError(f"--engine spark scores known users exactly (unknown ones get the popular items); "
+                          f"drop {', '.join(unsupported)} or use --engine local")

@@ -126,9 +126,11 @@ def build_train_config(
     validation_fraction: float | None = None,
     patience: int | None = None,
     filters: dict[str, Any] | None = None,
+    engine: str = "local",
 ) -> TrainConfig:
     """Merge a settings file and flags (None means "not given"; ``filters``: FILTER_KEYS)
-    into a checked config."""
+    into a checked config. ``engine="spark"`` makes ``als`` the default model (the one Spark
+    trains)."""
     settings: dict[str, Any] = read_toml(config_file) if config_file is not None else {}
     unknown = sorted(set(settings) - _TOP_LEVEL)
     if unknown:
@@ -136,7 +138,7 @@ def build_train_config(
     if not isinstance(settings.get("params", {}), dict):
         raise ConfigError(f"{config_file}: params must be a table (params = {{ factors = 64 }}), got {settings['params']!r}")
     model_params = dict(settings.get("params", {}))
-    chosen_model = model or settings.get("model", TrainConfig().model)
+    chosen_model = model or settings.get("model", "als" if engine == "spark" else TrainConfig().model)
     if model is not None and "model" in settings and model != settings["model"]:
         model_params = {}  # the file's hyper-parameters belong to another model
     for key, value in (hyper or {}).items():

@@ -66,6 +66,8 @@ def data_params(source: Any, prefix: str = "data") -> dict[str, Any]:
     if isinstance(source, Interactions):
         return {f"{prefix}_path": source.source, f"{prefix}_fingerprint": source.fingerprint(),
                 f"{prefix}_entries": source.nnz}
+    if "://" in os.fspath(source):  # a URI Spark read (hdfs://, s3a://): as given
+        return {f"{prefix}_path": os.fspath(source)}
     path = Path(source)
     if not path.is_file():
         return {f"{prefix}_path": str(path)}

@@ -18,8 +18,7 @@ from typing import Any
 from recsys.data.filters import FilterReport, Filters, apply_filters
 from recsys.data.interactions import Interactions
 from recsys.data.io import DataFormat, ReadReport, read_interactions
-from recsys.data.splits import STRATEGIES, split
-from recsys.data.vocabulary import Vocabulary
+from recsys.data.splits import STRATEGIES, keep_trained, split
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import DEFAULT_KS
 from recsys.models import MODELS
@@ -62,7 +61,8 @@ def check_sources(*sources: Any) -> None:
     """Refuse a data path that does not exist before a run is opened (a mistake in the
     command leaves no tracking store or FAILED run behind); others are checked when read."""
     for source in sources:
-        if isinstance(source, str | os.PathLike) and not Path(source).exists():
+        # A URI (hdfs://, s3a://) is for Spark to read; it says so itself when it cannot.
+        if isinstance(source, str | os.PathLike) and "://" not in os.fspath(source) and not Path(source).exists():
             raise InputError("no such file", path=source)
 
 
@@ -269,11 +269,7 @@ def split_for_training(data: Interactions, config: TrainConfig) -> tuple[Interac
                         seed=config.seed)
     if config.split == "cold-items" or data.user_features is not None or data.item_features is not None:
         return train, test, 0
-    users = Vocabulary(train.users.ids[train.user_counts() > 0])
-    items = Vocabulary(train.items.ids[train.item_counts() > 0])
-    train, _ = train.reindex(users, items)
-    test, dropped = test.reindex(users, items)
-    return train, test, dropped
+    return keep_trained(train, test)
 
 
 def validation_split(train: Interactions, fraction: float, seed: int) -> tuple[Interactions, Interactions]:

@@ -62,6 +62,7 @@ from recsys.models.persistence import MODEL_DIRECTORY
 from recsys.models.training import Callback
 from recsys.progress import status
 from recsys.runs import NULL_RUN, EpochLogger, Run
+from recsys.spark.session import SparkSettings
 
 
 @dataclass
@@ -83,6 +84,7 @@ class TrainResult:
     read_shape: tuple[int, int] | None = None  # users and items of the data as read (filtered), before any split
     processes: dict[str, Any] | None = None  # data-parallel: processes, backend, per machine (None: one process)
     rank: int = 0  # data-parallel: this process's rank; only rank 0's result is evaluated and saved
+    engine: dict[str, Any] | None = None  # where it trained when not here (Spark: master, settings, version)
 
 
 NO_DATA = "no training data: give --data FILE (or --resume a checkpoint directory)"
@@ -139,6 +141,7 @@ def train(
     run: Run = NULL_RUN,
     data_info: Mapping[str, Any] | None = None,
     nproc: int | None = None,
+    spark: SparkSettings | None = None,
 ) -> TrainResult:
     """Load, split, fit, evaluate and save a model, reporting to ``run``.
 
@@ -151,8 +154,16 @@ def train(
     (``two-tower``); ids with features but no interactions join the catalogue as cold
     ones. With ``split="cold-items"`` the evaluation is on the held-out cold items.
     Checkpoints, ``resume``, what ``run`` receives and ``nproc``: see the module's docstring.
+
+    ``spark`` (:class:`recsys.spark.SparkSettings`) reads, splits and fits on Spark
+    (:mod:`recsys.spark.training`: ``als`` only, no checkpoints or feature tables); ``data``
+    and ``test`` are then any path Spark reads. The evaluation, the model directory and the
+    run are those of a local fit.
     """
     features = features or FeatureTables()
+    if spark is not None:
+        _check_spark_run(config, features, checkpoint_every, checkpoint_dir, resume, nproc)
+        checkpoint_on_signal = False
     if resume is not None:
         job = resumed(resume, data=data, test=test, output=output, checkpoint_every=checkpoint_every,
                       features=features, config=config, read_options=read_options)
@@ -186,6 +197,8 @@ def train(
             stored_settings(data, test, config, read_options, directory, checkpoint_every, features),
         )
         record_settings(run, config, data, test, features, data_info)
+        if spark is not None:
+            run.log_params(spark.describe())
         # Started by --nproc, the other ranks run train_shard with the same settings (their
         # checkpointing without signals: Ctrl-C is this process's to handle).
         shard_checkpointing = None if checkpointing is None else dataclasses.replace(checkpointing, handle_signals=False)
@@ -195,7 +208,7 @@ def train(
                 run.log_params({f"distributed.{k}": v for k, v in (distributed.describe(world) or {}).items()})
             result = fit_and_evaluate(data, config, test=test, read_options=read_options, features=features,
                                       callbacks=[*callbacks, EpochLogger(run)], progress=progress,
-                                      checkpointing=checkpointing)
+                                      checkpointing=checkpointing, spark=spark)
             result.processes = distributed.describe(world)
         result.run_id = run.run_id
         if save or run.keeps_models:
@@ -240,9 +253,12 @@ def fit_and_evaluate(
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
     checkpointing: Checkpointing | None = None,
+    spark: SparkSettings | None = None,
 ) -> TrainResult:
     """The heart of :func:`train` without saving or reporting: data in, a fitted and
-    evaluated model out."""
+    evaluated model out (fitted on Spark with ``spark``)."""
+    if spark is not None:
+        return _fit_on_spark(data, config, spark, test=test, read_options=read_options, progress=progress)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with status(f"reading {source_name(data)}", progress):
@@ -265,19 +281,61 @@ def fit_and_evaluate(
     model.fit(train_data, **options)
     timings["fit"] = time.perf_counter() - start
 
-    evaluation = None
-    if test_data is not None and test_data.nnz and distributed.is_main():  # data-parallel: rank 0's alone
-        if config.split == "cold-items" and test is None:
-            from recsys.evaluation.cold import evaluate_cold_items
-
-            evaluation = evaluate_cold_items(model, test_data, ks=config.ks, progress=progress)
-        else:
-            evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
-        evaluation.dropped_entries += dropped
-        timings["evaluate"] = evaluation.seconds
+    evaluation = _evaluation(model, config, test_data, test, dropped, progress, timings)
     return TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, read.features,
                        filtered=read.filtered if config.filters().active else None,
                        merged=None if read.read is None else read.read.merged, read_shape=full.shape)
+
+
+def _evaluation(model: Recommender, config: TrainConfig, test_data: Interactions | None, test: DataSource | None,
+                dropped: int, progress: bool, timings: dict[str, float]) -> Evaluation | None:
+    """recsys's full-ranking evaluation of ``model`` on ``test_data`` (None without test entries)."""
+    if test_data is None or not test_data.nnz or not distributed.is_main():  # data-parallel: rank 0's alone
+        return None
+    if config.split == "cold-items" and test is None:
+        from recsys.evaluation.cold import evaluate_cold_items
+
+        evaluation = evaluate_cold_items(model, test_data, ks=config.ks, progress=progress)
+    else:
+        evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
+    evaluation.dropped_entries += dropped
+    timings["evaluate"] = evaluation.seconds
+    return evaluation
+
+
+def _check_spark_run(config: TrainConfig | None, features: FeatureTables, checkpoint_every: int,
+                     checkpoint_dir: str | os.PathLike | None, resume: str | os.PathLike | None,
+                     nproc: int | None) -> None:
+    """Refuse, before any work, what a Spark run cannot do."""
+    from recsys.spark.training import check_spark_config
+
+    if nproc is not None or distributed.launched() is not None:
+        raise ConfigError("--engine spark trains als on Spark's executors; --nproc and torchrun train mf and "
+                          "two-tower in several processes: use one or the other")
+    if resume is not None or checkpoint_every or checkpoint_dir is not None:
+        raise ConfigError("--engine spark keeps no recsys checkpoints (Spark runs its ALS sweeps in one go); "
+                          "drop --checkpoint-every, --checkpoint-dir and --resume")
+    if features.given:
+        raise ConfigError("--engine spark trains als, which reads no feature tables; drop the feature files")
+    check_spark_config(config or TrainConfig(model="als"))
+
+
+def _fit_on_spark(data: DataSource, config: TrainConfig, spark: SparkSettings, *, test: DataSource | None,
+                  read_options: ReadOptions | None, progress: bool) -> TrainResult:
+    from recsys.spark.training import fit_on_spark
+
+    if isinstance(data, Interactions) or isinstance(test, Interactions):
+        raise ConfigError("--engine spark reads the data itself: give paths, not interactions in memory")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    fitted = fit_on_spark(os.fspath(data), config, spark, test=None if test is None else os.fspath(test),
+                          read_options=read_options or ReadOptions(), progress=progress)
+    timings["fit"] = fitted.model.fit_seconds
+    timings["load_split"] = time.perf_counter() - start - fitted.model.fit_seconds
+    evaluation = _evaluation(fitted.model, config, fitted.test, test, fitted.dropped, progress, timings)
+    return TrainResult(fitted.model, config, fitted.train, fitted.test, evaluation, None, timings,
+                       filtered=fitted.filtered if config.filters().active else None, merged=fitted.merged,
+                       read_shape=fitted.read_shape, engine={**spark.describe(), "spark_version": fitted.spark_version})
 
 
 def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
@@ -360,4 +418,5 @@ def run_record(result: TrainResult, data: DataSource) -> dict[str, Any]:
         "metrics": None if result.evaluation is None else result.evaluation.metrics,
         "seconds": result.seconds,
         "processes": result.processes,
+        **({"engine": result.engine} if result.engine else {}),
     }

@@ -139,7 +139,7 @@ def unique_in_order(ids: Any) -> np.ndarray:
     return arr if arr.size == 0 else np.asarray(pd.unique(pd.Series(arr, dtype=arr.dtype)))
 
 
-def _chunk_table(
+def chunk_table(
     user_ids: np.ndarray, items: Any, idx: np.ndarray, scores: np.ndarray, fallback: np.ndarray,
     titles: Any = None,
 ) -> Any:
@@ -239,6 +239,45 @@ def output_format(path: str | os.PathLike) -> str:
     raise ConfigError(f"{path}: the output must end in .parquet or .csv")
 
 
+@dataclass
+class BatchUsers:
+    """Whom a batch job answers and the columns of its output: the ``plan``
+    (:func:`recsys.models.queries.plan_users`), the ``user`` column's values, the model's
+    item ids as an Arrow array and the output's Arrow ``schema``."""
+
+    plan: Any
+    user_ids: np.ndarray
+    items: Any
+    schema: Any
+
+
+def plan_batch(model: Recommender, users: Any, history: Interactions | None = None, *,
+                with_titles: bool = False) -> BatchUsers:
+    """The users of a batch job (``"all"``, None or ids; repeats dropped) and its output's
+    columns, for the local writer and Spark's alike."""
+    import pyarrow as pa
+
+    given = users is not None and not (isinstance(users, str) and users == "all")
+    if given:
+        users = unique_in_order(users)
+    plan = plan_users(model, users, history)
+    # Ids typed by the caller (text from a command line) become integers when they all are;
+    # the model's own ids keep their type.
+    user_ids = _typed_ids(plan.ids) if given else plan.ids
+    # One vectorized conversion (not a Python loop over every user).
+    user_ids = user_ids.astype(np.int64) if user_ids.dtype.kind in "iu" else user_ids.astype(str).astype(object)
+    items = pa.array(model.items.ids, pa.int64() if model.items.is_integer else pa.string())
+    schema = pa.schema([
+        ("user", pa.int64() if user_ids.dtype == np.int64 else pa.string()),
+        ("item", items.type),
+        ("rank", pa.int32()),
+        ("score", pa.float32()),
+        ("fallback", pa.bool_()),
+        *([("title", pa.string())] if with_titles else []),
+    ])
+    return BatchUsers(plan, user_ids, items, schema)
+
+
 def recommend_to_file(
     model: Recommender,
     out: str | os.PathLike,
@@ -286,24 +325,8 @@ def recommend_to_file(
     start = time.perf_counter()
     if index is None:
         index = open_retrieval(model, retrieval, model_dir, search_k=search_k, n_jobs=n_jobs, device=device)
-    given = users is not None and not (isinstance(users, str) and users == "all")
-    if given:
-        users = unique_in_order(users)
-    plan = plan_users(model, users, history)
-    # Ids typed by the caller (text from a command line) become integers when they all are;
-    # the model's own ids keep their type.
-    user_ids = _typed_ids(plan.ids) if given else plan.ids
-    # One vectorized conversion (not a Python loop over every user).
-    user_ids = user_ids.astype(np.int64) if user_ids.dtype.kind in "iu" else user_ids.astype(str).astype(object)
-    items = pa.array(model.items.ids, pa.int64() if model.items.is_integer else pa.string())
-    schema = pa.schema([
-        ("user", pa.int64() if user_ids.dtype == np.int64 else pa.string()),
-        ("item", items.type),
-        ("rank", pa.int32()),
-        ("score", pa.float32()),
-        ("fallback", pa.bool_()),
-        *([("title", pa.string())] if item_titles is not None else []),
-    ])
+    batch = plan_batch(model, users, history, with_titles=item_titles is not None)
+    plan, user_ids, items, schema = batch.plan, batch.user_ids, batch.items, batch.schema
     titles = None if item_titles is None else pa.array(item_titles, pa.string())
     csv_options = csv_write_options(model.items, Vocabulary(user_ids)) if fmt == "csv" else None
     if csv_options is not None and item_titles is not None:
@@ -322,7 +345,7 @@ def recommend_to_file(
             for begin in range(0, plan.n, batch_users):
                 rows = np.arange(begin, min(begin + batch_users, plan.n))
                 idx, scores, fallback = answer(model, index, plan, rows, k, include_seen=include_seen)
-                table = _chunk_table(user_ids[rows], items, idx, scores, fallback, titles)
+                table = chunk_table(user_ids[rows], items, idx, scores, fallback, titles)
                 if pending is not None:
                     pending.result()
                 # Writing (pyarrow, GIL released) overlaps the next chunk's search.

@@ -1,0 +1,171 @@
+"""Spark as an engine (``--engine spark``): one ``local[2]`` session for the whole test
+session, tiny logs with a known answer.
+
+Skipped only where Java is absent (pyspark itself comes with the project's ``spark`` extra,
+which ``make test`` installs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.data.interactions import Interactions
+from recsys.data.splits import keep_trained, split
+from recsys.data.synthetic import latent_factor_log
+from recsys.errors import ConfigError
+from recsys.jobs import ReadOptions, TrainConfig, train
+from recsys.jobs.settings import load
+from recsys.models import ALS, load_model
+from recsys.retrieval.batch import recommend_to_file
+from recsys.spark import SparkSettings, SparkUnavailable
+from recsys.spark.session import require_pyspark
+from tests.cli_invoke import run
+
+HAS_JAVA = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
+needs_java = pytest.mark.skipif(not HAS_JAVA, reason="Spark needs Java 17+, and this machine has none")
+LOCAL2 = SparkSettings("local[2]")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The session every Spark test shares: the jobs find it active and use it as it is."""
+    if not HAS_JAVA:
+        pytest.skip("Spark needs Java 17+, and this machine has none")
+    from recsys.spark.session import spark_session
+
+    with spark_session(LOCAL2) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def log_file(tmp_path_factory) -> str:
+    """A planted-factor log with text ids (``u17``: ordered as text, not as numbers), a few
+    repeated pairs (their counts add up) and timestamps with ties."""
+    data = latent_factor_log(n_users=120, n_items=80, dim=4, items_per_user=12, signal=12.0, seed=3)
+    frame = data.to_frame()
+    frame["user"] = "u" + frame["user"].astype(str)
+    frame["item"] = "i" + frame["item"].astype(str)
+    frame["timestamp"] = np.random.default_rng(0).integers(0, 50, len(frame))
+    frame = pd.concat([frame, frame.iloc[:15]])  # repeated rows
+    path = tmp_path_factory.mktemp("spark-log") / "plays.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def spark_model(spark, log_file, tmp_path_factory):
+    """``als`` trained on Spark from the log, saved as a recsys model directory."""
+    out = tmp_path_factory.mktemp("spark-model") / "model"
+    # alpha given: "auto" on a log this dense weighs single plays below 1, which Spark cannot express.
+    config = TrainConfig(model="als", params={"factors": 8, "epochs": 6, "alpha": 5.0}, seed=0, ks=(5, 10))
+    return train(log_file, config, output=out, spark=LOCAL2)
+
+
+@needs_java
+def test_split_matches_local(spark, log_file):
+    """The log read, indexed and split on Spark holds out exactly the local split's entries
+    (same id maps, same seeded tie-breaks): last-n here, the per-user split in the next test."""
+    from recsys.data.filters import Filters
+    from recsys.spark.data import read_log, split_log, to_interactions
+
+    log = read_log(spark, log_file, ReadOptions(), Filters())
+    local = load(log_file)
+    assert log.users == local.users and log.items == local.items and log.merged == 15
+    parts = split_log(log, "last-n", test_fraction=0.25, n=2, seed=7)
+    expected = split(local, "last-n", n=2, seed=7)
+    assert to_interactions(log, parts.where("NOT test")).fingerprint() == expected[0].fingerprint()
+    assert to_interactions(log, parts.where("test")).fingerprint() == expected[1].fingerprint()
+
+
+@needs_java
+def test_spark_als_learns_and_saves_a_normal_model(spark_model, log_file, tmp_path):
+    """Spark's factors beat popularity on a log with planted structure, and the directory is
+    an ``als`` model that loads and evaluates like a local one, on the local split."""
+    result = spark_model
+    popular = train(log_file, TrainConfig(model="popular", seed=0, ks=(5, 10)), save=False)
+    assert result.test.fingerprint() == popular.test.fingerprint()  # the same held-out entries
+    assert result.evaluation.metrics["recall@10"] > 1.5 * popular.evaluation.metrics["recall@10"]
+    loaded = load_model(result.model_dir)
+    assert type(loaded) is ALS
+    assert loaded.fitted_params == result.model.fitted_params
+    np.testing.assert_array_equal(loaded.item_factors, result.model.item_factors)
+    run("evaluate", "--model", result.model_dir, "--data", log_file, "--format", "json")
+
+
+@needs_java
+def test_spark_top_n_equals_local(spark, spark_model, tmp_path):
+    """Top-k scored on the executors equals the local exact top-k of the same saved model,
+    list by list; unknown users get the popular items, marked as fallbacks."""
+    from recsys.spark.batch import recommend_on_spark
+
+    model = load_model(spark_model.model_dir)
+    users = np.concatenate([model.users.ids[:40], ["nobody"]]).astype(object)
+    local = recommend_to_file(model, tmp_path / "local.parquet", users, k=7)
+    distributed = recommend_on_spark(model, tmp_path / "spark", users, 7, LOCAL2)
+    assert (distributed.rows, distributed.users, distributed.fallback_users) == (local.rows, 41, 1)
+    ours = pd.read_parquet(tmp_path / "local.parquet").sort_values(["user", "rank"], ignore_index=True)
+    theirs = pd.read_parquet(tmp_path / "spark").sort_values(["user", "rank"], ignore_index=True)
+    assert list(theirs.columns) == list(ours.columns)
+    pd.testing.assert_frame_equal(theirs[["user", "item", "rank", "fallback"]], ours[["user", "item", "rank", "fallback"]])
+    np.testing.assert_allclose(theirs["score"], ours["score"], rtol=1e-5)
+    # A second run replaces its own output; the whole job through the command line.
+    run("recommend", "--engine", "spark", "--model", spark_model.model_dir, "--users", "all", "--k", 3,
+        "--out", tmp_path / "spark", "--quiet")
+    assert len(pd.read_parquet(tmp_path / "spark")) == 3 * len(model.users)
+
+
+@needs_java
+def test_bad_rows_named_in_one_line(spark, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,rating\n1,10,5\n2,11,five\n3,12,4\n")
+    result = run("train", "--engine", "spark", "--data", bad, "--no-index", "-o", tmp_path / "m", code=2)
+    assert "1 malformed row" in result.output and "five" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "mf"], "--engine spark trains als"),
+    (["--split", "random"], "not available with --engine spark"),
+    (["--spark-conf", "novalue"], "--spark-conf takes KEY=VALUE"),
+    (["--validation-fraction", "0.1"], "no per-epoch validation"),
+    (["--nproc", "2"], "use one or the other"),
+])
+def test_spark_settings_refused_before_any_work(tmp_path, args, message):
+    data = tmp_path / "log.csv"
+    data.write_text("user,item\n1,2\n2,3\n")
+    result = run("train", "--engine", "spark", "--data", data, "-o", tmp_path / "m", *args, code=2)
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_pyspark_or_java_is_one_message(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # an import of it fails, as when not installed
+    with pytest.raises(SparkUnavailable, match=r"pip install 'recsys\[spark\]'"):
+        require_pyspark()
+    monkeypatch.undo()
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(SparkUnavailable, match="needs Java 17"):
+        require_pyspark()
+    assert issubclass(SparkUnavailable, ConfigError)  # exit status 2 on the command line
+
+
+def test_import_recsys_never_loads_pyspark():
+    code = ("import sys, recsys, recsys.jobs, recsys.spark, recsys_cli.main; "
+            "sys.exit('pyspark' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_keep_trained_is_the_rule_of_the_local_split():
+    data = Interactions.from_arrays(["a", "a", "b", "c"], ["x", "y", "x", "z"])
+    train_part, test_part = data.select(np.array([True, False, True, False])), data.select(
+        np.array([False, True, False, True]))
+    kept_train, kept_test, dropped = keep_trained(train_part, test_part)
+    assert list(kept_train.users.ids) == ["a", "b"] and list(kept_train.items.ids) == ["x"]
+    assert dropped == 2 and kept_test.nnz == 0
