@@ -169,3 +169,39 @@ def test_keep_trained_is_the_rule_of_the_local_split():
     kept_train, kept_test, dropped = keep_trained(train_part, test_part)
     assert list(kept_train.users.ids) == ["a", "b"] and list(kept_train.items.ids) == ["x"]
     assert dropped == 2 and kept_test.nnz == 0
+
+
+class _FakeContext:
+    """What ensure_checkpoint_dir reads of a SparkContext."""
+
+    def __init__(self, master: str, conf: dict[str, str], folder: str | None = None) -> None:
+        self.master, self._conf, self.folder = master, conf, folder
+
+    def getCheckpointDir(self):
+        return self.folder
+
+    def getConf(self):
+        return self._conf
+
+    def setCheckpointDir(self, folder):
+        self.folder = folder
+
+
+def test_long_spark_als_runs_get_a_checkpoint_folder_or_a_clear_refusal():
+    """Regression: 25 sweeps (als's default) overflowed the JVM's stack without checkpoints."""
+    from recsys.spark.als import CHECKPOINT_CONF, ensure_checkpoint_dir
+
+    short = _FakeContext("spark://h:7077", {})
+    ensure_checkpoint_dir(short, 10)
+    assert short.folder is None  # ten sweeps or fewer need none
+    local = _FakeContext("local[2]", {})
+    ensure_checkpoint_dir(local, 25)
+    assert local.folder is not None and "recsys-spark-checkpoints" in local.folder
+    chosen = _FakeContext("yarn", {CHECKPOINT_CONF: "hdfs://nn/tmp/ckpt"})
+    ensure_checkpoint_dir(chosen, 25)
+    assert chosen.folder == "hdfs://nn/tmp/ckpt"
+    kept = _FakeContext("yarn", {}, folder="hdfs://nn/mine")
+    ensure_checkpoint_dir(kept, 25)
+    assert kept.folder == "hdfs://nn/mine"
+    with pytest.raises(ConfigError, match=CHECKPOINT_CONF):
+        ensure_checkpoint_dir(_FakeContext("spark://h:7077", {}), 25)

@@ -24,10 +24,19 @@ The mapping (Spark's names on the right; the README's "Scaling out" shows it as 
 - ``implicitPrefs`` is true: the ``als`` model reads any log as implicit feedback (ratings
   as binary positives by default), as it does locally.
 - ``device`` has no Spark meaning (Spark runs on its executors' CPUs).
+
+Every ``CHECKPOINT_INTERVAL`` sweeps the factors are checkpointed (their lineage cut):
+without it the plan of 25 sweeps (``als``'s default) overflows the JVM's stack when a
+task is serialized. A local master checkpoints to a temporary folder of this process; a
+cluster needs a folder every executor sees: ``--spark-conf spark.checkpoint.dir=hdfs://...``
+(or one the session already has, ``SparkContext.setCheckpointDir``).
 """
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -39,7 +48,30 @@ from recsys.models.als import ALS, confidence, resolved_weighting
 from recsys.seeding import derive_seed
 
 if TYPE_CHECKING:
+    from pyspark import SparkContext
     from pyspark.sql import Column, DataFrame
+
+CHECKPOINT_INTERVAL = 10
+CHECKPOINT_CONF = "spark.checkpoint.dir"
+
+
+def ensure_checkpoint_dir(context: SparkContext, sweeps: int) -> None:
+    """Give ``context`` a checkpoint folder when ``sweeps`` need one and it has none (see the
+    module's docstring); refuse a cluster run without one, before its sweeps start."""
+    if sweeps <= CHECKPOINT_INTERVAL or context.getCheckpointDir() is not None:
+        return
+    chosen = context.getConf().get(CHECKPOINT_CONF)
+    if chosen:
+        context.setCheckpointDir(chosen)
+    elif str(context.master).startswith("local"):
+        folder = tempfile.mkdtemp(prefix="recsys-spark-checkpoints-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        context.setCheckpointDir(folder)
+    else:
+        raise ConfigError(
+            f"Spark's ALS needs a checkpoint folder on the cluster for more than {CHECKPOINT_INTERVAL} sweeps "
+            f"({sweeps} asked): give one every executor sees, --spark-conf {CHECKPOINT_CONF}=hdfs://..., "
+            f"or train {CHECKPOINT_INTERVAL} epochs or fewer")
 
 
 def reg_param(regularization: float, n_users: int, entries: int) -> float:
@@ -94,8 +126,9 @@ class SparkALS(ALS):
                 f"{params['alpha']:.4g} with weighting {weighting} some entries weigh {lowest:.3g} (<= 1), "
                 "which it cannot express; raise alpha (-p alpha=...) or train with --engine local")
         ratings = entries.select("u", "i", spark_confidence(entries["value"], weighting, params["alpha"]).alias("c"))
+        ensure_checkpoint_dir(entries.sparkSession.sparkContext, int(params["epochs"]))
         estimator = SparkMLlibALS(
-            rank=int(params["factors"]), maxIter=int(params["epochs"]),
+            rank=int(params["factors"]), maxIter=int(params["epochs"]), checkpointInterval=CHECKPOINT_INTERVAL,
             regParam=reg_param(params["regularization"], data.n_users, data.nnz),
             implicitPrefs=True, alpha=1.0, userCol="u", itemCol="i", ratingCol="c",
             seed=derive_seed(params["random_state"]), nonnegative=False,
