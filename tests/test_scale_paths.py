@@ -1,0 +1,93 @@
+"""The paths rewritten for 100M-row logs (issue 14, point 3) give what the plain ones gave:
+integer Parquet ids hashed as integers, the one-sort CSR of plain events, the two-sort
+per-user ranking of splits, evaluation streamed block by block and on a sample of users."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+
+from recsys.data import read_interactions
+from recsys.data.interactions import Interactions, build_csr
+from recsys.data.splits import _rank_within_users
+from recsys.errors import InputError
+
+
+def same(a: Interactions, b: Interactions) -> None:
+    assert a.users == b.users and a.items == b.items
+    for name in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(a.matrix, name), getattr(b.matrix, name))
+
+
+@pytest.mark.parametrize("kind", [pa.int32(), pa.int64(), pa.uint32(), pa.int16()])
+def test_integer_parquet_ids_read_as_the_same_text_ids_would_be(tmp_path, rng, kind):
+    n = 5000
+    users = rng.choice(30000, 300, replace=False)[rng.integers(0, 300, n)]
+    items = rng.choice(30000, 500, replace=False)[rng.integers(0, 500, n)]
+    path = tmp_path / "log.parquet"
+    with pq.ParquetWriter(path, pa.schema([("user", kind), ("item", kind)])) as writer:
+        for part in np.array_split(np.arange(n), 4):  # several row groups, several chunks
+            writer.write_table(pa.table({"user": pa.array(users[part], kind), "item": pa.array(items[part], kind)}))
+    text = tmp_path / "log.csv"
+    text.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in zip(users, items)))
+    from_ints, from_text = read_interactions(path), read_interactions(text)
+    assert from_ints.users.is_integer and from_ints.users.ids.dtype == np.int64
+    same(from_ints, from_text)
+
+
+def test_null_integer_id_is_named_by_row_and_skippable(tmp_path):
+    path = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"user": pa.array([1, None, 3], pa.int32()), "item": pa.array([7, 8, 9], pa.int32())}), path)
+    with pytest.raises(InputError, match="row 2: empty user id"):
+        read_interactions(path)
+    data = read_interactions(path, skip_bad_rows=True)
+    assert data.users.ids.tolist() == [1, 3] and data.items.ids.tolist() == [7, 9]
+
+
+def test_uint64_ids_beyond_int64_stay_text(tmp_path):
+    path = tmp_path / "log.parquet"
+    big = 2**63 + 5
+    pq.write_table(pa.table({"user": pa.array([big, 1], pa.uint64()), "item": pa.array([1, 2], pa.uint64())}), path)
+    data = read_interactions(path)
+    assert not data.users.is_integer and set(data.users.ids) == {str(big), "1"}
+
+
+@pytest.mark.parametrize("values", ["ones", "counts"])
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_count_csr_sums_repeated_pairs_like_scipy(rng, values, timestamps):
+    n, shape = 20000, (50, 80)
+    rows, cols = rng.integers(0, shape[0], n), rng.integers(0, shape[1], n)
+    vals = np.ones(n, np.float32) if values == "ones" else rng.integers(1, 5, n).astype(np.float32)
+    ts = rng.integers(0, 1000, n) if timestamps else None
+    matrix, merged_ts = build_csr(rows, cols, vals, ts, shape, "count")
+    expected = sp.coo_matrix((vals.astype(np.float64), (rows, cols)), shape=shape).tocsr()
+    expected.sum_duplicates()
+    np.testing.assert_array_equal(matrix.indptr, expected.indptr)
+    np.testing.assert_array_equal(matrix.indices, expected.indices)
+    np.testing.assert_array_equal(matrix.data, expected.data.astype(np.float32))
+    assert matrix.has_canonical_format
+    if timestamps:
+        key = rows * shape[1] + cols
+        best = np.full(shape[0] * shape[1], -1)
+        np.maximum.at(best, key, ts)
+        got = matrix.tocoo()
+        np.testing.assert_array_equal(merged_ts, best[got.row * shape[1] + got.col])
+
+
+def test_rating_csr_keeps_the_last_row_of_a_repeated_pair():
+    matrix, _ = build_csr(np.array([0, 0, 1, 0]), np.array([1, 1, 0, 1]), np.array([5.0, 3.0, 2.0, 4.0]), None,
+                          (2, 2), "rating")
+    assert matrix.toarray().tolist() == [[0, 4], [2, 0]]
+
+
+@pytest.mark.parametrize("with_primary", [False, True])
+def test_rank_within_users_is_the_three_key_lexsort(rng, with_primary):
+    data = Interactions.from_arrays(rng.integers(0, 40, 4000), rng.integers(0, 300, 4000))
+    primary = rng.integers(0, 5, data.nnz) if with_primary else None
+    got = _rank_within_users(data, primary, np.random.default_rng(7))
+    tie = np.random.default_rng(7).random(data.nnz)
+    order = np.lexsort((tie, np.zeros(data.nnz) if primary is None else primary, data.row_indices))
+    expected = np.empty(data.nnz, dtype=np.int64)
+    expected[order] = np.arange(data.nnz) - data.matrix.indptr[:-1][data.row_indices[order]]
+    np.testing.assert_array_equal(got, expected)
