@@ -91,3 +91,112 @@ def test_rank_within_users_is_the_three_key_lexsort(rng, with_primary):
     expected = np.empty(data.nnz, dtype=np.int64)
     expected[order] = np.arange(data.nnz) - data.matrix.indptr[:-1][data.row_indices[order]]
     np.testing.assert_array_equal(got, expected)
+
+
+# -- evaluation: block by block, and on a sample of users --------------------------------------
+@pytest.fixture(scope="module")
+def fitted():
+    from recsys.data.splits import split
+    from recsys.models import create_model
+
+    rng = np.random.default_rng(5)
+    n = 6000
+    data = Interactions.from_arrays(rng.integers(0, 300, n), (rng.random(n) ** 2 * 400).astype(int))
+    train, test = split(data, "user", seed=0)
+    return create_model("als", factors=8, epochs=3, device="cpu").fit(train), test
+
+
+def test_beyond_accuracy_block_by_block_equals_all_at_once(rng):
+    from recsys.evaluation.beyond import BeyondAccuracy, beyond_accuracy
+
+    popularity = rng.integers(0, 50, 120)
+    factors = rng.standard_normal((120, 6))
+    top = rng.integers(-1, 120, (500, 20))
+    whole = beyond_accuracy(top, [5, 20], popularity, factors)
+    blocks = BeyondAccuracy([5, 20], popularity, factors)
+    for part in np.array_split(top, 7):
+        blocks.add(part)
+    assert blocks.result() == pytest.approx(whole, rel=1e-12)
+
+
+def test_small_evaluation_batches_change_nothing(fitted):
+    from recsys.evaluation import evaluate
+
+    model, test = fitted
+    one = evaluate(model, test)
+    many = evaluate(model, test, batch_users=7)
+    assert many.metrics == pytest.approx(one.metrics, rel=1e-12) and many.n_users == one.n_users
+    assert one.sampled_from is None
+
+
+def test_a_sample_of_users_is_seeded_and_scores_those_users_as_the_full_run_does(fitted):
+    from recsys.evaluation import evaluate
+
+    model, test = fitted
+    full = evaluate(model, test, per_user=True)
+    sample = evaluate(model, test, sample_users=50, seed=3, per_user=True)
+    assert sample.n_users == 50 and sample.sampled_from == full.n_users
+    assert evaluate(model, test, sample_users=50, seed=3).metrics == sample.metrics
+    assert evaluate(model, test, sample_users=50, seed=4).metrics != sample.metrics
+    rows = full.per_user.set_index("user").loc[sample.per_user["user"]]
+    assert sample.metrics["recall@20"] == pytest.approx(rows["recall@20"].mean())
+    everyone = evaluate(model, test, sample_users=10**6)  # a sample as large as the users: all of them
+    assert everyone.sampled_from is None and everyone.metrics == pytest.approx(full.metrics)
+    with pytest.raises(Exception, match="at least 1"):
+        evaluate(model, test, sample_users=0)
+
+
+def test_train_eval_users_is_reported_in_json_and_recorded(tmp_path, sample_ratings):
+    import json
+
+    from cli_invoke import run
+
+    from recsys.jobs import TrainConfig, train
+    from recsys.runs import NullRun
+
+    out = run("train", "--data", sample_ratings, "--model", "popular", "--eval-users", "20", "--no-index",
+              "--no-track", "--format", "json", "--quiet", "-o", tmp_path / "m")
+    payload = json.loads(out.stdout)
+    assert payload["evaluation"]["n_users"] == 20 and payload["evaluation"]["sampled_from"] > 20
+    assert "a seeded sample of 20 of" in run("train", "--data", sample_ratings, "--model", "popular",
+                                              "--eval-users", "20", "--no-index", "--no-track", "-o",
+                                              tmp_path / "t").output
+
+    class Recorder(NullRun):
+        def __init__(self):
+            self.metrics, self.tags, self.params = {}, {}, {}
+
+        def log_metrics(self, metrics, step=None, prefix=""):
+            self.metrics.update(metrics)
+
+        def set_tags(self, tags):
+            self.tags.update(tags)
+
+        def log_params(self, params, prefix=""):
+            self.params.update(params)
+
+    recorder = Recorder()
+    train(sample_ratings, TrainConfig(model="popular", eval_users=20), save=False, run=recorder)
+    assert recorder.params["eval_users"] == 20 and recorder.metrics["evaluated_users"] == 20
+    assert recorder.metrics["evaluation_sampled_from"] > 20 and "sample of 20" in recorder.tags["recsys.evaluation"]
+
+
+def test_als_epochs_through_the_loop_are_implicits_own_fit(rng):
+    """The sweeps after the first reuse one transpose instead of implicit's fit per epoch
+    (which transposes every call): the factors are those of one fit with every iteration."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    from recsys.device import cpu_budget
+    from recsys.models import create_model
+    from recsys.models.als import confidence
+    from recsys.seeding import derive_seed
+
+    data = Interactions.from_arrays(rng.integers(0, 200, 5000), rng.integers(0, 150, 5000))
+    model = create_model("als", factors=8, epochs=4, alpha=2.0, regularization=0.5, device="cpu").fit(data)
+    reference = AlternatingLeastSquares(factors=8, regularization=0.5, alpha=1.0, iterations=4,
+                                        num_threads=cpu_budget(), random_state=derive_seed(0))
+    with threadpool_limits(1, "blas"):
+        reference.fit(confidence(data.matrix, data.feedback, "auto", 2.0), show_progress=False)
+    np.testing.assert_allclose(model.user_factors, reference.user_factors, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.item_factors, reference.item_factors, rtol=1e-5, atol=1e-6)
