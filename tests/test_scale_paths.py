@@ -200,3 +200,23 @@ def test_als_epochs_through_the_loop_are_implicits_own_fit(rng):
         reference.fit(confidence(data.matrix, data.feedback, "auto", 2.0), show_progress=False)
     np.testing.assert_allclose(model.user_factors, reference.user_factors, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.item_factors, reference.item_factors, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("order", ["same", "shuffled"])
+def test_reindex_onto_a_subset_in_order_or_not_is_the_rebuilt_matrix(rng, order):
+    from recsys.data.vocabulary import Vocabulary
+
+    data = Interactions.from_arrays(rng.integers(0, 60, 3000), rng.integers(0, 90, 3000),
+                                    rng.integers(1, 5, 3000), rng.integers(0, 99, 3000), feedback="count")
+    users, items = data.users.ids[::2], data.items.ids[rng.random(data.n_items) < 0.7]
+    if order == "shuffled":
+        users, items = rng.permutation(users), rng.permutation(items)
+    got, dropped = data.reindex(Vocabulary(users), Vocabulary(items))
+    frame = data.to_frame()
+    kept = frame[frame["user"].isin(users) & frame["item"].isin(items)]
+    expected = Interactions.from_arrays(kept["user"], kept["item"], kept["weight"], kept["timestamp"],
+                                        feedback="count", users=Vocabulary(users), items=Vocabulary(items))
+    assert dropped == len(frame) - len(kept)
+    same(got, expected)
+    np.testing.assert_array_equal(got.timestamps, expected.timestamps)
+    assert got.matrix.has_canonical_format

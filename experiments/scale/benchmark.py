@@ -171,7 +171,20 @@ def measured(command: Sequence[str], log: Path) -> dict[str, Any]:
     return result
 
 
-def run(name: str, runs: Sequence[str], stages: Sequence[str], extra: Sequence[str], out: Path = DATA) -> None:
+def user_sample(path: Path, n: int, out: Path) -> Path:
+    """A file of ``n`` user ids of the log drawn with seed 0 (``recsys recommend --users FILE``)."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    users = pc.unique(pq.read_table(path, columns=["user"])["user"]).to_numpy()
+    chosen = np.sort(np.random.default_rng(0).choice(users, min(n, len(users)), replace=False))
+    out.write_text("user\n" + "\n".join(map(str, chosen)) + "\n")
+    return out
+
+
+def run(name: str, runs: Sequence[str], stages: Sequence[str], extra: Sequence[str], out: Path = DATA,
+        recommend_users: int | None = None) -> None:
     config = read_config(CONFIG)
     path = log_path(name, out)
     if not path.is_file():
@@ -198,20 +211,25 @@ def run(name: str, runs: Sequence[str], stages: Sequence[str], extra: Sequence[s
                            "--factors", str(spec["factors"]), "--iterations", str(spec["epochs"]),
                            "--alpha", repr(fitted["alpha"]), "--regularization", repr(fitted["regularization"])]
             elif stage == "recommend":
-                command = [recsys, "recommend", "--model", str(model_dir), "--users", "all", "--k", "10",
+                users = "all" if recommend_users is None else str(
+                    user_sample(path, recommend_users, work / f"users-{recommend_users}.txt"))
+                command = [recsys, "recommend", "--model", str(model_dir), "--users", users, "--k", "10",
                            "--out", str(work / "recs.parquet"), "--no-track", "--format", "json", "--quiet"]
             elif stage == "index":
                 command = [recsys, "index", "--model", str(model_dir), "--format", "json", "--quiet"]
             else:
                 raise SystemExit(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
-            row = {"log": name, "run": run_name, "stage": stage, "settings": settings,
-                   "extra": list(extra) if stage == "train" else [], **measured(command, work / stage)}
+            flags = list(extra) if stage == "train" else []
+            if stage == "recommend" and recommend_users is not None:
+                flags = [f"a seeded sample of {recommend_users:,} users"]
+            row = {"log": name, "run": run_name, "stage": stage, "settings": settings, "extra": flags,
+                   **measured(command, work / stage)}
             rows.append(row)
             write_rows(RESULTS, "scale", {"config": config["logs"][name], "rows": rows}, row_key)
 
 
-def row_key(row: dict[str, Any]) -> tuple[str, str, str]:
-    return (row["log"], row["run"], row["stage"])
+def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (row["log"], row["run"], row["stage"], " ".join(row.get("extra", [])))
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -247,7 +265,8 @@ def table() -> None:
         body = []
         for r in rows:
             s = r["settings"]
-            body.append([r["log"], f"{s['model']} {s['factors']}f x {s['epochs']}", r["stage"],
+            stage = " ".join([r["stage"], *r.get("extra", [])])
+            body.append([r["log"], f"{s['model']} {s['factors']}f x {s['epochs']}", stage,
                          f"{r['wall_s']:.0f}" if r["exit"] == 0 else f"failed ({r['exit']})", f"{r['cpu_s']:.0f}",
                          f"{r['peak_rss_gib']:.2f}", ", ".join(f"{v:.1f}" for v in r["load_before"]),
                          _stage_figures(r)])
@@ -276,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     r.add_argument("--stages", default=",".join(STAGES))
     r.add_argument("--out", type=Path, default=DATA)
     r.add_argument("--extra", default="", help="more `recsys train` flags, e.g. '--eval-users 100000'")
+    r.add_argument("--recommend-users", type=int, help="recommend for a seeded sample of this many users, not all")
     ref = sub.add_parser("reference")
     ref.add_argument("path", type=Path)
     ref.add_argument("--factors", type=int, required=True)
@@ -287,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.stage == "generate":
         generate(args.log, args.out)
     elif args.stage == "run":
-        run(args.log, args.runs.split(","), args.stages.split(","), shlex.split(args.extra), args.out)
+        run(args.log, args.runs.split(","), args.stages.split(","), shlex.split(args.extra), args.out,
+            args.recommend_users)
     elif args.stage == "reference":
         print(json.dumps(reference(args.path, args.factors, args.iterations, args.alpha, args.regularization)))
     else:

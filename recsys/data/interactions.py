@@ -202,9 +202,14 @@ class Interactions:
         i = new_item[self.matrix.indices]
         keep = (u >= 0) & (i >= 0)
         ts = None if self.timestamps is None else self.timestamps[keep]
-        matrix, ts = build_csr(
-            u[keep], i[keep], self.matrix.data[keep], ts, (len(users), len(items)), self.feedback
-        )
+        if _increasing(new_user) and _increasing(new_item):
+            # A subset in the same order (a split's training ids): the kept entries are in
+            # canonical order already and no pair repeats, so no sort (at 80M entries, seconds and GBs).
+            matrix = _csr_in_order(u[keep], i[keep], self.matrix.data[keep], (len(users), len(items)))
+        else:
+            matrix, ts = build_csr(
+                u[keep], i[keep], self.matrix.data[keep], ts, (len(users), len(items)), self.feedback
+            )
         out = replace(
             self,
             matrix=matrix,
@@ -308,6 +313,23 @@ def build_csr(
     return _canonical(key, values, shape), ts
 
 
+def _increasing(index: np.ndarray) -> bool:
+    """Whether the known entries of an old-to-new index map keep their order (-1: dropped)."""
+    kept = index[index >= 0]
+    return bool(np.all(kept[1:] > kept[:-1]))
+
+
+def _csr_in_order(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """The CSR matrix of entries already sorted by (row, column), without repeats."""
+    idx_dtype = _index_dtype(max(shape[1], len(cols)))
+    indptr = np.zeros(shape[0] + 1, dtype=idx_dtype)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    matrix = sp.csr_matrix((values, cols.astype(idx_dtype), indptr), shape=shape, copy=False)
+    matrix.has_sorted_indices = True
+    matrix.has_canonical_format = True
+    return matrix
+
+
 def _run_starts(key: np.ndarray) -> np.ndarray:
     """Where each run of equal values of sorted ``key`` starts."""
     if not len(key):
@@ -320,14 +342,7 @@ def _run_starts(key: np.ndarray) -> np.ndarray:
 
 def _canonical(key: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     """The CSR matrix of sorted, distinct ``user * n_items + item`` keys and their values."""
-    n_users, n_items = shape
-    idx_dtype = _index_dtype(max(n_items, len(key)))
-    indptr = np.zeros(n_users + 1, dtype=idx_dtype)
-    np.cumsum(np.bincount(key // n_items if n_items else key, minlength=n_users), out=indptr[1:])
-    indices = (key % n_items).astype(idx_dtype) if n_items else key.astype(idx_dtype)
-    matrix = sp.csr_matrix(
-        (values.astype(np.float32, copy=False), indices, indptr), shape=shape, copy=False
-    )
-    matrix.has_sorted_indices = True
-    matrix.has_canonical_format = True
-    return matrix
+    n_items = shape[1]
+    if not n_items:  # no items, no entries
+        return _csr_in_order(key, key, values.astype(np.float32, copy=False), shape)
+    return _csr_in_order(key // n_items, key % n_items, values.astype(np.float32, copy=False), shape)
