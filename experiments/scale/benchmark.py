@@ -41,6 +41,7 @@ from experiments.common import (
     merged_rows,
     publish_table,
     read_config,
+    result_files,
     say,
     sources,
     write_rows,
@@ -250,10 +251,25 @@ def _stage_figures(row: dict[str, Any]) -> str:
         parts = out.get("seconds") or {}
         return ", ".join(f"{k} {v:.0f} s" for k, v in parts.items())
     if row["stage"] == "recommend":
-        return f"{out.get('users', 0):,} users, {out.get('rows', 0):,} rows"
+        users = out.get("users", 0)
+        return f"{users:,} users, {out.get('rows', 0):,} rows, {users / row['wall_s']:,.0f} users/s"
     if row["stage"] == "index":
         return ", ".join(f"{k} {v}" for k, v in out.items() if k in ("trees", "metric", "n_items"))
     return ""
+
+
+def _history() -> list[str]:
+    """Every measurement of a ``train`` stage that was measured at more than one commit
+    (before and after a change), oldest first."""
+    seen: dict[tuple[str, ...], list[str]] = {}
+    for path in result_files(RESULTS, "scale"):
+        result = json.loads(path.read_text())
+        for r in result["rows"]:
+            if r["stage"] == "train" and r["exit"] == 0:
+                seen.setdefault(row_key(r), []).append(
+                    f"{result['stamp'].split('.', 1)[1]}: {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU "
+                    f"(load {r['load_before'][0]:.1f})")
+    return [f"{' '.join(k for k in key if k)} over commits: " + "; ".join(v) for key, v in seen.items() if len(v) > 1]
 
 
 def table() -> None:
@@ -274,11 +290,14 @@ def table() -> None:
                                 "what the stage reports"], body)
         ratios = []
         for (log, run_name) in dict.fromkeys((r["log"], r["run"]) for r in rows):
-            stage = {r["stage"]: r for r in rows if (r["log"], r["run"]) == (log, run_name)}
-            if "train" in stage and "reference" in stage:
-                ratios.append(f"{log} {run_name}: whole `recsys train` / implicit's read-and-fit = "
-                              f"{stage['train']['wall_s'] / stage['reference']['wall_s']:.2f}x wall, "
-                              f"{stage['train']['cpu_s'] / stage['reference']['cpu_s']:.2f}x CPU")
+            mine = [r for r in rows if (r["log"], r["run"]) == (log, run_name)]
+            ref = next((r for r in mine if r["stage"] == "reference"), None)
+            for r in mine:
+                if ref is not None and r["stage"] == "train" and r["exit"] == 0:
+                    how = " ".join(r.get("extra", [])) or "every test user"
+                    ratios.append(f"{log} {run_name} ({how}): whole `recsys train` / implicit's read-and-fit = "
+                                  f"{r['wall_s'] / ref['wall_s']:.2f}x wall, {r['cpu_s'] / ref['cpu_s']:.2f}x CPU")
+        ratios += _history()
         lines += ["", *[f"- {r}" for r in ratios], "", f"Results: {sources(HERE / 'results', results)}."]
     publish_table("experiments.scale.benchmark", lines, [(HERE / "README.md", "")])
 
