@@ -56,6 +56,7 @@ def train(
     k: Ks = None,
     validation_fraction: Annotated[float | None, typer.Option("--validation-fraction", help="Carve a per-user validation split from train: per-epoch recall, early stopping.", rich_help_panel=_SPLIT)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without validation gain.", rich_help_panel=_SPLIT)] = None,
+    eval_users: Annotated[int | None, typer.Option("--eval-users", help="Evaluate a seeded sample of this many test users (each still ranks every item; default: all). For logs of millions of users.", rich_help_panel=_SPLIT)] = None,
     min_rating: MinRating = None,
     min_user_count: MinUserCount = None,
     min_item_count: MinItemCount = None,
@@ -111,7 +112,8 @@ def train(
         given = {"--model": model, "--factors": factors, "--epochs": epochs, "--learning-rate": learning_rate,
                  "--regularization": regularization, "--loss": loss, "--param": param, "--config": config,
                  "--seed": seed, "--split": split, "--test-fraction": test_fraction, "--split-n": split_n,
-                 "--validation-fraction": validation_fraction, "--patience": patience, "--min-rating": min_rating,
+                 "--validation-fraction": validation_fraction, "--patience": patience, "--eval-users": eval_users,
+                 "--min-rating": min_rating,
                  "--min-user-count": min_user_count, "--min-item-count": min_item_count}
         given.update({"--device": None if device == "auto" else device, "--k": k})
         clash = [flag for flag, value in given.items() if value is not None and value != []]
@@ -129,6 +131,7 @@ def train(
                    "regularization": regularization, "loss": loss},
             params=param or [], device=device, seed=seed, split=split, test_fraction=test_fraction,
             split_n=split_n, ks=None if k is None else parse_ks(k), validation_fraction=validation_fraction, patience=patience,
+            eval_users=eval_users,
             filters={"min_rating": min_rating, "min_user_count": min_user_count, "min_item_count": min_item_count},
             engine=engine,
         )
@@ -157,6 +160,8 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
             "test_entries": None if result.test is None else result.test.nnz,
             "seconds": result.seconds,
             "metrics": None if result.evaluation is None else result.evaluation.metrics,
+            **({"evaluation": {"n_users": result.evaluation.n_users, "sampled_from": result.evaluation.sampled_from}}
+               if result.evaluation is not None else {}),
             **({"cold_items": result.evaluation.extra} if result.evaluation is not None and result.evaluation.extra else {}),
             "run_id": result.run_id,
             "processes": result.processes,
@@ -193,7 +198,9 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
         skipped = f", {ev.skipped_users} without training history skipped" if ev.skipped_users else ""
         dropped = (f"; {ev.dropped_entries} test entries of users or items without training entries dropped"
                    if ev.dropped_entries else "")
-        note(f"metrics  {ev.n_users} users, full ranking, training items excluded{skipped}{dropped}", quiet)
+        who = (f"a seeded sample of {ev.n_users:,} of {ev.sampled_from:,} users (--eval-users)" if ev.sampled_from
+               else f"{ev.n_users} users")
+        note(f"metrics  {who}, full ranking, training items excluded{skipped}{dropped}", quiet)
         print(metrics_table(ev))
     if result.model_dir is not None:
         note(f"saved    {result.model_dir}", quiet)

@@ -199,7 +199,8 @@ def _ids(table: pa.Table, role: Role, rows: _Rows) -> tuple[np.ndarray, np.ndarr
         # --skip-bad-rows: those rows are dropped; the rest are read as text.
         text = [("" if b else v.decode()) if isinstance(v, bytes) else v for v, b in zip(values, bad)]
         uniques, codes = strip_ids(*encode_ids(pa.chunked_array([pa.array(text, pa.string())])))
-    empty = np.flatnonzero(np.char.str_len(uniques.astype(str)) == 0) if len(uniques) else []
+    text_ids = uniques.dtype == object
+    empty = np.flatnonzero(np.char.str_len(uniques.astype(str)) == 0) if text_ids and len(uniques) else []
     if len(empty):
         rows.reject(codes == empty[0], f"empty {role} id", name)
     if uniques.dtype == object and len(uniques) and isinstance(uniques[0], str):

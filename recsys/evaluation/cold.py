@@ -75,7 +75,7 @@ def evaluate_cold_items(
     def search(users: np.ndarray, k: int, _exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         return index.search(user_vectors[users], k)
 
-    values, users, _ = evaluate_search(search, relevant, model.seen, ks, progress=progress)
+    values, users = evaluate_search(search, relevant, model.seen, ks, progress=progress)
     metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in values.items()}
     n_test = np.diff(relevant.indptr)
     skipped = int(((n_test > 0) & (np.diff(model.seen.indptr) == 0)).sum())

@@ -15,9 +15,10 @@ from recsys.artifacts import OutputKind, table_with_columns
 from recsys.data.interactions import Interactions
 from recsys.embeddings import Embeddings, EmbeddingSource
 from recsys.errors import ConfigError, InputError
-from recsys.evaluation.beyond import BEYOND_METRICS, beyond_accuracy
+from recsys.evaluation.beyond import BEYOND_METRICS, BeyondAccuracy
 from recsys.evaluation.metrics import PER_USER_METRICS, user_metrics
 from recsys.progress import progress_bar
+from recsys.seeding import as_generator
 
 PER_USER_TABLE = OutputKind("per-user metrics table", recognise=table_with_columns(["user", "n_relevant"]))
 
@@ -34,7 +35,8 @@ class Evaluation:
     ``metrics`` maps names such as ``"recall@20"`` to the mean over evaluated users
     (``coverage@k``, ``gini@k``, ``rmse`` and ``mae`` are aggregates; the beyond-accuracy
     figures are defined in :mod:`recsys.evaluation.beyond`). ``per_user`` has one row per
-    evaluated user (in their external ids) when asked for.
+    evaluated user (in their external ids) when asked for. ``sampled_from`` is set when only
+    a sample of the users was evaluated: ``n_users`` of ``sampled_from``.
     """
 
     metrics: dict[str, float]
@@ -46,6 +48,7 @@ class Evaluation:
     seconds: float = 0.0
     per_user: pd.DataFrame | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    sampled_from: int | None = None  # with a sample of users: how many could have been evaluated
 
     def table(self) -> pd.DataFrame:
         """Metrics as a table: one row per metric, one column per k (recall first)."""
@@ -89,11 +92,14 @@ def evaluate_search(
     users: np.ndarray | None = None,
     batch_users: int = 2048,
     progress: bool = False,
-    with_lists: bool = False,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
-    """Per-user metrics of ``search`` for the users with test entries and training history.
+    on_lists: Callable[[np.ndarray], None] | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-user metrics of ``search`` for ``users`` (default: every user with test entries
+    and training history), ``batch_users`` at a time.
 
-    Returns (per-user metric arrays, evaluated user indices, top-max(k) lists if asked).
+    Returns (per-user metric arrays, evaluated user indices). ``on_lists`` receives each
+    batch's top-max(k) lists (item indices, -1 padding) as they are found, so figures over
+    the lists accumulate in memory bounded by the batch, never by the users.
     """
     ks = _validate_ks(ks)
     max_k = max(ks)
@@ -102,7 +108,6 @@ def evaluate_search(
     if users is None:
         users = np.flatnonzero((n_test > 0) & (n_train > 0))
     parts: dict[str, list[np.ndarray]] = {}
-    lists = []
     with progress_bar(len(users), "evaluating", enabled=progress) as bar:
         for start in range(0, len(users), batch_users):
             batch = users[start:start + batch_users]
@@ -110,14 +115,13 @@ def evaluate_search(
             hits = ranking_hits(top, test[batch])
             for name, values in user_metrics(hits, n_test[batch], ks).items():
                 parts.setdefault(name, []).append(values)
-            if with_lists:
-                lists.append(top)
+            if on_lists is not None:
+                on_lists(top)
             bar.advance(len(batch))
     per_user = {name: np.concatenate(v) for name, v in parts.items()}
     if not per_user:
         per_user = {f"{m}@{k}": np.zeros(0) for m in PER_USER_METRICS for k in ks}
-    top_all = np.concatenate(lists) if lists else (np.zeros((0, max_k), np.int64) if with_lists else None)
-    return per_user, users, top_all
+    return per_user, users
 
 
 def evaluate(
@@ -131,6 +135,8 @@ def evaluate(
     per_user: bool = False,
     batch_users: int = 2048,
     progress: bool = False,
+    sample_users: int | None = None,
+    seed: int = 0,
 ) -> Evaluation:
     """Evaluate ``model`` (a fitted model or its :class:`~recsys.embeddings.Embeddings`) on
     held-out ``test`` by ranking the full catalogue.
@@ -140,6 +146,13 @@ def evaluate(
     relevant. Users with test entries but no training entries are skipped and counted
     (no history to rank from). Test entries whose user or item the model does not know
     are dropped and counted; if none remain, :class:`InputError` is raised.
+
+    ``sample_users`` evaluates a seeded (``seed``) random sample of that many of the users
+    instead of all (each still ranks the whole catalogue: the users are sampled, never the
+    items), for logs whose full evaluation costs more than the training: at 2M users by 500K
+    items it is 10^12 scores. The result says so (``sampled_from``); the per-user metrics are
+    unbiased estimates of the full ones, ``coverage@k`` and ``gini@k`` describe the sample's
+    lists. Memory is bounded by ``batch_users`` at any scale.
 
     ``search`` replaces exact retrieval (e.g. an Annoy index); ``retrieval`` names it.
     Rating models (``model.predicts_ratings``) on rating data also get RMSE and MAE over
@@ -164,17 +177,25 @@ def evaluate(
     n_test = np.diff(test.matrix.indptr)
     has_train = np.diff(exclude.indptr) > 0
     skipped = int(((n_test > 0) & ~has_train).sum())
+    users = np.flatnonzero((n_test > 0) & has_train)
+    sampled_from = None
+    if sample_users is not None:
+        if isinstance(sample_users, bool) or sample_users < 1:
+            raise ConfigError(f"the sample of users to evaluate must be at least 1, got {sample_users}")
+        if sample_users < len(users):
+            sampled_from = len(users)
+            users = np.sort(as_generator(seed).choice(users, sample_users, replace=False))
 
     def exact(users: np.ndarray, k: int, excl: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         return model.search(users, k, excl)
 
-    values, users, top = evaluate_search(
-        search or exact, test.matrix, exclude, ks,
-        batch_users=batch_users, progress=progress, with_lists=True,
+    beyond = BeyondAccuracy(ks, model.item_popularity, model.item_embeddings)
+    values, users = evaluate_search(
+        search or exact, test.matrix, exclude, ks, users=users,
+        batch_users=batch_users, progress=progress, on_lists=beyond.add,
     )
     metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in values.items()}
-    assert top is not None
-    metrics.update(beyond_accuracy(top, ks, model.item_popularity, model.item_embeddings))
+    metrics.update(beyond.result())
     if errors is not None:
         metrics["rmse"] = float(np.sqrt(np.mean(errors**2)))
         metrics["mae"] = float(np.mean(np.abs(errors)))
@@ -193,6 +214,7 @@ def evaluate(
         retrieval=retrieval,
         seconds=time.perf_counter() - start,
         per_user=table,
+        sampled_from=sampled_from,
     )
 
 

@@ -49,7 +49,7 @@ def validation_score(model: Recommender, validation: Validation) -> float:
     def search(users, k, exclude):
         return model.recommend_indices(users, k, exclude=exclude)
 
-    values, _users, _ = evaluate_search(search, validation.data.matrix, model.seen, [validation.k])
+    values, _users = evaluate_search(search, validation.data.matrix, model.seen, [validation.k])
     if name not in values:
         raise ConfigError(f"unknown validation metric {name!r}")
     v = values[name]

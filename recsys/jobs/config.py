@@ -34,7 +34,7 @@ else:  # pragma: no cover
 FILTER_KEYS = ("min_rating", "min_user_count", "min_item_count")
 _TOP_LEVEL = {
     "model", "params", "split", "test_fraction", "split_n", "seed", "k",
-    "validation_fraction", "validation_metric", "patience", "device", *FILTER_KEYS,
+    "validation_fraction", "validation_metric", "patience", "device", "eval_users", *FILTER_KEYS,
 }
 
 
@@ -63,7 +63,7 @@ def config_settings(config: TrainConfig) -> dict[str, Any]:
         "seed": config.seed,
         "k": list(config.ks),
     }
-    for key in ("validation_fraction", "validation_metric", "patience"):
+    for key in ("validation_fraction", "validation_metric", "patience", "eval_users"):
         value = getattr(config, key)
         if value is not None and (key != "validation_metric" or config.validation_fraction):
             settings[key] = value
@@ -125,6 +125,7 @@ def build_train_config(
     ks: Sequence[int] | None = None,
     validation_fraction: float | None = None,
     patience: int | None = None,
+    eval_users: int | None = None,
     filters: dict[str, Any] | None = None,
     engine: str = "local",
 ) -> TrainConfig:
@@ -175,6 +176,7 @@ def build_train_config(
         validation_fraction=pick(validation_fraction, "validation_fraction", default.validation_fraction),
         validation_metric=settings.get("validation_metric", default.validation_metric),
         patience=pick(patience, "patience", default.patience),
+        eval_users=pick(eval_users, "eval_users", default.eval_users),
         **{key: pick((filters or {}).get(key), key, getattr(default, key)) for key in FILTER_KEYS},
     )
     config.check()

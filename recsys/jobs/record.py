@@ -31,6 +31,10 @@ def log_evaluation(run: Run, evaluation: Evaluation) -> None:
     if evaluation.extra.get("note"):
         run.set_tags({"recsys.note": str(evaluation.extra["note"])})
     run.log_metrics({"evaluated_users": evaluation.n_users, "skipped_users": evaluation.skipped_users})
+    if evaluation.sampled_from is not None:
+        run.log_metrics({"evaluation_sampled_from": evaluation.sampled_from})
+        run.set_tags({"recsys.evaluation": f"a seeded sample of {evaluation.n_users} of "
+                                           f"{evaluation.sampled_from} test users, full ranking"})
     table = evaluation.table()
     table.index.name = "metric"
     run.log_table(table, "metrics.csv")

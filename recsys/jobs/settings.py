@@ -148,7 +148,8 @@ class TrainConfig:
 
     ``split`` is one of ``user`` (per-user holdout, the default), ``random``,
     ``temporal``, ``last-n``, ``leave-one-out``, ``cold-items`` or ``none`` (train on
-    everything, no evaluation). ``validation_fraction`` carves a per-user validation split
+    everything, no evaluation). ``eval_users`` evaluates a seeded sample of that many test
+    users (each ranking the whole catalogue; default: every one). ``validation_fraction`` carves a per-user validation split
     out of the training part for per-epoch ``validation_metric`` and early stopping
     (``patience``); the test part is never seen during training.
     """
@@ -164,6 +165,7 @@ class TrainConfig:
     validation_fraction: float | None = None
     validation_metric: str = "recall@20"
     patience: int | None = None
+    eval_users: int | None = None
     # Filters applied to the log before the split (recsys.data.filters).
     min_rating: float | None = None
     min_user_count: int = 1
@@ -177,7 +179,7 @@ class TrainConfig:
         check_params(TrainConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "settings")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"settings: test_fraction must be between 0 and 1, got {self.test_fraction}")
-        for name, low in (("seed", 0), ("split_n", 1), ("patience", 1)):
+        for name, low in (("seed", 0), ("split_n", 1), ("patience", 1), ("eval_users", 1)):
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least {low}, got {value}")

@@ -297,7 +297,8 @@ def _evaluation(model: Recommender, config: TrainConfig, test_data: Interactions
 
         evaluation = evaluate_cold_items(model, test_data, ks=config.ks, progress=progress)
     else:
-        evaluation = evaluate(model, test_data, ks=config.ks, progress=progress)
+        evaluation = evaluate(model, test_data, ks=config.ks, progress=progress,
+                              sample_users=config.eval_users, seed=config.seed)
     evaluation.dropped_entries += dropped
     timings["evaluate"] = evaluation.seconds
     return evaluation
