@@ -6,6 +6,7 @@ which ``make test`` installs)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -28,7 +29,10 @@ from recsys.spark.session import require_pyspark
 from tests.cli_invoke import run
 
 HAS_JAVA = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
-needs_java = pytest.mark.skipif(not HAS_JAVA, reason="Spark needs Java 17+, and this machine has none")
+HAS_PYSPARK = importlib.util.find_spec("pyspark") is not None
+needs_java = pytest.mark.skipif(
+    not (HAS_JAVA and HAS_PYSPARK),
+    reason="Spark needs Java 17+ and pyspark (pip install 'recsys[spark]'; make installs it)")
 LOCAL2 = SparkSettings("local[2]")
 
 
@@ -136,6 +140,7 @@ def test_bad_rows_named_in_one_line(spark, tmp_path):
     (["--validation-fraction", "0.1"], "no per-epoch validation"),
     (["--nproc", "2"], "use one or the other"),
 ])
+@needs_java  # the settings are checked once pyspark is known to be there
 def test_spark_settings_refused_before_any_work(tmp_path, args, message):
     data = tmp_path / "log.csv"
     data.write_text("user,item\n1,2\n2,3\n")
