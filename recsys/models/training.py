@@ -155,8 +155,7 @@ class IterativeRecommender(Recommender):
         trainer = self.create_trainer(data, self.fitted_params)
         try:
             state = _LoopState() if resume is None else self._resume(trainer, resume)
-            with torch_threads(step_threads(trainer.step_work)):
-                self._run_epochs(trainer, state, callbacks, validation, progress, checkpointing)
+            self._run_epochs(trainer, state, callbacks, validation, progress, checkpointing)
             self._set_learned(trainer.export())
             if state.best is not None and state.best[1] != self.history[-1]["epoch"]:
                 self._set_learned(state.best[2])
@@ -189,6 +188,7 @@ class IterativeRecommender(Recommender):
         progress: bool,
         checkpointing: Checkpointing | None,
     ) -> None:
+        threads = step_threads(trainer.step_work)
         guard = SignalGuard()
         main = distributed.is_main()  # rank 0 (or a process on its own) validates and checkpoints
         with guard.active(checkpointing is not None and checkpointing.handle_signals), \
@@ -196,7 +196,10 @@ class IterativeRecommender(Recommender):
             bar.advance(state.first - 1)
             for epoch in range(state.first, self.epochs + 1):
                 start = time.perf_counter()
-                figures = {k: float(v) for k, v in trainer.train_epoch(epoch).items()}
+                # The training steps alone get the thread count their size deserves; validation's
+                # full-catalogue scoring and checkpoints around them keep every CPU.
+                with torch_threads(threads):
+                    figures = {k: float(v) for k, v in trainer.train_epoch(epoch).items()}
                 if not math.isfinite(figures.get("loss", 0.0)):
                     raise TrainingDiverged(f"{self.name}: training diverged at epoch {epoch} (loss "
                                            f"{figures['loss']}); nothing was saved. {DIVERGENCE_ADVICE}")

@@ -90,9 +90,12 @@ def auto_search_k(n_items: int, trees: int, n: int) -> int:
 
 
 def resolve_jobs(n_jobs: int | None) -> int:
-    """Threads to use: ``None`` or ``-1`` means every core."""
+    """Threads to use: ``None`` or ``-1`` means every CPU this process may use
+    (:func:`recsys.device.cpu_budget`: ``--threads``, affinity, a cgroup quota)."""
     if n_jobs is None or n_jobs < 0:
-        return max(1, os.cpu_count() or 1)
+        from recsys.device import cpu_budget
+
+        return cpu_budget()
     if n_jobs == 0:
         raise ConfigError("n_jobs must be a positive number of threads, or -1 for every core")
     return int(n_jobs)
