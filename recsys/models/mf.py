@@ -256,8 +256,10 @@ class MFTrainer:
             # An accidental hit (the positive drawn as a negative) is the same table row on
             # both sides: its pair scores exactly 0, adds log 2 to the sum and nothing to the
             # gradient (the row's two halves cancel in the update). So it is counted out of
-            # the mean rather than masked, which would cost two (B, n) passes a step.
-            hits = torch.bincount(negatives, minlength=self.n_items)[items].sum()
+            # the mean rather than masked, which would cost two (B, n) passes a step; counted
+            # by binary search in the sorted negatives (not a catalogue-sized bincount).
+            drawn = negatives.sort().values
+            hits = (torch.searchsorted(drawn, items, right=True) - torch.searchsorted(drawn, items)).sum()
             pairs = b * len(negatives) - hits
             return (F.softplus(neg - pos[:, None]).sum() - hits * math.log(2.0)) / pairs.clamp(min=1) + self.reg * reg
         hit = negatives[None, :] == items[:, None]
