@@ -132,7 +132,12 @@ def json_with_keys(keys: Iterable[str]) -> Callable[[Path], bool]:
 
 def json_format(name: str) -> Callable[[Path], bool]:
     """A JSON metadata file recognised by its ``"format"`` (``"recsys-model"``...)."""
-    return lambda path: json.loads(path.read_text(encoding="utf-8")).get("format") == name
+
+    def recognise(path: Path) -> bool:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        return isinstance(obj, dict) and obj.get("format") == name  # "x" or [1] is valid JSON too
+
+    return recognise
 
 
 def table_with_columns(columns: Iterable[str]) -> Callable[[Path], bool]:

@@ -198,3 +198,15 @@ def test_a_checkpoint_folder_of_the_users_is_refused_before_training(workspace):
     user's was found out only at the first checkpoint."""
     refused(workspace, "train", "--data", "data/ratings.csv", "--model", "ials", "--checkpoint-every", "1",
             "--checkpoint-dir", "docs", "-o", "m", "--no-track", says="is not a checkpoint directory")
+
+
+@pytest.mark.parametrize("content", ['"x"', "[1]", "3"])
+def test_a_marker_file_that_is_json_but_not_an_object_is_just_not_ours(tmp_path, content):
+    """Regression: a model.json holding a JSON string or list crashed the check
+    (AttributeError, exit 1) instead of refusing the folder as not a model directory."""
+    from recsys.models.persistence import MODEL_DIRECTORY
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.json").write_text(content)
+    with pytest.raises(RecsysError, match="not a model directory"):
+        check_output(tmp_path / "out", MODEL_DIRECTORY)
