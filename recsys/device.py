@@ -24,10 +24,11 @@ THREADS_ENV = "RECSYS_THREADS"
 
 # Below this many multiply-adds a training step's operations are too small to share: a
 # second thread costs a wake-up and a barrier per operation, and on a busy machine the
-# barrier waits for a sibling the scheduler has put aside (measured: an mf MSE epoch on
-# ML-100K took 0.08 s on one thread, 6 s on two beside other work). 2^22 keeps MSE and
-# small factorizations on one thread and lets mf's (batch x negatives x factors) products
-# and the two-tower's in-batch logits use every CPU.
+# barrier waits for a sibling the scheduler has put aside (a one-off probe: an mf MSE epoch
+# on ML-100K took 0.08 s on one thread, 6 s on two beside other work). 2^22 sits between
+# MSE's steps (~65K multiply-adds) and BPR's (~17M): it keeps MSE and small factorizations
+# on one thread and lets mf's (batch x negatives x factors) products and the two-tower's
+# in-batch logits use every CPU. Not swept: seen on one 2-core machine only.
 PARALLEL_STEP_WORK = 1 << 22
 
 _threads: int | None = None  # set_threads(): the user's --threads

@@ -50,8 +50,8 @@ confidences it tempers, or a denser log is regularized less)."""
 NOISE_SHARE = 0.5
 """BPMF: the rating noise's variance is taken as this share of the training ratings'
 variance, i.e. ``noise_precision = 1 / (NOISE_SHARE * var(r))``: the same setting on a 1-5,
-a 0.5-5 or a 1-10 scale (chosen on a validation carve of ML-100K's u1.base and checked on
-ml-latest-small; ``experiments/explicit``)."""
+a 0.5-5 or a 1-10 scale (chosen on a validation carve of ML-100K's u1.base; a scratch check
+on ml-latest-small, not recorded; ``experiments/explicit``)."""
 
 
 @dataclass(frozen=True)
