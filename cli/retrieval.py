@@ -33,7 +33,7 @@ SearchK = Annotated[
     int | None,
     typer.Option("--search-k", help="Annoy candidates inspected per query (default: as saved, else four times the catalogue up to 50,000; -1: Annoy's own candidates x trees)."),
 ]
-Jobs = Annotated[int, typer.Option("--jobs", help="Threads for Annoy (-1: every core).")]
+Jobs = Annotated[int, typer.Option("--jobs", help="Threads for Annoy (-1: every CPU this process may use).")]
 Trees = Annotated[int | None, typer.Option("--trees", help="Annoy trees per forest (more: better recall, bigger index).")]
 
 

@@ -210,3 +210,26 @@ def test_long_spark_als_runs_get_a_checkpoint_folder_or_a_clear_refusal():
     assert kept.folder == "hdfs://nn/mine"
     with pytest.raises(ConfigError, match=CHECKPOINT_CONF):
         ensure_checkpoint_dir(_FakeContext("spark://h:7077", {}), 25)
+
+
+@needs_java
+@pytest.mark.parametrize(("args", "flag"), [
+    (["--device", "cpu"], "--device"), (["--jobs", "2"], "--jobs"), (["--search-k", "50"], "--search-k"),
+])
+def test_spark_recommend_refuses_local_scoring_options(spark_model, tmp_path, args, flag):
+    """Regression: --device cuda, --jobs and --search-k were accepted and ignored by --engine spark."""
+    result = run("recommend", "--engine", "spark", "--model", spark_model.model_dir, "--users", "all",
+                 "--out", tmp_path / "recs.parquet", *args, code=2)
+    assert flag in result.output and "--engine local" in result.output and not (tmp_path / "recs.parquet").exists()
+
+
+@needs_java
+def test_a_split_spark_cannot_make_is_refused_before_spark_reads_anything(tmp_path, monkeypatch):
+    """Regression: --split random was refused only after Spark had read, merged and indexed the log."""
+    import recsys.spark.data as spark_data
+
+    monkeypatch.setattr(spark_data, "read_log", lambda *a, **k: pytest.fail("the log was read"))
+    data = tmp_path / "log.csv"
+    data.write_text("user,item\n1,2\n2,3\n")
+    result = run("train", "--engine", "spark", "--data", data, "--split", "cold-items", "-o", tmp_path / "m", code=2)
+    assert "not available with --engine spark" in result.output

@@ -104,7 +104,11 @@ def _check_spark_options(history: DataSource | None, features: FeatureTables, it
     """Refuse, before any work, what the Spark batch job does not do."""
     given = {"--history": history is not None, "--user-features": features.users is not None,
              "--item-features": item_table is not None,
-             "--retrieval annoy": options.get("retrieval") not in (None, "exact")}
+             "--retrieval annoy": options.get("retrieval") not in (None, "exact"),
+             # Local scoring's knobs: Spark's executors score on their CPUs in their own blocks.
+             "--device": options.get("device") not in (None, "auto"),
+             "--jobs": options.get("n_jobs") not in (None, -1),
+             "--search-k": options.get("search_k") is not None}
     unsupported = [flag for flag, on in given.items() if on]
     if unsupported:
         raise ConfigError(f"--engine spark scores known users exactly (unknown ones get the popular items); "

@@ -204,7 +204,7 @@ def _checked(raw: DataFrame, source: str, skip_bad_rows: bool) -> tuple[DataFram
     if skip_bad_rows:
         logging.getLogger("recsys").warning("%s: skipped %d malformed row%s (--skip-bad-rows)",
                                             source, n_bad, "" if n_bad == 1 else "s")
-    return flagged.where(F.col("_why").isNull()).select(*columns), int(total)
+    return flagged.where(F.col("_why").isNull()).select(*columns), int(total - n_bad)  # the rows kept
 
 
 def _combine(rows: DataFrame, feedback: str) -> DataFrame:

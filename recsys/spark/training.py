@@ -47,6 +47,11 @@ def check_spark_config(config: Any) -> None:
     if config.model not in SPARK_MODELS:
         raise ConfigError(f"--engine spark trains {', '.join(SPARK_MODELS)} (Spark MLlib's ALS), not "
                           f"{config.model!r}; drop --model or use --engine local")
+    from recsys.spark.data import SPLITS_ON_SPARK
+
+    if config.split not in SPLITS_ON_SPARK:  # before Spark reads a row, not after
+        raise ConfigError(f"the {config.split!r} split is not available with --engine spark (it takes "
+                          f"{', '.join(SPLITS_ON_SPARK)}); split with `recsys split` and pass --test")
     if config.validation_fraction or config.patience:
         raise ConfigError("--engine spark runs Spark's ALS sweeps in one go: no per-epoch validation or "
                           "early stopping; drop --validation-fraction and --patience")
