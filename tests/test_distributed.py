@@ -70,7 +70,7 @@ def test_two_processes_train_identical_replicas_that_learn(tmp_path):
     popular = evaluate(Popular().fit(train), test, ks=[10]).metrics["recall@10"]
     two = {name: evaluate(m, test, ks=[10]).metrics["recall@10"] for name, m in models.items()}
     assert min(two.values()) > popular + 0.1, (two, popular)  # near the parity ceiling of about 0.36
-    # One process with the same effective batch (2 x 32 = 64) learns as well.
+    # One process with the same effective batch (2 x 64 = 128) learns as well.
     one = create_model("mf", **{**FITS["mf"], "batch_size": 128}).fit(train)
     assert abs(evaluate(one, test, ks=[10]).metrics["recall@10"] - two["mf"]) < 0.05
 
