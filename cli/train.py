@@ -84,8 +84,15 @@ def train(
     """Train a model on an interaction log, evaluate it on held-out data, and save it.
 
     With no options but --data: implicit-feedback iALS with defaults chosen for the data's shape, a per-user 80/20 holdout, recall, NDCG and the other metrics at 10, 20 and 50, and the model saved under models/."""
-    from recsys.checkpoint import read_checkpoint_meta
     from recsys.distributed import launched
+
+    launch = launched()
+    if launch is not None and launch.rank > 0:
+        track, quiet = False, True  # under torchrun rank 0 alone tracks and prints
+    runs = tracker(track, tracking_uri, experiment)
+    runs.prepare()  # MLflow loads in a process of its own while this one imports and reads
+
+    from recsys.checkpoint import read_checkpoint_meta
     from recsys.errors import ConfigError
     from recsys.jobs import FeatureTables
     from recsys.jobs import train as run_train
@@ -101,10 +108,6 @@ def train(
     from recsys.jobs.settings import check_sources
 
     check_sources(data, test)  # before the run (and its store) is opened
-    launch = launched()
-    if launch is not None and launch.rank > 0:
-        track, quiet = False, True  # under torchrun rank 0 alone tracks and prints
-    runs = tracker(track, tracking_uri, experiment)
     features = FeatureTables(user_features or None, item_features or None, user_features_spec, item_features_spec)
     options = {"test": test, "output": output, "features": features, "progress": not quiet, "nproc": nproc,
                "index_trees": (trees if trees is not None else DEFAULT_TREES) if index else None, "checkpoint_every": checkpoint_every}

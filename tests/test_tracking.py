@@ -260,6 +260,78 @@ def test_a_run_stopped_by_a_signal_is_killed_not_failed(uri):
     assert "SIGTERM" in run.data.tags["recsys.error"]
 
 
+@pytest.mark.parametrize("background", [True, False], ids=["worker-process", "in-process"])
+def test_worker_and_in_process_record_the_same_complete_run(uri, tmp_path, background):
+    """MLflow runs in a worker process by default; what it records is complete when the block
+    is left, the same as in this process, and a directory removed right after it is logged is
+    logged whole."""
+    experiment = f"recorded-{background}"
+    tracker = Tracker(uri, experiment, background=background)
+    with tracker.run("job", kind="train", tags={"extra": 3}) as run:
+        run.log_params({"factors": np.int64(8), "name": "x" * 7000})
+        for epoch in range(3):
+            run.log_metrics({"loss": 1.0 / (epoch + 1), "recall@20": np.float32(0.25)}, step=epoch)
+        run.set_tags({"note": "kept"})
+        run.log_text("hello\n", "notes/hello.txt")
+        folder = tmp_path / f"diagnostics-{background}"
+        folder.mkdir()
+        (folder / "a.txt").write_text("a")
+        run.log_directory(folder, "diagnostics")
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+        with run.child("trial-0", kind="trial") as child:
+            child.log_metrics({"ndcg@10": 0.5})
+            child_id = child.run_id
+        parent_id = run.run_id
+    c = client(uri)
+    parent, child = c.get_run(parent_id), c.get_run(child_id)
+    assert parent.info.status == child.info.status == "FINISHED"
+    assert parent.data.params["factors"] == "8" and len(parent.data.params["name"]) == 6000
+    assert [m.value for m in c.get_metric_history(parent_id, "loss")] == [1.0, 0.5, pytest.approx(1 / 3)]
+    assert parent.data.metrics["recall_at_20"] == 0.25
+    assert parent.data.tags["extra"] == "3" and parent.data.tags["note"] == "kept"
+    assert parent.data.tags["recsys.kind"] == "train"
+    assert {a.path for a in c.list_artifacts(parent_id)} == {"notes", "diagnostics"}
+    assert [a.path for a in c.list_artifacts(parent_id, "diagnostics")] == ["diagnostics/a.txt"]
+    assert child.data.tags["mlflow.parentRunId"] == parent_id and child.data.metrics["ndcg_at_10"] == 0.5
+
+
+def test_a_call_the_store_refuses_fails_the_job_and_its_run(uri):
+    """A failure in the worker process reaches the job as a TrackingError by its next call
+    (MLflow refuses to change a parameter), and the run ends FAILED."""
+    tracker = Tracker(uri, "refused")
+    with pytest.raises(TrackingError, match="log_params failed"), tracker.run("job", kind="train") as run:
+        run.log_params({"factors": 8})
+        run.log_params({"factors": 16})
+        run_id = run.run_id  # waits for the worker: the refusal has come back by now
+        run.log_metrics({"loss": 1.0})
+    c = client(uri)
+    assert c.get_run(run_id).info.status == "FAILED"
+
+
+def test_a_job_process_that_dies_leaves_its_run_killed_not_running(uri, tmp_path):
+    """The worker ends a run KILLED when the job's process dies without ending it (os._exit)."""
+    script = (
+        "import os, sys\n"
+        "from recsys.tracking import Tracker\n"
+        f"with Tracker({uri!r}, 'died').run('job', kind='train') as run:\n"
+        "    run.log_params({'factors': 8})\n"
+        "    print(run.run_id, flush=True)\n"
+        "    os._exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    run_id = done.stdout.strip()
+    c = client(uri)
+    for _ in range(100):  # the worker notices the closed pipe and ends the run on its own
+        run = c.get_run(run_id)
+        if run.info.status != "RUNNING":
+            break
+        time.sleep(0.2)
+    assert run.info.status == "KILLED" and run.data.params["factors"] == "8"
+
+
 def test_a_half_made_store_is_a_tracking_error_not_a_bug(tmp_path, monkeypatch):
     """Regression (merge review): a store whose creation was interrupted raised SQLAlchemy's
     error from MLflow, which the CLI reported as "a bug in recsys" with an SQL dump."""

@@ -1,9 +1,10 @@
 """Experiment tracking with MLflow: where runs are recorded, and the servable model.
 
-- :class:`Tracker` opens the store (``--tracking-uri``, ``$MLFLOW_TRACKING_URI``, else
+- :class:`Tracker` names the store (``--tracking-uri``, ``$MLFLOW_TRACKING_URI``, else
   ``sqlite:///mlflow.db``) and checks it before any work; :meth:`Tracker.run` gives the
   :class:`TrackedRun` a job reports to (:mod:`recsys.jobs`) and marks it ``FAILED`` if the
-  job raises.
+  job raises. MLflow runs in a worker process (:mod:`recsys.tracking.worker`), so that its
+  import and the store's opening overlap the job.
 - :func:`load_recommender`, :func:`resolve_model_dir`: a model from a directory or
   ``runs:/<id>/model``; the pyfunc model that serves it.
 - :func:`leaderboard`: an experiment's runs ranked, read back from the store.

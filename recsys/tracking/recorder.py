@@ -1,0 +1,158 @@
+"""The MLflow calls a tracked job makes, in whichever process makes them.
+
+:class:`MlflowRecorder` opens a store and experiment and records runs through MLflow's own
+API; :class:`LocalRecorder` makes its calls in this process, and
+:class:`recsys.tracking.worker.RecorderProcess` in a process of its own. Both take the same
+calls, with values already made plain (strings, floats, text): a run is named by a token,
+its MLflow id is known once the store has created it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import recsys
+from recsys.errors import TrackingError
+
+# The calls a run may make after it starts (anything else sent to a recorder is refused).
+CALLS = frozenset({"log_params", "log_metrics", "set_tags", "log_text", "log_directory", "log_model"})
+MAX_PARAM = 6000  # MLflow's limit on a parameter value
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """The commit checked out where recsys's source lives, or None outside a git work tree."""
+    where = Path(path) if path is not None else Path(recsys.__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_tags(kind: str) -> dict[str, str]:
+    """Tags every run carries: what made it, the package version, the git commit if any."""
+    tags = {"recsys.kind": kind, "recsys.version": recsys.__version__}
+    commit = git_commit()
+    if commit:
+        tags["recsys.git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+class MlflowRecorder:
+    """A store and experiment, and the runs recorded in them through MLflow."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.experiment_id: str | None = None
+
+    def open(self) -> None:
+        """Point MLflow at the store and select (or create) the experiment."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        mlflow.set_tracking_uri(self.uri)
+        if self.experiment_id is not None:
+            return
+        # Creating a new SQLite store or experiment logs INFO lines; they are not news.
+        logger = logging.getLogger("mlflow")
+        level = logger.level
+        logger.setLevel(max(level, logging.WARNING))
+        try:
+            self.experiment_id = mlflow.set_experiment(self.experiment).experiment_id
+        except MlflowException as exc:
+            raise TrackingError(f"tracking store {self.uri}: cannot use experiment {self.experiment!r}: {exc.message}") from None
+        except Exception as exc:  # e.g. SQLAlchemy's, for a store whose creation was interrupted
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(
+                f"tracking store {self.uri} cannot be opened ({first[:200]}); a run interrupted while "
+                "creating a new store leaves it half made: remove it, or pass --no-track"
+            ) from None
+        finally:
+            logger.setLevel(level)
+
+    def start(self, name: str, kind: str, tags: dict[str, str], nested: bool) -> str:
+        """Start a run (nested in the active one with ``nested``) and make it the active one."""
+        import mlflow
+
+        active = mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested,
+                                  tags={**run_tags(kind), **tags})
+        return active.info.run_id
+
+    def end(self, status: str, error: str | None = None) -> None:
+        """End the active run with ``status``, the error (if any) as its ``recsys.error`` tag."""
+        import mlflow
+
+        if error is not None:
+            with contextlib.suppress(Exception):
+                mlflow.set_tag("recsys.error", error[:MAX_PARAM])
+        # For HTTP stores MLflow prints the run's URL on stdout; keep stdout for results.
+        with contextlib.redirect_stdout(sys.stderr):
+            mlflow.end_run(status)
+
+    def log_params(self, run_id: str, values: dict[str, str]) -> None:
+        import mlflow
+
+        mlflow.log_params(values, run_id=run_id)
+
+    def log_metrics(self, run_id: str, values: dict[str, float], step: int | None) -> None:
+        import mlflow
+
+        mlflow.log_metrics(values, step=step, run_id=run_id)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        # By id, not MLflow's active run: a parent tagged while a child run is open stays itself.
+        from mlflow.entities import RunTag
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(self.uri).log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, name, run_id=run_id)
+
+    def log_directory(self, run_id: str, path: str, name: str) -> None:
+        import mlflow
+
+        mlflow.log_artifacts(path, name, run_id=run_id)
+
+    def log_model(self, run_id: str, path: str) -> None:
+        """The saved model directory as the servable pyfunc model of the active run."""
+        from recsys.tracking.serving import log_pyfunc
+
+        log_pyfunc(path)
+
+
+class LocalRecorder:
+    """Runs recorded by MLflow in this process, each named by a token."""
+
+    def __init__(self, recorder: MlflowRecorder) -> None:
+        self.recorder = recorder
+        self.run_ids: list[str] = []
+
+    def start(self, name: str, kind: str, tags: dict[str, str], nested: bool) -> int:
+        self.run_ids.append(self.recorder.start(name, kind, tags, nested))
+        return len(self.run_ids) - 1
+
+    def run_id(self, token: int) -> str:
+        return self.run_ids[token]
+
+    def call(self, token: int, method: str, *args: Any, wait: bool = False) -> None:
+        if method not in CALLS:
+            raise ValueError(f"not a run's call: {method!r}")
+        getattr(self.recorder, method)(self.run_ids[token], *args)
+
+    def end(self, token: int, status: str, error: str | None = None) -> None:
+        self.recorder.end(status, error)
+
+    def close(self) -> None:
+        pass
