@@ -39,12 +39,13 @@ def evaluate(
     read_options: Any = None,
 ) -> None:
     """Rank the full catalogue for every test user, excluding their training items, and report recall, NDCG, precision, MAP, MRR, hit rate, and coverage, Gini, popularity percentile, novelty and diversity at each k."""
+    runs = tracker(track, tracking_uri, experiment)  # MLflow loads in a process of its own meanwhile
+
     from recsys.jobs import evaluate_model
     from recsys.jobs.settings import check_sources
     from recsys.tracking import resolve_model_dir
 
     check_sources(data, train)  # before the run (and its store) is opened
-    runs = tracker(track, tracking_uri, experiment)
     with runs.run("evaluate", kind="evaluate") as run:
         # An MLflow model URI is downloaded (--tracking-uri counts with --no-track too).
         directory = resolve_model_dir(model, runs.uri)

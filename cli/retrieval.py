@@ -110,6 +110,8 @@ def recommend(
     """Top-k items for many users, written to a file atomically as it goes (with --engine spark: scored on Spark's executors, written as a directory of Parquet parts).
 
     Users the model does not know (and who have no --history) get the most popular items, marked fallback=true with a NaN score, and are counted."""
+    runs = tracker(track, tracking_uri, experiment)  # MLflow loads in a process of its own meanwhile
+
     from recsys.jobs import FeatureTables
     from recsys.jobs import recommend as run_recommend
     from recsys.retrieval.batch import parse_users
@@ -119,7 +121,6 @@ def recommend(
     spark = engine_settings(engine, spark_master, spark_conf or [])
     if str(out) == "-" and fmt == "json":
         raise ConfigError("--out - writes the table to standard output; drop --format json")
-    runs = tracker(track, tracking_uri, experiment)
     directory = resolve_model_dir(model, tracking_uri)  # runs:/ and models:/ URIs are downloaded
     with runs.run("recommend", kind="recommend") as run:
         result = run_recommend(

@@ -19,10 +19,13 @@ Experiment = Annotated[str | None, typer.Option(
 
 
 def tracker(track: bool | None, uri: str | None, experiment: str | None):
-    """The :class:`recsys.tracking.Tracker` the flags ask for."""
+    """The :class:`recsys.tracking.Tracker` the flags ask for, its recording process already
+    started (:meth:`~recsys.tracking.Tracker.prepare`): call it before the command's own imports."""
     from recsys.tracking import Tracker
 
-    return Tracker.from_options(track, uri, experiment)
+    runs = Tracker.from_options(track, uri, experiment)
+    runs.prepare()
+    return runs
 
 
 def run_note(run_id: str | None, tracker) -> str | None:

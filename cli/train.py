@@ -89,8 +89,7 @@ def train(
     launch = launched()
     if launch is not None and launch.rank > 0:
         track, quiet = False, True  # under torchrun rank 0 alone tracks and prints
-    runs = tracker(track, tracking_uri, experiment)
-    runs.prepare()  # MLflow loads in a process of its own while this one imports and reads
+    runs = tracker(track, tracking_uri, experiment)  # MLflow loads in a process of its own meanwhile
 
     from recsys.checkpoint import read_checkpoint_meta
     from recsys.errors import ConfigError

@@ -56,6 +56,8 @@ def tune(
     read_options: Any = None,
 ) -> None:
     """Search hyper-parameters with Optuna on a validation split carved from the training part (the test part is never used), and write the best settings for `recsys train --config`."""
+    runs = tracker(track, tracking_uri, experiment)  # MLflow loads in a process of its own meanwhile
+
     from recsys.jobs import FeatureTables
     from recsys.jobs import tune as run_tune
     from recsys.jobs.config import build_train_config, read_toml
@@ -73,7 +75,6 @@ def tune(
     from recsys.jobs.settings import check_sources
 
     check_sources(data)  # before the run (and its store) is opened
-    runs = tracker(track, tracking_uri, experiment)
     features = FeatureTables(user_features or None, item_features or None, user_features_spec, item_features_spec)
     with runs.run(f"tune-{settings.model}", kind="tune") as run:
         result = run_tune(

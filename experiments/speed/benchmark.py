@@ -11,8 +11,8 @@ Stages (run from the repository root):
       u.user and u.item, mf, mf --loss mse and bpmf on u1): results/jobs.<date>.<commit>.json
   python -m experiments.speed.benchmark fixed [--runs 5]
       what a command costs before it does any work: interpreter, imports (torch, MLflow),
-      and a tiny `recsys train` (the bundled sample, popular) with and without tracking
-      in a local SQLite store: results/fixed.<date>.<commit>.json
+      a tiny `recsys train` (the bundled sample, popular) and a job of a few seconds (als
+      on u1) with and without tracking in a local SQLite store: results/fixed.<date>.<commit>.json
   python -m experiments.speed.benchmark table
       the tables in README.md, from the newest result of each stage (and of each commit
       for the before/after rows)
@@ -42,12 +42,14 @@ from experiments.common import DATA_DIR, ROOT, publish_table, write_result
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
-# Each model at its defaults but for the epochs (a few are enough for a rate).
+# Each model at its defaults but for the epochs: enough that every quiet fit lasts 2-7 s.
+# (Until 2026-12-02 als ran 5 epochs and ials 3, fits of 0.2-0.3 s: beside busy processes
+# their time was mostly the scheduler's time slices, not the model's throughput.)
 MODELS: dict[str, dict[str, Any]] = {
-    "als": {"model": "als", "params": {"epochs": 5}},
-    "ials": {"model": "ials", "params": {"epochs": 3}},
+    "als": {"model": "als", "params": {"epochs": 40}},
+    "ials": {"model": "ials", "params": {"epochs": 40}},
     "mf": {"model": "mf", "params": {"epochs": 5}},
-    "mf-mse": {"model": "mf", "params": {"epochs": 5, "loss": "mse"}},
+    "mf-mse": {"model": "mf", "params": {"epochs": 25, "loss": "mse"}},
     "two-tower": {"model": "two-tower", "params": {"epochs": 2}, "features": True},
 }
 
@@ -154,10 +156,14 @@ def stage_jobs(runs: int, data_dir: Path) -> None:
 SAMPLE = ROOT / "data" / "sample" / "ratings.csv"
 
 
-def stage_fixed(runs: int) -> None:
-    """Wall and CPU seconds (the child's user + system) of commands that do almost nothing."""
+def stage_fixed(runs: int, data_dir: Path) -> None:
+    """Wall and CPU seconds (the child's user + system) of commands that do almost nothing,
+    and what tracking adds to them and to a job of a few seconds (als on ML-100K's u1)."""
     python, recsys = sys.executable, str(Path(sys.executable).with_name("recsys"))
     train = [recsys, "train", "--data", str(SAMPLE), "--model", "popular", "--quiet"]
+    folder = ml100k(data_dir)
+    als = [recsys, "train", "--data", str(folder / "u1.base"), "--test", str(folder / "u1.test"), "--model", "als",
+           "--quiet"]
     commands = {
         "python -c pass": [python, "-c", "pass"],
         "recsys --version": [recsys, "--version"],
@@ -165,6 +171,8 @@ def stage_fixed(runs: int) -> None:
         "import mlflow": [python, "-c", "import mlflow"],
         "train popular, --no-track": [*train, "--no-track"],
         "train popular, tracked (sqlite)": train,
+        "train als on u1, --no-track": [*als, "--no-track"],
+        "train als on u1, tracked (sqlite)": als,
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,10 +193,15 @@ def fixed_table(result: dict[str, Any]) -> list[str]:
     lines = [f"Commit {result['stamp']}, load average {result['machine']['load_average']}; median of "
              f"{result['runs']} runs (the first tracked run creates the store).", "",
              "| command | wall s | CPU s |", "|---|---:|---:|"]
+    wall = {}
     for name in dict.fromkeys(r["command"] for r in result["rows"]):
         mine = [r for r in result["rows"] if r["command"] == name]
-        lines.append(f"| {name} | {statistics.median(r['wall_seconds'] for r in mine):.2f} | "
-                     f"{statistics.median(r['cpu_seconds'] for r in mine):.2f} |")
+        wall[name] = statistics.median(r["wall_seconds"] for r in mine)
+        lines.append(f"| {name} | {wall[name]:.2f} | {statistics.median(r['cpu_seconds'] for r in mine):.2f} |")
+    overheads = [f"{job}: {wall[f'{job}, tracked (sqlite)'] - wall[f'{job}, --no-track']:+.2f} s"
+                 for job in ("train popular", "train als on u1") if f"{job}, --no-track" in wall]
+    if overheads:
+        lines += ["", "What tracking adds (median wall, tracked minus --no-track): " + "; ".join(overheads) + "."]
     return lines
 
 
@@ -263,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     fixed = sub.add_parser("fixed")
     fixed.add_argument("--runs", type=int, default=5)
     sub.add_parser("table")
-    for p in (fit, contention, jobs):
+    for p in (fit, contention, jobs, fixed):
         p.add_argument("--data-dir", type=Path, default=DATA_DIR)
     args = parser.parse_args(argv)
     if args.stage == "fit":
@@ -273,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.stage == "jobs":
         stage_jobs(args.runs, args.data_dir)
     elif args.stage == "fixed":
-        stage_fixed(args.runs)
+        stage_fixed(args.runs, args.data_dir)
     else:
         stage_table()
 
