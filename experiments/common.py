@@ -20,6 +20,7 @@ import os
 import platform
 import statistics
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,30 @@ class ImplicitALS(Recommender):
             model.fit(conf, show_progress=False, callback=on_iteration if callback else None)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+
+
+def train_as_a_user(data: Path, model: str | None = None, params: dict[str, Any] | None = None, seed: int = 0,
+                    k: int = 20, test: Path | None = None, **options: Any) -> tuple[Any, dict[str, Any]]:
+    """``recsys train --data DATA [--test TEST] [--model MODEL] --seed SEED`` through the library's
+    own job (reading, splitting, fitting, scoring): what a user gets. ``model`` None: the job's
+    default model; ``options`` go to :func:`recsys.jobs.train` (``save`` False unless given).
+
+    Returns the job's result and its figures: ``model``, ``seed``, ``fitted_params``,
+    ``fit_seconds``, ``job_seconds`` (the whole job, wall clock), ``recall@k`` and ``ndcg@k``.
+    """
+    from recsys.jobs import TrainConfig, train
+
+    settings = TrainConfig(seed=seed, ks=(k,), params=dict(params or {}))
+    if model is not None:
+        settings.model = model
+    options.setdefault("save", False)
+    start = time.perf_counter()
+    result = train(data, settings, test=test, **options)
+    wall = time.perf_counter() - start
+    metrics = result.evaluation.metrics
+    return result, {"model": settings.model, "seed": seed, "fitted_params": result.model.fitted_params,
+                    "fit_seconds": result.seconds["fit"], "job_seconds": wall,
+                    f"recall@{k}": metrics[f"recall@{k}"], f"ndcg@{k}": metrics[f"ndcg@{k}"]}
 
 
 # -- shared by the benchmark scripts: configs, result files, README tables -----------------

@@ -51,6 +51,9 @@ def status(description: str, enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         timer.cancel()
+        # A timer already firing runs on: wait for it, or its spinner (or line) would start
+        # after the stop below and stay on screen.
+        timer.join()
         if live is not None:
             live.stop()
 

@@ -143,3 +143,23 @@ def test_rating_metrics_cover_test_ratings_of_unknown_users_and_items():
     metrics = evaluate(model, test, ks=[1]).metrics
     assert metrics["rmse"] == pytest.approx(float(np.sqrt(np.mean(err**2))), rel=1e-5)
     assert metrics["mae"] == pytest.approx(float(np.mean(np.abs(err))), rel=1e-5)
+
+
+def test_factors_whose_outer_products_cannot_fit_are_refused_before_training(tmp_path, monkeypatch):
+    """Regression: the memory check counted the factor tables alone, not the sampler's
+    (users or items) x (factors+1)^2 outer products; 200,000 factors on 30 users passed it
+    (0.2 GiB of tables) and then asked for terabytes."""
+    import recsys.models.bpmf as bpmf
+    from tests.cli_invoke import run
+
+    monkeypatch.setattr(bpmf.BayesianMFTrainer, "__init__", lambda *a: pytest.fail("training started"))
+    rng = np.random.default_rng(0)
+    log = tmp_path / "ratings.csv"
+    log.write_text("user,item,rating\n" + "".join(
+        f"{u},{i},{rng.integers(1, 6)}\n" for u in range(30) for i in rng.choice(20, 8, replace=False)))
+    result = run("train", "--model", "bpmf", "--factors", 200_000, "--data", log, "--no-index",
+                 "-o", tmp_path / "m", code=2)
+    assert "outer products" in result.output and "Use fewer factors" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "m").exists()
+    data = Interactions.from_arrays(np.arange(30) % 5, np.arange(30) % 7, np.ones(30), feedback="rating")
+    assert BayesianMF(factors=200_000)._work_bytes(data, 200_000) == 7 * 200_001**2 * 4

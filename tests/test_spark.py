@@ -233,3 +233,119 @@ def test_a_split_spark_cannot_make_is_refused_before_spark_reads_anything(tmp_pa
     data.write_text("user,item\n1,2\n2,3\n")
     result = run("train", "--engine", "spark", "--data", data, "--split", "cold-items", "-o", tmp_path / "m", code=2)
     assert "not available with --engine spark" in result.output
+
+
+@pytest.fixture
+def cached_frames(monkeypatch):
+    """Every DataFrame a job persists (to check that it unpersists them all)."""
+    from pyspark.sql import DataFrame
+
+    frames = []
+
+    def tracking(persist):
+        def tracked(self, *args, **kwargs):
+            frames.append(self)
+            return persist(self, *args, **kwargs)
+        return tracked
+
+    for cls in DataFrame.__subclasses__():  # the classic (and Connect) DataFrame
+        if "persist" in vars(cls):
+            monkeypatch.setattr(cls, "persist", tracking(cls.persist))
+    return frames
+
+
+@needs_java
+def test_spark_train_with_a_test_file_checks_once_and_uncaches(spark, log_file, tmp_path, cached_frames, monkeypatch):
+    """``recsys train --engine spark --test FILE``: the given test entries mapped onto the
+    training ids by the local rule (the same entries scored, the same ones dropped), the
+    settings checked once per job, and no DataFrame left cached in the shared session."""
+    import recsys.spark.training as spark_training
+    from recsys.data.splits import on_training_ids
+
+    frame = load(log_file).to_frame()
+    held = np.random.default_rng(1).random(len(frame)) < 0.2
+    train_csv, test_csv = tmp_path / "train.csv", tmp_path / "test.csv"
+    frame[~held].to_csv(train_csv, index=False)
+    extra = frame.iloc[:2].copy()
+    extra["user"] = ["nobody", extra["user"].iloc[1]]
+    extra["item"] = [extra["item"].iloc[0], "no-such-item"]  # an unknown user, an unknown item
+    pd.concat([frame[held], extra]).to_csv(test_csv, index=False)
+    expected, dropped = on_training_ids(load(test_csv), load(train_csv))
+    assert dropped >= 2
+
+    calls = []
+    check = spark_training.check_spark_config
+    monkeypatch.setattr(spark_training, "check_spark_config", lambda config: (calls.append(config), check(config)))
+    result = run("train", "--engine", "spark", "--data", train_csv, "--test", test_csv, "--factors", 4, "--epochs", 2,
+                 "--param", "alpha=5", "--k", 5, "--no-index", "-o", tmp_path / "m")
+    assert len(calls) == 1
+    assert f"{dropped} test entries of users or items without training entries dropped" in result.output
+    local = train(train_csv, TrainConfig(model="popular", ks=(5,)), test=test_csv, save=False)
+    assert local.test.fingerprint() == expected.fingerprint() and local.evaluation.dropped_entries == dropped
+    assert cached_frames and all(not f.is_cached for f in cached_frames)
+    assert all(f.storageLevel.useMemory is False and f.storageLevel.useDisk is False for f in cached_frames)
+
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("user,item\nnobody,nothing\n")
+    refused = run("train", "--engine", "spark", "--data", train_csv, "--test", wrong, "--no-index",
+                  "-o", tmp_path / "m2", code=2)
+    assert "no test entry has a user and an item in the training data (1 entries dropped)" in refused.output
+
+
+@needs_java
+def test_spark_filters_keep_the_local_filters_entries(spark, tmp_path, cached_frames):
+    """--min-rating and the k-core options on Spark keep exactly the entries, and report the
+    drops, that recsys.data.filters.apply_filters does locally."""
+    from recsys.data.filters import Filters, apply_filters
+    from recsys.spark.data import read_log, to_interactions
+
+    rng = np.random.default_rng(5)
+    users, items = rng.zipf(1.6, 900) % 60, rng.zipf(1.4, 900) % 50
+    path = tmp_path / "ratings.csv"
+    pd.DataFrame({"user": users, "item": items, "rating": rng.integers(1, 6, 900)}).to_csv(path, index=False)
+    chosen = Filters(min_rating=2.0, min_user_count=4, min_item_count=4)  # a k-core of four rounds here
+    local, report = apply_filters(load(path), chosen)
+    log = read_log(spark, path, ReadOptions(), chosen)
+    try:
+        assert to_interactions(log, log.entries).fingerprint() == local.fingerprint()
+        assert log.filtered == report and report.entries > 0
+    finally:
+        log.unpersist()
+    assert all(not f.is_cached for f in cached_frames)
+
+
+def test_spark_include_seen_gathers_no_seen_items():
+    """Regression: the Spark top-N gathered every user's seen items even with --include-seen."""
+    import scipy.sparse as sp
+
+    from recsys.spark.batch import _seen_rows
+
+    class Untouchable:
+        shape = (3, 5)
+
+        def __getitem__(self, _):
+            raise AssertionError("the seen matrix was read")
+
+    empty = _seen_rows(Untouchable(), np.array([0, -1, 2]), include_seen=True)
+    assert empty.shape == (3, 5) and empty.nnz == 0
+    seen = sp.csr_matrix(np.array([[1, 0, 1], [0, 1, 0]], dtype=np.float32))
+    picked = _seen_rows(seen, np.array([1, -1, 0]), include_seen=False)
+    np.testing.assert_array_equal(picked.toarray(), [[0, 1, 0], [0, 0, 0], [1, 0, 1]])
+
+
+@needs_java
+def test_spark_recommend_include_seen_equals_local(spark_model, tmp_path):
+    """``recsys recommend --engine spark --include-seen``: the local exact lists with seen
+    items kept (some of them do come back)."""
+    model = load_model(spark_model.model_dir)
+    local = tmp_path / "local.parquet"
+    recommend_to_file(model, local, "all", k=5, include_seen=True)
+    run("recommend", "--engine", "spark", "--model", spark_model.model_dir, "--users", "all", "--k", 5,
+        "--include-seen", "--out", tmp_path / "spark", "--quiet")
+    ours = pd.read_parquet(local).sort_values(["user", "rank"], ignore_index=True)
+    theirs = pd.read_parquet(tmp_path / "spark").sort_values(["user", "rank"], ignore_index=True)
+    pd.testing.assert_frame_equal(theirs[["user", "item", "rank"]], ours[["user", "item", "rank"]])
+    np.testing.assert_allclose(theirs["score"], ours["score"], rtol=1e-5)
+    rows = model.users.index(theirs["user"].to_numpy())
+    cols = model.items.index(theirs["item"].to_numpy())
+    assert np.asarray(model.seen[rows, cols]).ravel().any()  # seen items among the lists

@@ -66,6 +66,30 @@ def test_the_training_loop_runs_small_steps_on_one_thread(no_thread_choice, monk
     assert seen == [1, 2]
 
 
+def test_validation_and_callbacks_keep_every_thread_around_one_thread_steps(no_thread_choice, monkeypatch):
+    """The one-thread rule for small steps holds around train_epoch alone: validation's
+    full-catalogue scoring and the epoch callbacks run on all the threads."""
+    from recsys.evaluation.validation import Validation
+
+    steps, scoring, callbacks = [], [], []
+    monkeypatch.setattr(device, "cpu_budget", lambda: 2)
+    monkeypatch.setattr("recsys.models.mf.MFTrainer.train_epoch", lambda self, epoch: steps.append(torch.get_num_threads()) or {"loss": 1.0})
+    monkeypatch.setattr(Validation, "score", lambda self, model: scoring.append(torch.get_num_threads()) or 0.5)
+
+    class Threads:
+        def on_epoch_end(self, model, epoch, figures):
+            callbacks.append(torch.get_num_threads())
+            return False
+
+    torch.set_num_threads(2)
+    data = checkerboard(n_users=20, n_items=20, seed=0)
+    model = create_model("mf", factors=8, epochs=3, batch_size=64, negatives=16, device="cpu")
+    model.fit(data, validation=Validation(data, "recall@5"), callbacks=[Threads()])
+    assert steps == [1, 1, 1]  # a small step: one thread
+    assert scoring == [2, 2, 2] and callbacks == [2, 2, 2]
+    assert torch.get_num_threads() == 2
+
+
 def test_importing_recsys_makes_openmp_wait_passively_unless_the_user_chose():
     code = "import os, recsys; print(os.environ.get('OMP_WAIT_POLICY'))"
     env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}

@@ -36,6 +36,7 @@ from experiments.common import (
     publish_table,
     read_config,
     say,
+    train_as_a_user,
     write_result,
 )
 
@@ -48,14 +49,11 @@ TIE = 1e-5
 
 def _train(data: Path, test: Path | None, params: dict[str, Any], seed: int, spark: Any = None,
            output: Path | None = None) -> dict[str, Any]:
-    from recsys.jobs import TrainConfig, train
-
-    config = TrainConfig(model="als", params=dict(params), seed=seed, ks=(20,))
-    start = time.perf_counter()
-    result = train(data, config, test=test, output=output, save=output is not None, index_trees=None, spark=spark)
-    return {"recall@20": result.evaluation.metrics["recall@20"], "ndcg@20": result.evaluation.metrics["ndcg@20"],
-            "fit_seconds": result.seconds["fit"], "job_seconds": time.perf_counter() - start,
-            "test_fingerprint": result.test.fingerprint(), "fitted_params": result.model.fitted_params}
+    result, run = train_as_a_user(data, "als", params, seed, test=test, output=output, save=output is not None,
+                                  index_trees=None, spark=spark)
+    return {"recall@20": run["recall@20"], "ndcg@20": run["ndcg@20"], "fit_seconds": run["fit_seconds"],
+            "job_seconds": run["job_seconds"], "test_fingerprint": result.test.fingerprint(),
+            "fitted_params": run["fitted_params"]}
 
 
 def run_dataset(name: str, spec: dict[str, Any], masters: list[str], quality_master: str,

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from experiments import common
-from recsys.jobs import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -35,15 +34,13 @@ def row_key(row: dict[str, Any]) -> tuple[str, str, int]:
 
 
 def measure(spec: dict[str, Any], data: str, path: Path, seed: int) -> dict[str, Any]:
-    result = train(path, TrainConfig(model=spec["model"], params=dict(spec.get("params", {})), seed=seed),
-                   save=False, nproc=spec["nproc"])
-    metrics = result.evaluation.metrics
+    result, run = common.train_as_a_user(path, spec["model"], spec.get("params", {}), seed, nproc=spec["nproc"])
     params = result.model.get_params()
-    fit = result.seconds["fit"]
+    fit = run["fit_seconds"]
     return {"data": data, "label": spec["label"], "model": spec["model"], "nproc": spec["nproc"], "seed": seed,
             "params": params, "train_entries": result.train.nnz, "fit_seconds": fit,
             "pairs_per_second": result.train.nnz * params["epochs"] / fit,
-            "recall@20": metrics["recall@20"], "ndcg@20": metrics["ndcg@20"]}
+            "recall@20": run["recall@20"], "ndcg@20": run["ndcg@20"]}
 
 
 def stage_run(config: dict[str, Any], data_dir: Path, labels: Sequence[str] | None, names: Sequence[str] | None) -> None:

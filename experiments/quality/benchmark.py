@@ -55,6 +55,7 @@ from experiments.common import (
     stamp,
     write_result,
 )
+from experiments.common import train_as_a_user as common_train_as_a_user
 from recsys.data.interactions import Interactions
 from recsys.evaluation import Validation
 from recsys.evaluation.evaluate import evaluate
@@ -363,21 +364,12 @@ def fit_reference_for_test(config: Config, seed: int) -> dict[str, Any]:
 
 def train_as_a_user(config: Config, seed: int, model: str | None, params: dict[str, Any] | None = None,
                     what: str | None = None) -> dict[str, Any]:
-    """``recsys train --data DATA [--test TEST] [--model MODEL] --seed SEED`` through the library's
-    own job (reading, splitting, fitting, scoring): what a user gets."""
-    from recsys.jobs import train
-
-    settings = TrainConfig(seed=seed, ks=(K,), params=dict(params or {}))
-    if model is not None:
-        settings.model = model
-    start = time.perf_counter()
-    result = train(config.data, settings, test=config.test, save=False)
-    wall = time.perf_counter() - start
-    metrics = result.evaluation.metrics
-    return {"what": what or settings.model, "model": settings.model, "seed": seed,
-            "fitted_params": result.model.fitted_params, "auto": result.model.describe_auto(),
-            "fit_seconds": result.seconds["fit"], "job_seconds": wall,
-            "recall": metrics[f"recall@{K}"], "ndcg": metrics[f"ndcg@{K}"]}
+    """:func:`experiments.common.train_as_a_user` on ``config``'s data (and test file)."""
+    result, run = common_train_as_a_user(config.data, model, params, seed, k=K, test=config.test)
+    return {"what": what or run["model"], "model": run["model"], "seed": seed,
+            "fitted_params": run["fitted_params"], "auto": result.model.describe_auto(),
+            "fit_seconds": run["fit_seconds"], "job_seconds": run["job_seconds"],
+            "recall": run[f"recall@{K}"], "ndcg": run[f"ndcg@{K}"]}
 
 
 def stage_test(config: Config, log: Callable[[str], None], models: Sequence[str], seeds: Sequence[int] | None,

@@ -21,7 +21,7 @@ import numpy as np
 
 from recsys.data.interactions import Interactions
 from recsys.data.vocabulary import Vocabulary
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, InputError
 from recsys.seeding import Seed, as_generator
 
 Strategy = Literal["user", "random", "temporal", "last-n", "leave-one-out", "cold-items"]
@@ -200,3 +200,17 @@ def keep_trained(train: Interactions, test: Interactions) -> tuple[Interactions,
     train, _ = train.reindex(users, items)
     test, dropped = test.reindex(users, items)
     return train, test, dropped
+
+
+def on_training_ids(given: Interactions, train: Interactions, path: object = None) -> tuple[Interactions, int]:
+    """A given test part (``--test FILE``) on the training data's users and items, and the
+    number of its entries dropped for lack of them; the one rule of a local and a Spark run.
+
+    Raises :class:`~recsys.errors.InputError` (naming ``path``) when no entry is left: most
+    likely the wrong test file for this training data.
+    """
+    test, dropped = given.reindex(train.users, train.items)
+    if test.nnz == 0:
+        raise InputError(f"no test entry has a user and an item in the training data ({dropped} entries "
+                         "dropped); is this the right test file for this training data?", path=path)
+    return test, dropped

@@ -39,7 +39,8 @@ from recsys.artifacts import check_output, output_lock, write_json
 from recsys.checkpoint import CHECKPOINT_DIRECTORY, Checkpointing
 from recsys.data.filters import FilterReport, Filters, apply_filters, describe_values
 from recsys.data.interactions import Interactions
-from recsys.errors import ConfigError, InputError
+from recsys.data.splits import on_training_ids
+from recsys.errors import ConfigError
 from recsys.evaluation.evaluate import Evaluation, evaluate
 from recsys.evaluation.validation import Validation
 from recsys.jobs.record import record_outcome, record_settings
@@ -162,6 +163,7 @@ def train(
     """
     features = features or FeatureTables()
     if spark is not None:
+        config = config or TrainConfig(model="als")  # the one model Spark trains (the CLI's default there)
         _check_spark_run(config, features, checkpoint_every, checkpoint_dir, resume, nproc)
         checkpoint_on_signal = False
     if resume is not None:
@@ -304,10 +306,11 @@ def _evaluation(model: Recommender, config: TrainConfig, test_data: Interactions
     return evaluation
 
 
-def _check_spark_run(config: TrainConfig | None, features: FeatureTables, checkpoint_every: int,
+def _check_spark_run(config: TrainConfig, features: FeatureTables, checkpoint_every: int,
                      checkpoint_dir: str | os.PathLike | None, resume: str | os.PathLike | None,
                      nproc: int | None) -> None:
-    """Refuse, before any work, what a Spark run cannot do."""
+    """Refuse, before any work, what a Spark run cannot do (the one check of a Spark job:
+    :func:`recsys.spark.training.fit_on_spark` relies on it)."""
     from recsys.spark.training import check_spark_config
 
     if nproc is not None or distributed.launched() is not None:
@@ -318,7 +321,7 @@ def _check_spark_run(config: TrainConfig | None, features: FeatureTables, checkp
                           "drop --checkpoint-every, --checkpoint-dir and --resume")
     if features.given:
         raise ConfigError("--engine spark trains als, which reads no feature tables; drop the feature files")
-    check_spark_config(config or TrainConfig(model="als"))
+    check_spark_config(config)
 
 
 def _fit_on_spark(data: DataSource, config: TrainConfig, spark: SparkSettings, *, test: DataSource | None,
@@ -348,13 +351,7 @@ def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
         given = load(test, read_options)
         if config.min_rating is not None:  # the same rule as the training entries (counts are not filtered)
             given, _ = apply_filters(given, Filters(min_rating=config.min_rating))
-        test_data, dropped = given.reindex(full.users, full.items)
-        if test_data.nnz == 0:
-            raise InputError(
-                f"no test entry has a user and an item in the training data ({dropped} entries "
-                "dropped); is this the right test file for this training data?",
-                path=None if isinstance(test, Interactions) else test,
-            )
+        test_data, dropped = on_training_ids(given, full, path=None if isinstance(test, Interactions) else test)
         return full, test_data, dropped
     if config.split == "none":
         return full, None, 0

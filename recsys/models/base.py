@@ -201,22 +201,32 @@ class Recommender(ABC):
         if not isinstance(factors, int) or factors < 1:
             return
         table = (data.n_users + data.n_items) * factors * 4
+        work = self._work_bytes(data, factors)
         device = getattr(self, "device", "cpu")
         # On a GPU the training copies live in its memory; the host keeps the final tables.
         on_gpu = isinstance(device, str) and device != "cpu" and resolve_device(device).type == "cuda"
-        places = [("this machine", table * (1 if on_gpu else self.memory_copies),
+        places = [("this machine", table if on_gpu else table * self.memory_copies + work,
                    os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))]
         if on_gpu:
             import torch
 
-            places.append(("the GPU", table * self.memory_copies,
+            places.append(("the GPU", table * self.memory_copies + work,
                            torch.cuda.get_device_properties(resolve_device(device)).total_memory))
+        what = f"the factor tables and {self.work_tables}" if work else "the factor tables alone"
         for where, need, total in places:
             if need > 0.8 * total:
                 raise ConfigError(
                     f"model {self.name!r}: {factors:,} factors for {data.n_users:,} users and {data.n_items:,} "
-                    f"items need about {need / 2**30:,.1f} GiB for the factor tables alone; {where} has "
+                    f"items need about {need / 2**30:,.1f} GiB for {what}; {where} has "
                     f"{total / 2**30:,.1f} GiB. Use fewer factors")
+
+    # What _work_bytes counts, in the refusal's words.
+    work_tables: ClassVar[str] = ""
+
+    def _work_bytes(self, data: Interactions, factors: int) -> int:
+        """Bytes training holds besides the factor tables' copies, on the training device
+        (tables that grow faster than ``factors``, such as BPMF's outer products); 0 by default."""
+        return 0
 
     def _validate_params(self) -> None:
         """Check hyper-parameters; raise :class:`ConfigError`. Called at the start of ``fit``,

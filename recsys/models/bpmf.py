@@ -159,6 +159,13 @@ class BayesianMF(IterativeRecommender):
         if not self.init_scale > 0:
             raise ConfigError("init_scale must be > 0")
 
+    work_tables: ClassVar[str] = "the Gibbs sampler's outer products"
+
+    def _work_bytes(self, data: Interactions, factors: int) -> int:
+        # _Side.conditionals holds the fixed side's flattened outer products, one (factors+1)^2
+        # row per user or item (float32), the larger side's when sampling the other.
+        return max(data.n_users, data.n_items) * (factors + 1) ** 2 * 4
+
     def create_trainer(self, data: Interactions, params: Mapping[str, Any]) -> BayesianMFTrainer:
         return BayesianMFTrainer(data, params)
 

@@ -142,14 +142,9 @@ def _user_table(batch: Any, embeddings: Any, include_seen: bool) -> Any:
     import pyarrow as pa
 
     rows = np.where(batch.plan.fallback, -1, batch.plan.model_index)
-    known = rows >= 0
     vectors = embeddings.user_vectors[np.maximum(rows, 0)].astype(np.float32)
     d = vectors.shape[1]
-    seen = sp.diags(known.astype(np.float32)) @ embeddings.seen[np.maximum(rows, 0)]
-    seen = sp.csr_matrix(seen)
-    seen.eliminate_zeros()
-    if include_seen:
-        seen = sp.csr_matrix(seen.shape, dtype=np.float32)
+    seen = _seen_rows(embeddings.seen, rows, include_seen)
     user = pa.array(batch.user_ids, batch.schema.field("user").type)
     return pa.table({
         "user": user,
@@ -159,6 +154,17 @@ def _user_table(batch: Any, embeddings: Any, include_seen: bool) -> Any:
         "seen": pa.ListArray.from_arrays(pa.array(seen.indptr.astype(np.int32)),
                                          pa.array(seen.indices.astype(np.int32))),
     })
+
+
+def _seen_rows(seen: sp.csr_matrix, rows: np.ndarray, include_seen: bool) -> sp.csr_matrix:
+    """The seen items of each model row in ``rows`` (none for -1, an unknown user), one row per
+    entry; none at all with ``include_seen``, without gathering them first."""
+    if include_seen:
+        return sp.csr_matrix((len(rows), seen.shape[1]), dtype=np.float32)
+    known = (rows >= 0).astype(np.float32)
+    picked = sp.csr_matrix(sp.diags(known) @ seen[np.maximum(rows, 0)])
+    picked.eliminate_zeros()
+    return picked
 
 
 def _matrix(column: Any, d: int) -> np.ndarray:

@@ -80,6 +80,10 @@ class SparkLog:
     def shape(self) -> tuple[int, int]:
         return len(self.users), len(self.items)
 
+    def unpersist(self) -> None:
+        """Drop the cached entries (a long-lived session would otherwise hold every log read)."""
+        self.entries.unpersist()
+
 
 def read_log(spark: SparkSession, path: str | os.PathLike, options: Any, filters: Filters) -> SparkLog:
     """Read the log at ``path`` (anything Spark reads: a file, a directory of parts,
@@ -93,12 +97,14 @@ def read_log(spark: SparkSession, path: str | os.PathLike, options: Any, filters
     raw, layout = _read_raw(spark, source, options, explicit)
     feedback = options.feedback or ("rating" if "rating" in layout.roles else "count")
     rows, n_rows = _checked(raw, source, options.skip_bad_rows)
-    pairs = _combine(rows, feedback).persist()
-    n_pairs = pairs.count()
-    pairs, report = _filter(pairs, filters, feedback, n_pairs)
+    combined = _combine(rows, feedback).persist()
+    n_pairs = combined.count()
+    pairs, report = _filter(combined, filters, feedback, n_pairs)
     users, items = _vocabulary(pairs, "user"), _vocabulary(pairs, "item")
     entries = _indexed(spark, pairs, users, items).persist()
+    entries.count()  # cached now, from the cached pairs, before they go
     pairs.unpersist()
+    combined.unpersist()  # the same frame without filters
     return SparkLog(entries, users, items, feedback, source, n_rows, n_rows - n_pairs, report)
 
 
@@ -281,23 +287,23 @@ def _indexed(spark: SparkSession, pairs: DataFrame, users: Vocabulary, items: Vo
 # -- splitting --------------------------------------------------------------------------------
 def split_log(log: SparkLog, strategy: str, *, test_fraction: float, n: int, seed: int) -> DataFrame:
     """``log.entries`` with a boolean ``test`` column: the entries the local split of the same
-    name and seed holds out (see the module's notes)."""
+    name and seed holds out (see the module's notes). The frame is cached: unpersist it when done."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     entries = log.entries
     if strategy == "none":
-        return entries.withColumn("test", F.lit(False))
+        return entries.withColumn("test", F.lit(False)).persist()
     if strategy not in SPLITS_ON_SPARK:
         raise ConfigError(f"the {strategy!r} split is not available with --engine spark (it takes "
                           f"{', '.join(SPLITS_ON_SPARK)}); split with `recsys split` and pass --test")
     if strategy in ("last-n", "temporal") and not log.has_timestamps:
         raise ConfigError(f"the {strategy!r} split needs timestamps, and this data has none")
     if strategy == "temporal":
-        return entries.withColumn("test", F.col("ts") > _cutoff(entries, test_fraction))
+        return entries.withColumn("test", F.col("ts") > _cutoff(entries, test_fraction)).persist()
     if strategy == "leave-one-out" and log.has_timestamps:
         strategy, n = "last-n", 1
-    ties = _with_ties(entries, seed)
+    ties, ordered = _with_ties(entries, seed)
     primary = -F.col("ts") if strategy == "last-n" else F.lit(0)
     by_user = Window.partitionBy("u")
     count = F.count(F.lit(1)).over(by_user)
@@ -306,7 +312,10 @@ def split_log(log: SparkLog, strategy: str, *, test_fraction: float, n: int, see
         held = F.least(F.floor(F.lit(test_fraction) * count + 0.5), F.greatest(count - 1, F.lit(0)))
     else:  # last-n, leave-one-out without timestamps: the first n by (time,) tie
         held = F.least(F.lit(n if strategy == "last-n" else 1), F.greatest(count - 1, F.lit(0)))
-    return ties.withColumn("test", position < held).drop("tie")
+    parts = ties.withColumn("test", position < held).drop("tie").persist()
+    parts.count()  # cached now, so that the sorted copy the ties were drawn on can go
+    ordered.unpersist()
+    return parts
 
 
 def _cutoff(entries: DataFrame, test_fraction: float) -> int:
@@ -318,9 +327,10 @@ def _cutoff(entries: DataFrame, test_fraction: float) -> int:
     return int(entries.select("ts").orderBy("ts").offset(rank).limit(1).collect()[0][0])
 
 
-def _with_ties(entries: DataFrame, seed: int) -> DataFrame:
+def _with_ties(entries: DataFrame, seed: int) -> tuple[DataFrame, DataFrame]:
     """``entries`` with ``tie``: entry number ``p`` (in (user, item) order, as a local CSR
-    holds them) gets value ``p`` of the seeded stream the local split draws."""
+    holds them) gets value ``p`` of the seeded stream the local split draws; and the cached,
+    sorted frame it is drawn on (unpersist it once the result is cached)."""
     from pyspark import TaskContext
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, StructField, StructType
@@ -339,7 +349,7 @@ def _with_ties(entries: DataFrame, seed: int) -> DataFrame:
             position += batch.num_rows
 
     schema = StructType([*ordered.schema.fields, StructField("tie", DoubleType(), False)])
-    return ordered.mapInArrow(draw, schema)
+    return ordered.mapInArrow(draw, schema), ordered
 
 
 # -- back to the driver -----------------------------------------------------------------------

@@ -15,8 +15,8 @@ from typing import Any
 
 from recsys.data.filters import FilterReport, Filters
 from recsys.data.interactions import Interactions
-from recsys.data.splits import keep_trained
-from recsys.errors import ConfigError, InputError
+from recsys.data.splits import keep_trained, on_training_ids
+from recsys.errors import ConfigError
 from recsys.models.base import Recommender
 from recsys.spark.als import SparkALS
 from recsys.spark.data import read_log, split_log, to_interactions
@@ -61,28 +61,33 @@ def fit_on_spark(data: str, config: Any, settings: SparkSettings, *, test: str |
                  read_options: Any = None, progress: bool = False) -> SparkFit:
     """Read ``data`` (and ``test``) with Spark, split as ``config`` (a
     :class:`recsys.jobs.TrainConfig`) says or evaluate on ``test``, and fit ``als`` on the
-    cluster; ``read_options`` is a :class:`recsys.jobs.ReadOptions`."""
-    check_spark_config(config)
+    cluster; ``read_options`` is a :class:`recsys.jobs.ReadOptions`. ``config`` has passed
+    :func:`check_spark_config` (:func:`recsys.jobs.train` checks it before any work)."""
     with spark_session(settings, progress=progress) as spark:
-        log = read_log(spark, data, read_options, config.filters())
-        dropped = 0
-        if test is not None:
-            given = read_log(spark, test, read_options, Filters(min_rating=config.min_rating))
-            train_frame = log.entries
-            train = to_interactions(log, log.entries)
-            test_data, dropped = to_interactions(given, given.entries).reindex(train.users, train.items)
-            if test_data.nnz == 0:
-                raise InputError(f"no test entry has a user and an item in the training data ({dropped} entries "
-                                 "dropped); is this the right test file for this training data?", path=test)
-        else:
-            parts = split_log(log, config.split, test_fraction=config.test_fraction, n=config.split_n,
-                              seed=config.seed).persist()
-            train_frame = parts.where("NOT test")
-            train = to_interactions(log, train_frame)
-            test_data = None
-            if config.split != "none":
-                train, test_data, dropped = keep_trained(train, to_interactions(log, parts.where("test")))
-        model = SparkALS(**config.model_params())
-        model.fit(train, entries=train_frame, users=log.users, items=log.items)
+        cached: list[Any] = []  # unpersisted at the end: a long-lived session keeps no job's frames
+        try:
+            log = read_log(spark, data, read_options, config.filters())
+            cached.append(log)
+            dropped = 0
+            if test is not None:
+                given = read_log(spark, test, read_options, Filters(min_rating=config.min_rating))
+                cached.append(given)
+                train_frame = log.entries
+                train = to_interactions(log, log.entries)
+                test_data, dropped = on_training_ids(to_interactions(given, given.entries), train, path=test)
+            else:
+                parts = split_log(log, config.split, test_fraction=config.test_fraction, n=config.split_n,
+                                  seed=config.seed)
+                cached.append(parts)
+                train_frame = parts.where("NOT test")
+                train = to_interactions(log, train_frame)
+                test_data = None
+                if config.split != "none":
+                    train, test_data, dropped = keep_trained(train, to_interactions(log, parts.where("test")))
+            model = SparkALS(**config.model_params())
+            model.fit(train, entries=train_frame, users=log.users, items=log.items)
+        finally:
+            for frame in reversed(cached):
+                frame.unpersist()
         return SparkFit(model, train, test_data, dropped, log.shape, log.rows, log.merged, log.filtered,
                         spark.version)
