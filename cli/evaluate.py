@@ -66,6 +66,7 @@ def evaluate(
         note(f"cold     {cold['cold_items']} items without training interactions, ranked among themselves", quiet)
     skipped = f", {result.skipped_users} without training history skipped" if result.skipped_users else ""
     dropped = (f"; {result.dropped_entries} test entries of users or items unknown to the model dropped"
+               + (" from the ranking (RMSE covers them)" if "rmse" in result.metrics else "")
                if result.dropped_entries else "")
     if result.metrics:
         ranking = "cold items only" if cold else f"full ranking ({result.retrieval})"

@@ -199,6 +199,7 @@ def _report(result, fmt: Literal["table", "json"], quiet: bool) -> None:
         ev = result.evaluation
         skipped = f", {ev.skipped_users} without training history skipped" if ev.skipped_users else ""
         dropped = (f"; {ev.dropped_entries} test entries of users or items without training entries dropped"
+                   + (" from the ranking (RMSE covers them)" if "rmse" in ev.metrics else "")
                    if ev.dropped_entries else "")
         who = (f"a seeded sample of {ev.n_users:,} of {ev.sampled_from:,} users (--eval-users)" if ev.sampled_from
                else f"{ev.n_users} users")

@@ -145,6 +145,26 @@ def test_rating_metrics_cover_test_ratings_of_unknown_users_and_items():
     assert metrics["mae"] == pytest.approx(float(np.mean(np.abs(err))), rel=1e-5)
 
 
+def test_train_with_a_test_file_scores_every_test_rating():
+    """Regression: `recsys train --test FILE` dropped the test ratings of users and items
+    without training ratings before evaluating (32 of u1.test's 20,000), so its RMSE was
+    over the others while `recsys evaluate` and Surprise score them all."""
+    from recsys.jobs import TrainConfig, train
+
+    base = Interactions.from_arrays(["a", "a", "b", "b"], ["x", "y", "x", "z"], [4.0, 2.0, 5.0, 3.0],
+                                    feedback="rating")
+    given = Interactions.from_arrays(["a", "b", "new", "a"], ["z", "y", "x", "unseen"], [3.0, 4.0, 2.0, 1.0],
+                                     feedback="rating")
+    config = TrainConfig(model="mf", params={"loss": "mse", "factors": 2, "epochs": 2, "batch_size": 2,
+                                             "device": "cpu"}, ks=(1,))
+    result = train(base, config, test=given, save=False)
+    every = evaluate(result.model, given, ks=[1])
+    assert result.evaluation.dropped_entries == 2  # from the ranking: no user or item to rank
+    assert result.evaluation.metrics["rmse"] == pytest.approx(every.metrics["rmse"], rel=1e-6)
+    known, _ = given.reindex(result.model.users, result.model.items)
+    assert evaluate(result.model, known, ks=[1]).metrics["rmse"] != pytest.approx(every.metrics["rmse"], rel=1e-3)
+
+
 def test_factors_whose_outer_products_cannot_fit_are_refused_before_training(tmp_path, monkeypatch):
     """Regression: the memory check counted the factor tables alone, not the sampler's
     (users or items) x (factors+1)^2 outer products; 200,000 factors on 30 users passed it

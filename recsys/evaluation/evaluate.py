@@ -137,6 +137,7 @@ def evaluate(
     progress: bool = False,
     sample_users: int | None = None,
     seed: int = 0,
+    ratings: Interactions | None = None,
 ) -> Evaluation:
     """Evaluate ``model`` (a fitted model or its :class:`~recsys.embeddings.Embeddings`) on
     held-out ``test`` by ranking the full catalogue.
@@ -156,12 +157,15 @@ def evaluate(
 
     ``search`` replaces exact retrieval (e.g. an Annoy index); ``retrieval`` names it.
     Rating models (``model.predicts_ratings``) on rating data also get RMSE and MAE over
-    all test ratings, those of unknown users and items included (:func:`rating_errors`).
+    all test ratings, those of unknown users and items included (:func:`rating_errors`);
+    ``ratings`` gives those test ratings as read, for a caller whose ``test`` already lacks
+    the entries of unknown users and items.
     """
     model = Embeddings.of(model)
     ks = _validate_ks(ks)
     start = time.perf_counter()
-    errors = rating_errors(model, test) if model.predicts_ratings and test.feedback == "rating" else None
+    rated = test if ratings is None else ratings
+    errors = rating_errors(model, rated) if model.predicts_ratings and rated.feedback == "rating" else None
     test, dropped = test.reindex(model.users, model.items)
     if test.nnz == 0:
         raise InputError(

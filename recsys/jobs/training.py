@@ -266,7 +266,7 @@ def fit_and_evaluate(
     with status(f"reading {source_name(data)}", progress):
         read = load_training_data(data, config, read_options, features)
     full = read.interactions
-    train_data, test_data, dropped = _parts(full, config, test, read_options)
+    train_data, test_data, dropped, given = _parts(full, config, test, read_options)
     timings["load_split"] = time.perf_counter() - start
 
     validation = None
@@ -283,15 +283,17 @@ def fit_and_evaluate(
     model.fit(train_data, **options)
     timings["fit"] = time.perf_counter() - start
 
-    evaluation = _evaluation(model, config, test_data, test, dropped, progress, timings)
+    evaluation = _evaluation(model, config, test_data, test, dropped, progress, timings, ratings=given)
     return TrainResult(model, config, train_data, test_data, evaluation, None, timings, validation, read.features,
                        filtered=read.filtered if config.filters().active else None,
                        merged=None if read.read is None else read.read.merged, read_shape=full.shape)
 
 
 def _evaluation(model: Recommender, config: TrainConfig, test_data: Interactions | None, test: DataSource | None,
-                dropped: int, progress: bool, timings: dict[str, float]) -> Evaluation | None:
-    """recsys's full-ranking evaluation of ``model`` on ``test_data`` (None without test entries)."""
+                dropped: int, progress: bool, timings: dict[str, float],
+                ratings: Interactions | None = None) -> Evaluation | None:
+    """recsys's full-ranking evaluation of ``model`` on ``test_data`` (None without test
+    entries); a rating model's RMSE over ``ratings``, the test file as read, when given."""
     if test_data is None or not test_data.nnz or not distributed.is_main():  # data-parallel: rank 0's alone
         return None
     if config.split == "cold-items" and test is None:
@@ -300,7 +302,7 @@ def _evaluation(model: Recommender, config: TrainConfig, test_data: Interactions
         evaluation = evaluate_cold_items(model, test_data, ks=config.ks, progress=progress)
     else:
         evaluation = evaluate(model, test_data, ks=config.ks, progress=progress,
-                              sample_users=config.eval_users, seed=config.seed)
+                              sample_users=config.eval_users, seed=config.seed, ratings=ratings)
     evaluation.dropped_entries += dropped
     timings["evaluate"] = evaluation.seconds
     return evaluation
@@ -343,19 +345,23 @@ def _fit_on_spark(data: DataSource, config: TrainConfig, spark: SparkSettings, *
 
 
 def _parts(full: Interactions, config: TrainConfig, test: DataSource | None,
-           read_options: ReadOptions | None) -> tuple[Interactions, Interactions | None, int]:
-    """The training and test parts and the test entries dropped (one rule for both: see
-    :func:`split_for_training`): a given test file mapped onto the training ids, the split
-    ``config`` asks for, or all of it for training (``split="none"``)."""
+           read_options: ReadOptions | None) -> tuple[Interactions, Interactions | None, int, Interactions | None]:
+    """The training and test parts, the test entries dropped (one rule for both: see
+    :func:`split_for_training`) and the test file as read: a given test file mapped onto the
+    training ids, the split ``config`` asks for, or all of it for training (``split="none"``).
+
+    The file as read is kept for a rating model's RMSE, which covers every test rating (an
+    unknown user or item is rated from the biases), as Surprise and the published figures do.
+    """
     if test is not None:
         given = load(test, read_options)
         if config.min_rating is not None:  # the same rule as the training entries (counts are not filtered)
             given, _ = apply_filters(given, Filters(min_rating=config.min_rating))
         test_data, dropped = on_training_ids(given, full, path=None if isinstance(test, Interactions) else test)
-        return full, test_data, dropped
+        return full, test_data, dropped, given if given.feedback == "rating" else None
     if config.split == "none":
-        return full, None, 0
-    return split_for_training(full, config)
+        return full, None, 0, None
+    return (*split_for_training(full, config), None)
 
 
 def _checkpointing(model: str, directory: Path, every: int, checkpoint_dir: str | os.PathLike | None,
