@@ -126,7 +126,7 @@ def test_refuses_what_it_cannot_fit(planted, checkerboard):
 def test_noise_precision_auto_follows_the_rating_scale(planted):
     train, _ = planted
     model = BayesianMF(epochs=2, burn_in=0, device="cpu").fit(train)
-    assert model.fitted_params["noise_precision"] == pytest.approx(2.0 / np.var(train.matrix.data))
+    assert model.fitted_params["noise_precision"] == pytest.approx(1.0 / (0.575 * np.var(train.matrix.data)))
     assert "noise_precision" in model.describe_auto()
 
 

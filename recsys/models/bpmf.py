@@ -106,7 +106,7 @@ class BayesianMF(IterativeRecommender):
     noise_precision : float or "auto"
         alpha, the precision of a rating around its prediction. ``"auto"`` sets it to
         ``1 / (NOISE_SHARE * variance of the training ratings)``: the noise is taken to be
-        half of the ratings' spread, on any rating scale.
+        a fixed share (0.575) of the ratings' spread, on any rating scale.
     init_scale : float
         Initial factors are normal with this standard deviation (the biases start at 0).
     device : str
