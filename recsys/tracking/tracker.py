@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -89,10 +90,14 @@ class Tracker:
         MLflow overlaps what the caller does first (a command's own imports, checking its
         input). Nothing is written to the store until the run starts; if none does, the
         process exits with this one."""
-        if self.enabled and self.background and self._worker is None:
+        if self.enabled and self._in_worker() and self._worker is None:
             from recsys.tracking.worker import RecorderProcess
 
             self._worker = RecorderProcess(self.uri, self.experiment, log_models=self.log_models)
+
+    def _in_worker(self) -> bool:
+        # An embedded interpreter may have no executable to start a worker with.
+        return self.background and bool(sys.executable)
 
     def client(self) -> Any:
         from mlflow.tracking import MlflowClient
@@ -114,7 +119,7 @@ class Tracker:
         if not self.enabled:
             yield NULL_RUN
             return
-        if self.background and not nested:
+        if self._in_worker() and not nested:
             check_store(self.uri, self.timeout)
             self.prepare()
             recorder, self._worker = self._worker, None  # one job's runs per process
