@@ -22,6 +22,7 @@ from recsys.evaluation.cold import evaluate_cold_items
 from recsys.jobs import evaluate_model
 from recsys.models import MatrixFactorization, TwoTower, load_model
 from recsys.models.two_tower import Tower, TwoTowerTrainer, cosine_decay, first_items
+from recsys.models.two_tower.towers import HistorySums
 
 SMALL = {"factors": 16, "hidden": 32, "feature_dim": 8, "recent": 10, "epochs": 12, "learning_rate": 0.01,
          "batch_size": 256, "device": "cpu"}
@@ -261,6 +262,27 @@ def test_batch_loss_is_the_one_column_per_row_softmax(planted, options):
             assert got is None or not got.any()
         else:
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_history_sums_of_all_users_match_the_batch_rows_summed(planted):
+    """The user tower with every user's history summed in one sparse product gives the
+    outputs and gradients of summing the batch's own history rows."""
+    _syn, full, _ = planted
+    model = TwoTower(**SMALL)
+    model.fitted_params = model.get_params()
+    t = model.create_trainer(full, model.fitted_params)
+    assert t.history_sums is not None  # few users: the trainer takes the product
+    tower, weight = t.user_tower, t.user_tower.recent.weight
+    users, items = t.rows[:300], t.cols[:300]
+    keep = torch.ones(len(users))
+    args = (users, keep, *t.users.rows(users), t.recent[users], items + 1)
+    by_rows = tower(*args)
+    (grad_rows,) = torch.autograd.grad(by_rows.square().sum(), weight)
+    by_product = tower(*args, HistorySums(t.recent, t.n_items)(weight)[users])
+    (grad_product,) = torch.autograd.grad(by_product.square().sum(), weight)
+    torch.testing.assert_close(by_product, by_rows)
+    torch.testing.assert_close(grad_product, grad_rows)
+    assert not grad_product[0].any()  # the padding row learns nothing
 
 
 def test_save_load_keeps_towers_and_encoders(fitted, tmp_path):
