@@ -285,6 +285,36 @@ def test_history_sums_of_all_users_match_the_batch_rows_summed(planted):
     assert not grad_product[0].any()  # the padding row learns nothing
 
 
+@pytest.mark.parametrize("hidden", [0, 6])
+def test_tower_applies_the_first_layer_to_categorical_tables_as_to_the_embeddings(hidden):
+    """The categorical features' block of the first layer applied to their embedding tables
+    gives the outputs and gradients of the plain layer over the concatenated embeddings, and
+    the padding row ("missing") still learns nothing."""
+    torch.manual_seed(0)
+    tower = Tower(n_ids=5, categorical=[3, 4], multi=[6], n_numeric=2, factors=7, feature_dim=3, hidden=hidden,
+                  history_items=9)
+    ids, keep = torch.tensor([0, 1, 4, 4]), torch.tensor([1.0, 0.0, 1.0, 1.0])
+    cat = torch.tensor([[0, 1], [2, 3], [1, 0], [2, 2]])
+    multi = [torch.tensor([[1, 2, 0], [0, 0, 0], [5, 0, 0], [3, 4, 5]])]
+    num, history = torch.randn(4, 2), torch.tensor([[1, 2, 0], [9, 0, 0], [0, 0, 0], [3, 4, 5]])
+    got = tower(ids, keep, cat, multi, num, history, torch.tensor([2, 0, 0, 4]))
+    # The plain form: every part concatenated, then the whole MLP.
+    bag = F.embedding_bag(multi[0], tower.multi[0].weight, mode="sum", padding_idx=0)
+    total = F.embedding_bag(history, tower.recent.weight, mode="sum", padding_idx=0)
+    total = total - tower.recent(torch.tensor([2, 0, 0, 4])) * torch.tensor([[1.0], [0.0], [0.0], [1.0]])
+    mean = total / torch.tensor([[1.0], [1.0], [1.0], [2.0]])
+    parts = [tower.ids(ids) * keep[:, None], tower.categorical[0](cat[:, 0]), tower.categorical[1](cat[:, 1]),
+             bag / torch.tensor([[2.0], [1.0], [1.0], [3.0]]), num, mean]
+    want = tower.mlp(torch.cat(parts, dim=1))
+    weights = list(tower.parameters())
+    torch.testing.assert_close(got, want)
+    grads = torch.autograd.grad(got.square().sum(), weights)
+    for g, w in zip(grads, torch.autograd.grad(want.square().sum(), weights)):
+        torch.testing.assert_close(g, w)
+    padding = grads[[w is tower.categorical[0].weight for w in weights].index(True)]
+    assert not padding[0].any() and padding[1:].any()
+
+
 def test_save_load_keeps_towers_and_encoders(fitted, tmp_path):
     fitted.save(tmp_path / "m")
     loaded = load_model(tmp_path / "m")

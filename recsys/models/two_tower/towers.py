@@ -42,6 +42,7 @@ class Tower(nn.Module):
         nn.init.zeros_(self.ids.weight)  # rows never trained (cold ids) stay at zero
         self.categorical = nn.ModuleList(nn.Embedding(c, feature_dim, padding_idx=0) for c in categorical)
         self.multi = nn.ModuleList(nn.Embedding(c, feature_dim, padding_idx=0) for c in multi)
+        self.feature_dim = feature_dim
         self.recent = nn.Embedding(history_items + 1, factors, padding_idx=0) if history_items else None
         if self.recent is not None:
             nn.init.normal_(self.recent.weight, 0.0, 0.01)
@@ -76,7 +77,6 @@ class Tower(nn.Module):
         (:class:`HistorySums`), else it is summed here. Returns (B, factors).
         """
         parts = [self.ids(ids) * keep_id[:, None]]
-        parts += [emb(categorical[:, j]) for j, emb in enumerate(self.categorical)]
         # Bags (gather and sum in one operation, index 0 contributing nothing) rather than
         # a (B, L, d) gather then a sum: the same numbers without the (B, L, d) tensor and
         # its scatter in the backward pass, most of a CPU step's non-matmul time.
@@ -97,8 +97,20 @@ class Tower(nn.Module):
                 total = total - self.recent(drop_from_history) * present
                 count = count - present.long()
             parts.append(total / count.clamp(min=1))
-        return self.mlp(torch.cat(parts, dim=1))
-
+        first, after = (self.mlp[0], self.mlp[1:]) if isinstance(self.mlp, nn.Sequential) else (self.mlp, None)
+        # The first layer's input is [ids, categorical, multi, numeric, history]. For the
+        # categorical features, its block of weights is applied to each embedding table (a
+        # few rows) and the rows looked up: the same sum as multiplying the looked-up
+        # embeddings, without a (B, feature_dim) x (feature_dim, width) product per feature.
+        # Row 0 ("missing") is zero and, as padding, learns nothing in either form.
+        start, dim = self.ids.embedding_dim, len(self.categorical) * self.feature_dim
+        weight = first.weight
+        hidden = F.linear(torch.cat(parts, dim=1), torch.cat([weight[:, :start], weight[:, start + dim:]], dim=1),
+                          first.bias)
+        for j, emb in enumerate(self.categorical):
+            block = weight[:, start + j * self.feature_dim:start + (j + 1) * self.feature_dim]
+            hidden = hidden + F.embedding(categorical[:, j], emb.weight @ block.T, padding_idx=0)
+        return hidden if after is None else after(hidden)
 
 
 class _SparseProduct(torch.autograd.Function):
