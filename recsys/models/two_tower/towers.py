@@ -105,8 +105,10 @@ class Tower(nn.Module):
         # Row 0 ("missing") is zero and, as padding, learns nothing in either form.
         start, dim = self.ids.embedding_dim, len(self.categorical) * self.feature_dim
         weight = first.weight
+        # Summed in float32 under CUDA autocast (.float() is free on the CPU), as one product
+        # over the whole input accumulates.
         hidden = F.linear(torch.cat(parts, dim=1), torch.cat([weight[:, :start], weight[:, start + dim:]], dim=1),
-                          first.bias)
+                          first.bias).float()
         for j, emb in enumerate(self.categorical):
             block = weight[:, start + j * self.feature_dim:start + (j + 1) * self.feature_dim]
             hidden = hidden + F.embedding(categorical[:, j], emb.weight @ block.T, padding_idx=0)
@@ -120,7 +122,8 @@ class _SparseProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, matrix: torch.Tensor, transpose: torch.Tensor) -> torch.Tensor:
         ctx.transpose = transpose
-        return matrix @ weight
+        with torch.autocast(weight.device.type, enabled=False):  # float32, as an embedding bag sums
+            return matrix @ weight
 
     @staticmethod
     @once_differentiable
