@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from recsys_cli.main import app
 from typer.testing import CliRunner
 
@@ -19,7 +21,8 @@ from recsys.errors import ConfigError
 from recsys.evaluation.cold import evaluate_cold_items
 from recsys.jobs import evaluate_model
 from recsys.models import MatrixFactorization, TwoTower, load_model
-from recsys.models.two_tower import Tower, cosine_decay, first_items
+from recsys.models.two_tower import Tower, TwoTowerTrainer, cosine_decay, first_items
+from recsys.models.two_tower.towers import HistorySums
 
 SMALL = {"factors": 16, "hidden": 32, "feature_dim": 8, "recent": 10, "epochs": 12, "learning_rate": 0.01,
          "batch_size": 256, "device": "cpu"}
@@ -215,6 +218,101 @@ def test_same_seed_same_factors_with_features(planted):
     b = TwoTower(**params).fit(full)
     np.testing.assert_array_equal(a.item_factors, b.item_factors)
     np.testing.assert_array_equal(a.user_factors, b.user_factors)
+
+
+def one_column_per_row_loss(t: TwoTowerTrainer, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """The batch loss written plainly (the form before one column per distinct item): a
+    (B, B) softmax, every other copy of a row's item masked."""
+    b = len(users)
+    u = t._embed_users(users, t._keep(b), items + 1)
+    v = t._embed_items(items, t._keep(b))
+    u, v = t.output.finish(u, users=True), t.output.finish(v, users=False)
+    logits = u @ v.T - t.logq * (t.inbatch.log_q(items) + math.log(b))[None, :]
+    hit = (items[None, :] == items[:, None]) & ~torch.eye(b, dtype=torch.bool)
+    logits = logits.masked_fill(hit, -math.inf)
+    if t.uniform_negatives:
+        neg = t.warm[torch.randint(len(t.warm), (t.uniform_negatives,), generator=t.gen)]
+        vn = t.output.finish(t._embed_items(neg, t._keep(len(neg))), users=False)
+        extra = u @ vn.T - t.logq * math.log(t.uniform_negatives / len(t.warm))
+        logits = torch.cat([logits, extra.masked_fill(neg[None, :] == items[:, None], -math.inf)], dim=1)
+    return F.cross_entropy(logits, torch.arange(b))
+
+
+@pytest.mark.parametrize("options", [{}, {"uniform_negatives": 16}, {"logq": False, "id_dropout": 0.0}])
+def test_batch_loss_is_the_one_column_per_row_softmax(planted, options):
+    """One item-tower row and softmax column per distinct (item, id draw), weighted by its
+    count, is the same loss and the same gradients as one per batch row."""
+    _syn, full, _ = planted
+    model = TwoTower(**{**SMALL, "batch_size": 512, **options})
+    model.fitted_params = model.get_params()
+    t = model.create_trainer(full, model.fitted_params)
+    batch = torch.randperm(len(t.rows), generator=t.gen)[:512]
+    users, items = t.rows[batch], t.cols[batch]
+    assert len(torch.unique(items)) < len(items)  # the batch repeats items
+    weights = [*t.user_tower.parameters(), *t.item_tower.parameters()]
+    state = t.gen.get_state()
+    expected = one_column_per_row_loss(t, users, items)
+    expected_grads = torch.autograd.grad(expected, weights, allow_unused=True)
+    t.gen.set_state(state)
+    loss = t.batch_loss(users, items)
+    grads = torch.autograd.grad(loss, weights, allow_unused=True)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for got, want in zip(grads, expected_grads):
+        if want is None:
+            assert got is None or not got.any()
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_history_sums_of_all_users_match_the_batch_rows_summed(planted):
+    """The user tower with every user's history summed in one sparse product gives the
+    outputs and gradients of summing the batch's own history rows."""
+    _syn, full, _ = planted
+    model = TwoTower(**SMALL)
+    model.fitted_params = model.get_params()
+    t = model.create_trainer(full, model.fitted_params)
+    assert t.history_sums is not None  # few users: the trainer takes the product
+    tower, weight = t.user_tower, t.user_tower.recent.weight
+    users, items = t.rows[:300], t.cols[:300]
+    keep = torch.ones(len(users))
+    args = (users, keep, *t.users.rows(users), t.recent[users], items + 1)
+    by_rows = tower(*args)
+    (grad_rows,) = torch.autograd.grad(by_rows.square().sum(), weight)
+    by_product = tower(*args, HistorySums(t.recent, t.n_items)(weight)[users])
+    (grad_product,) = torch.autograd.grad(by_product.square().sum(), weight)
+    torch.testing.assert_close(by_product, by_rows)
+    torch.testing.assert_close(grad_product, grad_rows)
+    assert not grad_product[0].any()  # the padding row learns nothing
+
+
+@pytest.mark.parametrize("hidden", [0, 6])
+def test_tower_applies_the_first_layer_to_categorical_tables_as_to_the_embeddings(hidden):
+    """The categorical features' block of the first layer applied to their embedding tables
+    gives the outputs and gradients of the plain layer over the concatenated embeddings, and
+    the padding row ("missing") still learns nothing."""
+    torch.manual_seed(0)
+    tower = Tower(n_ids=5, categorical=[3, 4], multi=[6], n_numeric=2, factors=7, feature_dim=3, hidden=hidden,
+                  history_items=9)
+    ids, keep = torch.tensor([0, 1, 4, 4]), torch.tensor([1.0, 0.0, 1.0, 1.0])
+    cat = torch.tensor([[0, 1], [2, 3], [1, 0], [2, 2]])
+    multi = [torch.tensor([[1, 2, 0], [0, 0, 0], [5, 0, 0], [3, 4, 5]])]
+    num, history = torch.randn(4, 2), torch.tensor([[1, 2, 0], [9, 0, 0], [0, 0, 0], [3, 4, 5]])
+    got = tower(ids, keep, cat, multi, num, history, torch.tensor([2, 0, 0, 4]))
+    # The plain form: every part concatenated, then the whole MLP.
+    bag = F.embedding_bag(multi[0], tower.multi[0].weight, mode="sum", padding_idx=0)
+    total = F.embedding_bag(history, tower.recent.weight, mode="sum", padding_idx=0)
+    total = total - tower.recent(torch.tensor([2, 0, 0, 4])) * torch.tensor([[1.0], [0.0], [0.0], [1.0]])
+    mean = total / torch.tensor([[1.0], [1.0], [1.0], [2.0]])
+    parts = [tower.ids(ids) * keep[:, None], tower.categorical[0](cat[:, 0]), tower.categorical[1](cat[:, 1]),
+             bag / torch.tensor([[2.0], [1.0], [1.0], [3.0]]), num, mean]
+    want = tower.mlp(torch.cat(parts, dim=1))
+    weights = list(tower.parameters())
+    torch.testing.assert_close(got, want)
+    grads = torch.autograd.grad(got.square().sum(), weights)
+    for g, w in zip(grads, torch.autograd.grad(want.square().sum(), weights)):
+        torch.testing.assert_close(g, w)
+    padding = grads[[w is tower.categorical[0].weight for w in weights].index(True)]
+    assert not padding[0].any() and padding[1:].any()
 
 
 def test_save_load_keeps_towers_and_encoders(fitted, tmp_path):

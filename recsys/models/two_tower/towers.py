@@ -3,6 +3,7 @@ feature encoders, their weights as arrays, and how their outputs become exported
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from recsys.checkpoint import check_arrays
 from recsys.data.features import FeatureEncoder
@@ -40,6 +42,7 @@ class Tower(nn.Module):
         nn.init.zeros_(self.ids.weight)  # rows never trained (cold ids) stay at zero
         self.categorical = nn.ModuleList(nn.Embedding(c, feature_dim, padding_idx=0) for c in categorical)
         self.multi = nn.ModuleList(nn.Embedding(c, feature_dim, padding_idx=0) for c in multi)
+        self.feature_dim = feature_dim
         self.recent = nn.Embedding(history_items + 1, factors, padding_idx=0) if history_items else None
         if self.recent is not None:
             nn.init.normal_(self.recent.weight, 0.0, 0.01)
@@ -62,16 +65,18 @@ class Tower(nn.Module):
         numeric: torch.Tensor,
         history: torch.Tensor | None = None,
         drop_from_history: torch.Tensor | None = None,
+        history_sum: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Embed a batch of B rows.
 
         ``ids`` (B,), ``keep_id`` (B,) 0/1 (0: unknown id or dropped), ``categorical``
         (B, C), ``multi`` C' tensors (B, L), ``numeric`` (B, N); ``history`` (B, H) item
         indices + 1 (0 = padding); ``drop_from_history`` (B,) item indices + 1 to leave
-        out of the mean (the training target itself), 0 for none. Returns (B, factors).
+        out of the mean (the training target itself), 0 for none; ``history_sum`` (B, factors)
+        the sum of each row's history embeddings when the caller has it already
+        (:class:`HistorySums`), else it is summed here. Returns (B, factors).
         """
         parts = [self.ids(ids) * keep_id[:, None]]
-        parts += [emb(categorical[:, j]) for j, emb in enumerate(self.categorical)]
         # Bags (gather and sum in one operation, index 0 contributing nothing) rather than
         # a (B, L, d) gather then a sum: the same numbers without the (B, L, d) tensor and
         # its scatter in the backward pass, most of a CPU step's non-matmul time.
@@ -81,7 +86,9 @@ class Tower(nn.Module):
         parts.append(numeric)
         if self.recent is not None:
             assert history is not None
-            total = F.embedding_bag(history, self.recent.weight, mode="sum", padding_idx=0)
+            total = history_sum
+            if total is None:
+                total = F.embedding_bag(history, self.recent.weight, mode="sum", padding_idx=0)
             count = (history > 0).sum(1, keepdim=True)
             if drop_from_history is not None:
                 # The target is in the user's own history during training: take it out so
@@ -90,8 +97,64 @@ class Tower(nn.Module):
                 total = total - self.recent(drop_from_history) * present
                 count = count - present.long()
             parts.append(total / count.clamp(min=1))
-        return self.mlp(torch.cat(parts, dim=1))
+        first, after = (self.mlp[0], self.mlp[1:]) if isinstance(self.mlp, nn.Sequential) else (self.mlp, None)
+        # The first layer's input is [ids, categorical, multi, numeric, history]. For the
+        # categorical features, its block of weights is applied to each embedding table (a
+        # few rows) and the rows looked up: the same sum as multiplying the looked-up
+        # embeddings, without a (B, feature_dim) x (feature_dim, width) product per feature.
+        # Row 0 ("missing") is zero and, as padding, learns nothing in either form.
+        start, dim = self.ids.embedding_dim, len(self.categorical) * self.feature_dim
+        weight = first.weight
+        # Summed in float32 under CUDA autocast (.float() is free on the CPU), as one product
+        # over the whole input accumulates.
+        hidden = F.linear(torch.cat(parts, dim=1), torch.cat([weight[:, :start], weight[:, start + dim:]], dim=1),
+                          first.bias).float()
+        for j, emb in enumerate(self.categorical):
+            block = weight[:, start + j * self.feature_dim:start + (j + 1) * self.feature_dim]
+            hidden = hidden + F.embedding(categorical[:, j], emb.weight @ block.T, padding_idx=0)
+        return hidden if after is None else after(hidden)
 
+
+class _SparseProduct(torch.autograd.Function):
+    """``matrix @ weight``, its gradient ``transpose @ grad`` with the transpose made once
+    (torch's own backward of a sparse product transposes the matrix at every call)."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, matrix: torch.Tensor, transpose: torch.Tensor) -> torch.Tensor:
+        ctx.transpose = transpose
+        with torch.autocast(weight.device.type, enabled=False):  # float32, as an embedding bag sums
+            return matrix @ weight
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return ctx.transpose @ grad, None, None
+
+
+class HistorySums:
+    """Every user's recent items (the (n_users, H) matrix of item indices + 1, 0 padding, of
+    :func:`~recsys.models.two_tower.encoding.recent_item_matrix`) as a sparse 0/1 matrix and
+    its transpose, made once: :meth:`__call__` sums all users' history embeddings in one
+    sparse product, each user's history once however often the batch holds them."""
+
+    def __init__(self, recent: torch.Tensor, n_items: int) -> None:
+        users, slots = torch.nonzero(recent, as_tuple=True)
+        items = recent[users, slots]
+        ones = torch.ones(len(users), device=recent.device)
+        self.matrix = _csr(users, items, ones, (len(recent), n_items + 1))
+        self.transpose = _csr(items, users, ones, (n_items + 1, len(recent)))
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        """Each user's sum of ``weight``'s rows (the history embeddings, row 0 the padding).
+        Returns (n_users, weight.shape[1])."""
+        return _SparseProduct.apply(weight, self.matrix, self.transpose)
+
+
+def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=True).coalesce()
+    with warnings.catch_warnings():  # torch calls its CSR tensors beta; the product is all we use
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return coo.to_sparse_csr()
 
 def build_towers(
     params: Mapping[str, Any], user_encoder: FeatureEncoder, item_encoder: FeatureEncoder, n_users: int, n_items: int
