@@ -17,7 +17,7 @@ from typing import Any
 
 from recsys.data.filters import FilterReport, Filters, apply_filters
 from recsys.data.interactions import Interactions
-from recsys.data.io import DataFormat, ReadReport, read_interactions
+from recsys.data.io import ReadOptions, ReadReport, read_interactions
 from recsys.data.splits import STRATEGIES, keep_trained, split
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import DEFAULT_KS
@@ -29,23 +29,6 @@ DataSource = str | os.PathLike | Interactions
 
 IN_MEMORY = "<in memory>"
 """How a checkpoint records a table given as a data frame: a resume must be given it again."""
-
-
-@dataclass
-class ReadOptions:
-    """How to read an interaction file (see :func:`recsys.data.read_interactions`)."""
-
-    user_col: str | None = None
-    item_col: str | None = None
-    rating_col: str | None = None
-    weight_col: str | None = None
-    timestamp_col: str | None = None
-    sep: str | None = None
-    header: bool | None = None
-    feedback: str | None = None
-    encoding: str = "utf-8"
-    skip_bad_rows: bool = False
-    data_format: DataFormat = "auto"
 
 
 def load(source: DataSource, options: ReadOptions | None = None) -> Interactions:
