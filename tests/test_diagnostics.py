@@ -15,13 +15,15 @@ from recsys.data.synthetic import GENRES, generate
 from recsys.diagnostics import (
     align_items,
     cluster_items,
+    clusters,
     embedding_map,
     label_audit,
     read_item_features,
     subsample,
     write_diagnostics,
 )
-from recsys.diagnostics.clusters import nearest_neighbours
+from recsys.diagnostics.clusters import kmeans, nearest_neighbours
+from recsys.diagnostics.maps import pca_2d
 from recsys.diagnostics.metadata import values_of
 from recsys.embeddings import unit_rows
 from recsys.errors import ConfigError
@@ -73,6 +75,39 @@ def test_kmeans_recovers_planted_clusters(planted):
         assert c["dominant"][0]["lift"] > 1.5
         pops = [p["popularity"] for p in c["popular"]]
         assert pops == sorted(pops, reverse=True) and "title" in c["popular"][0]
+
+
+def test_pca_matches_the_principal_axes_and_keeps_its_sign():
+    rng = np.random.default_rng(0)
+    # Variance 9, 4, then 1 and 0.25 along four orthogonal directions, shifted off the origin.
+    basis, _ = np.linalg.qr(rng.normal(size=(6, 4)))
+    x = (rng.normal(size=(2000, 4)) * [3.0, 2.0, 1.0, 0.5]) @ basis.T + 5.0
+    xy = pca_2d(x)
+    assert np.allclose(xy.mean(axis=0), 0, atol=1e-9)
+    assert np.allclose(np.var(xy, axis=0), [9, 4], rtol=0.1)
+    from sklearn.decomposition import PCA
+
+    reference = PCA(n_components=2).fit_transform(x)
+    assert np.allclose(np.abs(xy), np.abs(reference), atol=1e-8)  # the same axes, up to sign
+    order = rng.permutation(len(x))  # signed by the largest loading, not by what the SVD returns
+    assert np.allclose(pca_2d(x[order]), xy[order])
+    assert np.allclose(pca_2d(-x), -xy)
+
+
+def test_kmeans_fitted_on_a_sample_still_labels_every_point(monkeypatch):
+    rng = np.random.default_rng(1)
+    centres = np.eye(3, 8) * 4
+    truth = rng.integers(0, 3, size=3000)
+    points = centres[truth] + rng.normal(scale=0.3, size=(3000, 8))
+    monkeypatch.setattr(clusters, "KMEANS_FIT_POINTS", 300)
+    labels, found = kmeans(points, 3, random_state=0)
+    assert labels.shape == (3000,) and found.shape == (3, 8)
+    # Each planted cluster maps to exactly one found cluster, and every point follows it.
+    mapping = {t: np.bincount(labels[truth == t]).argmax() for t in range(3)}
+    assert sorted(mapping.values()) == [0, 1, 2]
+    assert (labels == np.array([mapping[t] for t in truth])).all()
+    again, _ = kmeans(points, 3, random_state=0)
+    assert (again == labels).all()  # seeded
 
 
 def test_planted_mislabelled_item_tops_the_audit(planted):

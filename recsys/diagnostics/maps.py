@@ -1,7 +1,7 @@
 """2D maps of a model's embeddings: a PNG for reports, a self-contained HTML page to explore.
 
 The map projects the *normalized* factors (cosine geometry, as in
-:mod:`recsys.diagnostics.clusters`) to two dimensions with PCA or t-SNE
+:mod:`recsys.diagnostics.clusters`) to two dimensions with PCA (an SVD in NumPy), t-SNE
 (scikit-learn), or UMAP when the optional ``umap-learn`` is installed
 (``pip install 'recsys[umap]'``).
 
@@ -97,6 +97,19 @@ def subsample(popularity: np.ndarray, max_points: int, seed: int = 0) -> np.ndar
     return np.sort(np.concatenate(chosen))
 
 
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """The first two principal components of the rows of ``x`` (n, d), d >= 2.
+
+    An SVD of the centred points (at most a few thousand of them: maps are subsampled), each
+    axis signed so that its largest loading is positive, so a map does not flip between runs.
+    """
+    centred = np.asarray(x, dtype=np.float64) - np.asarray(x, dtype=np.float64).mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = vt[:2]
+    axes *= np.sign(axes[np.arange(2), np.argmax(np.abs(axes), axis=1)])[:, None]
+    return centred @ axes.T
+
+
 def project(vectors: np.ndarray, method: Method = "pca", random_state: int = 0) -> np.ndarray:
     """Two-dimensional coordinates of ``vectors`` (n, d), shape (n, 2)."""
     x = np.asarray(vectors, dtype=np.float32)
@@ -104,9 +117,7 @@ def project(vectors: np.ndarray, method: Method = "pca", random_state: int = 0) 
     if n < 3:
         raise ConfigError(f"a map needs at least 3 points, got {n}")
     if method == "pca":
-        from sklearn.decomposition import PCA
-
-        out = PCA(n_components=2, random_state=random_state).fit_transform(x) if x.shape[1] >= 2 else np.hstack([x, np.zeros_like(x)])
+        out = pca_2d(x) if x.shape[1] >= 2 else np.hstack([x, np.zeros_like(x)])
     elif method == "tsne":
         from sklearn.manifold import TSNE
 
