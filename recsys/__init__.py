@@ -1,7 +1,7 @@
 """recsys: recommender systems on learned embeddings."""
 
-from recsys.device import passive_openmp
+from recsys.device import brief_openmp_waits
 
-passive_openmp()  # before torch or implicit load their OpenMP runtimes
+brief_openmp_waits()  # before torch or implicit load their OpenMP runtimes
 
 __version__ = "0.1.0"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,37 +133,135 @@ def limit_torch_threads() -> int:
     return budget
 
 
+def threads_chosen() -> bool:
+    """Whether the user chose the thread count (``--threads``, ``$RECSYS_THREADS``)."""
+    return _threads is not None or _env_threads() is not None
+
+
 def step_threads(step_work: float) -> int:
     """Threads worth giving a training loop whose steps do ``step_work`` multiply-adds
     (see :data:`PARALLEL_STEP_WORK`): one below it, the CPU budget above, the user's
     ``--threads`` always."""
-    if _threads is not None or _env_threads() is not None or step_work >= PARALLEL_STEP_WORK:
+    if threads_chosen() or step_work >= PARALLEL_STEP_WORK:
         return cpu_budget()
     return 1
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """torch's intra-op threads set to ``threads`` inside the block, restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+# How long libgomp's threads spin at a barrier before they sleep, in spins (its default is
+# 300,000: milliseconds). A thousand, tens of microseconds, bridge the gap between two
+# operations of a step; see brief_openmp_waits.
+OPENMP_SPINS = 1000
 
 
-def passive_openmp() -> None:
-    """Make OpenMP threads sleep, not spin, while they wait (unless the user chose).
+def brief_openmp_waits() -> None:
+    """Make OpenMP threads spin only briefly at a barrier, then sleep (unless the user chose).
 
-    libgomp's threads spin at every barrier before they sleep. On a quiet machine that
-    saves a wake-up; on a busy one the spinning thread holds a CPU its descheduled sibling
-    needs, and a torch loop of small operations slowed twenty-fold. Read once, when each
-    OpenMP runtime (torch's, implicit's) loads: so this runs on ``import recsys``, before them.
+    libgomp's threads spin at every barrier for milliseconds before they sleep. On a busy
+    machine the spinning thread holds a CPU its descheduled sibling needs: a torch loop of
+    small operations slowed twenty-fold. Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``)
+    costs a wake-up per operation on a quiet one: mf's epoch ran 1.6 times slower than with
+    a thousand spins (experiments/speed). So: a thousand spins (Intel's runtime, which has
+    no spin count, sleeps at once), and :class:`ThreadGovernor` gives a step one thread when
+    the machine is busy. Read once, when each OpenMP runtime (torch's, implicit's) loads:
+    so this runs on ``import recsys``, before them.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" in os.environ:  # the user's choice, which a spin count would override
+        return
+    os.environ.setdefault("GOMP_SPINCOUNT", str(OPENMP_SPINS))
+    os.environ.setdefault("KMP_BLOCKTIME", "0")
+
+
+class ThreadGovernor:
+    """The threads of a CPU training loop's steps, lowered to one while the machine is busy.
+
+    Every :attr:`WINDOW` seconds of steps it compares the process's CPU time with what its
+    threads could have used. Beside other busy processes a step's threads wait at every
+    operation for a sibling the scheduler has put aside: two threads then use under a
+    quarter of their time (mf, two-tower on 2 cores beside four busy processes), while one
+    thread runs unhindered and finishes sooner (experiments/speed). So below
+    :attr:`LOW` of the threads' time the steps go to one thread; once one thread has a whole
+    CPU again (above :attr:`HIGH`) the full count is tried again, after twice as many
+    windows each time the try fails. Fixed at one count where the user chose it
+    (``--threads``), where a step is too small to share (:func:`step_threads`), and on a GPU.
+
+    ``with governor:`` holds an epoch's steps (the threads in between, validation's and
+    checkpoints', are restored); each step calls :func:`pace`.
+    """
+
+    WINDOW = 0.25
+    LOW = 0.5
+    HIGH = 0.9
+    MAX_WAIT = 16
+
+    def __init__(self, threads: int, *, adaptive: bool = True) -> None:
+        self.threads = max(1, int(threads))
+        self.adaptive = adaptive and self.threads > 1
+        self.current = self.threads
+        self._wait = 1  # quiet windows on one thread before the full count is tried again
+        self._quiet = 0
+        self._before: int | None = None
+        self._since = self._cpu = 0.0
+        self.changes = 0
+
+    def __enter__(self) -> ThreadGovernor:
+        import torch
+
+        global _governor
+        self._before = torch.get_num_threads()
+        torch.set_num_threads(self.current)
+        self._start_window()
+        _governor = self if self.adaptive else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        global _governor
+        _governor = None
+        if self._before is not None:
+            torch.set_num_threads(self._before)
+
+    def _start_window(self) -> None:
+        self._since, self._cpu = time.perf_counter(), time.process_time()
+
+    def _set(self, threads: int) -> None:
+        import torch
+
+        self.current = threads
+        self.changes += 1
+        torch.set_num_threads(threads)
+
+    def pace(self) -> None:
+        """Between two steps: at the end of a window, choose the next window's threads."""
+        if not self.adaptive:
+            return
+        now = time.perf_counter()
+        if now - self._since < self.WINDOW:
+            return
+        used = (time.process_time() - self._cpu) / ((now - self._since) * self.current)
+        if self.current > 1:
+            if used < self.LOW:
+                self._set(1)
+                self._quiet = 0
+            else:
+                self._wait = 1  # the full count holds up
+        elif used > self.HIGH:
+            self._quiet += 1
+            if self._quiet >= self._wait:
+                self._wait = min(2 * self._wait, self.MAX_WAIT)  # reset to 1 if the try holds
+                self._set(self.threads)
+        else:
+            self._quiet = 0
+        self._start_window()
+
+
+_governor: ThreadGovernor | None = None
+
+
+def pace() -> None:
+    """Called between two training steps: lets the active :class:`ThreadGovernor` adjust."""
+    if _governor is not None:
+        _governor.pace()
 
 
 @contextlib.contextmanager

@@ -49,11 +49,73 @@ def test_the_users_thread_count_wins_everywhere(no_thread_choice, monkeypatch):
         device.set_threads(0)
 
 
-def test_torch_threads_are_restored_after_the_block(no_thread_choice):
-    torch.set_num_threads(2)
-    with device.torch_threads(1):
+class Clock:
+    """Wall and CPU time the test sets: ``tick(wall, used)`` advances wall time by ``wall``
+    seconds and CPU time by ``used`` of what the current threads could have used."""
+
+    def __init__(self, governor):
+        self.governor, self.wall, self.cpu = governor, 0.0, 0.0
+
+    def tick(self, wall, used):
+        self.cpu += wall * used * self.governor.current
+        self.wall += wall
+        self.governor.pace()
+        return self.governor.current
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    def make(threads, adaptive=True):
+        governor = device.ThreadGovernor(threads, adaptive=adaptive)
+        timer = Clock(governor)
+        monkeypatch.setattr(device.time, "perf_counter", lambda: timer.wall)
+        monkeypatch.setattr(device.time, "process_time", lambda: timer.cpu)
+        return governor, timer
+    return make
+
+
+def test_a_busy_machine_gets_one_thread_and_a_quiet_one_every_thread_back(no_thread_choice, clock):
+    torch.set_num_threads(3)
+    governor, timer = clock(2)
+    window = governor.WINDOW
+    with governor:
+        assert torch.get_num_threads() == 2
+        assert timer.tick(window / 2, 0.2) == 2  # mid-window: nothing decided
+        assert timer.tick(window / 2, 0.2) == 1  # two threads used a fifth of their time
         assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == 2
+        assert timer.tick(window, 0.4) == 1  # one thread, still busy: stays
+        assert timer.tick(window, 1.0) == 2  # one thread had a whole CPU: both are tried
+        assert timer.tick(window, 0.8) == 2  # and they hold up
+        assert timer.tick(window, 0.3) == 1
+        # A failed try waits twice as long before the next: 1, then 2, then 4 quiet windows.
+        assert timer.tick(window, 1.0) == 2
+        assert timer.tick(window, 0.3) == 1
+        assert [timer.tick(window, 1.0) for _ in range(2)] == [1, 2]
+        assert timer.tick(window, 0.3) == 1
+        assert [timer.tick(window, 1.0) for _ in range(4)] == [1, 1, 1, 2]
+        assert timer.tick(window, 0.3) == 1
+    assert torch.get_num_threads() == 3  # restored after the block
+
+
+def test_the_governor_keeps_a_fixed_count_where_told(no_thread_choice, clock):
+    torch.set_num_threads(3)
+    for threads, adaptive in ((2, False), (1, True)):
+        governor, timer = clock(threads, adaptive)
+        with governor:
+            assert [timer.tick(governor.WINDOW, 0.1) for _ in range(3)] == [threads] * 3
+        assert torch.get_num_threads() == 3
+
+
+def test_the_governor_counts_across_epochs(no_thread_choice, clock):
+    """An epoch ending on one thread starts the next on one: the machine is still busy."""
+    governor, timer = clock(2)
+    with governor:
+        timer.tick(governor.WINDOW, 0.1)
+    with governor:
+        assert torch.get_num_threads() == 1
+        device.pace()  # the module's hook reaches the active governor
+        assert timer.tick(governor.WINDOW, 1.0) == 2
+    device.pace()  # no governor active: nothing happens
 
 
 def test_the_training_loop_runs_small_steps_on_one_thread(no_thread_choice, monkeypatch):
@@ -90,12 +152,16 @@ def test_validation_and_callbacks_keep_every_thread_around_one_thread_steps(no_t
     assert torch.get_num_threads() == 2
 
 
-def test_importing_recsys_makes_openmp_wait_passively_unless_the_user_chose():
-    code = "import os, recsys; print(os.environ.get('OMP_WAIT_POLICY'))"
-    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "PASSIVE"
+def test_importing_recsys_makes_openmp_spin_briefly_unless_the_user_chose():
+    code = "import os, recsys; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.split()
+    assert out == [str(device.OPENMP_SPINS), "None"]
     env["OMP_WAIT_POLICY"] = "ACTIVE"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.split() == ["None", "ACTIVE"]
+    env.pop("OMP_WAIT_POLICY")
+    env["GOMP_SPINCOUNT"] = "5"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.split() == ["5", "None"]
 
 
 def test_row_adam_takes_the_steps_sparse_adam_takes():
@@ -171,10 +237,11 @@ def test_the_threads_option_reaches_training(tmp_path, monkeypatch, no_thread_ch
     from recsys.data.synthetic import checkerboard as board
 
     seen = []
-    real = device.torch_threads
-    monkeypatch.setattr("recsys.models.training.torch_threads", lambda n: seen.append(n) or real(n))
+    real = device.ThreadGovernor
+    monkeypatch.setattr("recsys.models.training.ThreadGovernor",
+                        lambda n, adaptive: seen.append((n, adaptive)) or real(n, adaptive=adaptive))
     write_interactions(board(n_users=20, n_items=20, seed=0), tmp_path / "log.csv")
     run("--threads", 1, "train", "--data", tmp_path / "log.csv", "--model", "ials", "-p", "factors=4",
         "--epochs", 1, "--output", tmp_path / "m", "--no-track", "--quiet")
-    assert seen == [1] and device.cpu_budget() == 1
+    assert seen == [(1, False)] and device.cpu_budget() == 1  # the user's count, kept
     run("--threads", 0, "train", "--data", tmp_path / "log.csv", code=2)

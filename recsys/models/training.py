@@ -40,7 +40,7 @@ from recsys.checkpoint import (
     set_random_states,
 )
 from recsys.data.interactions import Interactions
-from recsys.device import resolve_device, step_threads, torch_threads
+from recsys.device import ThreadGovernor, pace, resolve_device, step_threads, threads_chosen
 from recsys.errors import DIVERGENCE_ADVICE, ConfigError, TrainingDiverged
 from recsys.models.base import Recommender
 from recsys.progress import progress_bar
@@ -188,7 +188,9 @@ class IterativeRecommender(Recommender):
         progress: bool,
         checkpointing: Checkpointing | None,
     ) -> None:
-        threads = step_threads(trainer.step_work)
+        # Steps get the threads their size deserves, fewer while the machine is busy (CPU only).
+        governor = ThreadGovernor(step_threads(trainer.step_work),
+                                  adaptive=not threads_chosen() and resolve_device(self.device).type == "cpu")
         guard = SignalGuard()
         main = distributed.is_main()  # rank 0 (or a process on its own) validates and checkpoints
         with guard.active(checkpointing is not None and checkpointing.handle_signals), \
@@ -196,9 +198,9 @@ class IterativeRecommender(Recommender):
             bar.advance(state.first - 1)
             for epoch in range(state.first, self.epochs + 1):
                 start = time.perf_counter()
-                # The training steps alone get the thread count their size deserves; validation's
-                # full-catalogue scoring and checkpoints around them keep every CPU.
-                with torch_threads(threads):
+                # The training steps alone: validation's full-catalogue scoring and checkpoints
+                # around them keep every CPU.
+                with governor:
                     figures = {k: float(v) for k, v in trainer.train_epoch(epoch).items()}
                 if not math.isfinite(figures.get("loss", 0.0)):
                     raise TrainingDiverged(f"{self.name}: training diverged at epoch {epoch} (loss "
@@ -298,6 +300,7 @@ def minibatch_epoch(
     for start in range(0, len(order), batch_size):
         total += train_step(order[start:start + batch_size], steps)
         steps += 1
+        pace()
     return {"loss": distributed.mean(total) / max(steps, 1)}
 
 
