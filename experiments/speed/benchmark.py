@@ -252,12 +252,26 @@ def jobs_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _before_after(pair: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The two results in commit order: an older commit measured last (a before row taken
+    in the same session as the after) still comes first."""
+    def commit(result: dict[str, Any]) -> str:
+        return result["stamp"].split(".", 1)[-1].removesuffix("+dirty")
+
+    if len(pair) == 2 and commit(pair[0]) != commit(pair[1]):
+        older = subprocess.run(["git", "merge-base", "--is-ancestor", commit(pair[1]), commit(pair[0])],
+                               cwd=ROOT, capture_output=True, check=False)
+        if older.returncode == 0:
+            return pair[::-1]
+    return pair
+
+
 def stage_table() -> None:
     readme = HERE / "README.md"
     for stage, render in (("contention", contention_table), ("jobs", jobs_table), ("fixed", fixed_table)):
         results = _results(stage)
         lines: list[str] = []
-        for result in results[-2:]:  # the previous commit's beside the newest: before and after
+        for result in _before_after(results[-2:]):  # the previous result beside the newest
             lines += [*render(result), ""]
         publish_table(f"experiments.speed.benchmark {stage}", lines, [(readme, f"speed/{stage}")])
 
