@@ -215,6 +215,7 @@ def contention_table(result: dict[str, Any]) -> list[str]:
     rows = result["rows"]
     models = list(dict.fromkeys(r["model"] for r in rows))
     counts = sorted({r["busy"] for r in rows})
+    loaded = [c for c in counts if c]
     quiet = {m: statistics.median(r["seconds"] for r in rows if r["model"] == m and r["busy"] == 0) for m in models}
 
     def worst(model: str, count: int) -> float:
@@ -222,20 +223,18 @@ def contention_table(result: dict[str, Any]) -> list[str]:
 
     lines = [f"Commit {result['stamp']}, {result['machine']['processor']}, {result['machine']['cores']} cores; "
              f"{result['runs']} runs per cell; fit seconds (every run), samples/s quiet (median).", "",
-             "| model | samples/s quiet | quiet s | " + " | ".join(f"{c} busy: s (worst ratio)" for c in counts if c)
-             + " | worst ratio / als's |",
-             "|---|---:|---:|" + "---:|" * (len([c for c in counts if c]) + 1)]
+             "| model | samples/s quiet | quiet s |" + "".join(f" {c} busy: s (worst ratio) |" for c in loaded)
+             + (" worst ratio / als's |" if loaded else ""),
+             "|---|---:|---:|" + "---:|" * (len(loaded) + 1 if loaded else 0)]
     for m in models:
         rate = statistics.median(r["samples_per_second"] for r in rows if r["model"] == m and r["busy"] == 0)
         cells = []
-        for c in counts:
-            if c:
-                seconds = ", ".join(f"{r['seconds']:.1f}" for r in rows if r["model"] == m and r["busy"] == c)
-                cells.append(f"{seconds} ({worst(m, c):.2f}x)")
-        loaded = [c for c in counts if c]
-        relative = (f"{max(worst(m, c) / worst('als', c) for c in loaded):.2f}"
-                    if "als" in models and loaded else "")
-        lines.append(f"| {m} | {rate:,.0f} | {quiet[m]:.2f} | " + " | ".join(cells) + f" | {relative} |")
+        for c in loaded:
+            seconds = ", ".join(f"{r['seconds']:.1f}" for r in rows if r["model"] == m and r["busy"] == c)
+            cells.append(f"{seconds} ({worst(m, c):.2f}x)")
+        if loaded:
+            cells.append(f"{max(worst(m, c) / worst('als', c) for c in loaded):.2f}" if "als" in models else "")
+        lines.append(f"| {m} | {rate:,.0f} | {quiet[m]:.2f} |" + "".join(f" {cell} |" for cell in cells))
     return lines
 
 
