@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,30 @@ def test_cuda_matches_cpu_with_popularity_weights(skewed):
 def test_weights_stay_finite_for_large_exponents():
     w = unobserved_weights(np.array([5000, 3, 0]), 1.0, 100.0)
     assert np.isfinite(w).all() and w.mean() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("exponent", [0.0, 0.5])
+def test_solving_in_row_blocks_on_worker_threads_matches_one_block(skewed, monkeypatch, exponent):
+    """The CPU path solves each half-epoch's rows in blocks on worker threads: the same
+    factors as one whole-table solve, with torch's thread count restored after."""
+    import torch
+
+    from recsys import device
+
+    fitted = {}
+    for workers in (1, 3):
+        monkeypatch.setattr("recsys.models.ials.cpu_budget", lambda n=workers: n)
+        model = IALS(**{**PARAMS, "unobserved_exponent": exponent}, epochs=4)
+        trainer = model.create_trainer(skewed, {**model.get_params(), "unobserved_weight": 0.2})
+        blocks = trainer.user_blocks
+        assert len(blocks) == workers and blocks[0][0] == 0 and blocks[-1][1] == skewed.n_users
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))  # every row once, in order
+        with device.ThreadGovernor(2, adaptive=False):
+            for epoch in range(1, 5):
+                trainer.train_epoch(epoch)
+            assert torch.get_num_threads() == 2
+        assert (trainer._pool is not None) == (workers > 1)  # the workers solved
+        trainer.finalize()
+        fitted[workers] = trainer.export()
+    for name in ("user_factors", "item_factors"):
+        np.testing.assert_allclose(fitted[3][name], fitted[1][name], rtol=1e-4, atol=1e-5)

@@ -31,9 +31,11 @@ O(nnz * d + n * d^2) with no (nnz, d) intermediate.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -42,7 +44,7 @@ import torch
 
 from recsys.checkpoint import check_arrays
 from recsys.data.interactions import Interactions
-from recsys.device import resolve_device
+from recsys.device import cpu_budget, resolve_device
 from recsys.errors import ConfigError
 from recsys.models import auto
 from recsys.models.als import Weighting, confidence
@@ -63,16 +65,35 @@ def csr_tensor(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size
 class _Side:
     """One side's sparse structure on the device: rows are the entities being solved."""
 
-    def __init__(self, matrix: sp.csr_matrix, conf: np.ndarray, device: torch.device) -> None:
-        self.n_rows, self.n_cols = matrix.shape
-        crow = torch.as_tensor(matrix.indptr.astype(np.int64), device=device)
-        col = torch.as_tensor(matrix.indices.astype(np.int64), device=device)
-        self.crow, self.col = crow, col
-        self.conf = torch.as_tensor(conf, dtype=torch.float32, device=device)
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, conf: torch.Tensor, n_cols: int) -> None:
+        self.n_rows, self.n_cols = len(crow) - 1, n_cols
+        self.crow, self.col, self.conf = crow, col, conf
+        shape = (self.n_rows, n_cols)
         # The pattern for the sampled product; values are overwritten by each call.
-        self.pattern = csr_tensor(crow, col, torch.zeros_like(self.conf), matrix.shape)
-        self.weighted = csr_tensor(crow, col, self.conf, matrix.shape)
-        self.counts = torch.as_tensor(np.diff(matrix.indptr).astype(np.float32), device=device)
+        self.pattern = csr_tensor(crow, col, torch.zeros_like(conf), shape)
+        self.weighted = csr_tensor(crow, col, conf, shape)
+        self.counts = (crow[1:] - crow[:-1]).to(torch.float32)
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix, conf: np.ndarray, device: torch.device) -> _Side:
+        return cls(torch.as_tensor(matrix.indptr.astype(np.int64), device=device),
+                   torch.as_tensor(matrix.indices.astype(np.int64), device=device),
+                   torch.as_tensor(conf, dtype=torch.float32, device=device), matrix.shape[1])
+
+    def rows(self, start: int, stop: int) -> _Side:
+        """The rows ``start:stop`` as a side of their own (views of this one's arrays)."""
+        lo, hi = int(self.crow[start]), int(self.crow[stop])
+        return _Side(self.crow[start:stop + 1] - lo, self.col[lo:hi], self.conf[lo:hi], self.n_cols)
+
+    def blocks(self, n: int, factors: int) -> list[tuple[int, int, _Side]]:
+        """At most ``n`` runs of rows of about equal work (a CG step costs about
+        ``nnz * d + d^2`` per row), each ``(start, stop, side)``."""
+        if n <= 1 or self.n_rows <= 1:
+            return [(0, self.n_rows, self)]
+        work = np.cumsum(np.diff(self.crow.cpu().numpy()) + factors, dtype=np.float64)
+        cuts = np.searchsorted(work, work[-1] * np.arange(1, n) / n) + 1  # a block ends after its row
+        bounds = np.unique(np.concatenate([[0], np.minimum(cuts, self.n_rows), [self.n_rows]]))
+        return [(a, b, self.rows(a, b)) for a, b in itertools.pairwise(bounds.tolist())]
 
     def observed_term(self, x: torch.Tensor, fixed: torch.Tensor, fixed_t: torch.Tensor) -> torch.Tensor:
         """sum_i c_ui (q_i . x_u) q_i for every row u: sampled product, then sparse product."""
@@ -208,8 +229,16 @@ class IALSTrainer:
         self.step_work = math.inf  # an epoch is one step: whole-table solves, worth every CPU
         conf = confidence(data.matrix, data.feedback, params["weighting"], params["alpha"])
         transposed = conf.T.tocsr()
-        self.users = _Side(conf, conf.data, dev)
-        self.items = _Side(transposed, transposed.data, dev)
+        self.users = _Side.of(conf, conf.data, dev)
+        self.items = _Side.of(transposed, transposed.data, dev)
+        # On the CPU each half-epoch's rows are solved in blocks, one worker thread and one
+        # torch thread each, as implicit solves its users: no barrier between the operations
+        # of a CG step, so a worker the scheduler puts aside on a busy machine holds up no
+        # other (whole-table operations on two threads stalled there; experiments/speed).
+        workers = cpu_budget() if dev.type == "cpu" else 1
+        self.user_blocks = self.users.blocks(workers, self.factors)
+        self.item_blocks = self.items.blocks(workers, self.factors)
+        self._pool: ThreadPoolExecutor | None = None
         gen = torch.Generator(device="cpu").manual_seed(derive_seed(params["random_state"]))
         std = params["init_scale"] / np.sqrt(params["factors"])
         # Drawn on the CPU and moved, so CPU and CUDA runs start from the same factors.
@@ -228,9 +257,10 @@ class IALSTrainer:
         else:
             self.reg_items = lam * (self.items.counts + a0 * n_users) ** nu
 
-    def solve(self, side: _Side, x: torch.Tensor, fixed: torch.Tensor, reg: torch.Tensor, *,
+    def solve(self, blocks: list[tuple[int, int, _Side]], x: torch.Tensor, fixed: torch.Tensor, reg: torch.Tensor, *,
               fixed_weights: torch.Tensor | None = None, row_weights: torch.Tensor | None = None) -> torch.Tensor:
-        """A few CG steps on (a0 Q'Q + sum_i c q q' + reg I) x = sum_i c q, for all rows at once.
+        """A few CG steps on (a0 Q'Q + sum_i c q q' + reg I) x = sum_i c q, for all rows at once
+        (each block of rows on its own worker when there are several).
 
         With per-item unobserved weights w: solving users, ``fixed_weights`` = w gives the gram
         ``Q' diag(w) Q``; solving items, ``row_weights`` = w scales item i's gram ``P'P`` by w_i.
@@ -242,6 +272,26 @@ class IALSTrainer:
         else:
             gram = self.a0 * (fixed.T @ fixed)
         fixed_t = fixed.T.contiguous()
+
+        def block(part: tuple[int, int, _Side]) -> torch.Tensor:
+            start, stop, side = part
+            weights = None if row_weights is None else row_weights[start:stop]
+            return self._cg(side, x[start:stop], fixed, fixed_t, gram, reg[start:stop], weights)
+
+        threads = torch.get_num_threads()
+        if len(blocks) == 1 or threads == 1:
+            parts = [block(part) for part in blocks]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(len(blocks), thread_name_prefix="recsys-ials")
+            try:
+                parts = list(self._pool.map(lambda part: _one_thread(block, part), blocks))
+            finally:
+                torch.set_num_threads(threads)  # the workers' setting is the process's too
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _cg(self, side: _Side, x: torch.Tensor, fixed: torch.Tensor, fixed_t: torch.Tensor, gram: torch.Tensor,
+            reg: torch.Tensor, row_weights: torch.Tensor | None) -> torch.Tensor:
         rhs = side.weighted @ fixed
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
@@ -263,8 +313,8 @@ class IALSTrainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         w = self.item_weights
-        self.P = self.solve(self.users, self.P, self.Q, self.reg_users, fixed_weights=w)
-        self.Q = self.solve(self.items, self.Q, self.P, self.reg_items, row_weights=w)
+        self.P = self.solve(self.user_blocks, self.P, self.Q, self.reg_users, fixed_weights=w)
+        self.Q = self.solve(self.item_blocks, self.Q, self.P, self.reg_items, row_weights=w)
         return {}
 
     def export(self) -> dict[str, np.ndarray]:
@@ -280,7 +330,16 @@ class IALSTrainer:
         self.Q = torch.from_numpy(state["Q"]).to(self.device)
 
     def finalize(self) -> None:
-        """Nothing to release: the tensors go with the trainer."""
+        """Stop the block workers (the tensors go with the trainer)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+def _one_thread(solve: Any, part: Any) -> torch.Tensor:
+    """``solve(part)`` with torch on one thread in this worker (a thread's OpenMP count is its own)."""
+    torch.set_num_threads(1)
+    return solve(part)
 
 
 def unobserved_weights(item_counts: np.ndarray, unobserved_weight: float, exponent: float) -> np.ndarray:
