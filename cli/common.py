@@ -165,7 +165,7 @@ def with_read_options(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from recsys.data.io import ReadOptions
+        from recsys.data.options import ReadOptions
 
         values = {name: kwargs.pop(name, _READ_DEFAULTS.get(name)) for name, _, _ in _READ_PARAMS}
         if values["sep"] == "\\t":

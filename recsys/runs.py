@@ -23,6 +23,7 @@ class Run(Protocol):
     """What a job may tell the run it reports to (see :class:`NullRun` for the semantics)."""
 
     run_id: str | None
+    recording: bool  # True for a run that keeps what it is told (known at once; run_id may wait for the store)
     keeps_models: bool
 
     def log_params(self, params: Mapping[str, Any], prefix: str = "") -> None: ...
@@ -52,6 +53,7 @@ class NullRun:
     """
 
     run_id: str | None = None
+    recording = False
     keeps_models = False
 
     def log_params(self, params: Mapping[str, Any], prefix: str = "") -> None:

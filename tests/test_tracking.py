@@ -297,6 +297,124 @@ def test_worker_and_in_process_record_the_same_complete_run(uri, tmp_path, backg
     assert child.data.tags["mlflow.parentRunId"] == parent_id and child.data.metrics["ndcg_at_10"] == 0.5
 
 
+def test_a_batch_takes_calls_as_one_call_after_another_would():
+    """Calls that reach the worker together are one write; MLflow refuses a parameter twice
+    in one write, so a repeated one starts the next batch."""
+    import queue
+
+    from recsys.tracking.recorder import Batch
+    from recsys.tracking.worker import gather
+
+    batch = Batch()
+    assert batch.add("log_params", {"a": "1"}) and batch.add("log_metrics", {"loss": 0.5}, 3, 1000)
+    assert batch.add("set_tags", {"t": "x"}) and batch.add("set_tags", {"t": "y"})
+    assert not batch.add("log_params", {"a": "1"})
+    assert batch.params == {"a": "1"} and batch.tags == {"t": "y"} and batch.metrics == [("loss", 0.5, 3, 1000)]
+
+    def call(method, *args, token=0):
+        return {"op": "call", "token": token, "method": method, "args": list(args), "seq": None}
+
+    pending = queue.Queue()
+    for request in (call("log_metrics", {"loss": 0.4}, 1, 2000), call("log_params", {"a": "1"}),
+                    call("log_params", {"a": "1"}), call("set_tags", {"t": "z"})):
+        pending.put(request)
+    batch, methods, held = gather(call("log_metrics", {"loss": 0.5}, 0, 1000), pending)
+    assert batch.metrics == [("loss", 0.5, 0, 1000), ("loss", 0.4, 1, 2000)] and batch.params == {"a": "1"}
+    assert methods == {"log_metrics", "log_params"} and held["method"] == "log_params"
+    assert pending.qsize() == 1  # the tags wait behind the held call: order is kept
+
+    pending = queue.Queue()
+    for request in (call("log_metrics", {"x": 1.0}, token=1), call("log_text", "t", "a.txt")):
+        pending.put(request)
+    batch, methods, held = gather(call("log_metrics", {"x": 2.0}, None, 5), pending)
+    assert len(batch.metrics) == 1 and held["token"] == 1  # another run's call is not taken
+
+
+@pytest.mark.parametrize("background", [True, False], ids=["worker-process", "in-process"])
+def test_metrics_carry_the_time_the_job_logged_them(uri, background):
+    tracker = Tracker(uri, f"stamped-{background}", background=background)
+    with tracker.run("job", kind="train") as run:
+        before = int(time.time() * 1000)
+        run.log_metrics({"loss": 1.0}, step=0)
+        after = int(time.time() * 1000)
+        run_id = run.run_id
+    (metric,) = client(uri).get_metric_history(run_id, "loss")
+    assert before <= metric.timestamp <= after
+
+
+def test_a_logged_directory_is_a_snapshot_of_hard_links_removed_once_logged(uri, tmp_path, monkeypatch):
+    """The job does not wait while a directory is logged: the worker logs hard links to its
+    files (no bytes copied) and removes them. Where links cannot be made the call waits,
+    so the directory is logged whole either way."""
+    import tempfile
+
+    from recsys.tracking import worker
+
+    folder = tmp_path / "diagnostics"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    snapshot = worker._snapshot(folder)
+    assert (snapshot / "diagnostics" / "a.txt").stat().st_ino == (folder / "a.txt").stat().st_ino
+    import shutil
+
+    shutil.rmtree(snapshot)
+
+    def refused(*args, **kwargs):
+        raise OSError(18, "Invalid cross-device link")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(worker.os, "link", refused)
+        assert worker._snapshot(folder) is None
+    leftovers = set(Path(tempfile.gettempdir()).glob(".diagnostics.tracking-*")) | set(tmp_path.glob(".diagnostics.tracking-*"))
+    assert not leftovers
+
+    for linked in (True, False):
+        if not linked:
+            monkeypatch.setattr(worker, "_snapshot", lambda directory: None)
+        with Tracker(uri, f"snapshot-{linked}").run("job", kind="train") as run:
+            run.log_directory(folder, "diagnostics")
+            run_id = run.run_id
+        assert [a.path for a in client(uri).list_artifacts(run_id, "diagnostics")] == ["diagnostics/a.txt"]
+    assert not set(Path(tempfile.gettempdir()).glob(".diagnostics.tracking-*"))
+
+
+def test_a_job_asks_its_runs_id_only_after_everything_is_sent(sample_ratings):
+    """Asking a tracked run's id waits until the worker has opened the store (seconds of
+    MLflow's imports): a job asks it last, not before saving and logging the model."""
+    from recsys.runs import NullRun
+
+    class Recording(NullRun):
+        recording, keeps_models = True, True
+
+        def __init__(self):
+            self.events = []
+
+        @property
+        def run_id(self):
+            self.events.append("run_id")
+            return "r1"
+
+        def log_model(self, model_dir):
+            self.events.append("log_model")
+
+        def log_directory(self, path, name):
+            self.events.append("log_directory")
+
+    run = Recording()
+    result = train(sample_ratings, TrainConfig(model="popular"), save=False, run=run)
+    assert result.run_id == "r1" and "log_model" in run.events and run.events[-1] == "run_id"
+    assert run.events.count("run_id") == 1
+
+
+def test_starting_a_tracked_command_loads_no_pandas():
+    """A tracked command starts its MLflow process before pandas, pyarrow or torch load:
+    the packages it needs first stay light."""
+    code = ("import sys; import recsys.tracking, recsys.data.options; from recsys.tracking import Tracker; "
+            "print(sorted(m for m in ('pandas', 'pyarrow', 'torch', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_a_call_the_store_refuses_fails_the_job_and_its_run(uri):
     """A failure in the worker process reaches the job as a TrackingError by its next call
     (MLflow refuses to change a parameter), and the run ends FAILED."""

@@ -36,25 +36,6 @@ _ID_TYPE = pa.dictionary(pa.int32(), pa.string())
 _CSV_SPECIAL = re.compile(r'[,"\r\n]')
 
 
-@dataclass
-class ReadOptions:
-    """How to read an interaction file (see :func:`read_interactions`): what the jobs and
-    the command line pass along. Here, beside the reader, so that a command can build it
-    without loading the jobs (and torch) first."""
-
-    user_col: str | None = None
-    item_col: str | None = None
-    rating_col: str | None = None
-    weight_col: str | None = None
-    timestamp_col: str | None = None
-    sep: str | None = None
-    header: bool | None = None
-    feedback: str | None = None
-    encoding: str = "utf-8"
-    skip_bad_rows: bool = False
-    data_format: DataFormat = "auto"
-
-
 def csv_write_options(*vocabularies: Vocabulary) -> pacsv.WriteOptions:
     """Quote ids only when one of them needs it (pyarrow's "needed" quotes every string)."""
     needs_quotes = any(

@@ -237,7 +237,7 @@ def run_grid(grid: Grid, run: Run, *, progress: bool = False,
     """Train and evaluate every combination of ``grid``, each in a child run of ``run``."""
     from recsys.jobs.training import train
 
-    if run.run_id is None:
+    if not run.recording:
         raise ConfigError("an experiment grid is recorded in MLflow; it cannot run with tracking off")
     run.log_params({"metric": grid.metric, "ks": ",".join(map(str, grid.ks)), "combinations": len(grid),
                     "grid_file": str(grid.source) if grid.source else None})

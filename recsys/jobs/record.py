@@ -48,7 +48,7 @@ def log_diagnostics(run: Run, model: Any, item_features: Any = None) -> None:
     popularity. A model whose embedding cannot be clustered (too few distinct directions)
     still finishes its run: the reason is recorded in the ``recsys.diagnostics`` tag.
     """
-    if run.run_id is None:
+    if not run.recording:
         return
     from recsys.diagnostics import load_item_features, write_diagnostics
     from recsys.errors import RecsysError

@@ -17,7 +17,8 @@ from typing import Any
 
 from recsys.data.filters import FilterReport, Filters, apply_filters
 from recsys.data.interactions import Interactions
-from recsys.data.io import ReadOptions, ReadReport, read_interactions
+from recsys.data.io import ReadReport, read_interactions
+from recsys.data.options import ReadOptions
 from recsys.data.splits import STRATEGIES, keep_trained, split
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.evaluate import DEFAULT_KS

@@ -212,13 +212,13 @@ def train(
                                       callbacks=[*callbacks, EpochLogger(run)], progress=progress,
                                       checkpointing=checkpointing, spark=spark)
             result.processes = distributed.describe(world)
-        result.run_id = run.run_id
         if save or run.keeps_models:
             with status("saving the model" + (" and building its Annoy index" if index_trees else "")
                         + (" (and logging it to MLflow)" if run.keeps_models else ""), progress):
                 _save(result, directory if save else None, data, index_trees, run)
-        with status("recording the run's metrics and diagnostics", progress and run.run_id is not None):
+        with status("recording the run's metrics and diagnostics", progress and run.recording):
             record_outcome(run, result, features)
+        result.run_id = run.run_id  # asked last: it waits until the store has created the run
         if checkpointing is not None and checkpointing.directory.exists():
             with output_lock(checkpointing.directory):  # its job is done: the model is saved
                 shutil.rmtree(checkpointing.directory, ignore_errors=True)

@@ -13,16 +13,36 @@ Nothing here imports the jobs: they report to a :class:`recsys.runs.Run`, which 
 package implements.
 """
 
-from recsys.tracking.leaderboard import leaderboard
-from recsys.tracking.serving import load_recommender, recommend_frame, resolve_model_dir
-from recsys.tracking.store import (
-    DEFAULT_URI,
-    check_store,
-    metric_key,
-    resolve_uri,
-    tracking_enabled,
-)
-from recsys.tracking.tracker import TrackedRun, Tracker
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from recsys.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from recsys.tracking.leaderboard import leaderboard
+    from recsys.tracking.serving import load_recommender, recommend_frame, resolve_model_dir
+    from recsys.tracking.store import (
+        DEFAULT_URI,
+        check_store,
+        metric_key,
+        resolve_uri,
+        tracking_enabled,
+    )
+    from recsys.tracking.tracker import TrackedRun, Tracker
+
+# Loaded on first use: a tracked command starts its MLflow process (Tracker) before
+# pandas, which the leaderboard and the serving code import, has loaded.
+_HOME = {
+    "leaderboard": "leaderboard",
+    "load_recommender": "serving", "recommend_frame": "serving", "resolve_model_dir": "serving",
+    "DEFAULT_URI": "store", "check_store": "store", "metric_key": "store", "resolve_uri": "store",
+    "tracking_enabled": "store",
+    "TrackedRun": "tracker", "Tracker": "tracker",
+}
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)
 
 __all__ = [
     "DEFAULT_URI",

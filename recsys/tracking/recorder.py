@@ -14,6 +14,8 @@ import logging
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from recsys.errors import TrackingError
 
 # The calls a run may make after it starts (anything else sent to a recorder is refused).
 CALLS = frozenset({"log_params", "log_metrics", "set_tags", "log_text", "log_directory", "log_model"})
+# Those a worker may gather into one write when several arrive together.
+BATCHED = frozenset({"log_params", "log_metrics", "set_tags"})
 MAX_PARAM = 6000  # MLflow's limit on a parameter value
 
 
@@ -99,21 +103,29 @@ class MlflowRecorder:
             mlflow.end_run(status)
 
     def log_params(self, run_id: str, values: dict[str, str]) -> None:
-        import mlflow
+        self.log_batch(run_id, Batch(params=dict(values)))
 
-        mlflow.log_params(values, run_id=run_id)
-
-    def log_metrics(self, run_id: str, values: dict[str, float], step: int | None) -> None:
-        import mlflow
-
-        mlflow.log_metrics(values, step=step, run_id=run_id)
+    def log_metrics(self, run_id: str, values: dict[str, float], step: int | None,
+                    timestamp: int | None = None) -> None:
+        batch = Batch()
+        batch.add("log_metrics", values, step, timestamp)
+        self.log_batch(run_id, batch)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        # By id, not MLflow's active run: a parent tagged while a child run is open stays itself.
-        from mlflow.entities import RunTag
+        self.log_batch(run_id, Batch(tags=dict(tags)))
+
+    def log_batch(self, run_id: str, batch: Batch) -> None:
+        """Parameters, metrics and tags in one write, by the run's id (not MLflow's active
+        run: a parent tagged while a child run is open stays itself)."""
+        from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
 
-        MlflowClient(self.uri).log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        MlflowClient(self.uri).log_batch(
+            run_id,
+            metrics=[Metric(key, value, timestamp, step or 0) for key, value, step, timestamp in batch.metrics],
+            params=[Param(key, value) for key, value in batch.params.items()],
+            tags=[RunTag(key, value) for key, value in batch.tags.items()],
+        )
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         import mlflow
@@ -132,6 +144,30 @@ class MlflowRecorder:
         log_pyfunc(path)
 
 
+@dataclass
+class Batch:
+    """Parameters, metrics (key, value, step, timestamp in ms) and tags for one write."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: list[tuple[str, float, int | None, int]] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def add(self, method: str, values: dict[str, Any], *rest: Any) -> bool:
+        """Take one ``log_params``/``log_metrics``/``set_tags`` call; False (nothing taken)
+        for parameters already in the batch, which MLflow refuses to see twice in one write."""
+        if method == "log_params":
+            if not self.params.keys().isdisjoint(values):
+                return False
+            self.params.update(values)
+        elif method == "log_metrics":
+            step = rest[0] if rest else None
+            timestamp = rest[1] if len(rest) > 1 and rest[1] is not None else int(time.time() * 1000)
+            self.metrics.extend((key, value, step, timestamp) for key, value in values.items())
+        else:
+            self.tags.update(values)  # as one call after another would: the later value stays
+        return True
+
+
 class LocalRecorder:
     """Runs recorded by MLflow in this process, each named by a token."""
 
@@ -146,7 +182,7 @@ class LocalRecorder:
     def run_id(self, token: int) -> str:
         return self.run_ids[token]
 
-    def call(self, token: int, method: str, *args: Any, wait: bool = False) -> None:
+    def call(self, token: int, method: str, *args: Any, files: bool = False) -> None:
         if method not in CALLS:
             raise ValueError(f"not a run's call: {method!r}")
         getattr(self.recorder, method)(self.run_ids[token], *args)

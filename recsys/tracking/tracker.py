@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -157,6 +158,8 @@ class TrackedRun:
     artifacts, child runs. ``keeps_models`` is the tracker's ``log_models``. Values are
     made plain here; the recorder (this process, or the tracker's worker) sends them on."""
 
+    recording = True
+
     def __init__(self, token: int, recorder: Any, tracker: Tracker) -> None:
         self.token = token
         self.recorder = recorder
@@ -190,7 +193,8 @@ class TrackedRun:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
                 values[metric_key(f"{prefix}{name}")] = float(value)
         if values:
-            self.recorder.call(self.token, "log_metrics", values, step)
+            # Stamped now: the worker may record it a little later.
+            self.recorder.call(self.token, "log_metrics", values, step, int(time.time() * 1000))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if tags:
@@ -204,12 +208,12 @@ class TrackedRun:
         self.log_text(frame.to_csv(index=frame.index.name is not None or not _default_index(frame)), name)
 
     def log_directory(self, path: str | os.PathLike, name: str) -> None:
-        # Waits: the caller may remove the directory once this returns.
-        self.recorder.call(self.token, "log_directory", str(path), name, wait=True)
+        # The caller may remove the directory once this returns (the recorder keeps a snapshot).
+        self.recorder.call(self.token, "log_directory", str(path), name, files=True)
 
     def log_model(self, model_dir: str | os.PathLike) -> None:
         """The saved model directory as the servable pyfunc model ``runs:/<id>/model``."""
-        self.recorder.call(self.token, "log_model", str(model_dir), wait=True)
+        self.recorder.call(self.token, "log_model", str(model_dir), files=True)
 
 
 def _default_index(frame: Any) -> bool:

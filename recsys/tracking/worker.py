@@ -22,9 +22,11 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import weakref
 from pathlib import Path
@@ -58,6 +60,7 @@ class RecorderProcess:
         self.error: str | None = None
         self._closed = False  # the process's stdout has ended
         self._finished = False  # the process said it finished everything sent
+        self._owned: list[Path] = []  # snapshots handed to the process, removed by it
 
     def _take(self, block: bool) -> bool:
         """Take the replies that have come (waiting for one if ``block``); False once the process is gone."""
@@ -114,11 +117,28 @@ class RecorderProcess:
         self._wait(lambda: token in self._run_ids)
         return self._run_ids[token]
 
-    def call(self, token: int, method: str, *args: Any, wait: bool = False) -> None:
-        self._sequence += 1
-        sequence = self._sequence if wait else None
-        self._send({"op": "call", "token": token, "method": method, "args": list(args), "seq": sequence})
-        if wait:
+    def call(self, token: int, method: str, *args: Any, files: bool = False) -> None:
+        """Send a run's call. With ``files``, its first argument is a directory the caller
+        may change or remove once this returns: the process logs a snapshot of it (hard
+        links beside it, which it removes), or, where links cannot be made, the call waits
+        until the directory is logged."""
+        sequence, owned = None, None
+        if files:
+            owned = _snapshot(Path(args[0]))
+            if owned is None:
+                self._sequence += 1
+                sequence = self._sequence
+            else:
+                self._owned.append(owned)
+                args = (str(owned / Path(args[0]).name), *args[1:])
+        try:
+            self._send({"op": "call", "token": token, "method": method, "args": list(args), "seq": sequence,
+                        "owned": None if owned is None else str(owned)})
+        except BaseException:
+            if owned is not None:
+                shutil.rmtree(owned, ignore_errors=True)
+            raise
+        if sequence is not None:
             self._wait(lambda: sequence in self._acks)
 
     def end(self, token: int, status: str, error: str | None = None) -> None:
@@ -134,8 +154,28 @@ class RecorderProcess:
             self._take(block=True)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(timeout=1)  # it exits at once (os._exit), reaped here
+        for folder in self._owned:  # gone already, unless the process failed
+            shutil.rmtree(folder, ignore_errors=True)
         if self.error is not None:
             raise TrackingError(self.error)
+
+
+def _snapshot(directory: Path) -> Path | None:
+    """A copy of ``directory`` made of hard links (instant, no bytes copied): in the
+    system's temporary folder, else in a hidden folder beside it (where the two are on
+    different file systems); None where links cannot be made in either."""
+    for place in (None, directory.parent):
+        try:
+            folder = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tracking-", dir=place))
+        except OSError:
+            continue
+        try:
+            shutil.copytree(directory, folder / directory.name, copy_function=os.link)
+        except (OSError, shutil.Error):
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        return folder
+    return None
 
 
 def _read_replies(stream: Any, replies: queue.Queue[Any]) -> None:
@@ -152,13 +192,21 @@ def _hang_up(process: subprocess.Popen) -> None:
 
 def serve(config: dict[str, Any], requests: Any, reply: Any) -> None:
     """The worker's loop: open the store, then carry out each request line until ``close``."""
-    from recsys.tracking.recorder import CALLS, MlflowRecorder
+    from recsys.tracking.recorder import BATCHED, CALLS, MlflowRecorder
 
     recorder = MlflowRecorder(config["uri"], config["experiment"])
 
     def send(**message: Any) -> None:
-        reply.write(json.dumps(message) + "\n")
-        reply.flush()
+        with contextlib.suppress(OSError, ValueError):  # the job is gone: nobody is left to tell
+            reply.write(json.dumps(message) + "\n")
+            reply.flush()
+
+    # Lines are read by a thread of their own, so that the loop can see what is waiting:
+    # calls that arrived together are recorded as one batch (one transaction in a SQLite
+    # store, not one per epoch), and the pyfunc model is prepared only while nothing waits.
+    pending: queue.Queue[Any] = queue.Queue()
+    threading.Thread(target=_read_requests, args=(requests, pending), name="recsys-tracking-requests",
+                     daemon=True).start()
 
     # Loaded before the first request; the store itself is opened (and a new one created) only
     # when a run starts, so a job that fails before its run leaves no store behind.
@@ -166,14 +214,23 @@ def serve(config: dict[str, Any], requests: Any, reply: Any) -> None:
 
     if recorder.uri.startswith("sqlite:"):
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-    if config.get("log_models"):
-        warm_up()
+    warm = not config.get("log_models")
 
     error: str | None = None
     run_ids: dict[int, str] = {}
     open_tokens: list[int] = []
-    for line in requests:
-        request = json.loads(line)
+    held: dict[str, Any] | None = None  # a request taken while batching, not yet carried out
+    request: Any = None
+    while True:
+        if held is not None:
+            request, held = held, None
+        else:
+            if not warm and pending.empty():
+                warm_up()
+                warm = True
+            request = pending.get()
+        if request is _CLOSED:
+            break
         op = request["op"]
         if op == "close":
             break
@@ -192,7 +249,9 @@ def serve(config: dict[str, Any], requests: Any, reply: Any) -> None:
                         send(error=error)
             continue
         if error is not None:
+            _discard(request)
             continue
+        method = request.get("method", op)
         try:
             if op == "start":
                 recorder.open()
@@ -200,8 +259,15 @@ def serve(config: dict[str, Any], requests: Any, reply: Any) -> None:
                 run_ids[request["token"]] = run_id
                 open_tokens.append(request["token"])
                 send(started=request["token"], run_id=run_id)
-            elif op == "call" and request["method"] in CALLS:
-                getattr(recorder, request["method"])(run_ids[request["token"]], *request["args"])
+            elif op == "call" and method in BATCHED:
+                batch, methods, held = gather(request, pending)
+                method = ", ".join(sorted(methods))
+                recorder.log_batch(run_ids[request["token"]], batch)
+            elif op == "call" and method in CALLS:
+                try:
+                    getattr(recorder, method)(run_ids[request["token"]], *request["args"])
+                finally:
+                    _discard(request)
                 if request["seq"] is not None:
                     send(ack=request["seq"])
             else:
@@ -211,14 +277,48 @@ def serve(config: dict[str, Any], requests: Any, reply: Any) -> None:
             send(error=error)
         except Exception as exc:  # MLflow's, named for the job to report
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            error = f"tracking store {recorder.uri}: {request.get('method', op)} failed: {first[:500]}"
+            error = f"tracking store {recorder.uri}: {method} failed: {first[:500]}"
             send(error=error)
-    else:
+    if request is _CLOSED:
         # The job's process is gone without ending its runs.
         for _ in reversed(open_tokens):
             with contextlib.suppress(Exception):  # nobody is left to tell
                 recorder.end("KILLED", "the job's process ended without ending its run")
+    while held is not None or not pending.empty():  # snapshots handed over but never logged
+        request, held = (held if held is not None else pending.get()), None
+        if request is not _CLOSED:
+            _discard(request)
     send(closed=True)
+
+
+def gather(request: dict[str, Any], pending: queue.Queue[Any]) -> tuple[Any, set[str], Any]:
+    """The parameters, metrics and tags of ``request`` and of the calls of the same run
+    already waiting behind it, as one batch; the method names taken, and the first
+    request not taken (None if the queue ran dry)."""
+    from recsys.tracking.recorder import BATCHED, Batch
+
+    batch = Batch()
+    batch.add(request["method"], *request["args"])
+    methods = {request["method"]}
+    while not pending.empty():
+        following = pending.get()
+        if (following is _CLOSED or following["op"] != "call" or following["token"] != request["token"]
+                or following["method"] not in BATCHED or not batch.add(following["method"], *following["args"])):
+            return batch, methods, following
+        methods.add(following["method"])
+    return batch, methods, None
+
+
+def _read_requests(stream: Any, pending: queue.Queue[Any]) -> None:
+    for line in stream:
+        pending.put(json.loads(line))
+    pending.put(_CLOSED)
+
+
+def _discard(request: dict[str, Any]) -> None:
+    """Remove the snapshot a call handed over (``owned``), logged or not."""
+    if request.get("owned"):
+        shutil.rmtree(request["owned"], ignore_errors=True)
 
 
 def warm_up() -> None:
@@ -242,7 +342,8 @@ def main() -> None:
     serve(json.loads(sys.argv[1]), sys.stdin, reply)
     # Everything is recorded and the job told so: skip MLflow's exit handlers (seconds of
     # telemetry and thread shutdown the job would otherwise wait for in `close`).
-    sys.stderr.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
     os._exit(0)
 
 
