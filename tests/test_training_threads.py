@@ -204,7 +204,8 @@ def test_row_adam_state_round_trips():
 
 
 def test_bpr_counts_accidental_hits_out_as_masking_them_would():
-    """A negative that is the batch's positive: same loss and same update as masking it."""
+    """A negative that is the batch's positive: same loss and same update as masking it; the
+    gradient a step derives by hand is autograd's."""
     data = checkerboard(n_users=12, n_items=8, seed=1)
     model = create_model("mf", factors=4, negatives=8, batch_size=16, device="cpu")
     trainer = model.create_trainer(data, model.get_params())
@@ -228,6 +229,11 @@ def test_bpr_counts_accidental_hits_out_as_masking_them_would():
         return torch.zeros_like(trainer.table).index_add_(0, indices, grad)
 
     torch.testing.assert_close(summed(rows.grad), summed(masked_rows.grad), rtol=1e-4, atol=1e-6)
+
+    # What a step uses: the same loss and gradient, derived by hand.
+    by_hand, grad = trainer.bpr_loss_and_gradient(trainer.table[indices], items, negatives)
+    torch.testing.assert_close(by_hand, loss.detach())
+    torch.testing.assert_close(grad, rows.grad, rtol=1e-5, atol=1e-7)
 
 
 def test_the_threads_option_reaches_training(tmp_path, monkeypatch, no_thread_choice):
