@@ -3,8 +3,12 @@ factors trained elsewhere."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+import scipy.sparse as sp
+import torch
 
 from recsys.data.splits import split
 from recsys.embeddings import Embeddings
@@ -56,3 +60,68 @@ def test_factors_trained_elsewhere_evaluate_index_and_answer_similar_items(parts
     assert (items.ids[found] % 2 == users.ids[:, None] % 2).all()
     similar, _ = ExactRetrieval(emb).similar(np.array([0]), 3)
     assert (items.ids[similar[0]] % 2 == items.ids[0] % 2).all()
+
+
+def brute_force_top(users: np.ndarray, items: np.ndarray, k: int, exclude: sp.csr_matrix | None):
+    """Every score, seen ones -inf, then a full sort: what the exact search must return."""
+    scores = users.astype(np.float64) @ items.T.astype(np.float64)
+    if exclude is not None:
+        scores[np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr)), exclude.indices] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(scores, order, 1)
+
+
+@pytest.mark.parametrize("skew", [0.0, 1.2], ids=["lengths-alike", "lengths-by-popularity"])
+@pytest.mark.parametrize("k", [1, 10, 200])
+def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k, monkeypatch):
+    """Items scanned longest first, users leaving once no item left can beat their k-th best:
+    the same items and scores as ranking the whole catalogue, with seen items skipped, rows
+    with fewer unseen items than k padded, and blocks small enough to hold only part of
+    the users; whether most users stop early (lengths that fall with popularity) or none do."""
+    from recsys.embeddings import ExactIndex, chunk_bounds
+
+    rng = np.random.default_rng(3)
+    n_items = 6000
+    lengths = (np.arange(1, n_items + 1) ** -skew) * 5 + 0.05 if skew else np.ones(n_items)
+    items = (rng.normal(size=(n_items, 8)) * lengths[:, None])[rng.permutation(n_items)].astype(np.float32)
+    users = rng.normal(size=(300, 8)).astype(np.float32)
+    users[7] = 0.0  # a user with no direction: every score 0
+    exclude = sp.random(300, n_items, density=0.02, format="lil", random_state=4)
+    exclude[3, :] = 1.0  # has seen everything
+    exclude[5, : n_items - 50] = 1.0  # fewer unseen items than 200
+    exclude = exclude.tocsr()
+    assert len(chunk_bounds(n_items)) > 1
+    index = ExactIndex(items, "cpu", block_bytes=4 * n_items * 64)
+    scored = []
+    real_matmul = torch.matmul
+
+    def matmul(a, b, **kwargs):
+        scored.append(a.shape[0] * b.shape[1])
+        return real_matmul(a, b, **kwargs)
+
+    monkeypatch.setattr(torch, "matmul", matmul)
+    found, scores = index.search(users, k, exclude)
+    monkeypatch.undo()
+    if skew and k < 200:  # most users stop within the first chunks
+        assert sum(scored) < 0.3 * 300 * n_items
+    expected, expected_scores = brute_force_top(users, items, k, exclude)
+    finite = np.isfinite(expected_scores)
+    np.testing.assert_allclose(scores[finite], expected_scores[finite], rtol=1e-5, atol=1e-4)
+    assert (found[~finite] == -1).all() and np.isneginf(scores[~finite]).all()
+    with np.errstate(invalid="ignore"):  # -inf minus -inf in padded rows, which are left out
+        distinct = np.abs(np.diff(expected_scores, axis=1)).min(axis=1, initial=np.inf) > 1e-4
+    distinct &= finite.all(axis=1) & (np.arange(300) != 7)
+    np.testing.assert_array_equal(found[distinct], expected[distinct])  # rows without near-ties: same order
+    assert (found[3] == -1).all() and (found[5, :50] >= 0).all() and (found[5, 50:] == -1).all() if k == 200 else True
+    unseen = ~exclude[7].toarray().ravel().astype(bool)
+    assert set(found[7][found[7] >= 0]) <= set(np.flatnonzero(unseen))
+
+
+def test_chunks_cover_the_catalogue_doubling():
+    from recsys.embeddings import chunk_bounds
+
+    assert chunk_bounds(500) == [(0, 500)]
+    bounds = chunk_bounds(100_000)
+    assert bounds[0] == (0, 3125) and bounds[-1][1] == 100_000
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    assert [end - start for start, end in bounds[:4]] == [3125, 3125, 6250, 12500]

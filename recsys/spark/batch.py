@@ -125,7 +125,7 @@ def _scored(spark: Any, model: Recommender, batch: Any, k: int, include_seen: bo
             idx = np.full((len(rows), k), -1, dtype=np.int64)
             scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
             if known.any():
-                vectors = _matrix(part.column("vector"), index.items.shape[1])[known]
+                vectors = _matrix(part.column("vector"), index.dim)[known]
                 exclude = None if include_seen else _csr(part.column("seen"), index.n_items)[known]
                 idx[known], scores[known] = index.search(vectors, k, exclude)
             idx[~known] = popular
