@@ -81,7 +81,7 @@ def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k
     from recsys.embeddings import ExactIndex, chunk_bounds
 
     rng = np.random.default_rng(3)
-    n_items = 6000
+    n_items = 20000
     lengths = (np.arange(1, n_items + 1) ** -skew) * 5 + 0.05 if skew else np.ones(n_items)
     items = (rng.normal(size=(n_items, 8)) * lengths[:, None])[rng.permutation(n_items)].astype(np.float32)
     users = rng.normal(size=(300, 8)).astype(np.float32)
@@ -120,8 +120,8 @@ def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k
 def test_chunks_cover_the_catalogue_doubling():
     from recsys.embeddings import chunk_bounds
 
-    assert chunk_bounds(500) == [(0, 500)]
-    bounds = chunk_bounds(100_000)
-    assert bounds[0] == (0, 3125) and bounds[-1][1] == 100_000
+    assert chunk_bounds(4000) == [(0, 4000)]
+    bounds = chunk_bounds(1_000_000)
+    assert bounds[0] == (0, 125_000) and bounds[-1][1] == 1_000_000
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
-    assert [end - start for start, end in bounds[:4]] == [3125, 3125, 6250, 12500]
+    assert [end - start for start, end in bounds] == [125_000, 125_000, 250_000, 500_000]
