@@ -56,12 +56,12 @@ class ExactIndex:
 
     Exact, and pruned where it can be: items are scanned in chunks from the longest vector
     to the shortest (the first an eighth of the catalogue, each next one as large as all
-    before it), and
-    a user leaves the scan once its ``k``-th best score beats its own length times the
-    longest vector left, which no item left can then score above (Cauchy-Schwarz). Where
-    vector length follows popularity, as it does for factorization models, most users stop
-    after the first chunk or two (ML-100K-like catalogues: a twentieth to a tenth scanned);
-    where lengths are alike every user scans every chunk, at about the cost of one pass.
+    before it), and a user leaves the scan once its ``k``-th best score beats its own
+    length times the longest vector left, which no item left can then score above
+    (Cauchy-Schwarz). Where vector length follows popularity, as it does for factorization
+    models, most users stop after the first chunk or two (ALS on lastfm-2k, MovieLens and a
+    power-law synthetic log: 2-3 times faster); where lengths are alike (amazon-book) every
+    user scans the rest in one more pass, about 5% slower than a single pass.
 
     Parameters
     ----------
