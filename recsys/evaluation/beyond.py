@@ -73,25 +73,35 @@ def intra_list_diversity(top: np.ndarray, item_factors: np.ndarray, *, batch: in
 
     ``top`` (n_lists, k) holds item indices, -1 for padding.
     """
-    return _list_diversity(np.asarray(top, dtype=np.int64), unit_rows(np.asarray(item_factors, dtype=np.float32)),
-                           batch)
+    top = np.asarray(top, dtype=np.int64)
+    unit = unit_rows(np.asarray(item_factors, dtype=np.float32))
+    return _list_diversities(top, unit, [top.shape[1]], batch)[top.shape[1]]
 
 
-def _list_diversity(top: np.ndarray, unit: np.ndarray, batch: int) -> np.ndarray:
-    """:func:`intra_list_diversity` over item factors already scaled to unit length."""
-    out = np.full(len(top), np.nan)
+def _list_diversities(top: np.ndarray, unit: np.ndarray, ks: Sequence[int], batch: int) -> dict[int, np.ndarray]:
+    """:func:`intra_list_diversity` of each list's first ``k`` items for every ``k`` of
+    ``ks``, over item factors already scaled to unit length: one gather of the longest
+    lists' vectors, the shorter lists' sums on the way."""
+    ks = sorted(ks)
+    out = {k: np.full(len(top), np.nan) for k in ks}
+    lengths2 = np.einsum("id,id->i", unit, unit)  # 1, or 0 for an item never learned
     for start in range(0, len(top), batch):
-        block = top[start:start + batch]
+        block = top[start:start + batch, :ks[-1]]
         valid = block >= 0
-        vectors = unit[np.where(valid, block, 0)] * valid[:, :, None]  # (B, k, d), padding zeroed
-        # Sum over ordered pairs a != b of cos(a, b): ||sum_a v_a||^2 - sum_a ||v_a||^2.
-        summed = vectors.sum(axis=1)
-        pair_cos = np.einsum("bd,bd->b", summed, summed) - np.einsum("bkd,bkd->b", vectors, vectors)
-        m = valid.sum(axis=1).astype(np.float64)
-        pairs = m * (m - 1)
-        out[start:start + batch] = np.divide(
-            pairs - pair_cos, pairs, out=np.full(len(block), np.nan), where=pairs > 0
-        )
+        safe = np.where(valid, block, 0)
+        vectors = unit[safe] * valid[:, :, None]  # (B, k, d), padding zeroed
+        squares = np.cumsum(lengths2[safe] * valid, axis=1)
+        counts = np.cumsum(valid, axis=1)
+        summed, done = np.zeros((len(block), unit.shape[1]), dtype=np.float64), 0
+        for k in ks:
+            summed += vectors[:, done:k].sum(axis=1)
+            done = k
+            # Sum over ordered pairs a != b of cos(a, b): ||sum_a v_a||^2 - sum_a ||v_a||^2.
+            pair_cos = np.einsum("bd,bd->b", summed, summed) - squares[:, k - 1]
+            m = counts[:, k - 1].astype(np.float64)
+            pairs = m * (m - 1)
+            out[k][start:start + batch] = np.divide(pairs - pair_cos, pairs, out=np.full(len(block), np.nan),
+                                                    where=pairs > 0)
     return out
 
 
@@ -121,6 +131,7 @@ class BeyondAccuracy:
     def add(self, top: np.ndarray) -> None:
         """Count one block of top lists, shape (n_lists, K), K >= max(ks), -1 for padding."""
         top = np.asarray(top, dtype=np.int64)
+        diversity = _list_diversities(top, self._unit, self.ks, self.batch) if self._unit is not None else None
         for k in self.ks:
             lists = top[:, :k]
             valid = lists >= 0
@@ -128,8 +139,8 @@ class BeyondAccuracy:
             safe = np.where(valid, lists, 0)
             means = {"popularity_percentile": _row_means(self._percentile[safe], valid),
                      "novelty": _row_means(self._info[safe], valid)}
-            if self._unit is not None:
-                means["diversity"] = _list_diversity(lists, self._unit, self.batch)
+            if diversity is not None:
+                means["diversity"] = diversity[k]
             for name, values in means.items():
                 kept = values[~np.isnan(values)]
                 total = self._sums[k][name]
