@@ -78,7 +78,7 @@ class ExactIndex:
     """
 
     SLACK = 1e-4  # relative margin on the bound: float32 dot products round either way
-    REST_SHARE = 0.9  # when more of those still scanning might need the last chunk: the rest in one
+    REST_SHARE = 0.9  # when more of a chunk's users than this might need the last chunk: the rest in one
 
     def __init__(
         self,
@@ -176,7 +176,11 @@ class ExactIndex:
                 # few (the 10M synthetic log: 0.4% of those in the second chunk), and a
                 # comparison costs a fraction of a top-k.
                 better = torch.nonzero((scores > top_scores[active, k - 1, None]).any(1)).squeeze(1)
-                found_scores, found = torch.topk(scores[better], min(k, end - start), dim=1, sorted=False)
+                if 2 * len(better) > m:  # most rows: no copy (it would take memory beyond the block's)
+                    better = torch.arange(m, device=self.device)
+                    found_scores, found = torch.topk(scores, min(k, end - start), dim=1, sorted=False)
+                else:
+                    found_scores, found = torch.topk(scores[better], min(k, end - start), dim=1, sorted=False)
                 rows = active[better]
             if start == 0 and found.shape[1] == k:
                 top_scores, top_idx = found_scores, found

@@ -151,6 +151,12 @@ def test_training_run_records_params_epochs_metrics_tags_and_artifacts(mf_run, s
     diagnostics = {Path(a.path).name for a in client(uri).list_artifacts(result.run_id, "diagnostics")}
     assert diagnostics == {"embedding_map.png", "clusters.json"}
     assert run.data.metrics["gini_at_20"] > 0 and run.data.metrics["novelty_at_20"] > 0
+    # The evaluation is the logged model's too (as MLflow's own log_metrics links it); the
+    # per-epoch figures (steps 1-3) are the run's alone.
+    (output,) = run.outputs.model_outputs
+    model_metrics = {m.key: m.value for m in client(uri).get_logged_model(output.model_id).metrics}
+    assert model_metrics["recall_at_10"] == pytest.approx(result.evaluation.metrics["recall@10"])
+    assert "val_recall_at_20" not in model_metrics
 
 
 def test_pyfunc_model_predicts_the_library_top_n(mf_run):

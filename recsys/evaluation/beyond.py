@@ -78,13 +78,18 @@ def intra_list_diversity(top: np.ndarray, item_factors: np.ndarray, *, batch: in
     return _list_diversities(top, unit, [top.shape[1]], batch)[top.shape[1]]
 
 
-def _list_diversities(top: np.ndarray, unit: np.ndarray, ks: Sequence[int], batch: int) -> dict[int, np.ndarray]:
+def _list_diversities(top: np.ndarray, unit: np.ndarray, ks: Sequence[int], batch: int,
+                      lengths2: np.ndarray | None = None) -> dict[int, np.ndarray]:
     """:func:`intra_list_diversity` of each list's first ``k`` items for every ``k`` of
-    ``ks``, over item factors already scaled to unit length: one gather of the longest
-    lists' vectors, the shorter lists' sums on the way."""
-    ks = sorted(ks)
+    ``ks``, over item factors already scaled to unit length (``lengths2``: their squared
+    lengths, 1 or 0 for an item never learned): one gather of the longest lists'
+    vectors, the shorter lists' sums on the way. A list of fewer than two items: NaN."""
     out = {k: np.full(len(top), np.nan) for k in ks}
-    lengths2 = np.einsum("id,id->i", unit, unit)  # 1, or 0 for an item never learned
+    ks = sorted(k for k in set(ks) if k >= 2)
+    if not ks or top.shape[1] < 2:
+        return out
+    if lengths2 is None:
+        lengths2 = np.einsum("id,id->i", unit, unit)
     for start in range(0, len(top), batch):
         block = top[start:start + batch, :ks[-1]]
         valid = block >= 0
@@ -94,11 +99,12 @@ def _list_diversities(top: np.ndarray, unit: np.ndarray, ks: Sequence[int], batc
         counts = np.cumsum(valid, axis=1)
         summed, done = np.zeros((len(block), unit.shape[1]), dtype=np.float64), 0
         for k in ks:
-            summed += vectors[:, done:k].sum(axis=1)
-            done = k
+            upto = min(k, block.shape[1])  # lists shorter than k: all of them
+            summed += vectors[:, done:upto].sum(axis=1)
+            done = upto
             # Sum over ordered pairs a != b of cos(a, b): ||sum_a v_a||^2 - sum_a ||v_a||^2.
-            pair_cos = np.einsum("bd,bd->b", summed, summed) - squares[:, k - 1]
-            m = counts[:, k - 1].astype(np.float64)
+            pair_cos = np.einsum("bd,bd->b", summed, summed) - squares[:, upto - 1]
+            m = counts[:, upto - 1].astype(np.float64)
             pairs = m * (m - 1)
             out[k][start:start + batch] = np.divide(pairs - pair_cos, pairs, out=np.full(len(block), np.nan),
                                                     where=pairs > 0)
@@ -124,6 +130,7 @@ class BeyondAccuracy:
         self._info = self_information(item_popularity)
         with_factors = item_factors is not None and np.asarray(item_factors).shape[1] > 0
         self._unit = unit_rows(np.asarray(item_factors, dtype=np.float32)) if with_factors else None
+        self._lengths2 = None if self._unit is None else np.einsum("id,id->i", self._unit, self._unit)
         self._counts = {k: np.zeros(self.n_items, dtype=np.int64) for k in self.ks}
         # Per k and per-list figure: (sum of the lists' means, lists with a mean).
         self._sums = {k: {name: [0.0, 0] for name in BEYOND_METRICS[2:]} for k in self.ks}
@@ -131,7 +138,8 @@ class BeyondAccuracy:
     def add(self, top: np.ndarray) -> None:
         """Count one block of top lists, shape (n_lists, K), K >= max(ks), -1 for padding."""
         top = np.asarray(top, dtype=np.int64)
-        diversity = _list_diversities(top, self._unit, self.ks, self.batch) if self._unit is not None else None
+        diversity = (None if self._unit is None
+                     else _list_diversities(top, self._unit, self.ks, self.batch, self._lengths2))
         for k in self.ks:
             lists = top[:, :k]
             valid = lists >= 0

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from recsys.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from recsys.tracking.leaderboard import leaderboard
+    from recsys.tracking.readback import leaderboard
     from recsys.tracking.serving import load_recommender, recommend_frame, resolve_model_dir
     from recsys.tracking.store import (
         DEFAULT_URI,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # Loaded on first use: a tracked command starts its MLflow process (Tracker) before
 # pandas, which the leaderboard and the serving code import, has loaded.
 _HOME = {
-    "leaderboard": "leaderboard",
+    "leaderboard": "readback",
     "load_recommender": "serving", "recommend_frame": "serving", "resolve_model_dir": "serving",
     "DEFAULT_URI": "store", "check_store": "store", "metric_key": "store", "resolve_uri": "store",
     "tracking_enabled": "store",

@@ -57,6 +57,9 @@ class MlflowRecorder:
         self.uri = uri
         self.experiment = experiment
         self.experiment_id: str | None = None
+        # Each run's logged models: its step-0 metrics are the models' too (as MLflow's own
+        # log_metrics links them), so that a model's page shows how it evaluated.
+        self.model_ids: dict[str, list[str]] = {}
 
     def open(self) -> None:
         """Point MLflow at the store and select (or create) the experiment."""
@@ -120,9 +123,11 @@ class MlflowRecorder:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
 
+        models = self.model_ids.get(run_id) or [None]
         MlflowClient(self.uri).log_batch(
             run_id,
-            metrics=[Metric(key, value, timestamp, step or 0) for key, value, step, timestamp in batch.metrics],
+            metrics=[Metric(key, value, timestamp, step or 0, model_id=model if not step else None)
+                     for key, value, step, timestamp in batch.metrics for model in (models if not step else [None])],
             params=[Param(key, value) for key, value in batch.params.items()],
             tags=[RunTag(key, value) for key, value in batch.tags.items()],
         )
@@ -141,7 +146,9 @@ class MlflowRecorder:
         """The saved model directory as the servable pyfunc model of the active run."""
         from recsys.tracking.serving import log_pyfunc
 
-        log_pyfunc(path)
+        model_id = getattr(log_pyfunc(path), "model_id", None)
+        if model_id:
+            self.model_ids.setdefault(run_id, []).append(model_id)
 
 
 @dataclass

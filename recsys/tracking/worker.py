@@ -5,9 +5,11 @@ CPU (experiments/speed, "Fixed costs"), which a job in one process pays on top o
 work. :class:`RecorderProcess` starts ``python -m recsys.tracking.worker``, which does all
 of that while the job starts up, reads its data and trains on the other CPUs (it opens the
 store, creating a new one, only when the job's run starts), and hands it the job's calls in
-order, one JSON line each. Calls return at once, except those that name files
-the job may remove afterwards (a directory, the model), which wait until they are logged;
-a run's MLflow id is waited for when asked. The job waits for the process when its run
+order, one JSON line each. Calls return at once: a directory or model the job may remove
+afterwards is handed over as a snapshot of hard links, which the process removes once it
+is logged (where links cannot be made, the call waits until it is logged). Calls that
+arrive together (an epoch's metrics while the process was busy) are one write. A run's
+MLflow id is waited for when asked. The job waits for the process when its run
 ends, so the run is complete in the store when the command returns.
 
 A failure in the process (a store that cannot be opened, a call MLflow refuses) is raised
@@ -119,9 +121,9 @@ class RecorderProcess:
 
     def call(self, token: int, method: str, *args: Any, files: bool = False) -> None:
         """Send a run's call. With ``files``, its first argument is a directory the caller
-        may change or remove once this returns: the process logs a snapshot of it (hard
-        links beside it, which it removes), or, where links cannot be made, the call waits
-        until the directory is logged."""
+        may remove, or whose files it may replace (not edit in place), once this returns:
+        the process logs a snapshot of it (hard links, which it removes), or, where links
+        cannot be made, the call waits until the directory is logged."""
         sequence, owned = None, None
         if files:
             owned = _snapshot(Path(args[0]))
@@ -310,9 +312,11 @@ def gather(request: dict[str, Any], pending: queue.Queue[Any]) -> tuple[Any, set
 
 
 def _read_requests(stream: Any, pending: queue.Queue[Any]) -> None:
-    for line in stream:
-        pending.put(json.loads(line))
-    pending.put(_CLOSED)
+    try:
+        for line in stream:
+            pending.put(json.loads(line))
+    finally:  # also if reading fails: the loop must not wait for lines that will not come
+        pending.put(_CLOSED)
 
 
 def _discard(request: dict[str, Any]) -> None:
