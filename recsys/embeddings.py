@@ -264,6 +264,9 @@ class Embeddings:
     """The global term of a score with folded biases (``[p_u, 1, b_u + mu]`` against
     ``[q_i, b_i, 1]``), which rates a user or item without training entries from the other
     side's bias alone; None when the score has no biases."""
+    rating_range: tuple[float, float] | None = None
+    """The (min, max) of the ratings a rating model was trained on: its predicted ratings
+    are clipped to it (rankings use the scores as they are)."""
     _indices: dict[Any, ExactIndex] = field(default_factory=dict, repr=False)
 
     @classmethod

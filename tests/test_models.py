@@ -171,6 +171,34 @@ def test_mf_explicit_predicts_ratings_with_biases():
     np.testing.assert_allclose(model.score_pairs(u, i), direct, rtol=1e-5)
 
 
+def test_a_rating_models_predictions_stay_within_its_training_ratings(tmp_path):
+    """Predicted ratings are clipped to the range the model was trained on (as Surprise does
+    with the rating scale), and RMSE counts the predictions ``predict`` gives; rankings keep
+    the scores as they are. A model saved before the range was recorded is not clipped."""
+    import json
+
+    from recsys.evaluation.evaluate import rating_errors
+
+    rng = np.random.default_rng(1)
+    users, items = np.divmod(rng.choice(30 * 20, 300, replace=False), 20)
+    data = Interactions.from_arrays(users, items, rng.integers(1, 6, 300).astype(float), feedback="rating")
+    model = MatrixFactorization(loss="mse", factors=2, epochs=2, device="cpu").fit(data)
+    assert model.rating_range == (1.0, 5.0)
+    model.global_bias = 40.0  # every raw score far above the scale
+    assert model.score_pairs(np.arange(3), np.arange(3)).min() > 5
+    np.testing.assert_array_equal(model.predict(data.users.ids[:3], data.items.ids[:3]), 5.0)
+    errors = rating_errors(model.embeddings(), data)
+    np.testing.assert_allclose(errors, 5.0 - data.matrix.data)
+    model.save(tmp_path / "m")
+    assert MatrixFactorization.load(tmp_path / "m").rating_range == (1.0, 5.0)
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    del meta["rating_range"]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    old = MatrixFactorization.load(tmp_path / "m")
+    assert old.rating_range is None and old.predict(data.users.ids[0], data.items.ids[0]) > 5
+    assert make("ials").fit(data).rating_range is None  # ranks, predicts no ratings
+
+
 @pytest.mark.parametrize("name", ["mf", "ials", "bpmf"])
 def test_torch_models_run_on_every_device(name, device, checkerboard):
     model = create_model(name, factors=4, epochs=2, device=device).fit(data_for(name, checkerboard))
@@ -218,7 +246,7 @@ def test_bad_hyper_parameters_are_reported_at_fit(checkerboard):
 
 # What fit may leave on an estimator besides its hyper-parameters: what it learned.
 LEARNED = {"users", "items", "seen", "item_popularity", "training_fingerprint", "fitted_params", "data_shape",
-           "history", "fit_seconds", "user_factors", "item_factors", "user_bias", "item_bias", "global_bias",
+           "history", "fit_seconds", "user_factors", "item_factors", "user_bias", "item_bias", "global_bias", "rating_range",
            "best_epoch", "user_encoder", "item_encoder", "_user_tower", "_item_tower"}
 
 

@@ -146,6 +146,7 @@ def test_shapes_and_contents_that_contradict_the_metadata(saved, tmp_path, name,
         ("n_users", "12"), ("n_users", -1), ("n_users", None), ("factors", "4"), ("factors", None),
         ("has_bias", False), ("files", []), ("files", {"factors.npz": 1}), ("history", "x"),
         ("history", [1, 2]), ("fit_seconds", "abc"), ("training_fingerprint", {"a": 1}),
+        ("rating_range", [5, 1]), ("rating_range", "1-5"), ("rating_range", [1, float("inf")]),
     ],
 )
 def test_hostile_or_wrong_metadata_is_refused_or_harmless(saved, tmp_path, key, value):
@@ -154,7 +155,7 @@ def test_hostile_or_wrong_metadata_is_refused_or_harmless(saved, tmp_path, key, 
     meta[key] = value
     (model_dir / "model.json").write_text(json.dumps(meta))
     loads_or_refuses(model_dir)
-    if key in ("format_version", "format", "model", "files", "n_users", "factors"):
+    if key in ("format_version", "format", "model", "files", "n_users", "factors", "rating_range"):
         with pytest.raises(ModelFormatError):
             Recommender.load(model_dir)
     if key == "format_version" and value == 2:

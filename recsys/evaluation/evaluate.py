@@ -224,7 +224,8 @@ def evaluate(
 
 def rating_errors(model: Embeddings, test: Interactions) -> np.ndarray:
     """Prediction minus rating for every test rating, shape (test.nnz,), float64; the model's
-    score, unclipped. A model with biases rates a user without training entries ``mu + b_i``,
+    score, clipped to the range of its training ratings as its ``predict`` is (what
+    Surprise does with the rating scale). A model with biases rates a user without training entries ``mu + b_i``,
     an item without them ``mu + b_u``, both ``mu`` (what Surprise and the papers on ML-100K's
     splits do, so that RMSE is over all test ratings); a model without biases leaves such
     entries out."""
@@ -239,6 +240,8 @@ def rating_errors(model: Embeddings, test: Interactions) -> np.ndarray:
         pred[known_u & ~known_i] = model.user_vectors[u[known_u & ~known_i], -1]
         pred[~known_u & known_i] = model.item_vectors[i[~known_u & known_i], -2] + model.global_bias
         pred[~known_u & ~known_i] = model.global_bias
+    if model.rating_range is not None:
+        np.clip(pred, *model.rating_range, out=pred)
     err = pred - test.matrix.data
     return err[~np.isnan(err)]
 

@@ -109,6 +109,7 @@ class Recommender(ABC):
     user_bias: np.ndarray | None = None
     item_bias: np.ndarray | None = None
     global_bias: float = 0.0
+    rating_range: tuple[float, float] | None = None  # the training ratings' (min, max); rating models
     fit_seconds: float = 0.0
     history: list[dict[str, float]]
     fitted_params: dict[str, Any]
@@ -179,6 +180,9 @@ class Recommender(ABC):
         self.training_fingerprint = data.fingerprint()
         self.history = []
         self.best_epoch = None
+        ratings = data.matrix.data
+        self.rating_range = ((float(ratings.min()), float(ratings.max()))
+                             if self.predicts_ratings and data.feedback == "rating" else None)
         start = time.perf_counter()
         self._fit(data, **fit_options)
         self.fit_seconds = time.perf_counter() - start
@@ -325,7 +329,8 @@ class Recommender(ABC):
         return self.embeddings().score_pairs(user_index, item_index)
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
-        """Scores of (user, item) pairs given in external ids; NaN where either is unknown."""
+        """Scores of (user, item) pairs given in external ids; NaN where either is unknown.
+        A rating model's predictions stay within the range of the ratings it was trained on."""
         u = np.atleast_1d(self.users.index(users))
         i = np.atleast_1d(self.items.index(items))
         if u.shape != i.shape:
@@ -333,6 +338,8 @@ class Recommender(ABC):
         out = np.full(len(u), np.nan, dtype=np.float32)
         ok = (u >= 0) & (i >= 0)
         out[ok] = self.score_pairs(u[ok], i[ok])
+        if self.rating_range is not None:
+            np.clip(out, *self.rating_range, out=out)
         return out if np.ndim(users) else out[0]
 
     # -- queries ----------------------------------------------------------------------------
@@ -346,7 +353,7 @@ class Recommender(ABC):
                    self.item_popularity, self.users, self.items)
         cached = self.__dict__.get("_embeddings")
         # Holding the source arrays keeps identity checks sound (no id reuse after free).
-        if (cached is None or cached[1] != self.global_bias
+        if (cached is None or cached[1] != (self.global_bias, self.rating_range)
                 or any(a is not b for a, b in zip(cached[0], sources))):
             value = Embeddings(
                 users=self.users, items=self.items, user_vectors=self.user_vectors(),
@@ -355,9 +362,9 @@ class Recommender(ABC):
                 item_popularity=self.item_popularity, name=self.name,
                 fingerprint=getattr(self, "training_fingerprint", ""), predicts_ratings=self.predicts_ratings,
                 scores_cold_items=self.scores_cold_items,
-                global_bias=self.global_bias if self.has_bias else None,
+                global_bias=self.global_bias if self.has_bias else None, rating_range=self.rating_range,
             )
-            cached = (sources, self.global_bias, value)
+            cached = (sources, (self.global_bias, self.rating_range), value)
             self._embeddings = cached
         return cached[2]
 

@@ -10,6 +10,7 @@ with :class:`~recsys.errors.ModelFormatError`, never crashed on.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ def write_model(model: Any, directory: Path) -> None:
         "n_items": len(model.items),
         "factors": int(model.item_factors.shape[1]),
         "has_bias": model.has_bias,
+        "rating_range": None if model.rating_range is None else list(model.rating_range),
         "training_fingerprint": model.training_fingerprint,
         "fit_seconds": model.fit_seconds,
         "history": model.history,
@@ -126,6 +128,7 @@ def _read(model: Any, path: Path, meta: dict[str, Any]) -> None:
     model.seen = _read_seen(path, n_users, n_items)
     model.training_fingerprint = str(meta.get("training_fingerprint", ""))
     model.fit_seconds = float(meta.get("fit_seconds", 0.0))
+    model.rating_range = _rating_range(meta.get("rating_range"), path)
     model.history = list(meta.get("history", []))
     fitted = meta.get("fitted_params")
     # Models saved before "auto" existed were trained with their params as given.
@@ -135,6 +138,17 @@ def _read(model: Any, path: Path, meta: dict[str, Any]) -> None:
     shape = meta.get("data_shape")
     model.data_shape = dict(shape) if isinstance(shape, dict) else None
     model._load_extra_arrays({k[6:]: v for k, v in factors.items() if k.startswith("extra_")})
+
+
+def _rating_range(value: Any, path: Path) -> tuple[float, float] | None:
+    """``model.json``'s rating range: two finite numbers, low first; absent (models saved
+    before it was recorded) is None, and their predictions are not clipped."""
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int | float) for v in value)
+            or not all(math.isfinite(v) for v in value) or value[0] > value[1]):
+        raise ModelFormatError(f"{path}: {META}'s rating_range must be [low, high], got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def _check_factors(factors: dict[str, np.ndarray], meta: dict[str, Any], n_users: int, n_items: int,
