@@ -8,7 +8,7 @@ import pytest
 
 from recsys.data.splits import split
 from recsys.data.synthetic import checkerboard, latent_factor_log
-from recsys.evaluation.evaluate import evaluate
+from recsys.evaluation.full_ranking import evaluate
 from recsys.models import IALS, Popular, Recommender
 from recsys.models.als import confidence
 from recsys.models.auto import UNOBSERVED_RATIO, DataShape

@@ -82,7 +82,7 @@ def test_gini_is_bounded(counts):
 
 def test_evaluate_reports_beyond_accuracy(checkerboard):
     from recsys.data.splits import split
-    from recsys.evaluation.evaluate import evaluate
+    from recsys.evaluation.full_ranking import evaluate
     from recsys.models import ALS, Popular
 
     train, test = split(checkerboard, "user", test_fraction=0.3, seed=0)

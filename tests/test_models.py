@@ -177,7 +177,7 @@ def test_a_rating_models_predictions_stay_within_its_training_ratings(tmp_path):
     the scores as they are. A model saved before the range was recorded is not clipped."""
     import json
 
-    from recsys.evaluation.evaluate import rating_errors
+    from recsys.evaluation.full_ranking import rating_errors
 
     rng = np.random.default_rng(1)
     users, items = np.divmod(rng.choice(30 * 20, 300, replace=False), 20)

@@ -83,3 +83,18 @@ def test_cold_item_split_holds_out_whole_items(checkerboard):
     assert len(held) == 10  # a quarter of the 40 items with interactions
     assert (train.item_counts()[held] == 0).all() and (checkerboard.item_counts()[held] == test.item_counts()[held]).all()
     assert train.nnz + test.nnz == checkerboard.nnz and train.shape == test.shape == checkerboard.shape
+
+
+def test_the_split_command_loads_neither_torch_nor_mlflow(sample_ratings, tmp_path):
+    """`recsys split` reads, splits and writes tables: it should cost what that costs, not the
+    second or two of loading the models (torch) or MLflow."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from recsys_cli.main import app; "
+            f"app(['split', '--data', {str(sample_ratings)!r}, '--out-dir', {str(tmp_path / 'split')!r}, '--quiet'], "
+            "standalone_mode=False); "
+            "print(sorted(m for m in ('torch', 'mlflow', 'implicit') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "split" / "train.csv").is_file()

@@ -28,7 +28,7 @@ from typing import Any
 from experiments import common
 from recsys.data.interactions import Interactions
 from recsys.data.splits import split
-from recsys.evaluation.evaluate import evaluate
+from recsys.evaluation.full_ranking import evaluate
 from recsys.models import ALS, create_model
 from recsys.models.base import Recommender
 

@@ -71,7 +71,7 @@ def noise(config: dict[str, Any], data_dir: Path) -> None:
     the rule must hold on both, not on ML-100K alone."""
     from recsys.data.io import read_interactions
     from recsys.data.splits import split
-    from recsys.evaluation.evaluate import rating_errors
+    from recsys.evaluation.full_ranking import rating_errors
     from recsys.models import BayesianMF
 
     v = config["noise"]
@@ -93,7 +93,7 @@ def noise(config: dict[str, Any], data_dir: Path) -> None:
 def validate(config: dict[str, Any], data_dir: Path) -> None:
     from recsys.data.io import read_interactions
     from recsys.data.splits import split
-    from recsys.evaluation.evaluate import rating_errors
+    from recsys.evaluation.full_ranking import rating_errors
     from recsys.models import BayesianMF, MatrixFactorization
 
     v = config["validation"]

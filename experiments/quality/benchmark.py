@@ -58,7 +58,7 @@ from experiments.common import (
 from experiments.common import train_as_a_user as common_train_as_a_user
 from recsys.data.interactions import Interactions
 from recsys.evaluation import Validation
-from recsys.evaluation.evaluate import evaluate
+from recsys.evaluation.full_ranking import evaluate
 from recsys.jobs import TrainConfig, load, split_data, validation_split
 from recsys.models import auto, create_model
 from recsys.models.als import confidence

@@ -49,7 +49,7 @@ from recsys.data.io import read_interactions
 from recsys.data.splits import split
 from recsys.embeddings import ExactIndex
 from recsys.evaluation.approximate import evaluate_with_index, overlap_at
-from recsys.evaluation.evaluate import evaluate
+from recsys.evaluation.full_ranking import evaluate
 from recsys.models import create_model
 from recsys.models.base import Recommender
 from recsys.retrieval import AnnoyIndex, recommend_to_file

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions
 from recsys.embeddings import Embeddings, EmbeddingSource
-from recsys.evaluation.evaluate import DEFAULT_KS, Evaluation, evaluate
+from recsys.evaluation.full_ranking import DEFAULT_KS, Evaluation, evaluate
 
 
 def overlap_at(approx: np.ndarray, exact: np.ndarray, k: int) -> np.ndarray:

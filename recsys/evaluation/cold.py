@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from recsys.data.interactions import Interactions
 from recsys.embeddings import Embeddings, EmbeddingSource, ExactIndex
 from recsys.errors import InputError
-from recsys.evaluation.evaluate import (
+from recsys.evaluation.full_ranking import (
     DEFAULT_KS,
     Evaluation,
     _report_order,

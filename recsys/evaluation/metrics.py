@@ -24,6 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+DEFAULT_KS: tuple[int, ...] = (10, 20, 50)
+"""The cut-offs every evaluation reports unless told otherwise."""
+
 PER_USER_METRICS: tuple[str, ...] = ("recall", "ndcg", "precision", "map", "mrr", "hit_rate")
 """Metrics averaged over users, in the order they are reported (recall first)."""
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
-from recsys.evaluation.evaluate import evaluate_search
+from recsys.evaluation.full_ranking import evaluate_search
 
 if TYPE_CHECKING:
     from recsys.models.base import Recommender

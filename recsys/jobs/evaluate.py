@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from recsys.artifacts import check_output
 from recsys.errors import ConfigError
-from recsys.evaluation.evaluate import DEFAULT_KS, PER_USER_TABLE, Evaluation, evaluate
+from recsys.evaluation.full_ranking import DEFAULT_KS, PER_USER_TABLE, Evaluation, evaluate
 from recsys.jobs.record import data_params, log_evaluation
 from recsys.jobs.settings import DataSource, ReadOptions, load, source_name
 from recsys.jobs.split import write_table

@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 
 from recsys.errors import ConfigError, RecsysError, TrackingError
-from recsys.evaluation.evaluate import DEFAULT_KS
+from recsys.evaluation.full_ranking import DEFAULT_KS
 from recsys.jobs.config import read_toml
 from recsys.jobs.record import data_params
 from recsys.jobs.settings import ReadOptions, TrainConfig, load

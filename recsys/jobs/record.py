@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from recsys.artifacts import sha256_file
 from recsys.data.interactions import Interactions
-from recsys.evaluation.evaluate import Evaluation
+from recsys.evaluation.full_ranking import Evaluation
 from recsys.jobs.config import settings_toml
 from recsys.jobs.settings import DataSource, FeatureTables, TrainConfig
 from recsys.models import create_model

@@ -21,9 +21,7 @@ from recsys.data.io import ReadReport, read_interactions
 from recsys.data.options import ReadOptions
 from recsys.data.splits import STRATEGIES, keep_trained, split
 from recsys.errors import ConfigError, InputError
-from recsys.evaluation.evaluate import DEFAULT_KS
-from recsys.models import MODELS
-from recsys.models.params import check_params
+from recsys.evaluation.metrics import DEFAULT_KS
 
 DataSource = str | os.PathLike | Interactions
 """A path to an interaction file, or the interactions themselves."""
@@ -159,6 +157,10 @@ class TrainConfig:
         return Filters(self.min_rating, self.min_user_count, self.min_item_count)
 
     def check(self) -> None:
+        # The registry loads the models (and torch): deferred, so that `recsys split` does not.
+        from recsys.models import MODELS
+        from recsys.models.params import check_params
+
         # Types first (a config file or grid may hold anything), then the ranges.
         check_params(TrainConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "settings")
         if not 0 < self.test_fraction < 1:
@@ -179,6 +181,8 @@ class TrainConfig:
 
     def model_params(self) -> dict[str, Any]:
         """Hyper-parameters with the run's seed as ``random_state`` unless set explicitly."""
+        from recsys.models import MODELS
+
         params = dict(self.params)
         if "random_state" in MODELS[self.model].param_names():
             params.setdefault("random_state", self.seed)
@@ -188,6 +192,8 @@ class TrainConfig:
     def from_dict(cls, stored: dict[str, Any]) -> TrainConfig:
         """A config written by :func:`dataclasses.asdict` (a checkpoint, ``run.json``); its
         hyper-parameters under today's names (:meth:`Recommender.rename_params`)."""
+        from recsys.models import MODELS
+
         values = dict(stored)
         values["ks"] = tuple(values.get("ks", DEFAULT_KS))
         if isinstance(values.get("params"), dict) and values.get("model") in MODELS:
@@ -222,6 +228,7 @@ def attach_feature_tables(data: Interactions, model: str, features: FeatureTable
     """``data`` with the feature tables attached, and the feature report; refused for a
     model that reads no features."""
     from recsys.data.features import attach_features, load_features
+    from recsys.models import MODELS
 
     if not MODELS[model].uses_features:
         users = [name for name, cls in MODELS.items() if cls.uses_features]

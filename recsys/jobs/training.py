@@ -41,7 +41,7 @@ from recsys.data.filters import FilterReport, Filters, apply_filters, describe_v
 from recsys.data.interactions import Interactions
 from recsys.data.splits import on_training_ids
 from recsys.errors import ConfigError
-from recsys.evaluation.evaluate import Evaluation, evaluate
+from recsys.evaluation.full_ranking import Evaluation, evaluate
 from recsys.evaluation.validation import Validation
 from recsys.jobs.record import record_outcome, record_settings
 from recsys.jobs.resume import resumed, stored_settings

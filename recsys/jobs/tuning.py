@@ -39,7 +39,7 @@ import pandas as pd
 from recsys.artifacts import OutputKind, atomic_file, check_output, starts_with
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError, RecsysError
-from recsys.evaluation.evaluate import evaluate
+from recsys.evaluation.full_ranking import evaluate
 from recsys.jobs.config import settings_toml
 from recsys.jobs.record import config_params, data_params
 from recsys.jobs.settings import (

@@ -16,7 +16,7 @@ from recsys.data.interactions import Interactions
 from recsys.embeddings import Embeddings, EmbeddingSource
 from recsys.errors import ConfigError, InputError
 from recsys.evaluation.beyond import BEYOND_METRICS, BeyondAccuracy
-from recsys.evaluation.metrics import PER_USER_METRICS, user_metrics
+from recsys.evaluation.metrics import DEFAULT_KS, PER_USER_METRICS, user_metrics
 from recsys.progress import progress_bar
 from recsys.seeding import as_generator
 
@@ -24,9 +24,6 @@ PER_USER_TABLE = OutputKind("per-user metrics table", recognise=table_with_colum
 
 Search = Callable[[np.ndarray, int, sp.csr_matrix], tuple[np.ndarray, np.ndarray]]
 """(user indices, k, items to exclude per user) -> (item indices (B, k), scores (B, k))."""
-
-DEFAULT_KS: tuple[int, ...] = (10, 20, 50)
-
 
 @dataclass
 class Evaluation:
