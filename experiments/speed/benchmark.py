@@ -157,8 +157,9 @@ SAMPLE = ROOT / "data" / "sample" / "ratings.csv"
 
 
 def stage_fixed(runs: int, data_dir: Path) -> None:
-    """Wall and CPU seconds (the child's user + system) of commands that do almost nothing,
-    and what tracking adds to them and to a job of a few seconds (als on ML-100K's u1)."""
+    """Wall and CPU seconds (the child's user + system) of commands that do almost nothing
+    (imports, `recsys split` of the sample), and what tracking adds to them and to a job of
+    a few seconds (als on ML-100K's u1)."""
     python, recsys = sys.executable, str(Path(sys.executable).with_name("recsys"))
     train = [recsys, "train", "--data", str(SAMPLE), "--model", "popular", "--quiet"]
     folder = ml100k(data_dir)
@@ -169,6 +170,7 @@ def stage_fixed(runs: int, data_dir: Path) -> None:
         "recsys --version": [recsys, "--version"],
         "import torch": [python, "-c", "import torch"],
         "import mlflow": [python, "-c", "import mlflow"],
+        "split the sample": [recsys, "split", "--data", str(SAMPLE), "--quiet"],
         "train popular, --no-track": [*train, "--no-track"],
         "train popular, tracked (sqlite)": train,
         "train als on u1, --no-track": [*als, "--no-track"],
@@ -179,7 +181,8 @@ def stage_fixed(runs: int, data_dir: Path) -> None:
         for run in range(1, runs + 1):
             for name, command in commands.items():
                 before, start = os.times(), time.perf_counter()
-                extra = ["--output", f"{tmp}/{run}-{len(rows)}"] if command[0] == recsys and len(command) > 2 else []
+                flag = "--out-dir" if command[1:2] == ["split"] else "--output"
+                extra = [flag, f"{tmp}/{run}-{len(rows)}"] if command[0] == recsys and len(command) > 2 else []
                 subprocess.run([*command, *extra], cwd=tmp, check=True, capture_output=True)
                 wall, after = time.perf_counter() - start, os.times()
                 cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
