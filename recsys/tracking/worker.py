@@ -165,7 +165,10 @@ class RecorderProcess:
 def _snapshot(directory: Path) -> Path | None:
     """A copy of ``directory`` made of hard links (instant, no bytes copied): in the
     system's temporary folder, else in a hidden folder beside it (where the two are on
-    different file systems); None where links cannot be made in either."""
+    different file systems); None where links cannot be made in either, and on Windows,
+    where the job could not remove its own files while the process reads their links."""
+    if os.name == "nt":
+        return None
     for place in (None, directory.parent):
         try:
             folder = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tracking-", dir=place))
