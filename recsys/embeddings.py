@@ -41,16 +41,6 @@ def iter_blocks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
-def _mask_rows(scores: torch.Tensor, exclude: sp.csr_matrix) -> None:
-    """Set ``scores[r, j] = -inf`` for every stored (r, j) of ``exclude`` (same row count)."""
-    if exclude.nnz == 0:
-        return
-    counts = np.diff(exclude.indptr)
-    rows = torch.from_numpy(np.repeat(np.arange(exclude.shape[0]), counts)).to(scores.device)
-    cols = torch.from_numpy(exclude.indices.astype(np.int64, copy=False)).to(scores.device)
-    scores[rows, cols] = -torch.inf
-
-
 class ExactIndex:
     """All-items dot-product search over a fixed item matrix kept on one device.
 
@@ -94,9 +84,9 @@ class ExactIndex:
         order = np.lexsort((np.arange(self.n_items), -norms))
         sorted_norms = norms[order]
         self._chunks = chunk_bounds(self.n_items)
-        # The longest vector from each chunk's start, and after each chunk (0 after the last).
-        self._longest_from = {start: float(sorted_norms[start]) for start, _ in self._chunks}
+        # The longest vector after each chunk (0 after the last), and in the last chunk.
         self._longest_after = [float(sorted_norms[end]) if end < self.n_items else 0.0 for _, end in self._chunks]
+        self._longest_in_last = float(sorted_norms[self._chunks[-1][0]])
         # ...but within a chunk in index order: scores that fall along a row are a slow case
         # for torch's top-k (a third slower), and the bound needs only each chunk's longest.
         for start, end in self._chunks:
@@ -198,8 +188,7 @@ class ExactIndex:
                 break
             # Where (nearly) every user left might yet need the last chunk too, as when
             # lengths are alike, chunks only add overhead: the rest in one.
-            last_start = self._chunks[-1][0]
-            rest_at_once = bool((kth < reach * self._longest_from[last_start]).float().mean() > self.REST_SHARE)
+            rest_at_once = bool((kth < reach * self._longest_in_last).float().mean() > self.REST_SHARE)
             start, chunk = end, chunk + 1
         return top_scores, top_idx
 
