@@ -124,10 +124,13 @@ class MlflowRecorder:
         from mlflow.tracking import MlflowClient
 
         models = self.model_ids.get(run_id) or [None]
+        metrics = []
+        for key, value, step, timestamp in batch.metrics:
+            # A step-0 figure is each logged model's too (one row per model); an epoch's is the run's.
+            metrics += [Metric(key, value, timestamp, step or 0, model_id=model) for model in (models if not step else [None])]
         MlflowClient(self.uri).log_batch(
             run_id,
-            metrics=[Metric(key, value, timestamp, step or 0, model_id=model if not step else None)
-                     for key, value, step, timestamp in batch.metrics for model in (models if not step else [None])],
+            metrics=metrics,
             params=[Param(key, value) for key, value in batch.params.items()],
             tags=[RunTag(key, value) for key, value in batch.tags.items()],
         )

@@ -51,7 +51,7 @@ class RecorderProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8", bufsize=1,
         )
         self._replies: queue.Queue[Any] = queue.Queue()
-        threading.Thread(target=_read_replies, args=(self._process.stdout, self._replies),
+        threading.Thread(target=_read_lines, args=(self._process.stdout, self._replies),
                          name="recsys-tracking-replies", daemon=True).start()
         # Dropped unused (a command that failed before its run), the process sees its input end and exits.
         self._hang_up = weakref.finalize(self, _hang_up, self._process)
@@ -183,10 +183,14 @@ def _snapshot(directory: Path) -> Path | None:
     return None
 
 
-def _read_replies(stream: Any, replies: queue.Queue[Any]) -> None:
-    for line in stream:
-        replies.put(json.loads(line))
-    replies.put(_CLOSED)
+def _read_lines(stream: Any, lines: queue.Queue[Any]) -> None:
+    """Each JSON line of ``stream`` into ``lines``, then ``_CLOSED``: the job's replies
+    thread and the process's requests thread alike."""
+    try:
+        for line in stream:
+            lines.put(json.loads(line))
+    finally:  # also if reading fails: the reader must not wait for lines that will not come
+        lines.put(_CLOSED)
 
 
 def _hang_up(process: subprocess.Popen) -> None:
@@ -210,7 +214,7 @@ def serve(config: dict[str, Any], requests: Any, reply: Any) -> None:
     # calls that arrived together are recorded as one batch (one transaction in a SQLite
     # store, not one per epoch), and the pyfunc model is prepared only while nothing waits.
     pending: queue.Queue[Any] = queue.Queue()
-    threading.Thread(target=_read_requests, args=(requests, pending), name="recsys-tracking-requests",
+    threading.Thread(target=_read_lines, args=(requests, pending), name="recsys-tracking-requests",
                      daemon=True).start()
 
     # Loaded before the first request; the store itself is opened (and a new one created) only
@@ -312,14 +316,6 @@ def gather(request: dict[str, Any], pending: queue.Queue[Any]) -> tuple[Any, set
             return batch, methods, following
         methods.add(following["method"])
     return batch, methods, None
-
-
-def _read_requests(stream: Any, pending: queue.Queue[Any]) -> None:
-    try:
-        for line in stream:
-            pending.put(json.loads(line))
-    finally:  # also if reading fails: the loop must not wait for lines that will not come
-        pending.put(_CLOSED)
 
 
 def _discard(request: dict[str, Any]) -> None:
