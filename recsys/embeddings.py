@@ -290,6 +290,13 @@ class Embeddings:
         u, i = self.user_vectors[user_index], self.item_vectors[item_index]
         return np.einsum("ij,ij->i", u, i).astype(np.float32)
 
+    def as_ratings(self, scores: np.ndarray) -> np.ndarray:
+        """``scores`` as predicted ratings: within :attr:`rating_range`, clipped in place
+        (unchanged without one); NaN stays NaN."""
+        if self.rating_range is not None:
+            np.clip(scores, *self.rating_range, out=scores)
+        return scores
+
     def popular_items(self, k: int) -> np.ndarray:
         """Indices of the ``k`` items with the most training users, padded with -1."""
         order = np.argsort(-self.item_popularity, kind="stable")[:k]

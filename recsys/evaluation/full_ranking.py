@@ -237,9 +237,7 @@ def rating_errors(model: Embeddings, test: Interactions) -> np.ndarray:
         pred[known_u & ~known_i] = model.user_vectors[u[known_u & ~known_i], -1]
         pred[~known_u & known_i] = model.item_vectors[i[~known_u & known_i], -2] + model.global_bias
         pred[~known_u & ~known_i] = model.global_bias
-    if model.rating_range is not None:
-        np.clip(pred, *model.rating_range, out=pred)
-    err = pred - test.matrix.data
+    err = model.as_ratings(pred) - test.matrix.data
     return err[~np.isnan(err)]
 
 

@@ -338,8 +338,7 @@ class Recommender(ABC):
         out = np.full(len(u), np.nan, dtype=np.float32)
         ok = (u >= 0) & (i >= 0)
         out[ok] = self.score_pairs(u[ok], i[ok])
-        if self.rating_range is not None:
-            np.clip(out, *self.rating_range, out=out)
+        self.embeddings().as_ratings(out)
         return out if np.ndim(users) else out[0]
 
     # -- queries ----------------------------------------------------------------------------
