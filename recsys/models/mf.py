@@ -269,7 +269,9 @@ class MFTrainer:
         self, rows: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor | None, values: torch.Tensor | None
     ) -> torch.Tensor:
         """The loss of one batch from its gathered rows: the users', the items', then (BPR and
-        softmax) the sampled negatives'; ``values`` are the ratings (MSE only)."""
+        softmax) the sampled negatives'; ``values`` are the ratings (MSE only). Training
+        differentiates it with autograd for softmax and MSE; for BPR it is the definition
+        that :meth:`bpr_loss_and_gradient` computes by hand (and is tested against)."""
         b = len(items)
         p, q = rows[:b], rows[b:2 * b]
         reg = (p.pow(2).sum(1) + q.pow(2).sum(1)).mean()
