@@ -84,6 +84,10 @@ class ExactIndex:
         order = np.lexsort((np.arange(self.n_items), -norms))
         sorted_norms = norms[order]
         self._chunks = chunk_bounds(self.n_items)
+        if sorted_norms[self._chunks[0][1] % self.n_items] * (1.0 + self.SLACK) >= sorted_norms[0]:
+            # The items after the first chunk are as long as the longest (unit vectors for
+            # cosine, or lengths alike): no user could ever stop early; one pass.
+            self._chunks = [(0, self.n_items)]
         # The longest vector after each chunk (0 after the last), and in the last chunk.
         self._longest_after = [float(sorted_norms[end]) if end < self.n_items else 0.0 for _, end in self._chunks]
         self._longest_in_last = float(sorted_norms[self._chunks[-1][0]])

@@ -125,3 +125,9 @@ def test_chunks_cover_the_catalogue_doubling():
     assert bounds[0] == (0, 125_000) and bounds[-1][1] == 1_000_000
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     assert [end - start for start, end in bounds] == [125_000, 125_000, 250_000, 500_000]
+
+    # Unit vectors (cosine neighbours): nobody could stop early, so one pass, no chunks.
+    from recsys.embeddings import ExactIndex, unit_rows
+
+    unit = unit_rows(np.random.default_rng(0).normal(size=(20_000, 8)))
+    assert ExactIndex(unit, "cpu")._chunks == [(0, 20_000)]
