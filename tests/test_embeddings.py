@@ -71,13 +71,15 @@ def brute_force_top(users: np.ndarray, items: np.ndarray, k: int, exclude: sp.cs
     return order, np.take_along_axis(scores, order, 1)
 
 
+@pytest.mark.parametrize("screen", [False, True], ids=["exact-chunks", "screened-chunks"])
 @pytest.mark.parametrize("skew", [0.0, 1.2], ids=["lengths-alike", "lengths-by-popularity"])
 @pytest.mark.parametrize("k", [1, 10, 200])
-def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k, monkeypatch):
+def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k, screen, monkeypatch):
     """Items scanned longest first, users leaving once no item left can beat their k-th best:
     the same items and scores as ranking the whole catalogue, with seen items skipped, rows
     with fewer unseen items than k padded, and blocks small enough to hold only part of
-    the users; whether most users stop early (lengths that fall with popularity) or none do."""
+    the users; whether most users stop early (lengths that fall with popularity) or none do,
+    and whether the chunks after the first are screened in bfloat16 or not."""
     from recsys.embeddings import ExactIndex, chunk_bounds
 
     rng = np.random.default_rng(3)
@@ -91,12 +93,13 @@ def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k
     exclude[5, : n_items - 50] = 1.0  # fewer unseen items than 200
     exclude = exclude.tocsr()
     assert len(chunk_bounds(n_items)) > 1
-    index = ExactIndex(items, "cpu", block_bytes=4 * n_items * 64)
+    index = ExactIndex(items, "cpu", block_bytes=(6 if screen else 4) * n_items * 64, screen=screen)
+    assert index.block_users == 64 and index.screens == screen
     scored = []
     real_matmul = torch.matmul
 
     def matmul(a, b, **kwargs):
-        scored.append(a.shape[0] * b.shape[1])
+        scored.append(a.shape[0] * b.shape[1] if a.dtype == torch.float32 else 0)  # exact scores only
         return real_matmul(a, b, **kwargs)
 
     monkeypatch.setattr(torch, "matmul", matmul)
@@ -115,6 +118,36 @@ def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k
     assert (found[3] == -1).all() and (found[5, :50] >= 0).all() and (found[5, 50:] == -1).all() if k == 200 else True
     unseen = ~exclude[7].toarray().ravel().astype(bool)
     assert set(found[7][found[7] >= 0]) <= set(np.flatnonzero(unseen))
+
+
+def test_screening_in_bfloat16_misses_no_item_that_beats_by_less_than_its_rounding():
+    """Each user's best item in the first chunk scores 1; a shorter item in a later chunk
+    scores 1 + 1e-5, far less apart than bfloat16 tells (8 bits: about 0.4%). The screen's
+    error bound lets every such row through to the exact scores, so the search finds the
+    later item; without the bound it would miss some of them."""
+    from recsys.embeddings import ExactIndex
+
+    rng = np.random.default_rng(5)
+    n_users, dim, n_items = 16, 64, 12_000
+    basis = np.linalg.qr(rng.normal(size=(dim, dim)))[0].T  # orthonormal rows
+    users, aside, elsewhere = basis[:n_users], basis[n_users:2 * n_users], basis[2 * n_users:]
+    long_fill = rng.normal(size=(4096 - n_users, dim - 2 * n_users)) @ elsewhere  # scores 0 for every user
+    long_fill *= 3 / np.linalg.norm(long_fill, axis=1, keepdims=True)
+    short_fill = rng.normal(size=(n_items - 4096 - n_users, dim - 2 * n_users)) @ elsewhere
+    short_fill *= 0.5 / np.linalg.norm(short_fill, axis=1, keepdims=True)
+    items = np.vstack([users + 3 * aside, long_fill, users * (1 + 1e-5), short_fill]).astype(np.float32)
+    users = users.astype(np.float32)
+    later = np.arange(4096, 4096 + n_users)  # each user's best: after the first chunk
+
+    index = ExactIndex(items, "cpu", screen=True)
+    assert index._chunks[0] == (0, 4096)
+    found, scores = index.search(users, 1)
+    assert (found[:, 0] == later).all()
+    np.testing.assert_allclose(scores[:, 0], 1 + 1e-5, rtol=1e-6)
+
+    index._screen_error = 0.0  # the same screen, trusting the bfloat16 scores as they are
+    missed = index.search(users, 1)[0][:, 0] != later
+    assert missed.any()
 
 
 def test_chunks_cover_the_catalogue_doubling():
