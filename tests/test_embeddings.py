@@ -71,16 +71,22 @@ def brute_force_top(users: np.ndarray, items: np.ndarray, k: int, exclude: sp.cs
     return order, np.take_along_axis(scores, order, 1)
 
 
-@pytest.mark.parametrize("screen", [False, True], ids=["exact-chunks", "screened-chunks"])
+@pytest.mark.parametrize(("screen", "onednn"), [(False, True), (True, True), (True, False)],
+                         ids=["exact-chunks", "screened-chunks", "screened-plain-product"])
 @pytest.mark.parametrize("skew", [0.0, 1.2], ids=["lengths-alike", "lengths-by-popularity"])
 @pytest.mark.parametrize("k", [1, 10, 200])
-def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k, screen, monkeypatch):
+def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k, screen, onednn, monkeypatch):
     """Items scanned longest first, users leaving once no item left can beat their k-th best:
     the same items and scores as ranking the whole catalogue, with seen items skipped, rows
     with fewer unseen items than k padded, and blocks small enough to hold only part of
     the users; whether most users stop early (lengths that fall with popularity) or none do,
-    and whether the chunks after the first are screened in bfloat16 or not."""
+    and whether the chunks after the first are screened in bfloat16 or not, with oneDNN's
+    packed product (where this CPU has it) or torch's plain one."""
+    import recsys.embeddings
     from recsys.embeddings import ExactIndex, chunk_bounds
+
+    if not onednn:
+        monkeypatch.setattr(recsys.embeddings, "onednn_product", lambda: False)
 
     rng = np.random.default_rng(3)
     n_items = 20000
@@ -95,14 +101,17 @@ def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k
     assert len(chunk_bounds(n_items)) > 1
     index = ExactIndex(items, "cpu", block_bytes=(6 if screen else 4) * n_items * 64, screen=screen)
     assert index.block_users == 64 and index.screens == screen
+    assert (index._packed is not None) == (onednn and recsys.embeddings.onednn_product())
     scored = []
-    real_matmul = torch.matmul
+    real_matmul, real_onednn = torch.matmul, recsys.embeddings.onednn_linear
 
     def matmul(a, b, **kwargs):
         scored.append(a.shape[0] * b.shape[1] if a.dtype == torch.float32 else 0)  # exact scores only
         return real_matmul(a, b, **kwargs)
 
     monkeypatch.setattr(torch, "matmul", matmul)
+    monkeypatch.setattr(recsys.embeddings, "onednn_linear", lambda u, packed: (scored.append(len(u) * len(packed)),
+                                                                               real_onednn(u, packed))[1])
     found, scores = index.search(users, k, exclude)
     monkeypatch.undo()
     if skew and k < 200:  # most users stop within the first chunks
@@ -148,6 +157,22 @@ def test_screening_in_bfloat16_misses_no_item_that_beats_by_less_than_its_roundi
     index._screen_error = 0.0  # the same screen, trusting the bfloat16 scores as they are
     missed = index.search(users, 1)[0][:, 0] != later
     assert missed.any()
+
+
+def test_scores_over_several_chunks_are_the_products_in_place():
+    """The rest of the catalogue scanned at once spans chunks, each packed apart for oneDNN:
+    their products side by side are the plain product."""
+    from recsys.embeddings import ExactIndex
+
+    rng = np.random.default_rng(6)
+    items = (rng.normal(size=(20_000, 8)) * rng.pareto(1.5, size=(20_000, 1))).astype(np.float32)
+    users = torch.as_tensor(rng.normal(size=(7, 8)).astype(np.float32))
+    index = ExactIndex(items, "cpu")
+    assert len(index._chunks) > 2
+    buffer = torch.empty(7 * 20_000)
+    for start in (0, index._chunks[1][0]):
+        scores = index._scores(users, start, 20_000, buffer)
+        torch.testing.assert_close(scores, users @ index._items[start:].T, rtol=1e-5, atol=1e-5)
 
 
 def test_chunks_cover_the_catalogue_doubling():
