@@ -81,6 +81,7 @@ class ExactIndex:
 
     SLACK = 1e-4  # relative margin on the bound: float32 dot products round either way
     REST_SHARE = 0.9  # when more of a chunk's users than this might need the last chunk: the rest in one
+    FEW_ROWS = 64  # fewer rows: no screen and torch's own product, whose fixed costs are lower
 
     def __init__(
         self,
@@ -172,7 +173,8 @@ class ExactIndex:
         top_idx = torch.zeros((b, k), dtype=torch.int64, device=self.device)
         excluded = None if exclude is None or not exclude.nnz else self._by_chunk(exclude)
         lengths = torch.linalg.vector_norm(users, dim=1)
-        unit = None if screen_buffer is None else (users / lengths.clamp_min(1e-30)[:, None]).bfloat16()
+        unit = (None if screen_buffer is None or b < self.FEW_ROWS
+                else (users / lengths.clamp_min(1e-30)[:, None]).bfloat16())
         active = torch.arange(b, device=self.device)
         start, chunk, rest_at_once = 0, 0, False
         while True:
@@ -180,7 +182,8 @@ class ExactIndex:
             if rest_at_once:
                 end, chunk = self.n_items, len(self._chunks) - 1
             rows = active
-            if start > 0 and unit is not None and not rest_at_once:  # the rest at once: most rows need it
+            # Not the rest at once (most rows need it), nor a few rows (the exact product is cheap).
+            if start > 0 and unit is not None and not rest_at_once and len(active) >= self.FEW_ROWS:
                 rows = self._screened(unit, lengths, active, top_scores[:, k - 1], start, end, chunk, excluded,
                                       screen_buffer)
             m = len(rows)
@@ -223,7 +226,7 @@ class ExactIndex:
         """Float32 scores of ``users`` against the items [start, end) (a run of whole chunks),
         in ``buffer`` or, with oneDNN's packed chunks, in a tensor of their own."""
         m = len(users)
-        if self._packed is None:
+        if self._packed is None or m < self.FEW_ROWS:
             scores = buffer[: m * (end - start)].view(m, end - start)
             return torch.matmul(users, self._items[start:end].T, out=scores)
         chunks = [c for c, (first, _) in enumerate(self._chunks) if start <= first < end]
@@ -324,7 +327,8 @@ def top_k(scores: torch.Tensor, k: int, sorted: bool = True, spread: int = 32) -
     values; among equal scores, which ones is not specified, as with ``torch.topk``."""
     m, n = scores.shape
     groups = n // spread
-    if scores.device.type != "cpu" or groups < max(k, 64):
+    # The floor's dozen operations cost more than they save on narrow rows or on a few rows.
+    if scores.device.type != "cpu" or groups < max(k, 64) or m < 64:
         return torch.topk(scores, k, dim=1, sorted=sorted)
     maxima = scores[:, : groups * spread].view(m, spread, groups).amax(1)
     floor = torch.topk(maxima, k, dim=1, sorted=False)[0].amin(1, keepdim=True)

@@ -99,8 +99,8 @@ def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k
     exclude[5, : n_items - 50] = 1.0  # fewer unseen items than 200
     exclude = exclude.tocsr()
     assert len(chunk_bounds(n_items)) > 1
-    index = ExactIndex(items, "cpu", block_bytes=(6 if screen else 4) * n_items * 64, screen=screen)
-    assert index.block_users == 64 and index.screens == screen
+    index = ExactIndex(items, "cpu", block_bytes=(6 if screen else 4) * n_items * 128, screen=screen)
+    assert index.block_users == 128 and index.screens == screen
     assert (index._packed is not None) == (onednn and recsys.embeddings.onednn_product())
     scored = []
     real_matmul, real_onednn = torch.matmul, recsys.embeddings.onednn_linear
@@ -112,8 +112,13 @@ def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k
     monkeypatch.setattr(torch, "matmul", matmul)
     monkeypatch.setattr(recsys.embeddings, "onednn_linear", lambda u, packed: (scored.append(len(u) * len(packed)),
                                                                                real_onednn(u, packed))[1])
+    screened = []
+    real_screened = index._screened
+    monkeypatch.setattr(index, "_screened", lambda *a: (screened.append(len(a[2])), real_screened(*a))[1])
     found, scores = index.search(users, k, exclude)
     monkeypatch.undo()
+    if k == 200:  # most users go on past the first chunk: enough rows for the screen
+        assert bool(screened) == screen
     if skew and k < 200:  # most users stop within the first chunks
         assert sum(scored) < 0.3 * 300 * n_items
     expected, expected_scores = brute_force_top(users, items, k, exclude)
@@ -145,8 +150,8 @@ def test_screening_in_bfloat16_misses_no_item_that_beats_by_less_than_its_roundi
     short_fill = rng.normal(size=(n_items - 4096 - n_users, dim - 2 * n_users)) @ elsewhere
     short_fill *= 0.5 / np.linalg.norm(short_fill, axis=1, keepdims=True)
     items = np.vstack([users + 3 * aside, long_fill, users * (1 + 1e-5), short_fill]).astype(np.float32)
-    users = users.astype(np.float32)
-    later = np.arange(4096, 4096 + n_users)  # each user's best: after the first chunk
+    users = np.tile(users, (4, 1)).astype(np.float32)  # 64 rows: enough to be screened
+    later = np.tile(np.arange(4096, 4096 + n_users), 4)  # each user's best: after the first chunk
 
     index = ExactIndex(items, "cpu", screen=True)
     assert index._chunks[0] == (0, 4096)
@@ -184,7 +189,7 @@ def test_top_k_by_a_floor_first_is_torch_topk(case, k, monkeypatch):
     from recsys.embeddings import top_k
 
     rng = np.random.default_rng(7)
-    scores = rng.normal(size=(40, 9000)).astype(np.float32)
+    scores = rng.normal(size=(80, 9000)).astype(np.float32)  # rows enough for the floor to pay
     if case == "few-values":
         scores = rng.integers(0, 3, size=scores.shape).astype(np.float32)
     elif case == "masked":
