@@ -191,7 +191,7 @@ class ExactIndex:
                 scores = self._scores(users if m == b else users[rows], start, end, buffer)
                 self._mask(scores, rows, b, start, end, excluded)
                 if start == 0 or rest_at_once:
-                    found_scores, found = top_k(scores, min(k, end - start), sorted=start == 0)
+                    found_scores, found = torch.topk(scores, min(k, end - start), dim=1, sorted=start == 0)
                 else:
                     # Only rows with a score above their k-th best so far can change: usually a
                     # few (the 10M synthetic log: 0.4% of those in the second chunk), and a
@@ -318,35 +318,6 @@ def fast_bfloat16(device: torch.device) -> bool:
         return False
     cpu = torch.cpu
     return any(bool(getattr(cpu, probe, lambda: False)()) for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-
-
-def top_k(scores: torch.Tensor, k: int, sorted: bool = True, spread: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.topk(scores, k, dim=1)`` for wide rows on the CPU, a third faster: the rows'
-    columns split into groups of ``spread``, the k-th best of the groups' maxima is a score
-    at least k items reach, and only the items that reach it (about k) are ranked. The same
-    values; among equal scores, which ones is not specified, as with ``torch.topk``."""
-    m, n = scores.shape
-    groups = n // spread
-    # The floor's dozen operations cost more than they save on narrow rows or on a few rows.
-    if scores.device.type != "cpu" or groups < max(k, 64) or m < 64:
-        return torch.topk(scores, k, dim=1, sorted=sorted)
-    maxima = scores[:, : groups * spread].view(m, spread, groups).amax(1)
-    floor = torch.topk(maxima, k, dim=1, sorted=False)[0].amin(1, keepdim=True)
-    reach = scores >= floor
-    if int(torch.count_nonzero(reach)) > 4 * k * m:  # many ties at the floor (or -inf): no gain
-        return torch.topk(scores, k, dim=1, sorted=sorted)
-    rows, columns = torch.nonzero(reach, as_tuple=True)
-    counts = torch.bincount(rows, minlength=m)
-    if int(counts.min()) < k:  # NaN scores: torch's own order for them
-        return torch.topk(scores, k, dim=1, sorted=sorted)
-    place = torch.arange(len(rows)) - (torch.cumsum(counts, 0) - counts)[rows]
-    width = int(counts.max())
-    candidates = torch.full((m, width), -torch.inf, dtype=scores.dtype)
-    candidate_columns = torch.zeros((m, width), dtype=torch.int64)
-    candidates[rows, place] = scores[rows, columns]
-    candidate_columns[rows, place] = columns
-    top, pick = torch.topk(candidates, k, dim=1, sorted=sorted)
-    return top, torch.gather(candidate_columns, 1, pick)
 
 
 def chunk_bounds(n_items: int, first: int = 8, smallest: int = 4096) -> list[tuple[int, int]]:

@@ -180,41 +180,6 @@ def test_scores_over_several_chunks_are_the_products_in_place():
         torch.testing.assert_close(scores, users @ index._items[start:].T, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["distinct", "few-values", "masked", "nan"])
-@pytest.mark.parametrize("k", [1, 50, 300])
-def test_top_k_by_a_floor_first_is_torch_topk(case, k, monkeypatch):
-    """Wide rows ranked by a floor first (the k-th best of group maxima) give torch.topk's
-    values, and indices that hold them, whatever the rows hold: distinct scores, a few values
-    repeated (ties at the floor), mostly -inf (seen items), or NaN."""
-    from recsys.embeddings import top_k
-
-    rng = np.random.default_rng(7)
-    scores = rng.normal(size=(80, 9000)).astype(np.float32)  # rows enough for the floor to pay
-    if case == "few-values":
-        scores = rng.integers(0, 3, size=scores.shape).astype(np.float32)
-    elif case == "masked":
-        scores[:, rng.random(9000) < 0.995] = -np.inf  # about 45 items left a row: fewer than k for some k
-        scores[3] = -np.inf
-    elif case == "nan":
-        scores[5, 17] = np.nan
-    scores = torch.as_tensor(scores)
-    widths, real_topk = [], torch.topk
-    monkeypatch.setattr(torch, "topk", lambda x, *a, **kw: (widths.append(x.shape[1]), real_topk(x, *a, **kw))[1])
-    for ordered in (True, False):
-        widths.clear()
-        values, columns = top_k(scores, k, sorted=ordered)
-        if case == "distinct" and k <= 50:  # ranked among the few that reach the floor
-            assert widths[-1] < 4 * k and max(widths) < 1000
-        expected, _ = torch.topk(scores, k, dim=1, sorted=ordered)
-        if not ordered:
-            values, order = torch.sort(values, dim=1, descending=True)
-            columns = torch.gather(columns, 1, order)
-            expected = torch.sort(expected, dim=1, descending=True)[0]
-        torch.testing.assert_close(values, expected, equal_nan=True)
-        torch.testing.assert_close(torch.gather(scores, 1, columns), values, equal_nan=True)
-        assert all(len(set(row.tolist())) == k for row in columns)
-
-
 def test_chunks_cover_the_catalogue_doubling():
     from recsys.embeddings import chunk_bounds
 
