@@ -70,7 +70,8 @@ class ExactIndex:
         bounds memory.
     screen : bool or None
         Screen chunks in bfloat16; None (default): where the CPU does bfloat16 natively
-        (never on CUDA, where it has not been measured).
+        (``torch.cpu``'s AVX512-BF16 and AMX probes). CPU only: on CUDA, cuBLAS may sum
+        bfloat16 products in bfloat16, beyond the screen's bound.
 
     Examples
     --------
@@ -118,16 +119,39 @@ class ExactIndex:
         # Each chunk's vectors packed for oneDNN's float32 product where this torch has it on
         # an x86 CPU: 2-4 times MKL's speed at this shape (two dozen dimensions against
         # thousands of items), and on AMD CPUs, which MKL serves a slower path.
+        self._pack()
+        if screen and self.device.type != "cpu":
+            # cuBLAS may sum bfloat16 products in bfloat16 (split-K), beyond the bound below.
+            raise ValueError(f"screening in bfloat16 is for the CPU, not {self.device}")
+        wanted = fast_bfloat16(self.device) if screen is None else bool(screen)
+        self._screen_items = self._items.bfloat16() if wanted and len(self._chunks) > 1 else None
+        self.screens = self._screen_items is not None
+        # Two bytes more a score where chunks are screened (their bfloat16 scores beside the exact ones).
+        self.block_users = block_size_for(self.n_items, block_bytes * 2 // 3 if self.screens else block_bytes)
+        # What a bfloat16 score may be off by, per unit of user length and of item length:
+        # both inputs rounded to 8 bits (2^-8 each), the output rounded (2^-8), float32 sums on
+        # both sides (d 2^-24 each: the exact scores it is compared with are float32 too), and
+        # 2^-10 to spare for the second-order terms, the rounding of the unit user vectors and
+        # of the item lengths, and the comparison's own.
+        self._screen_error = 3 * 2.0**-8 + 2.0**-10 + 2 * self.dim * 2.0**-24
+
+    def _pack(self) -> None:
+        """Each chunk's vectors packed for oneDNN's float32 product, where this torch has it on
+        an x86 CPU: 2-4 times MKL's speed at this shape (a few dozen dimensions against
+        thousands of items), and on AMD CPUs, which MKL serves a slower path. The rest of the
+        catalogue from a chunk on, scanned at once where lengths are alike, is packed when
+        first asked for."""
         self._packed = ([packed_for_product(self._items[start:end]) for start, end in self._chunks]
                         if self.device.type == "cpu" and onednn_product() else None)
-        self.screens = fast_bfloat16(self.device) if screen is None else bool(screen)
-        self._screen_items = self._items.bfloat16() if self.screens and len(self._chunks) > 1 else None
-        # Two bytes more a score where chunks are screened (their bfloat16 scores beside the exact ones).
-        self.block_users = block_size_for(self.n_items, block_bytes if self._screen_items is None else block_bytes * 2 // 3)
-        # What a bfloat16 score may be off by, per unit of user length and of item length:
-        # both inputs rounded to 8 bits (2^-8 each), the output rounded (2^-8), float32
-        # sums on both sides (d 2^-24 each), and room to spare.
-        self._screen_error = 3 * 2.0**-8 + 2.0**-10 + 2 * self.dim * 2.0**-24
+        self._packed_rest: dict[int, torch.Tensor] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # oneDNN's packed tensors have no storage to copy: packed again on the other side.
+        return {key: value for key, value in self.__dict__.items() if key not in ("_packed", "_packed_rest")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pack()
 
     def search(
         self,
@@ -152,7 +176,9 @@ class ExactIndex:
             # One score buffer for all blocks and chunks: a fresh allocation per block is a
             # fresh mmap whose pages all fault in again (a third of the time at 1M items).
             rows = min(n, self.block_users)
-            buffer = torch.empty(rows * self.n_items, device=self.device)
+            # With oneDNN, whose products come in tensors of their own, only a few rows use it.
+            buffer = torch.empty(min(rows, self.FEW_ROWS if self._packed is not None else rows) * self.n_items,
+                                 device=self.device)
             screen_buffer = None if self._screen_items is None else torch.empty(
                 rows * (self.n_items - self._chunks[0][1]), dtype=torch.bfloat16, device=self.device)
             for block in iter_blocks(n, self.block_users):
@@ -223,20 +249,19 @@ class ExactIndex:
         return top_scores, top_idx
 
     def _scores(self, users: torch.Tensor, start: int, end: int, buffer: torch.Tensor) -> torch.Tensor:
-        """Float32 scores of ``users`` against the items [start, end) (a run of whole chunks),
-        in ``buffer`` or, with oneDNN's packed chunks, in a tensor of their own."""
+        """Float32 scores of ``users`` against the items [start, end) (one chunk, or the rest
+        from one on): by oneDNN's product on packed vectors, in a tensor of its own, or by
+        torch's in ``buffer`` (a few rows, or no oneDNN)."""
         m = len(users)
         if self._packed is None or m < self.FEW_ROWS:
             scores = buffer[: m * (end - start)].view(m, end - start)
             return torch.matmul(users, self._items[start:end].T, out=scores)
-        chunks = [c for c, (first, _) in enumerate(self._chunks) if start <= first < end]
-        if len(chunks) == 1:
-            return onednn_linear(users, self._packed[chunks[0]])
-        scores = buffer[: m * (end - start)].view(m, end - start)
-        for c in chunks:
-            first, last = self._chunks[c]
-            scores[:, first - start:last - start] = onednn_linear(users, self._packed[c])
-        return scores
+        chunk = int(self._chunk_of(start))
+        if end == self._chunks[chunk][1]:
+            return onednn_linear(users, self._packed[chunk])
+        if chunk not in self._packed_rest:
+            self._packed_rest[chunk] = packed_for_product(self._items[start:])
+        return onednn_linear(users, self._packed_rest[chunk])
 
     def _screened(self, unit: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, kth: torch.Tensor,
                   start: int, end: int, chunk: int, excluded: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None,
@@ -250,7 +275,8 @@ class ExactIndex:
         self._mask(approx, rows, len(unit), start, end, excluded)
         # Inputs flushed to zero where tiny (below 2^-126) cost at most that much per term.
         off_by = self._screen_error * self._longest_at[chunk] + self.dim * 2.0**-120
-        return rows[(approx.amax(1).float() + off_by) * lengths[rows] >= kth[rows]]
+        best = torch.nan_to_num(approx.amax(1).float(), nan=torch.inf)  # a NaN item: scored exactly, as unscreened
+        return rows[(best + off_by) * lengths[rows] >= kth[rows]]
 
     def _chunk_of(self, positions: Any) -> Any:
         """The chunk of each position in the length order."""
@@ -262,8 +288,8 @@ class ExactIndex:
         chunk reads only its own entries."""
         rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
         positions = self._rank[exclude.indices]
-        chunk_of = self._chunk_of(positions).astype(np.uint8)
-        grouped = np.argsort(chunk_of, kind="stable")  # a radix sort on one byte
+        chunk_of = self._chunk_of(positions).astype(np.min_scalar_type(len(self._chunks)))
+        grouped = np.argsort(chunk_of, kind="stable")  # a radix sort on one byte (chunks double: a few)
         bounds = np.searchsorted(chunk_of[grouped], np.arange(len(self._chunks) + 1))
         return (torch.from_numpy(rows[grouped]).to(self.device), torch.from_numpy(positions[grouped]).to(self.device),
                 bounds)
@@ -313,7 +339,8 @@ def onednn_product() -> bool:
 
 def fast_bfloat16(device: torch.device) -> bool:
     """Whether ``device`` multiplies bfloat16 matrices natively (AVX512-BF16 or AMX on the CPU),
-    so that screening with them pays. Off on CUDA, where it has not been measured."""
+    so that screening with them pays: ``torch.cpu``'s own probes, private, so a torch
+    without them means no. Never on CUDA (see :class:`ExactIndex`)."""
     if device.type != "cpu":
         return False
     cpu = torch.cpu

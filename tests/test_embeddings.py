@@ -164,20 +164,63 @@ def test_screening_in_bfloat16_misses_no_item_that_beats_by_less_than_its_roundi
     assert missed.any()
 
 
-def test_scores_over_several_chunks_are_the_products_in_place():
-    """The rest of the catalogue scanned at once spans chunks, each packed apart for oneDNN:
-    their products side by side are the plain product."""
+def test_scores_of_a_chunk_or_of_the_rest_are_the_products():
+    """A chunk's scores, and those of the rest of the catalogue from a chunk on (scanned at
+    once where lengths are alike), by oneDNN's packed product for enough rows and by torch's
+    for a few: the plain product each time."""
+    import recsys.embeddings
     from recsys.embeddings import ExactIndex
 
     rng = np.random.default_rng(6)
     items = (rng.normal(size=(20_000, 8)) * rng.pareto(1.5, size=(20_000, 1))).astype(np.float32)
-    users = torch.as_tensor(rng.normal(size=(7, 8)).astype(np.float32))
     index = ExactIndex(items, "cpu")
     assert len(index._chunks) > 2
-    buffer = torch.empty(7 * 20_000)
-    for start in (0, index._chunks[1][0]):
-        scores = index._scores(users, start, 20_000, buffer)
-        torch.testing.assert_close(scores, users @ index._items[start:].T, rtol=1e-5, atol=1e-5)
+    buffer = torch.empty(70 * 20_000)
+    for n_users in (70, 5):
+        users = torch.as_tensor(rng.normal(size=(n_users, 8)).astype(np.float32))
+        for start, end in [index._chunks[0], index._chunks[1], (index._chunks[1][0], 20_000)]:
+            scores = index._scores(users, start, end, buffer)
+            torch.testing.assert_close(scores, users @ index._items[start:end].T, rtol=1e-5, atol=1e-5)
+    assert (index._packed is not None) == recsys.embeddings.onednn_product()
+    assert list(index._packed_rest) == ([1] if index._packed is not None else [])
+
+
+def test_an_index_pickles_and_searches_the_same_after():
+    """oneDNN's packed vectors have no storage to copy: they are packed again on the other side."""
+    import pickle
+
+    from recsys.embeddings import ExactIndex
+
+    rng = np.random.default_rng(8)
+    items = (rng.normal(size=(9000, 8)) * rng.pareto(1.5, size=(9000, 1))).astype(np.float32)
+    users = rng.normal(size=(100, 8)).astype(np.float32)
+    index = ExactIndex(items, "cpu")
+    copy = pickle.loads(pickle.dumps(index))
+    for a, b in zip(index.search(users, 10), copy.search(users, 10), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_nan_item_gets_the_same_answer_screened_or_not():
+    """A NaN item vector (a model that diverged) makes every score it takes part in NaN; the
+    screen lets such rows through to the exact scores, so screened and unscreened agree."""
+    from recsys.embeddings import ExactIndex
+
+    rng = np.random.default_rng(9)
+    items = (rng.normal(size=(12_000, 8)) * np.linspace(3, 0.5, 12_000)[:, None]).astype(np.float32)
+    items[-5] = np.nan
+    users = rng.normal(size=(100, 8)).astype(np.float32)
+    screened = ExactIndex(items, "cpu", screen=True)
+    assert screened.screens
+    for a, b in zip(screened.search(users, 10), ExactIndex(items, "cpu", screen=False).search(users, 10), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_screening_is_refused_on_cuda():
+    from recsys.embeddings import ExactIndex
+
+    with pytest.raises(ValueError, match="for the CPU"):
+        ExactIndex(np.eye(8, dtype=np.float32), "cuda", screen=True)
 
 
 def test_chunks_cover_the_catalogue_doubling():

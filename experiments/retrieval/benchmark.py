@@ -47,7 +47,7 @@ import torch
 from experiments import common
 from recsys.data.io import read_interactions
 from recsys.data.splits import split
-from recsys.embeddings import ExactIndex, block_size_for
+from recsys.embeddings import ExactIndex
 from recsys.evaluation.approximate import evaluate_with_index, overlap_at
 from recsys.evaluation.full_ranking import evaluate
 from recsys.models import create_model
@@ -67,12 +67,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bare_product_seconds(users: np.ndarray, items: np.ndarray) -> float:
-    """The floor: every score in float32, in the exact search's blocks, no masking, no
-    top-k, no copies back."""
+def bare_product_seconds(users: np.ndarray, items: np.ndarray, size: int) -> float:
+    """The floor: every score by torch's float32 product, in blocks of ``size`` users (the
+    exact search's), no masking, no top-k, no copies back."""
     start = time.perf_counter()
     items_t = torch.as_tensor(np.ascontiguousarray(items, dtype=np.float32))
-    size = block_size_for(len(items))
     with torch.inference_mode():
         buffer = torch.empty((min(len(users), size), len(items)))
         for lo in range(0, len(users), size):
@@ -105,7 +104,7 @@ def product_and_top20(vectors: np.ndarray, items: np.ndarray, index: ExactIndex,
     on a shared machine the load changes between two runs more than the two paths differ."""
     floors, tops = [], []
     for _ in range(repeats):
-        floors.append(bare_product_seconds(vectors, items))
+        floors.append(bare_product_seconds(vectors, items, index.block_users))
         seconds, found = exact_seconds(vectors, index, exclude)
         tops.append(seconds)
     return min(floors), min(tops), found
