@@ -10,9 +10,7 @@ against it.
 
 from __future__ import annotations
 
-import functools
 import itertools
-import platform
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -82,7 +80,7 @@ class ExactIndex:
 
     SLACK = 1e-4  # relative margin on the bound: float32 dot products round either way
     REST_SHARE = 0.9  # when more of a chunk's users than this might need the last chunk: the rest in one
-    FEW_ROWS = 64  # fewer rows: no screen and torch's own product, whose fixed costs are lower
+    FEW_ROWS = 64  # fewer rows: no screen, whose fixed costs would outweigh it
 
     def __init__(
         self,
@@ -116,10 +114,6 @@ class ExactIndex:
         self._items = items[self._order]
         self._longest_at = [float(sorted_norms[start]) for start, _ in self._chunks]
         self._chunk_ends = np.array([end for _, end in self._chunks])
-        # Each chunk's vectors packed for oneDNN's float32 product where this torch has it on
-        # an x86 CPU: 2-4 times MKL's speed at this shape (two dozen dimensions against
-        # thousands of items), and on AMD CPUs, which MKL serves a slower path.
-        self._pack()
         if screen and self.device.type != "cpu":
             # cuBLAS may sum bfloat16 products in bfloat16 (split-K), beyond the bound below.
             raise ValueError(f"screening in bfloat16 is for the CPU, not {self.device}")
@@ -134,24 +128,6 @@ class ExactIndex:
         # 2^-10 to spare for the second-order terms, the rounding of the unit user vectors and
         # of the item lengths, and the comparison's own.
         self._screen_error = 3 * 2.0**-8 + 2.0**-10 + 2 * self.dim * 2.0**-24
-
-    def _pack(self) -> None:
-        """Each chunk's vectors packed for oneDNN's float32 product, where this torch has it on
-        an x86 CPU: 2-4 times MKL's speed at this shape (a few dozen dimensions against
-        thousands of items), and on AMD CPUs, which MKL serves a slower path. The rest of the
-        catalogue from a chunk on, scanned at once where lengths are alike, is packed when
-        first asked for."""
-        self._packed = ([packed_for_product(self._items[start:end]) for start, end in self._chunks]
-                        if self.device.type == "cpu" and onednn_product() else None)
-        self._packed_rest: dict[int, torch.Tensor] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # oneDNN's packed tensors have no storage to copy: packed again on the other side.
-        return {key: value for key, value in self.__dict__.items() if key not in ("_packed", "_packed_rest")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._pack()
 
     def search(
         self,
@@ -176,9 +152,7 @@ class ExactIndex:
             # One score buffer for all blocks and chunks: a fresh allocation per block is a
             # fresh mmap whose pages all fault in again (a third of the time at 1M items).
             rows = min(n, self.block_users)
-            # With oneDNN, whose products come in tensors of their own, only a few rows use it.
-            buffer = torch.empty(min(rows, self.FEW_ROWS if self._packed is not None else rows) * self.n_items,
-                                 device=self.device)
+            buffer = torch.empty(rows * self.n_items, device=self.device)
             screen_buffer = None if self._screen_items is None else torch.empty(
                 rows * (self.n_items - self._chunks[0][1]), dtype=torch.bfloat16, device=self.device)
             for block in iter_blocks(n, self.block_users):
@@ -249,19 +223,12 @@ class ExactIndex:
         return top_scores, top_idx
 
     def _scores(self, users: torch.Tensor, start: int, end: int, buffer: torch.Tensor) -> torch.Tensor:
-        """Float32 scores of ``users`` against the items [start, end) (one chunk, or the rest
-        from one on): by oneDNN's product on packed vectors, in a tensor of its own, or by
-        torch's in ``buffer`` (a few rows, or no oneDNN)."""
+        """Float32 scores of ``users`` against the items [start, end), in ``buffer``. (oneDNN's
+        packed product was 1.2-1.3x faster here on an AMD CPU, but it returns a fresh tensor
+        each call, and those fragmented the heap: +0.9 GiB over the 20M log's evaluation.)"""
         m = len(users)
-        if self._packed is None or m < self.FEW_ROWS:
-            scores = buffer[: m * (end - start)].view(m, end - start)
-            return torch.matmul(users, self._items[start:end].T, out=scores)
-        chunk = int(self._chunk_of(start))
-        if end == self._chunks[chunk][1]:
-            return onednn_linear(users, self._packed[chunk])
-        if chunk not in self._packed_rest:
-            self._packed_rest[chunk] = packed_for_product(self._items[start:])
-        return onednn_linear(users, self._packed_rest[chunk])
+        scores = buffer[: m * (end - start)].view(m, end - start)
+        return torch.matmul(users, self._items[start:end].T, out=scores)
 
     def _screened(self, unit: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, kth: torch.Tensor,
                   start: int, end: int, chunk: int, excluded: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None,
@@ -310,31 +277,6 @@ class ExactIndex:
             slot[rows] = torch.arange(len(rows), device=self.device)
             entry_rows, columns = slot[entry_rows[kept]], columns[kept]
         scores[entry_rows, columns] = -torch.inf
-
-
-def onednn_linear(users: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    """``users @ items.T`` in float32 by oneDNN, ``items`` packed by :func:`packed_for_product`."""
-    return torch.ops.mkldnn._linear_pointwise(users, packed, None, "none", [], "")
-
-
-def packed_for_product(items: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._reorder_linear_weight(items.contiguous(), 1024)
-
-
-@functools.cache
-def onednn_product() -> bool:
-    """Whether this torch multiplies float32 by oneDNN's packed product on this (x86) CPU,
-    checked once against ``matmul``: inductor's operators, not a public API, so any
-    failure means the plain product."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        generator = torch.Generator().manual_seed(0)
-        users, items = torch.randn(5, 24, generator=generator), torch.randn(70, 24, generator=generator)
-        product = onednn_linear(users, packed_for_product(items))
-        return bool(product.shape == (5, 70) and torch.allclose(product, users @ items.T, rtol=1e-5, atol=1e-5))
-    except Exception:  # an operator missing or changed in this torch build
-        return False
 
 
 def fast_bfloat16(device: torch.device) -> bool:

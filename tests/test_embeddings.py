@@ -71,22 +71,16 @@ def brute_force_top(users: np.ndarray, items: np.ndarray, k: int, exclude: sp.cs
     return order, np.take_along_axis(scores, order, 1)
 
 
-@pytest.mark.parametrize(("screen", "onednn"), [(False, True), (True, True), (True, False)],
-                         ids=["exact-chunks", "screened-chunks", "screened-plain-product"])
+@pytest.mark.parametrize("screen", [False, True], ids=["exact-chunks", "screened-chunks"])
 @pytest.mark.parametrize("skew", [0.0, 1.2], ids=["lengths-alike", "lengths-by-popularity"])
 @pytest.mark.parametrize("k", [1, 10, 200])
-def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k, screen, onednn, monkeypatch):
+def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k, screen, monkeypatch):
     """Items scanned longest first, users leaving once no item left can beat their k-th best:
     the same items and scores as ranking the whole catalogue, with seen items skipped, rows
     with fewer unseen items than k padded, and blocks small enough to hold only part of
     the users; whether most users stop early (lengths that fall with popularity) or none do,
-    and whether the chunks after the first are screened in bfloat16 or not, with oneDNN's
-    packed product (where this CPU has it) or torch's plain one."""
-    import recsys.embeddings
+    and whether the chunks after the first are screened in bfloat16 or not."""
     from recsys.embeddings import ExactIndex, chunk_bounds
-
-    if not onednn:
-        monkeypatch.setattr(recsys.embeddings, "onednn_product", lambda: False)
 
     rng = np.random.default_rng(3)
     n_items = 20000
@@ -101,17 +95,14 @@ def test_exact_search_stopping_early_finds_what_scoring_everything_finds(skew, k
     assert len(chunk_bounds(n_items)) > 1
     index = ExactIndex(items, "cpu", block_bytes=(6 if screen else 4) * n_items * 128, screen=screen)
     assert index.block_users == 128 and index.screens == screen
-    assert (index._packed is not None) == (onednn and recsys.embeddings.onednn_product())
     scored = []
-    real_matmul, real_onednn = torch.matmul, recsys.embeddings.onednn_linear
+    real_matmul = torch.matmul
 
     def matmul(a, b, **kwargs):
         scored.append(a.shape[0] * b.shape[1] if a.dtype == torch.float32 else 0)  # exact scores only
         return real_matmul(a, b, **kwargs)
 
     monkeypatch.setattr(torch, "matmul", matmul)
-    monkeypatch.setattr(recsys.embeddings, "onednn_linear", lambda u, packed: (scored.append(len(u) * len(packed)),
-                                                                               real_onednn(u, packed))[1])
     screened = []
     real_screened = index._screened
     monkeypatch.setattr(index, "_screened", lambda *a: (screened.append(len(a[2])), real_screened(*a))[1])
@@ -164,29 +155,8 @@ def test_screening_in_bfloat16_misses_no_item_that_beats_by_less_than_its_roundi
     assert missed.any()
 
 
-def test_scores_of_a_chunk_or_of_the_rest_are_the_products():
-    """A chunk's scores, and those of the rest of the catalogue from a chunk on (scanned at
-    once where lengths are alike), by oneDNN's packed product for enough rows and by torch's
-    for a few: the plain product each time."""
-    import recsys.embeddings
-    from recsys.embeddings import ExactIndex
-
-    rng = np.random.default_rng(6)
-    items = (rng.normal(size=(20_000, 8)) * rng.pareto(1.5, size=(20_000, 1))).astype(np.float32)
-    index = ExactIndex(items, "cpu")
-    assert len(index._chunks) > 2
-    buffer = torch.empty(70 * 20_000)
-    for n_users in (70, 5):
-        users = torch.as_tensor(rng.normal(size=(n_users, 8)).astype(np.float32))
-        for start, end in [index._chunks[0], index._chunks[1], (index._chunks[1][0], 20_000)]:
-            scores = index._scores(users, start, end, buffer)
-            torch.testing.assert_close(scores, users @ index._items[start:end].T, rtol=1e-5, atol=1e-5)
-    assert (index._packed is not None) == recsys.embeddings.onednn_product()
-    assert list(index._packed_rest) == ([1] if index._packed is not None else [])
-
-
 def test_an_index_pickles_and_searches_the_same_after():
-    """oneDNN's packed vectors have no storage to copy: they are packed again on the other side."""
+    """An index travels to another process (a Spark executor, a worker pool) and answers the same."""
     import pickle
 
     from recsys.embeddings import ExactIndex

@@ -390,12 +390,14 @@ def million_table() -> list[str]:
         entry = result["large"]
         structure = label(entry).split()[1]
         run = entry["exact_runs"][0]
-        exact.append(f"{structure} {run['users_per_s']:,.0f} users/s and {run['ms_per_single_query']:.1f} ms per query")
+        threads = result.get("torch_threads", 1)
+        exact.append(f"{structure} {run['users_per_s']:,.0f} users/s and {run['ms_per_single_query']:.1f} ms per query "
+                     f"(torch on {threads} thread{'s' if threads != 1 else ''})")
         for r in entry["annoy"]:
             budget = f"auto ({_auto_budget(entry):,})" if r["search_k"] == "auto" else r["search_k"]
             rows.append((structure, r["trees"], budget, _metric(r), r["build_s"], f"{r['index_mb']:,.0f}",
                          f"{r['users_per_s']:,.0f}", f"{r['overlap@20']:.3f}", _sig(r["ms_per_single_query"])))
-    return [f"Exact on one thread: {'; '.join(exact)}; {common.sources(RESULTS, [r for _, r in results])}.", "",
+    return [f"Exact: {'; '.join(exact)}; {common.sources(RESULTS, [r for _, r in results])}.", "",
             *common.markdown_table(["factors", "trees", "search_k", "metric (dot / angular share)", "build s", "index MB",
                                     "users/s", "overlap@20", "ms per single query"], rows)]
 
