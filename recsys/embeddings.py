@@ -92,7 +92,7 @@ class ExactIndex:
         self.device = resolve_device(device)
         items = torch.as_tensor(np.ascontiguousarray(item_vectors, dtype=np.float32)).to(self.device)
         self.n_items, self.dim = items.shape
-        norms = torch.linalg.vector_norm(items, dim=1).cpu().numpy()
+        norms = lengths_of(items).cpu().numpy()
         # Longest first (ties by index, so that the result does not depend on the device)...
         order = np.lexsort((np.arange(self.n_items), -norms))
         sorted_norms = norms[order]
@@ -172,7 +172,7 @@ class ExactIndex:
         top_scores = torch.full((b, k), -torch.inf, device=self.device)
         top_idx = torch.zeros((b, k), dtype=torch.int64, device=self.device)
         excluded = None if exclude is None or not exclude.nnz else self._by_chunk(exclude)
-        lengths = torch.linalg.vector_norm(users, dim=1)
+        lengths = lengths_of(users)
         unit = (None if screen_buffer is None or b < self.FEW_ROWS
                 else (users / lengths.clamp_min(1e-30)[:, None]).bfloat16())
         active = torch.arange(b, device=self.device)
@@ -287,6 +287,14 @@ def fast_bfloat16(device: torch.device) -> bool:
         return False
     cpu = torch.cpu
     return any(bool(getattr(cpu, probe, lambda: False)()) for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def lengths_of(vectors: torch.Tensor) -> torch.Tensor:
+    """Row lengths, scaled by each row's largest component first: float32 squares of
+    components below about 1e-19 go subnormal or to zero, and a length that comes out short
+    would let the search stop a user too early (as BLAS's nrm2 scales, for the same reason)."""
+    scale = vectors.abs().amax(1, keepdim=True).clamp_min(torch.finfo(vectors.dtype).tiny)
+    return torch.linalg.vector_norm(vectors / scale, dim=1) * scale.squeeze(1)
 
 
 def chunk_bounds(n_items: int, first: int = 8, smallest: int = 4096) -> list[tuple[int, int]]:

@@ -193,6 +193,31 @@ def test_screening_is_refused_on_cuda():
         ExactIndex(np.eye(8, dtype=np.float32), "cuda", screen=True)
 
 
+@pytest.mark.parametrize("screen", [False, True], ids=["exact-chunks", "screened-chunks"])
+def test_users_so_short_their_squares_underflow_still_find_their_best_items(screen):
+    """Each user's best item lies after the first chunk. Users scaled to 1e-23, whose float32
+    squares underflow to zero: a length taken plainly would be 0, no item left could seem to
+    beat their k-th best, and they would stop after the first chunk without it."""
+    from recsys.embeddings import ExactIndex
+
+    rng = np.random.default_rng(10)
+    dim = 64
+    basis = np.linalg.qr(rng.normal(size=(dim, dim)))[0].T  # orthonormal rows
+    directions, aside, elsewhere = basis[:16], basis[16:32], basis[32:]
+    long_fill = rng.normal(size=(4096 - 16, 32)) @ elsewhere
+    long_fill *= 3 / np.linalg.norm(long_fill, axis=1, keepdims=True)
+    short_fill = rng.normal(size=(6000, 32)) @ elsewhere
+    short_fill *= 0.5 / np.linalg.norm(short_fill, axis=1, keepdims=True)
+    # First chunk: each direction scores 1 on a long item; later: 1.5 on a shorter one.
+    items = np.vstack([directions + 3 * aside, long_fill, directions * 1.5, short_fill]).astype(np.float32)
+    users = (np.tile(directions, (4, 1)) * 1e-23).astype(np.float32)
+    index = ExactIndex(items, "cpu", screen=screen)
+    assert index._chunks[0] == (0, 4096)
+    found, scores = index.search(users, 1)
+    assert (found[:, 0] == np.tile(np.arange(4096, 4096 + 16), 4)).all()
+    np.testing.assert_allclose(scores[:, 0], 1.5e-23, rtol=1e-5)
+
+
 def test_chunks_cover_the_catalogue_doubling():
     from recsys.embeddings import chunk_bounds
 
