@@ -101,9 +101,9 @@ class ExactIndex:
             # The items after the first chunk are as long as the longest (unit vectors for
             # cosine, or lengths alike): no user could ever stop early; one pass.
             self._chunks = [(0, self.n_items)]
-        # The longest vector after each chunk (0 after the last), and in the last chunk.
-        self._longest_after = [float(sorted_norms[end]) if end < self.n_items else 0.0 for _, end in self._chunks]
-        self._longest_in_last = float(sorted_norms[self._chunks[-1][0]])
+        # The longest vector from each chunk on (0 past the last): the bound a chunk's users
+        # are held to, and what a user still needs to beat once past a chunk.
+        self._longest_from = [float(sorted_norms[start]) for start, _ in self._chunks] + [0.0]
         # ...but within a chunk in index order: scores that fall along a row are a slow case
         # for torch's top-k (a third slower), and the bound needs only each chunk's longest.
         for start, end in self._chunks:
@@ -112,7 +112,6 @@ class ExactIndex:
         self._rank = np.empty(self.n_items, dtype=np.int64)
         self._rank[order] = np.arange(self.n_items)
         self._items = items[self._order]
-        self._longest_at = [float(sorted_norms[start]) for start, _ in self._chunks]
         self._chunk_ends = np.array([end for _, end in self._chunks])
         if screen and self.device.type != "cpu":
             # cuBLAS may sum bfloat16 products in bfloat16 (split-K), beyond the bound below.
@@ -173,8 +172,10 @@ class ExactIndex:
         top_idx = torch.zeros((b, k), dtype=torch.int64, device=self.device)
         excluded = None if exclude is None or not exclude.nnz else self._by_chunk(exclude)
         lengths = lengths_of(users)
-        unit = (None if screen_buffer is None or b < self.FEW_ROWS
-                else (users / lengths.clamp_min(1e-30)[:, None]).bfloat16())
+        # Scores against unit users, for the screen; ``scale`` (the lengths, or the smallest
+        # float32 for a zero user) turns them back into scores.
+        scale = lengths.clamp_min(torch.finfo(torch.float32).tiny)
+        unit = None if screen_buffer is None or b < self.FEW_ROWS else (users / scale[:, None]).bfloat16()
         active = torch.arange(b, device=self.device)
         start, chunk, rest_at_once = 0, 0, False
         while True:
@@ -184,7 +185,7 @@ class ExactIndex:
             rows = active
             # Not the rest at once (most rows need it), nor a few rows (the exact product is cheap).
             if start > 0 and unit is not None and not rest_at_once and len(active) >= self.FEW_ROWS:
-                rows = self._screened(unit, lengths, active, top_scores[:, k - 1], start, end, chunk, excluded,
+                rows = self._screened(unit, scale, active, top_scores[:, k - 1], start, end, chunk, excluded,
                                       screen_buffer)
             m = len(rows)
             if m:
@@ -213,12 +214,12 @@ class ExactIndex:
             # Still in the scan: a user whose k-th best might yet be beaten by an item left.
             kth = top_scores[active, k - 1]
             reach = lengths[active] * (1.0 + self.SLACK)
-            active = active[kth < reach * self._longest_after[chunk]]
+            active = active[kth < reach * self._longest_from[chunk + 1]]
             if len(active) == 0:
                 break
             # Where (nearly) every user left might yet need the last chunk too, as when
             # lengths are alike, chunks only add overhead: the rest in one.
-            rest_at_once = bool((kth < reach * self._longest_in_last).float().mean() > self.REST_SHARE)
+            rest_at_once = bool((kth < reach * self._longest_from[-2]).float().mean() > self.REST_SHARE)
             start, chunk = end, chunk + 1
         return top_scores, top_idx
 
@@ -230,7 +231,7 @@ class ExactIndex:
         scores = buffer[: m * (end - start)].view(m, end - start)
         return torch.matmul(users, self._items[start:end].T, out=scores)
 
-    def _screened(self, unit: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, kth: torch.Tensor,
+    def _screened(self, unit: torch.Tensor, scale: torch.Tensor, rows: torch.Tensor, kth: torch.Tensor,
                   start: int, end: int, chunk: int, excluded: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None,
                   screen_buffer: torch.Tensor) -> torch.Tensor:
         """The ``rows`` whose ``kth`` best score an item of the chunk [start, end) might beat,
@@ -241,9 +242,9 @@ class ExactIndex:
         torch.matmul(unit[rows], self._screen_items[start:end].T, out=approx)
         self._mask(approx, rows, len(unit), start, end, excluded)
         # Inputs flushed to zero where tiny (below 2^-126) cost at most that much per term.
-        off_by = self._screen_error * self._longest_at[chunk] + self.dim * 2.0**-120
+        off_by = self._screen_error * self._longest_from[chunk] + self.dim * 2.0**-120
         best = torch.nan_to_num(approx.amax(1).float(), nan=torch.inf)  # a NaN item: scored exactly, as unscreened
-        return rows[(best + off_by) * lengths[rows] >= kth[rows]]
+        return rows[(best + off_by) * scale[rows] >= kth[rows]]
 
     def _chunk_of(self, positions: Any) -> Any:
         """The chunk of each position in the length order."""

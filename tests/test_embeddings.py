@@ -193,11 +193,13 @@ def test_screening_is_refused_on_cuda():
         ExactIndex(np.eye(8, dtype=np.float32), "cuda", screen=True)
 
 
+@pytest.mark.parametrize("length", [1e-23, 1e-33])
 @pytest.mark.parametrize("screen", [False, True], ids=["exact-chunks", "screened-chunks"])
-def test_users_so_short_their_squares_underflow_still_find_their_best_items(screen):
+def test_users_so_short_their_squares_underflow_still_find_their_best_items(screen, length):
     """Each user's best item lies after the first chunk. Users scaled to 1e-23, whose float32
     squares underflow to zero: a length taken plainly would be 0, no item left could seem to
-    beat their k-th best, and they would stop after the first chunk without it."""
+    beat their k-th best, and they would stop after the first chunk without it. At 1e-33 the
+    screen's unit vectors, and the scale that turns their scores back, must be the same."""
     from recsys.embeddings import ExactIndex
 
     rng = np.random.default_rng(10)
@@ -210,12 +212,12 @@ def test_users_so_short_their_squares_underflow_still_find_their_best_items(scre
     short_fill *= 0.5 / np.linalg.norm(short_fill, axis=1, keepdims=True)
     # First chunk: each direction scores 1 on a long item; later: 1.5 on a shorter one.
     items = np.vstack([directions + 3 * aside, long_fill, directions * 1.5, short_fill]).astype(np.float32)
-    users = (np.tile(directions, (4, 1)) * 1e-23).astype(np.float32)
+    users = (np.tile(directions, (4, 1)) * length).astype(np.float32)
     index = ExactIndex(items, "cpu", screen=screen)
     assert index._chunks[0] == (0, 4096)
     found, scores = index.search(users, 1)
     assert (found[:, 0] == np.tile(np.arange(4096, 4096 + 16), 4)).all()
-    np.testing.assert_allclose(scores[:, 0], 1.5e-23, rtol=1e-5)
+    np.testing.assert_allclose(scores[:, 0], 1.5 * length, rtol=1e-5)
 
 
 def test_chunks_cover_the_catalogue_doubling():
