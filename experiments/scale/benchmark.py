@@ -13,6 +13,10 @@ Stages (run from the repository root; ``scale.toml`` holds the logs and the sett
       results/scale.<date>.<commit>.json
   python -m experiments.scale.benchmark table
       the table in README.md from the newest row of each (log, run, stage)
+  python -m experiments.scale.benchmark search 10m --users 40000
+      the exact search alone on the model a `run` saved: top-50 of the first N users, their
+      training items excluded, with the bfloat16 screen and without (best of 3 each); prints
+      JSON, writes nothing
 
 The log: users' activity lognormal, items' popularity a power law, and a latent taste: each
 user and item belongs to one of ``clusters`` groups and a share ``in_cluster`` of a user's
@@ -37,6 +41,7 @@ from typing import Any
 
 from experiments.common import (
     ROOT,
+    machine,
     markdown_table,
     merged_rows,
     publish_table,
@@ -302,6 +307,33 @@ def table() -> None:
     publish_table("experiments.scale.benchmark", lines, [(HERE / "README.md", "")])
 
 
+def search_timing(name: str, run_name: str, n_users: int, out: Path = DATA, k: int = 50) -> dict[str, Any]:
+    """Seconds of ``ExactIndex.search`` for the first ``n_users`` of the saved model, with the
+    screen and without, and whether both found the same items."""
+    import numpy as np
+
+    from recsys.embeddings import ExactIndex
+    from recsys.models import load_model
+
+    model = load_model(out / f"{name}-{run_name}" / "model")
+    emb = model.embeddings()
+    users = emb.user_vectors[:n_users]
+    exclude = emb.seen[:n_users]
+    found, seconds = {}, {}
+    for screen in (False, True):
+        index = ExactIndex(emb.item_vectors, "cpu", screen=screen)
+        index.search(users[:500], k, exclude[:500])  # warm
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            found[screen], _ = index.search(users, k, exclude)
+            times.append(time.perf_counter() - start)
+        seconds["screened" if screen else "unscreened"] = round(min(times), 3)
+    same = float((np.sort(found[True], axis=1) == np.sort(found[False], axis=1)).all(axis=1).mean())
+    return {"log": name, "run": run_name, "users": len(users), "items": emb.n_items, "k": k, "seconds": seconds,
+            "rows_with_the_same_items": same, "machine": machine()}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
@@ -322,12 +354,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     ref.add_argument("--alpha", type=float, required=True)
     ref.add_argument("--regularization", type=float, required=True)
     sub.add_parser("table")
+    se = sub.add_parser("search")
+    se.add_argument("log")
+    se.add_argument("--run", default="als")
+    se.add_argument("--users", type=int, default=40_000)
+    se.add_argument("--out", type=Path, default=DATA)
     args = parser.parse_args(argv)
     if args.stage == "generate":
         generate(args.log, args.out)
     elif args.stage == "run":
         run(args.log, args.runs.split(","), args.stages.split(","), shlex.split(args.extra), args.out,
             args.recommend_users)
+    elif args.stage == "search":
+        print(json.dumps(search_timing(args.log, args.run, args.users, args.out)))
     elif args.stage == "reference":
         print(json.dumps(reference(args.path, args.factors, args.iterations, args.alpha, args.regularization)))
     else:
